@@ -1,0 +1,68 @@
+"""Small helpers shared by the ``*_commands`` modules: JSON / human output and errors."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one clear line, exit code 1."""
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, numpy scalars/arrays, paths, dates and NaN into plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def emit(payload: Any, *, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    """Print ``payload`` as JSON (for scripts) or through ``human`` (for people)."""
+    if as_json or human is None:
+        json.dump(to_jsonable(payload), sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(human(payload).rstrip("\n") + "\n")
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def guarded(handler: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
+    """Wrap a handler so a :class:`CommandError` prints one line to stderr and exits 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args) or 0)
+        except CommandError as exc:
+            print(f"llmopt: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+__all__ = ["CommandError", "add_json_flag", "emit", "guarded", "to_jsonable"]
