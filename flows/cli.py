@@ -16,7 +16,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "flows.ingest_commands",
     "flows.experiment_commands",
-    "flows.optimize_commands",
+    "flows.simulate_commands",
+    "flows.search_commands",
+    "flows.allocation_commands",
     "flows.monitor_commands",
     "flows.registry_commands",
     "flows.nightly_commands",

@@ -1,0 +1,44 @@
+"""The DuckDB warehouse: one connection helper that applies the schema idempotently.
+
+All heavy data work happens in SQL on this connection; Python only sees small aggregates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from tasks.settings import REPO_ROOT, Settings
+
+SCHEMA_FILES: tuple[Path, ...] = (REPO_ROOT / "data" / "schema.sql",)
+
+
+def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every warehouse table that does not exist yet (safe to call on every connect)."""
+    for schema_file in SCHEMA_FILES:
+        con.execute(schema_file.read_text(encoding="utf-8"))
+
+
+def connect(
+    settings: Settings | None = None,
+    *,
+    path: Path | str | None = None,
+    read_only: bool = False,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (``settings.warehouse_path`` or ``path``; ``":memory:"`` for tests)."""
+    if path is None:
+        if settings is None:
+            from tasks.settings import load_settings
+
+            settings = load_settings()
+        path = settings.warehouse_path
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        apply_schema(con)
+    return con
+
+
+__all__ = ["SCHEMA_FILES", "apply_schema", "connect"]

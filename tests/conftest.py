@@ -1,0 +1,60 @@
+"""Fixtures every test folder shares: an isolated home, settings and an in-file warehouse.
+
+Nothing here touches the developer's own ``data/`` or ``mlflow/``: every test gets a temporary
+``LLMOPT_HOME``; Prefect gets its own ``PREFECT_HOME`` with telemetry off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from tasks.settings import REPO_ROOT, Settings, load_settings  # noqa: E402
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with every location under a fresh temporary home; configs from the repo."""
+    return load_settings(
+        env={"LLMOPT_HOME": str(tmp_path), "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config")}
+    ).ensure_dirs()
+
+
+@pytest.fixture
+def warehouse(settings: Settings) -> Iterator[object]:
+    """A DuckDB warehouse file with the schema applied, closed after the test."""
+    from tasks.warehouse import connect
+
+    con = connect(settings)
+    yield con
+    con.close()
+
+
+def postgres_url(database: str = "test") -> str | None:
+    """URL of the PostgreSQL service, or None (CI=true turns absence into a failure)."""
+    url = os.environ.get("LLMOPT_TEST_POSTGRES_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")
+    try:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            return url
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"PostgreSQL is required in CI but unreachable at {url}: {exc}") from exc
+        return None
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """SQLAlchemy URL of the PostgreSQL test database; skips with a reason off CI."""
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (required when CI=true)")
+    return url
