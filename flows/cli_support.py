@@ -52,7 +52,9 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def guarded(handler: Callable[[argparse.Namespace], int | None]) -> Callable[[argparse.Namespace], int]:
+def guarded(
+    handler: Callable[[argparse.Namespace], int | None],
+) -> Callable[[argparse.Namespace], int]:
     """Wrap a handler so a :class:`CommandError` prints one line to stderr and exits 1."""
 
     def run(args: argparse.Namespace) -> int:

@@ -66,9 +66,7 @@ def config_metrics(
     latency_mean, latency_p95, tokens_sum, days, first_seen, last_seen; plus derived
     quality_mean, cost_mean, error_rate.
     """
-    frame = con.execute(
-        CONFIG_METRICS_SQL, {"use_case": use_case, "start": start, "end": end}
-    ).df()
+    frame = con.execute(CONFIG_METRICS_SQL, {"use_case": use_case, "start": start, "end": end}).df()
     n = frame["n"].astype(float)
     quality_n = frame["quality_n"].astype(float)
     frame["quality_mean"] = frame["quality_sum"] / quality_n.where(quality_n > 0)

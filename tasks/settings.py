@@ -30,7 +30,7 @@ def _read_settings_file(path: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved locations. Build with :func:`load_settings`; override with ``dataclasses.replace``."""
+    """Resolved locations; build with :func:`load_settings`, override with ``replace``."""
 
     home: Path
     warehouse_path: Path

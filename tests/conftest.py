@@ -16,7 +16,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from tasks.settings import REPO_ROOT, Settings, load_settings  # noqa: E402
+from tasks.settings import REPO_ROOT, Settings, load_settings
 
 
 @pytest.fixture
@@ -39,7 +39,9 @@ def warehouse(settings: Settings) -> Iterator[object]:
 
 def postgres_url(database: str = "test") -> str | None:
     """URL of the PostgreSQL service, or None (CI=true turns absence into a failure)."""
-    url = os.environ.get("LLMOPT_TEST_POSTGRES_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}")
+    url = os.environ.get(
+        "LLMOPT_TEST_POSTGRES_URL", f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    )
     try:
         import psycopg
 
@@ -47,7 +49,9 @@ def postgres_url(database: str = "test") -> str | None:
             return url
     except Exception as exc:
         if os.environ.get("CI") == "true":
-            raise RuntimeError(f"PostgreSQL is required in CI but unreachable at {url}: {exc}") from exc
+            raise RuntimeError(
+                f"PostgreSQL is required in CI but unreachable at {url}: {exc}"
+            ) from exc
         return None
 
 

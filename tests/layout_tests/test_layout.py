@@ -1,0 +1,102 @@
+"""Guards for the fixed layout: the rules that keep imports sane for Prefect, MLflow and serving."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import REPO_ROOT
+
+SHADOWING_NAMES = {"mlflow", "optuna", "duckdb", "prefect", "tasks", "strategies", "flows"}
+SHADOWING_NAMES |= {"numpy", "scipy", "pandas", "great_expectations", "river", "statsmodels"}
+
+
+def _imported_top_level_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _python_files(folder: str) -> list[Path]:
+    return sorted((REPO_ROOT / folder).rglob("*.py"))
+
+
+def test_mlflow_package_imports_from_site_packages_not_the_repo_folder() -> None:
+    code = "import mlflow, sys; print(mlflow.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert "site-packages" in out, out
+    assert not Path(out).is_relative_to(REPO_ROOT / "mlflow")
+
+
+@pytest.mark.parametrize("folder", ["mlflow", "data", "deployments"])
+def test_no_python_files_in_data_like_folders(folder: str) -> None:
+    offenders = [str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / folder).rglob("*.py")]
+    assert offenders == []
+
+
+def test_strategies_are_pure() -> None:
+    forbidden = {"prefect", "duckdb", "mlflow", "tasks", "flows", "sqlalchemy", "requests"}
+    files = _python_files("strategies")
+    assert files, "strategies/ should contain modules"
+    offenders = {
+        str(p.relative_to(REPO_ROOT)): sorted(_imported_top_level_modules(p) & forbidden)
+        for p in files
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_imports_run_one_way_flows_tasks_strategies() -> None:
+    offenders = [
+        str(p.relative_to(REPO_ROOT))
+        for p in _python_files("tasks")
+        if "flows" in _imported_top_level_modules(p)
+    ]
+    assert offenders == []
+
+
+def test_no_flow_module_shadows_a_library_or_our_packages() -> None:
+    names = {p.stem for p in (REPO_ROOT / "flows").glob("*.py")}
+    names |= {p.name for p in (REPO_ROOT / "flows").iterdir() if p.is_dir()}
+    assert names & SHADOWING_NAMES == set()
+
+
+def test_tests_tree_has_no_init_and_uses_tests_suffixed_folders() -> None:
+    tests_root = REPO_ROOT / "tests"
+    assert list(tests_root.rglob("__init__.py")) == []
+    folders = [
+        p
+        for p in tests_root.iterdir()
+        if p.is_dir() and p.name not in {"__pycache__", "fixtures"} and not p.name.startswith(".")
+    ]
+    assert folders, "tests should be grouped in *_tests folders"
+    assert [p.name for p in folders if not p.name.endswith("_tests")] == []
+
+
+def test_test_file_names_are_unique_across_the_tree() -> None:
+    names = [p.name for p in (REPO_ROOT / "tests").rglob("test_*.py")]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    assert duplicates == []
+
+
+def test_every_module_starts_with_future_annotations() -> None:
+    missing = []
+    for folder in ("flows", "tasks", "strategies"):
+        for path in _python_files(folder):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            has = any(
+                isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body
+            )
+            if not has and tree.body:
+                missing.append(str(path.relative_to(REPO_ROOT)))
+    assert missing == []
