@@ -1,0 +1,162 @@
+"""Real services for end-to-end tests, started by the test run on 127.0.0.1 and always stopped.
+
+``prefect_server`` / ``mlflow_server`` start ``prefect server start`` and ``mlflow server`` on free
+loopback ports with their own state directories (SQLite), or on fresh PostgreSQL databases for the
+shared-deployment variant (``*_pg`` fixtures). A server that does not answer its health endpoint in
+time fails the test with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 150.0
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    log: Path
+    env: dict[str, str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, expect: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if expect in response.read().decode():
+                return
+        time.sleep(1.0)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise RuntimeError(f"service at {url} did not become healthy (exit={proc.poll()}):\n{tail}")
+
+
+@contextlib.contextmanager
+def _running(
+    cmd: list[str], env: dict[str, str], log: Path, health: str, expect: str
+) -> Iterator[None]:
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        _wait_healthy(health, expect, proc, log)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        handle.close()
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (name only), dropped afterwards; callers request ``pg_url``."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PREFECT_UI_ENABLED="false",
+    )
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+@contextlib.contextmanager
+def start_prefect(home: Path, database_url: str | None = None) -> Iterator[Service]:
+    port = free_port()
+    env = _base_env(home)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    log = home / "prefect-server.log"
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/api"
+    with _running(cmd, env, log, f"{url}/health", "true"):
+        yield Service(url, log, {**env, "PREFECT_API_URL": url})
+
+
+@contextlib.contextmanager
+def start_mlflow(home: Path, backend_uri: str | None = None) -> Iterator[Service]:
+    port = free_port()
+    artifacts = home / "mlflow-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    backend = backend_uri or f"sqlite:///{home / 'mlflow-server.db'}"
+    log = home / "mlflow-server.log"
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(artifacts),
+        "--workers",
+        "1",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with _running(cmd, _base_env(home), log, f"{url}/health", "OK"):
+        yield Service(url, log, {"MLFLOW_TRACKING_URI": url})
+
+
+@pytest.fixture(scope="session")
+def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("e2e")
+    yield home
+    shutil.rmtree(home / "prefect", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(e2e_home: Path) -> Iterator[Service]:
+    with start_prefect(e2e_home / "sqlite-prefect") as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(e2e_home: Path) -> Iterator[Service]:
+    with start_mlflow(e2e_home / "sqlite-mlflow") as service:
+        yield service
