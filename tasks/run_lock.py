@@ -49,8 +49,8 @@ def exclusive_run(
                 time.sleep(poll_seconds)
         handle.seek(0)
         handle.truncate()
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        handle.write(json.dumps(holder))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        handle.write(json.dumps(me))
         handle.flush()
         yield
     finally:
