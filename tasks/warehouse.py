@@ -11,7 +11,15 @@ import duckdb
 
 from tasks.settings import REPO_ROOT, Settings
 
-SCHEMA_FILES: tuple[Path, ...] = (REPO_ROOT / "data" / "schema.sql",)
+SCHEMA_FILES: tuple[Path, ...] = tuple(
+    REPO_ROOT / "data" / name
+    for name in (
+        "schema.sql",
+        "ingest_schema.sql",
+        "experiments_schema.sql",
+        "monitoring_schema.sql",
+    )
+)
 
 
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
