@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime as dt
 import json
-import math
 import sys
-from collections.abc import Callable, Mapping
-from enum import Enum
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
+
+from tasks.jsonable import to_jsonable
 
 
 class CommandError(Exception):
     """A user-facing failure: printed as one clear line, exit code 1."""
-
-
-def to_jsonable(value: Any) -> Any:
-    """Turn dataclasses, numpy scalars/arrays, paths, dates and NaN into plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return to_jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def emit(payload: Any, *, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
