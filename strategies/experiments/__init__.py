@@ -1,0 +1,105 @@
+"""Experiment statistics: sufficient statistics in, effects, intervals and decisions out.
+
+Pure numpy / scipy, vectorized over many comparisons. Start with
+:func:`~strategies.experiments.analysis.analyze_experiment` for a whole experiment, or use a
+test directly (:class:`WelchTest`, :class:`SequentialTest`, :class:`BayesianTest`) on
+:class:`Moments` built from :class:`MeanStats`, :class:`ProportionStats`, :class:`RatioStats`
+(or :func:`cuped_adjust` on :class:`CupedStats`).
+"""
+
+from __future__ import annotations
+
+from strategies.experiments.analysis import (
+    KINDS,
+    MetricData,
+    analyze_experiment,
+    make_test,
+    metric_effects,
+    stack_stats,
+)
+from strategies.experiments.bayesian import BayesianTest
+from strategies.experiments.cuped import cuped_adjust, variance_reduction
+from strategies.experiments.decide import (
+    ACTIONS,
+    CANNOT_ANALYSE,
+    INCONCLUSIVE,
+    KEEP_RUNNING,
+    METHODS,
+    SHIP,
+    STOP_HARM,
+    STOP_SRM,
+    Comparison,
+    Decision,
+    ExperimentReport,
+    ExperimentSpec,
+    Guardrail,
+    SrmCheck,
+    decide,
+)
+from strategies.experiments.effects import EffectResult, EffectTest, prepare
+from strategies.experiments.frequentist import WelchTest
+from strategies.experiments.multiple_testing import adjust_pvalues
+from strategies.experiments.power import (
+    days_needed,
+    detection_power,
+    minimum_detectable_effect,
+    required_n,
+)
+from strategies.experiments.sequential import DEFAULT_N_STAR, SequentialTest, cumulate
+from strategies.experiments.srm import DEFAULT_SRM_ALPHA, SrmResult, srm_test
+from strategies.experiments.stats import (
+    ArmStats,
+    CupedStats,
+    MeanStats,
+    Moments,
+    ProportionStats,
+    RatioStats,
+)
+
+__all__ = [
+    "ACTIONS",
+    "CANNOT_ANALYSE",
+    "DEFAULT_N_STAR",
+    "DEFAULT_SRM_ALPHA",
+    "INCONCLUSIVE",
+    "KEEP_RUNNING",
+    "KINDS",
+    "METHODS",
+    "SHIP",
+    "STOP_HARM",
+    "STOP_SRM",
+    "ArmStats",
+    "BayesianTest",
+    "Comparison",
+    "CupedStats",
+    "Decision",
+    "EffectResult",
+    "EffectTest",
+    "ExperimentReport",
+    "ExperimentSpec",
+    "Guardrail",
+    "MeanStats",
+    "MetricData",
+    "Moments",
+    "ProportionStats",
+    "RatioStats",
+    "SequentialTest",
+    "SrmCheck",
+    "SrmResult",
+    "WelchTest",
+    "adjust_pvalues",
+    "analyze_experiment",
+    "cumulate",
+    "cuped_adjust",
+    "days_needed",
+    "decide",
+    "detection_power",
+    "make_test",
+    "metric_effects",
+    "minimum_detectable_effect",
+    "prepare",
+    "required_n",
+    "srm_test",
+    "stack_stats",
+    "variance_reduction",
+]

@@ -1,0 +1,250 @@
+"""The common shape of every effect test: control and treatment moments in, one result out.
+
+Optuna-style: a small abstract base (:class:`EffectTest`) with keyword-only constructors in the
+subclasses (Welch fixed-horizon, sequential mixture-SPRT, Bayesian). gbstats-style: one
+``compute`` entry point that never raises in the middle of a batch; degenerate comparisons
+(an arm with n <= 1, zero variance in both arms, non-finite inputs) come back with
+``ok == False`` and a ``message`` saying why, and their numbers are NaN, never a decision.
+A zero control mean leaves the absolute effect valid but marks the relative effect unavailable
+(``relative_ok == False``).
+
+All arrays broadcast: one entry per comparison (and, for the sequential cumulation, per look).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats as sps
+
+from strategies.experiments.stats import FloatArray, Moments
+
+Alternative = Literal["two-sided", "greater", "less"]
+ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
+
+MSG_SMALL = "cannot analyse: an arm has fewer than 2 units"
+MSG_ZERO_VAR = "cannot analyse: zero variance in both arms"
+MSG_NONFINITE = "cannot analyse: non-finite statistics"
+MSG_ZERO_CONTROL = "relative effect undefined: control mean is zero"
+
+
+@dataclass(frozen=True)
+class EffectResult:
+    """Vectorized comparison results; entry i compares treatment i with control i.
+
+    ``effect`` is treatment minus control; ``relative`` is ``effect / control mean`` with its
+    delta-method standard error. ``ci_*`` are (1 - alpha) intervals of the method (confidence,
+    always-valid confidence sequence, or credible). ``chance_to_win`` is P(treatment > control)
+    and ``expected_loss`` E[max(0, control - treatment)] (the risk of shipping when higher is
+    better); ``expected_loss_lower`` is E[max(0, treatment - control)] (when lower is better).
+    Both use the normal approximation (posterior for the Bayesian method).
+    """
+
+    method: str
+    alpha: float
+    alternative: str
+    n_control: FloatArray
+    n_treatment: FloatArray
+    mean_control: FloatArray
+    mean_treatment: FloatArray
+    effect: FloatArray
+    se: FloatArray
+    ci_low: FloatArray
+    ci_high: FloatArray
+    relative: FloatArray
+    relative_se: FloatArray
+    relative_ci_low: FloatArray
+    relative_ci_high: FloatArray
+    statistic: FloatArray
+    df: FloatArray
+    p_value: FloatArray
+    chance_to_win: FloatArray
+    expected_loss: FloatArray
+    expected_loss_lower: FloatArray
+    ok: np.ndarray
+    relative_ok: np.ndarray
+    message: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.effect.size)
+
+    def record(self, i: int) -> dict[str, Any]:
+        """Entry ``i`` as plain Python values (NaN where not analysable)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                item = value.ravel()[i]
+                out[f.name] = item.item() if hasattr(item, "item") else item
+            else:
+                out[f.name] = value
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        return [self.record(i) for i in range(len(self))]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Quantities every method shares, computed once."""
+
+    control: Moments
+    treatment: Moments
+    effect: FloatArray
+    var: FloatArray  # variance of the effect estimate
+    df: FloatArray
+    relative: FloatArray
+    relative_var: FloatArray
+    ok: np.ndarray
+    relative_ok: np.ndarray
+    message: np.ndarray
+
+
+def prepare(control: Moments, treatment: Moments) -> Prepared:
+    """Effect, its variance, Welch-Satterthwaite df and the delta-method relative effect."""
+    shape = np.broadcast_shapes(control.n.shape, treatment.n.shape)
+    nc, mc, vc = (np.broadcast_to(a, shape) for a in (control.n, control.mean, control.variance))
+    nt, mt, vt = (
+        np.broadcast_to(a, shape) for a in (treatment.n, treatment.mean, treatment.variance)
+    )
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        se2_c, se2_t = vc / nc, vt / nt
+        var = se2_c + se2_t
+        effect = mt - mc
+        if control.normal and treatment.normal:
+            df = np.full(shape, np.inf)
+        else:
+            df = var**2 / (se2_c**2 / (nc - 1.0) + se2_t**2 / (nt - 1.0))
+        relative = effect / mc
+        relative_var = se2_t / mc**2 + mt**2 * se2_c / mc**4
+    finite = np.isfinite(nc) & np.isfinite(nt) & np.isfinite(mc) & np.isfinite(mt)
+    finite &= np.isfinite(vc) & np.isfinite(vt)
+    small = (nc < 2) | (nt < 2)
+    zero_var = ~small & finite & (var <= 0)
+    ok = ~small & finite & ~zero_var
+    message = np.full(shape, "", dtype=object)
+    message[~finite] = MSG_NONFINITE
+    message[small] = MSG_SMALL
+    message[zero_var] = MSG_ZERO_VAR
+    relative_ok = ok & (mc != 0)
+    message[ok & (mc == 0)] = MSG_ZERO_CONTROL
+    nan = np.nan
+    return Prepared(
+        control=Moments(nc, mc, vc, control.normal),
+        treatment=Moments(nt, mt, vt, treatment.normal),
+        effect=np.where(ok, effect, nan),
+        var=np.where(ok, var, nan),
+        df=np.where(ok, df, nan),
+        relative=np.where(relative_ok, relative, nan),
+        relative_var=np.where(relative_ok, relative_var, nan),
+        ok=ok,
+        relative_ok=relative_ok,
+        message=message,
+    )
+
+
+def normal_win_and_loss(mean: FloatArray, sd: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """P(delta > 0) and E[max(0, -delta)] for delta ~ N(mean, sd^2) (closed form)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = mean / sd
+        win = sps.norm.cdf(z)
+        loss = sd * sps.norm.pdf(z) - mean * sps.norm.cdf(-z)
+    return win, loss
+
+
+def check_alpha(alpha: float) -> float:
+    if not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    return float(alpha)
+
+
+def check_alternative(alternative: str) -> str:
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    return alternative
+
+
+class EffectTest(abc.ABC):
+    """Base of every comparison method; subclasses own their parameters (keyword-only)."""
+
+    name: str = "abstract"
+    alpha: float
+    alternative: str
+
+    @abc.abstractmethod
+    def compute(self, control: Moments, treatment: Moments) -> EffectResult:
+        """Compare treatment with control, entry by entry; never raises on degenerate data."""
+
+    def _result(
+        self,
+        prep: Prepared,
+        *,
+        ci_low: FloatArray,
+        ci_high: FloatArray,
+        multiplier: FloatArray,
+        statistic: FloatArray,
+        p_value: FloatArray,
+        win_mean: FloatArray | None = None,
+        win_sd: FloatArray | None = None,
+    ) -> EffectResult:
+        se = np.sqrt(prep.var)
+        rel_se = np.sqrt(prep.relative_var)
+        center = prep.effect if win_mean is None else win_mean
+        spread = se if win_sd is None else win_sd
+        win, loss = normal_win_and_loss(center, spread)
+        _, loss_lower = normal_win_and_loss(-center, spread)
+        nan = np.nan
+        rel_low = prep.relative - multiplier * rel_se
+        rel_high = prep.relative + multiplier * rel_se
+        if self.alternative == "greater":
+            ci_high = np.where(prep.ok, np.inf, nan)
+            rel_high = np.where(prep.relative_ok, np.inf, nan)
+        elif self.alternative == "less":
+            ci_low = np.where(prep.ok, -np.inf, nan)
+            rel_low = np.where(prep.relative_ok, -np.inf, nan)
+        return EffectResult(
+            method=self.name,
+            alpha=self.alpha,
+            alternative=self.alternative,
+            n_control=prep.control.n,
+            n_treatment=prep.treatment.n,
+            mean_control=prep.control.mean,
+            mean_treatment=prep.treatment.mean,
+            effect=prep.effect,
+            se=se,
+            ci_low=np.where(prep.ok, ci_low, nan),
+            ci_high=np.where(prep.ok, ci_high, nan),
+            relative=prep.relative,
+            relative_se=rel_se,
+            relative_ci_low=rel_low,
+            relative_ci_high=rel_high,
+            statistic=np.where(prep.ok, statistic, nan),
+            df=prep.df,
+            p_value=np.where(prep.ok, p_value, nan),
+            chance_to_win=np.where(prep.ok, win, nan),
+            expected_loss=np.where(prep.ok, loss, nan),
+            expected_loss_lower=np.where(prep.ok, loss_lower, nan),
+            ok=prep.ok,
+            relative_ok=prep.relative_ok,
+            message=prep.message,
+        )
+
+
+__all__ = [
+    "ALTERNATIVES",
+    "MSG_NONFINITE",
+    "MSG_SMALL",
+    "MSG_ZERO_CONTROL",
+    "MSG_ZERO_VAR",
+    "Alternative",
+    "EffectResult",
+    "EffectTest",
+    "Prepared",
+    "check_alpha",
+    "check_alternative",
+    "normal_win_and_loss",
+    "prepare",
+]
