@@ -1,0 +1,558 @@
+"""Optuna studies on real storage and the nightly search round against the warehouse.
+
+One persistent study per use case and objective, in an RDB storage: SQLite next to the warehouse
+by default (``settings.optuna_storage``), any SQLAlchemy URL (PostgreSQL) for a shared deployment.
+The study is reloaded by name every night; nothing lives in process memory between nights.
+
+The nightly flow calls :func:`run_search_round` once per use case:
+
+1. read per-configuration sufficient statistics of the last ``lookback_days`` from the warehouse
+   (``tasks.config_metrics.config_metrics``, one SQL pass);
+2. *tell* every pending trial whose configuration reached ``min_requests`` (the rest stay
+   RUNNING; long-unserved ones are FAILED with the reason);
+3. *ask* for new candidates until ``n_candidates`` are collecting traffic;
+4. return the told trials, the candidates to serve (with the config id serving must log) and the
+   best configuration so far.
+
+:func:`search_status` summarises the studies without touching the warehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import optuna
+from optuna.trial import TrialState
+
+from strategies.search import (
+    AskResult,
+    BestConfig,
+    Candidate,
+    ConfigStats,
+    Objective,
+    Rejection,
+    RewardWeights,
+    SearchSpace,
+    SearchStrategy,
+    TrialOutcome,
+    ask_candidates,
+    make_strategy,
+    pending_candidates,
+    tell_ready_trials,
+    weights_for,
+)
+from strategies.search_space import CandidateParams, candidate_config_id
+from tasks.config import ConfigError, load_config
+from tasks.config_metrics import config_metrics
+from tasks.settings import Settings
+
+__all__ = [
+    "SearchConfig",
+    "SearchRoundResult",
+    "SimulatedSearch",
+    "StudyStatus",
+    "config_stats",
+    "delete_study",
+    "load_or_create_study",
+    "load_search_config",
+    "open_storage",
+    "redact_url",
+    "resolve_space",
+    "run_search_round",
+    "search_config_from_mapping",
+    "search_status",
+    "simulate_search",
+    "study_name",
+    "true_best",
+    "true_reward",
+]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+_SEARCH_KEYS = {
+    "sampler",
+    "objective",
+    "preset",
+    "n_candidates",
+    "min_requests",
+    "lookback_days",
+    "max_pending_days",
+    "seed",
+    "n_startup_trials",
+    "population_size",
+    "study_prefix",
+    "storage",
+    "weights",
+}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The ``[search]``, ``[space]`` and ``[use_cases.*.space]`` tables of ``search.toml``."""
+
+    sampler: str = "tpe"
+    objective: Objective = "single"
+    preset: str = "balanced"
+    weights: dict[str, float] = field(default_factory=dict)
+    n_candidates: int = 4
+    min_requests: int = 300
+    lookback_days: int = 14
+    max_pending_days: int | None = 7
+    seed: int | None = 7
+    n_startup_trials: int = 8
+    population_size: int = 8
+    study_prefix: str = "llmopt"
+    storage: str | None = None
+    space: dict[str, Any] = field(default_factory=dict)
+    use_case_spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_candidates < 0 or self.min_requests < 1 or self.lookback_days < 1:
+            raise ConfigError(
+                "search: n_candidates >= 0, min_requests >= 1 and lookback_days >= 1 required"
+            )
+        if self.objective not in ("single", "multi"):
+            raise ConfigError(f"search: objective must be single or multi, not {self.objective!r}")
+        try:
+            self.strategy()
+        except ValueError as exc:
+            raise ConfigError(f"search: {exc}") from exc
+
+    def strategy(self) -> SearchStrategy:
+        return make_strategy(
+            self.sampler,
+            objective=self.objective,
+            weights=weights_for(self.preset, self.weights),
+            seed=self.seed,
+            n_startup_trials=self.n_startup_trials,
+            population_size=self.population_size,
+        )
+
+    @property
+    def use_cases(self) -> tuple[str, ...]:
+        return tuple(sorted(self.use_case_spaces))
+
+
+def search_config_from_mapping(mapping: Mapping[str, Any]) -> SearchConfig:
+    """Parse a loaded ``search.toml``; unknown keys are an error (typos must not be ignored)."""
+    search = dict(mapping.get("search", {}))
+    unknown = sorted(set(search) - _SEARCH_KEYS)
+    if unknown:
+        raise ConfigError(f"search.toml [search]: unknown keys {unknown}")
+    use_cases = {
+        str(name): dict(table.get("space", {}))
+        for name, table in dict(mapping.get("use_cases", {})).items()
+    }
+    pending = search.get("max_pending_days", 7)
+    return SearchConfig(
+        sampler=str(search.get("sampler", "tpe")),
+        objective=search.get("objective", "single"),
+        preset=str(search.get("preset", "balanced")),
+        weights={str(k): float(v) for k, v in dict(search.get("weights", {})).items()},
+        n_candidates=int(search.get("n_candidates", 4)),
+        min_requests=int(search.get("min_requests", 300)),
+        lookback_days=int(search.get("lookback_days", 14)),
+        max_pending_days=None if pending is None or int(pending) <= 0 else int(pending),
+        seed=None if search.get("seed") is None else int(search["seed"]),
+        n_startup_trials=int(search.get("n_startup_trials", 8)),
+        population_size=int(search.get("population_size", 8)),
+        study_prefix=str(search.get("study_prefix", "llmopt")),
+        storage=search.get("storage"),
+        space=dict(mapping.get("space", {})),
+        use_case_spaces=use_cases,
+    )
+
+
+def load_search_config(settings: Settings) -> SearchConfig:
+    """``<config_dir>/search.toml`` parsed and validated."""
+    return search_config_from_mapping(load_config("search", settings))
+
+
+def resolve_space(
+    config: SearchConfig, use_case: str, con: duckdb.DuckDBPyConnection | None = None
+) -> SearchSpace:
+    """The use case's search space: shared ``[space]`` overridden by its own table.
+
+    Forbidden rules add up (shared + own). Models left unset come from the warehouse (models
+    this use case has logged), so a new model appears in the search once it has served traffic.
+    """
+    merged = {**config.space, **config.use_case_spaces.get(use_case, {})}
+    merged["forbidden"] = [
+        *config.space.get("forbidden", ()),
+        *config.use_case_spaces.get(use_case, {}).get("forbidden", ()),
+    ]
+    if not merged.get("models") and con is not None:
+        rows = con.execute(
+            "SELECT DISTINCT model FROM usage_logs WHERE use_case = ? ORDER BY model", [use_case]
+        ).fetchall()
+        merged["models"] = [r[0] for r in rows]
+    try:
+        return SearchSpace.from_mapping(merged)
+    except ValueError as exc:
+        raise ConfigError(f"search.toml space for {use_case!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- storage
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage (creates the SQLite folder; pings pooled connections otherwise)."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (results and logs must not leak credentials)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
+
+
+def study_name(use_case: str, objective: str, prefix: str = "llmopt") -> str:
+    return f"{prefix}:{use_case}:{objective}"
+
+
+def load_or_create_study(
+    storage: optuna.storages.BaseStorage | str, *, name: str, strategy: SearchStrategy
+) -> optuna.Study:
+    """Reload the study by name (or create it); refuse one whose directions do not match."""
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=strategy.directions,
+        load_if_exists=True,
+        sampler=strategy.sampler(0),
+    )
+    if list(study.directions) != list(strategy.directions):
+        raise ConfigError(
+            f"study {name!r} exists with directions {[d.name for d in study.directions]}, "
+            f"the configured objective needs {[d.name for d in strategy.directions]}; "
+            "use another study_prefix"
+        )
+    return study
+
+
+def delete_study(storage: optuna.storages.BaseStorage | str, name: str) -> bool:
+    """Delete a study if it exists; True when something was deleted."""
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- warehouse
+def config_stats(
+    con: duckdb.DuckDBPyConnection, *, use_case: str, start: dt.date, end: dt.date
+) -> dict[str, ConfigStats]:
+    """Statistics per configuration key, also reachable by the candidate id of its parameters.
+
+    A configuration logged under another id (say, the simulator's or the registry's) with the
+    same parameters as a candidate is found through the alias, but only when exactly one logged
+    configuration has those parameters (sums could merge; a p95 cannot).
+    """
+    frame = config_metrics(con, use_case=use_case, start=start, end=end)
+    by_key = {
+        row.config_key: row
+        for row in (ConfigStats.from_row(r) for r in frame.to_dict(orient="records"))
+    }
+    aliases: dict[str, list[ConfigStats]] = {}
+    for row in by_key.values():
+        if row.params is not None:
+            aliases.setdefault(candidate_config_id(row.params), []).append(row)
+    for alias, rows in aliases.items():
+        if alias not in by_key and len(rows) == 1:
+            by_key[alias] = rows[0]
+    return by_key
+
+
+# --------------------------------------------------------------------------- the round
+@dataclass(frozen=True)
+class SearchRoundResult:
+    """One nightly ask/tell round for one use case (JSON-serialisable)."""
+
+    use_case: str
+    study_name: str
+    storage: str
+    as_of: dt.date
+    objective: str
+    objective_names: tuple[str, ...]
+    sampler: str
+    window: tuple[dt.date, dt.date]
+    told: tuple[TrialOutcome, ...]
+    failed: tuple[TrialOutcome, ...]
+    still_pending: tuple[TrialOutcome, ...]
+    new_candidates: tuple[Candidate, ...]
+    candidates: tuple[Candidate, ...]
+    rejected: tuple[Rejection, ...]
+    best: BestConfig | None
+    trial_counts: dict[str, int]
+    shortfall_reason: str = ""
+
+    @property
+    def serve_config_ids(self) -> tuple[str, ...]:
+        """What the traffic plan should route exploration traffic to tomorrow."""
+        return tuple(c.config_id for c in self.candidates)
+
+
+def run_search_round(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str,
+    as_of: dt.date,
+    n_candidates: int | None = None,
+    config: SearchConfig | None = None,
+    storage: optuna.storages.BaseStorage | str | None = None,
+) -> SearchRoundResult:
+    """Tell ready trials their observed objective, ask for new candidates; see the module doc."""
+    config = config or load_search_config(settings)
+    url = config.storage or settings.optuna_storage
+    store = storage if storage is not None else open_storage(url)
+    strategy = config.strategy()
+    space = resolve_space(config, use_case, con)
+    name = study_name(use_case, config.objective, config.study_prefix)
+    study = load_or_create_study(store, name=name, strategy=strategy)
+
+    start = as_of - dt.timedelta(days=config.lookback_days - 1)
+    stats = config_stats(con, use_case=use_case, start=start, end=as_of)
+    outcomes = tell_ready_trials(
+        study,
+        stats,
+        strategy=strategy,
+        min_requests=config.min_requests,
+        as_of=as_of,
+        max_pending_days=config.max_pending_days,
+    )
+    pending = [o for o in outcomes if o.status == "pending"]
+    wanted = config.n_candidates if n_candidates is None else n_candidates
+    asked = (
+        ask_candidates(
+            study,
+            space,
+            strategy=strategy,
+            n=wanted - len(pending),
+            as_of=as_of,
+            observed=stats,
+            min_requests=config.min_requests,
+        )
+        if wanted > len(pending)
+        else AskResult(candidates=())
+    )
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return SearchRoundResult(
+        use_case=use_case,
+        study_name=name,
+        storage=_storage_label(storage, url),
+        as_of=as_of,
+        objective=config.objective,
+        objective_names=strategy.objective_names,
+        sampler=strategy.name,
+        window=(start, as_of),
+        told=tuple(o for o in outcomes if o.status == "told"),
+        failed=tuple(o for o in outcomes if o.status == "failed"),
+        still_pending=tuple(pending),
+        new_candidates=asked.candidates,
+        candidates=pending_candidates(study),
+        rejected=asked.rejected,
+        best=strategy.best(study),
+        trial_counts=dict(sorted(counts.items())),
+        shortfall_reason=asked.shortfall_reason,
+    )
+
+
+def _storage_label(storage: optuna.storages.BaseStorage | str | None, url: str) -> str:
+    if isinstance(storage, str):
+        return redact_url(storage)
+    return redact_url(url) if storage is None else type(storage).__name__
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """A study at a glance (no warehouse needed)."""
+
+    use_case: str
+    study_name: str
+    exists: bool
+    trial_counts: dict[str, int]
+    candidates: tuple[Candidate, ...]
+    best: BestConfig | None
+    reason: str = ""
+
+
+def search_status(
+    settings: Settings,
+    *,
+    use_case: str | None = None,
+    config: SearchConfig | None = None,
+    storage: optuna.storages.BaseStorage | str | None = None,
+) -> list[StudyStatus]:
+    """Status of the study of ``use_case`` (or of every use case in ``search.toml``)."""
+    config = config or load_search_config(settings)
+    store = (
+        storage if storage is not None else open_storage(config.storage or settings.optuna_storage)
+    )
+    strategy = config.strategy()
+    names = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
+    out = []
+    for uc in [use_case] if use_case else list(config.use_cases):
+        name = study_name(uc, config.objective, config.study_prefix)
+        if name not in names:
+            out.append(StudyStatus(uc, name, False, {}, (), None, "no study yet: run a round"))
+            continue
+        study = optuna.load_study(study_name=name, storage=store)
+        counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+        out.append(
+            StudyStatus(
+                use_case=uc,
+                study_name=name,
+                exists=True,
+                trial_counts=dict(sorted(counts.items())),
+                candidates=pending_candidates(study),
+                best=strategy.best(study),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- simulation
+@dataclass(frozen=True)
+class SimulatedSearch:
+    """Outcome of :func:`simulate_search`: what the loop picked and how far from the truth."""
+
+    use_case: str
+    sampler: str
+    seed: int
+    nights: int
+    n_trials_told: int
+    best_config_id: str
+    best_observed_reward: float
+    best_true_reward: float
+    optimum_config_id: str
+    optimum_true_reward: float
+    gap: float
+    best_true_by_night: tuple[float, ...]
+
+
+def true_reward(use_case: str, params: Mapping[str, Any], weights: RewardWeights) -> float:
+    """Simulator truth of the reward (latency weight must be 0: p95 truth is Monte Carlo)."""
+    from tasks import simulator as sim
+
+    if weights.latency != 0:
+        raise ValueError("true_reward needs weights.latency == 0 (p95 truth is Monte Carlo)")
+    p = CandidateParams.from_mapping(params)
+    quality = sim.true_quality(use_case, p.model, p.prompt_id, p.temperature, p.top_p, p.max_tokens)
+    cost, errors = _true_cost_and_errors(use_case, p.model, p.prompt_id, p.max_tokens)
+    return weights.score(quality, cost, 0.0, errors)
+
+
+@functools.cache
+def _true_cost_and_errors(
+    use_case: str, model: str, prompt_id: str, max_tokens: int
+) -> tuple[float, float]:
+    from tasks import simulator as sim
+
+    return (
+        sim.true_mean_cost_usd(use_case, model, prompt_id, max_tokens),
+        sim.true_error_rate(use_case, model, max_tokens),
+    )
+
+
+def true_best(use_case: str, space: SearchSpace, weights: RewardWeights) -> tuple[str, float]:
+    """Brute-force optimum of :func:`true_reward` over the space's grid (the test oracle)."""
+    best = max(space.grid(), key=lambda p: true_reward(use_case, p.as_dict(), weights))
+    return best.config_id, true_reward(use_case, best.as_dict(), weights)
+
+
+def simulate_search(
+    *,
+    use_case: str,
+    strategy: SearchStrategy,
+    space: SearchSpace,
+    nights: int = 12,
+    n_candidates: int = 4,
+    requests_per_candidate: int = 300,
+    seed: int = 0,
+    optimum: tuple[str, float] | None = None,
+) -> SimulatedSearch:
+    """Run the nightly loop on the simulator: ask, serve each candidate, tell the next morning.
+
+    Candidates are served with ``tasks.simulator.simulate_config_traffic`` and judged on the
+    sufficient statistics of their rows exactly as the warehouse path would judge them (same
+    :class:`ConfigStats`, same ``tell_ready_trials``). The study lives in memory and gets a fresh
+    sampler every night, like the persistent one.
+    """
+    import numpy as np
+
+    from tasks import simulator as sim
+
+    spec = sim.SimulationSpec(seed=seed, include_cost=True)
+    study = optuna.create_study(directions=strategy.directions, sampler=strategy.sampler(0))
+    collected: dict[str, ConfigStats] = {}
+    best_by_night: list[float] = []
+    day0 = spec.start_date
+    for night in range(nights):
+        as_of = day0 + dt.timedelta(days=night)
+        tell_ready_trials(
+            study, collected, strategy=strategy, min_requests=requests_per_candidate, as_of=as_of
+        )
+        best = strategy.best(study)
+        if best is not None:
+            best_by_night.append(true_reward(use_case, best.params, strategy.weights))
+        pending = len(pending_candidates(study))
+        ask_candidates(study, space, strategy=strategy, n=n_candidates - pending, as_of=as_of)
+        for cand in pending_candidates(study):
+            table = sim.simulate_config_traffic(
+                spec,
+                use_case,
+                {**cand.params, "config_id": cand.config_id},
+                requests_per_candidate,
+                night,
+                seed,
+            )
+            quality = np.asarray(table.column("quality").to_numpy(zero_copy_only=False), float)
+            collected[cand.config_id] = ConfigStats.from_samples(
+                cand.config_id,
+                quality=quality,
+                cost=np.asarray(table.column("cost_usd").to_numpy(zero_copy_only=False), float),
+                latency=np.asarray(table.column("latency_ms").to_numpy(), float),
+                success=np.asarray(table.column("status").to_numpy(zero_copy_only=False))
+                == "success",
+            )
+    as_of = day0 + dt.timedelta(days=nights)
+    tell_ready_trials(
+        study, collected, strategy=strategy, min_requests=requests_per_candidate, as_of=as_of
+    )
+    best = strategy.best(study)
+    if best is None:
+        raise RuntimeError("no trial was told: the simulated loop produced no observation")
+    best_true = true_reward(use_case, best.params, strategy.weights)
+    best_by_night.append(best_true)
+    opt_id, opt_value = optimum or true_best(use_case, space, strategy.weights)
+    return SimulatedSearch(
+        use_case=use_case,
+        sampler=strategy.name,
+        seed=seed,
+        nights=nights,
+        n_trials_told=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        best_config_id=best.config_id,
+        best_observed_reward=best.score,
+        best_true_reward=best_true,
+        optimum_config_id=opt_id,
+        optimum_true_reward=opt_value,
+        gap=opt_value - best_true,
+        best_true_by_night=tuple(best_by_night),
+    )

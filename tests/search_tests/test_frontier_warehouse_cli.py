@@ -1,0 +1,148 @@
+"""Frontier from the warehouse on simulated logs, its plot, and the `llmopt` commands."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from flows.cli import main
+from flows.cli_support import to_jsonable
+from tasks import simulator as sim
+from tasks.frontier_analysis import compute_frontier, most_served_config, plot_frontier
+from tasks.settings import REPO_ROOT, Settings
+from tasks.warehouse import connect
+
+UC = "support-summarize"
+SPEC = sim.SimulationSpec(
+    days=3,
+    requests_per_day={UC: 4000},
+    include_cost=True,
+    experiments=False,
+    drift=False,
+    cost_spike=False,
+)
+END = SPEC.start_date + dt.timedelta(days=2)
+
+
+@functools.cache
+def _simulated() -> pa.Table:
+    return sim.simulate(SPEC)
+
+
+@pytest.fixture
+def logs() -> pa.Table:
+    return _simulated()
+
+
+@pytest.fixture(scope="module")
+def truth() -> Any:
+    return sim.ground_truth(SPEC).use_cases[UC]
+
+
+def _ids(truth: Any) -> dict[str, str]:
+    by_model = {}
+    for c in truth.configs:
+        by_model[f"{c.model}/{c.prompt_id}/{c.max_tokens}"] = c.config_id
+    return by_model
+
+
+def test_frontier_on_simulated_logs_matches_sql_and_truth(
+    warehouse: Any,
+    logs: pa.Table,
+    truth: Any,
+    insert_logs: Callable[[Any, pa.Table], int],
+    tmp_path: Path,
+) -> None:
+    insert_logs(warehouse, logs)
+    production = most_served_config(warehouse, use_case=UC, start=SPEC.start_date, end=END)
+    assert production == truth.production_config_id
+    result = compute_frontier(
+        warehouse, use_case=UC, start=SPEC.start_date, end=END, production_config=production
+    )
+    assert len(result.points) == len(truth.configs) and result.excluded == ()
+    for p in result.points:
+        q, cost, p95 = warehouse.execute(
+            "SELECT avg(quality), avg(cost_usd), quantile_cont(latency_ms, 0.95) "
+            "FROM usage_logs WHERE config_id = ?",
+            [p.config_key],
+        ).fetchone()
+        assert (p.quality, p.cost_usd, p.latency_p95_ms) == pytest.approx((q, cost, p95))
+    ids = _ids(truth)
+    cheap, haiku = ids["gpt-4o-mini/summarize-v1/512"], ids["claude-haiku-4-5/summarize-v2/512"]
+    # the cheapest config and the best-quality config per cent are on the frontier ...
+    assert {cheap, haiku} <= set(result.frontier)
+    # ... and configurations that are truly worse on every objective are dominated.
+    worse = [
+        c.config_id
+        for c in truth.configs
+        if c.true_mean_quality < truth.config(haiku).true_mean_quality - 0.02
+        and c.true_mean_cost_usd > truth.config(haiku).true_mean_cost_usd
+        and c.true_p95_latency_ms > truth.config(haiku).true_p95_latency_ms
+    ]
+    assert worse, "the simulated world should contain clearly dominated configurations"
+    assert not set(worse) & set(result.frontier)
+    assert result.selection.status == "selected" and result.selection.config_key == haiku
+    assert result.production is not None and result.score_gain_vs_production is not None
+    assert result.score_gain_vs_production > 0
+    strict = compute_frontier(
+        warehouse, use_case=UC, start=SPEC.start_date, end=END, quality_floor=0.99
+    )
+    assert strict.selection.status == "no_feasible" and strict.selection.config_key is None
+    png = plot_frontier(result, tmp_path / "plots" / "frontier.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    json.dumps(to_jsonable(result))
+
+
+def test_frontier_without_data_is_an_explicit_result(warehouse: Any) -> None:
+    result = compute_frontier(warehouse, use_case=UC, production_config="nope")
+    assert result.selection.status == "no_data" and result.points == ()
+    assert "cannot be placed" in result.production_note
+
+
+def test_cli_frontier_and_search_commands(
+    settings: Settings,
+    insert_logs: Callable[[Any, pa.Table], int],
+    truth: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tmp_path = settings.home
+    logs = _simulated()
+    con = connect(settings)
+    insert_logs(con, logs)
+    con.close()
+    monkeypatch.setenv("LLMOPT_HOME", str(settings.home))
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    monkeypatch.delenv("LLMOPT_WAREHOUSE", raising=False)
+    monkeypatch.delenv("LLMOPT_OPTUNA_STORAGE", raising=False)
+    plot = tmp_path / "f.png"
+
+    assert main(["frontier", "--json", "--preset", "cost-focused", "--plot", str(plot)]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (front,) = payload["frontiers"]
+    assert front["use_case"] == UC and front["preset"] == "cost-focused"
+    assert front["selection"]["status"] == "selected" and plot.is_file()
+    assert front["production_config"] == truth.production_config_id
+
+    assert main(["frontier", "--use-case", UC, "--quality-floor", "0.99"]) == 0
+    assert "no_feasible" in capsys.readouterr().out
+
+    assert main(["search", "round", "--json", "--use-case", UC, "--candidates", "2"]) == 0
+    rnd = json.loads(capsys.readouterr().out)["rounds"][0]
+    assert rnd["as_of"] == END.isoformat() and len(rnd["new_candidates"]) == 2
+    assert (settings.warehouse_path.parent / "optuna_studies.sqlite").is_file()
+
+    assert main(["search", "status", "--use-case", UC]) == 0
+    out = capsys.readouterr().out
+    assert "running 2" in out and all(c["config_id"] in out for c in rnd["new_candidates"])
+
+    monkeypatch.setenv("LLMOPT_WAREHOUSE", str(tmp_path / "missing.duckdb"))
+    assert main(["frontier"]) == 1
+    assert "no warehouse" in capsys.readouterr().err
