@@ -1,0 +1,74 @@
+"""Fixtures for the registry tests: config factories and stores on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tasks.registry.model import Arm, ModelParams, RegistryConfig
+from tasks.registry.store import RegistryStore
+from tasks.settings import Settings
+
+ConfigFactory = Callable[..., RegistryConfig]
+
+
+def _config(
+    use_case: str = "support-summarize",
+    *,
+    model: str = "gpt-4o-mini",
+    temperature: float = 0.3,
+    weights: tuple[float, ...] = (),
+    **extra: Any,
+) -> RegistryConfig:
+    params = ModelParams(
+        model=model,
+        provider="openai",
+        prompt_id="summarize-v1",
+        temperature=temperature,
+        top_p=0.9,
+        max_tokens=512,
+    )
+    traffic = tuple(
+        Arm(
+            arm_id=f"arm-{i}",
+            params=ModelParams(model=model, prompt_id=f"summarize-v{i + 1}", temperature=0.2),
+            weight=w,
+            role="production" if i == 0 else "experiment",
+            experiment_id=None if i == 0 else "exp-1",
+        )
+        for i, w in enumerate(weights)
+    )
+    return RegistryConfig(use_case=use_case, params=params, traffic=traffic, **extra)
+
+
+@pytest.fixture
+def make_config() -> ConfigFactory:
+    """``make_config(use_case, model=..., temperature=..., weights=(...))`` -> RegistryConfig."""
+    return _config
+
+
+@pytest.fixture
+def sqlite_store(settings: Settings) -> Iterator[RegistryStore]:
+    store = RegistryStore.from_settings(settings)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def pg_store(pg_url: str, settings: Settings) -> Iterator[RegistryStore]:
+    """A registry on the PostgreSQL service under a unique table prefix, dropped afterwards."""
+    prefix = f"reg_{uuid.uuid4().hex[:12]}_"
+    store = RegistryStore(pg_url, table_prefix=prefix, snapshot_dir=settings.registry_snapshot_dir)
+    yield store
+    store.drop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest) -> RegistryStore:
+    """The same test on the embedded default and on the shared-deployment database."""
+    fixture = "sqlite_store" if request.param == "sqlite" else "pg_store"
+    store: RegistryStore = request.getfixturevalue(fixture)
+    return store
