@@ -102,8 +102,11 @@ class ExperimentArms:
     experiment_id: str
     arms: tuple[tuple[str, float], ...]
     traffic_share: float
+    variants: tuple[str, ...] = ()  # variant name per arm, when known (A/A arms share a config)
 
     def __post_init__(self) -> None:
+        if self.variants and len(self.variants) != len(self.arms):
+            raise ValueError(f"{self.experiment_id}: one variant name per arm")
         total = sum(weight for _, weight in self.arms)
         if len(self.arms) < 2 or not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ValueError(f"{self.experiment_id}: needs >= 2 arms whose weights sum to 1")
@@ -118,6 +121,7 @@ class PlannedArm:
     role: ArmRole
     reason: str
     experiment_id: str | None = None
+    variant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,8 +279,13 @@ def plan_traffic(
                 ArmRole.EXPERIMENT,
                 "running experiment",
                 experiment.experiment_id,
+                variant,
             )
-            for config, weight in experiment.arms
+            for (config, weight), variant in zip(
+                experiment.arms,
+                experiment.variants or (None,) * len(experiment.arms),
+                strict=True,
+            )
         )
         remaining -= share
         reasons.append(f"{experiment.experiment_id} gets {share:.1%}")

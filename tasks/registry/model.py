@@ -51,7 +51,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 USE_CASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+|=-]{0,199}$")  # | = : search config ids
 ARM_ROLES = ("production", "experiment", "exploration", "rollout", "bandit")
 WEIGHT_TOLERANCE = 1e-9
 MAX_JSON_OBJECT_BYTES = 256 * 1024

@@ -27,6 +27,8 @@ class PlanArmLike(Protocol):
     def role(self) -> Any: ...
     @property
     def experiment_id(self) -> str | None: ...
+    @property
+    def variant_id(self) -> str | None: ...
 
 
 class TrafficPlanLike(Protocol):
@@ -68,8 +70,10 @@ def config_from_plan(
             continue
         role = _role(arm.role)
         if role == "experiment" and arm.experiment_id:
-            arm_id = f"experiment/{arm.experiment_id}/{arm.config_id}"
-            variant = (variant_of or {}).get(arm.experiment_id, {}).get(arm.config_id)
+            variant = arm.variant_id or (variant_of or {}).get(arm.experiment_id, {}).get(
+                arm.config_id
+            )
+            arm_id = f"experiment/{arm.experiment_id}/{variant or arm.config_id}"
         else:
             arm_id, variant = f"{role}/{arm.config_id}", None
         arms.append(
