@@ -922,11 +922,22 @@ def store_report(
     """Insert the report's new alerts and one run row per use case; re-running a run_id replaces
     its rows (idempotent). Returns the number of alerts stored."""
     stored = 0
+    names = [u.use_case for u in report.use_cases]  # one run's use cases may be stored apart
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM monitoring_alerts WHERE run_id = ?", [report.run_id])
-        con.execute("DELETE FROM monitoring_runs WHERE run_id = ?", [report.run_id])
-        con.execute("DELETE FROM monitoring_signals WHERE run_id = ?", [report.run_id])
+        con.execute(
+            "DELETE FROM monitoring_alerts WHERE run_id = ? AND list_contains(?, use_case)",
+            [report.run_id, names],
+        )
+        con.execute(
+            "DELETE FROM monitoring_runs WHERE run_id = ? AND list_contains(?, use_case)",
+            [report.run_id, names],
+        )
+        con.execute(
+            "DELETE FROM monitoring_signals WHERE run_id = ? "
+            "AND list_contains(?, split_part(incident_key, '|', 1))",
+            [report.run_id, names],
+        )
         for uc in report.use_cases:
             seen = [(a.incident_key, True) for a in uc.alerts]
             seen += [(s.alert.incident_key, False) for s in uc.suppressed]
