@@ -1,0 +1,277 @@
+"""The nightly optimization flow: what users schedule, and what "Run" in the Prefect UI starts.
+
+ingest new logs -> validate -> aggregate -> experiments -> per use case (monitoring, search
+tell/ask, frontier + budget, bandit, rollout guardrails, traffic plan) -> approval -> publish ->
+report (Prefect artifacts + MLflow runs).
+
+The flow only composes; each step is a plain function in :mod:`tasks.nightly_steps` wrapped here
+as a Prefect task with retries where a retry can help (file and network I/O). One use case that
+fails is reported and the others finish. One nightly run per warehouse at a time (a file lock; the
+deployment also sets a concurrency limit of 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal, cast
+
+from prefect import flow, get_run_logger, pause_flow_run, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, wait
+from prefect.input import RunInput
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from tasks import nightly_steps as steps
+from tasks.run_lock import exclusive_run, lock_path_for
+from tasks.settings import Settings, load_settings
+
+FLOW_NAME = "nightly-optimization"
+# Use cases fan out on two threads (the machines have 2 cores); prefect-dask's DaskTaskRunner
+# drops in here for a cluster. The cast only widens prefect's generic type for mypy.
+TWO_WORKERS = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=2))
+
+
+class StrategySwitches(BaseModel):
+    """Which strategies run tonight (all by default)."""
+
+    experiments: bool = Field(True, description="Analyse running experiments and decide")
+    search: bool = Field(True, description="Optuna tell/ask: propose exploration candidates")
+    frontier: bool = Field(True, description="Pareto frontier and weighted selection")
+    budget: bool = Field(True, description="Month-to-date spend, forecast, budget traffic mix")
+    bandits: bool = Field(True, description="Thompson-sampling weights for exploration")
+    monitoring: bool = Field(True, description="Drift, change points, anomalies, rollback")
+
+
+class NightlyParameters(BaseModel):
+    """The form the Prefect UI shows for a run; every field has a safe default."""
+
+    as_of: dt.date | None = Field(
+        None, description="Night to analyse (UTC date); default: the latest day in the warehouse"
+    )
+    lookback_days: int = Field(14, ge=1, le=90, description="Window for frontier and bandits")
+    use_cases: list[str] = Field(
+        default_factory=list, description="Use cases to optimize; empty means all"
+    )
+    input_paths: list[str] = Field(
+        default_factory=list, description="Files or globs of new logs to ingest first"
+    )
+    dry_run: bool = Field(False, description="Analyse and report, but publish nothing")
+    strategies: StrategySwitches = Field(default_factory=StrategySwitches)
+    approval: Literal["policy", "auto", "human"] = Field(
+        "policy",
+        description="policy: per-use-case registry policy; auto: approve when guardrails pass; "
+        "human: pause and ask in the Prefect UI",
+    )
+    ask_in_ui: bool = Field(
+        False,
+        description="When a person must approve: pause this run and ask in the Prefect UI "
+        "(true), or leave the proposal as a candidate for `llmopt registry approve` (false)",
+    )
+    approval_timeout_seconds: int = Field(3600, ge=10, description="How long to wait for a human")
+    search_candidates: int = Field(3, ge=0, le=20, description="New candidates per use case")
+    lock_wait_seconds: float = Field(0.0, ge=0, description="Wait this long for a running night")
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters.get("params") or {}
+    as_of = params.get("as_of") if isinstance(params, dict) else getattr(params, "as_of", None)
+    return f"nightly-{as_of or 'latest'}"
+
+
+class ApprovalDecision(RunInput):
+    """What a person answers in the Prefect UI when a configuration needs approval."""
+
+    approve: bool = True
+    comment: str = ""
+    approver: str = "prefect-ui"
+
+
+@task(name="ingest-new-logs", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def ingest_task(settings: Settings, paths: list[str]) -> dict[str, Any]:
+    return steps.ingest_new_logs(settings, paths)
+
+
+@task(name="resolve-night", cache_policy=NO_CACHE)
+def resolve_task(settings: Settings, as_of: dt.date | None, use_cases: list[str]) -> steps.Night:
+    return steps.resolve_night(settings, as_of=as_of, use_cases=use_cases)
+
+
+@task(name="analyse-experiments", cache_policy=NO_CACHE)
+def experiments_task(settings: Settings, night: steps.Night, run_key: str) -> list[dict[str, Any]]:
+    return steps.analyse_experiments(settings, night, run_key=run_key)
+
+
+@task(name="optimize-use-case", cache_policy=NO_CACHE, task_run_name="optimize-{use_case}")
+def use_case_task(
+    settings: Settings,
+    night: steps.Night,
+    use_case: str,
+    options: steps.NightOptions,
+    experiments: list[dict[str, Any]],
+) -> steps.UseCaseOutcome:
+    return steps.optimize_use_case(settings, night, use_case, options, experiments)
+
+
+@task(name="publish-plan", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def publish_task(
+    settings: Settings,
+    outcome: steps.UseCaseOutcome,
+    approved_by: str,
+    comment: str,
+    mlflow_run_id: str,
+) -> dict[str, Any]:
+    return steps.publish_outcome(
+        settings, outcome, approved_by=approved_by, comment=comment, mlflow_run_id=mlflow_run_id
+    )
+
+
+@task(name="open-mlflow-run", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def open_run_task(settings: Settings, night: steps.Night, run_key: str) -> str:
+    return steps.start_tracking(settings, night, run_key)
+
+
+@task(name="track-in-mlflow", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def tracking_task(settings: Settings, summary: steps.NightSummary, parent: str) -> dict[str, str]:
+    return steps.track_night(settings, summary, parent)
+
+
+def _ask_a_human(outcome: steps.UseCaseOutcome, timeout: int) -> ApprovalDecision | None:
+    description = steps.approval_request_markdown(outcome)
+    try:
+        return pause_flow_run(
+            wait_for_input=ApprovalDecision.with_initial_data(description=description),
+            timeout=timeout,
+            key=f"approve-{outcome.use_case}",
+        )
+    except Exception as exc:  # a timeout leaves the candidate pending in the registry
+        get_run_logger().warning("no approval for %s: %s", outcome.use_case, exc)
+        return None
+
+
+def _approve(
+    params: NightlyParameters, settings: Settings, outcome: steps.UseCaseOutcome
+) -> tuple[bool, str, str]:
+    """(publish?, approver, comment) for one use case's proposal."""
+    mode: str = params.approval
+    if mode == "policy":
+        mode = steps.approval_mode_for(settings, outcome.use_case)
+    if not outcome.needs_approval:
+        return True, "nightly-flow", "no new configuration: traffic plan update only"
+    if not outcome.guardrails_passed:
+        return False, "nightly-flow", "guardrails did not pass"
+    if mode == "auto":
+        return True, "auto-approval", "every guardrail passed"
+    if not params.ask_in_ui:
+        return False, "nobody", "needs a person: llmopt registry approve"
+    decision = _ask_a_human(outcome, params.approval_timeout_seconds)
+    if decision is None:
+        return False, "nobody", "approval timed out: left as candidate"
+    return decision.approve, decision.approver, decision.comment
+
+
+def _run_night(
+    params: NightlyParameters,
+    settings: Settings,
+    *,
+    night: steps.Night,
+    run_key: str,
+    options: steps.NightOptions,
+    ingest: dict[str, Any] | None,
+    parent: str,
+) -> steps.NightSummary:
+    logger = get_run_logger()
+    experiments = (
+        experiments_task(settings, night, run_key) if params.strategies.experiments else []
+    )
+    futures: dict[str, PrefectFuture[steps.UseCaseOutcome]] = {
+        use_case: use_case_task.submit(settings, night, use_case, options, experiments)
+        for use_case in night.use_cases
+    }
+    wait(list(futures.values()))
+    outcomes: list[steps.UseCaseOutcome] = []
+    failures: dict[str, str] = {}
+    for use_case, future in futures.items():
+        state = future.state
+        if state.is_completed():
+            outcomes.append(future.result())
+        else:  # one broken use case is reported; the others go on
+            failures[use_case] = steps.describe_failure(state)
+            logger.error("use case %s failed: %s", use_case, failures[use_case])
+
+    published: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        if params.dry_run:
+            published[outcome.use_case] = {"status": "dry run: nothing published"}
+            continue
+        ok, approver, comment = _approve(params, settings, outcome)
+        if ok:
+            published[outcome.use_case] = publish_task(settings, outcome, approver, comment, parent)
+        else:
+            published[outcome.use_case] = steps.leave_as_candidate(
+                settings, outcome, reason=comment, mlflow_run_id=parent
+            )
+
+    summary = steps.summarize_night(
+        night,
+        run_key=run_key,
+        ingest=ingest,
+        experiments=experiments,
+        outcomes=outcomes,
+        failures=failures,
+        published=published,
+        mlflow_parent_run_id=parent,
+    )
+    return steps.with_tracking(summary, tracking_task(settings, summary, parent))
+
+
+@flow(
+    name=FLOW_NAME,
+    log_prints=True,
+    flow_run_name=_flow_run_name,
+    task_runner=TWO_WORKERS,
+)
+def nightly_optimization(
+    params: NightlyParameters = NightlyParameters(),  # noqa: B008 - pydantic default form
+) -> dict[str, Any]:
+    """Run one night of optimization and return its summary (also a Prefect artifact)."""
+    settings = load_settings().ensure_dirs()
+    with exclusive_run(
+        lock_path_for(settings.warehouse_path), wait_seconds=params.lock_wait_seconds
+    ):
+        ingest = ingest_task(settings, params.input_paths) if params.input_paths else None
+        night = resolve_task(settings, params.as_of, params.use_cases)
+        run_key = steps.run_key_for(night)
+        options = steps.NightOptions.from_parameters(params.model_dump(mode="json"), settings)
+        parent = open_run_task(settings, night, run_key)
+        try:
+            summary = _run_night(
+                params,
+                settings,
+                night=night,
+                run_key=run_key,
+                options=options,
+                ingest=ingest,
+                parent=parent,
+            )
+        except BaseException:
+            steps.abort_tracking(settings, parent)
+            raise
+        create_markdown_artifact(
+            key="nightly-summary", markdown=steps.summary_markdown(summary), description="Decisions"
+        )
+        for table_key, rows in steps.summary_tables(summary).items():
+            create_table_artifact(key=table_key, table=rows, description="Tomorrow's traffic plan")
+    return steps.summary_dict(summary)
+
+
+__all__ = [
+    "FLOW_NAME",
+    "ApprovalDecision",
+    "NightlyParameters",
+    "StrategySwitches",
+    "nightly_optimization",
+]
