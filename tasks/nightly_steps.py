@@ -285,6 +285,7 @@ class UseCaseOutcome:
     as_of: dt.date
     run_key: str
     current_version: int | None
+    base_version: int  # latest registry version when the plan was computed (stale check)
     production_config_id: str
     plan: dict[str, Any]
     proposed_config: dict[str, Any]
@@ -340,7 +341,7 @@ def _pair_stats(
     by_key = {r[0]: r for r in rows}
     empty = (None, 0, 0, 0.0, 0.0, 0, 0.0, 0.0)
     inc, cand = by_key.get(incumbent, empty), by_key.get(candidate, empty)
-    col = [np.array([inc[i], cand[i]], dtype=float) for i in range(8)]
+    col = {i: np.array([inc[i], cand[i]], dtype=float) for i in range(1, 8)}  # 0 is the key
     quality = MeanStats(n=col[2], sum=col[3], sum_squares=col[4])
     errors = ProportionStats(n=col[1], successes=col[5])
     latency = MeanStats(n=col[1], sum=col[6], sum_squares=col[7])
@@ -449,6 +450,7 @@ def optimize_use_case(
             observed = {str(r["config_key"]): r for r in window.to_dict("records")}
             metrics = _night_metrics(con, use_case, night.as_of)
 
+            base_version = int(store.latest_version(use_case))
             try:
                 current = store.get(use_case, "production")
             except NotFoundError:
@@ -647,6 +649,7 @@ def optimize_use_case(
         as_of=night.as_of,
         run_key=run_key,
         current_version=int(current.version) if current is not None else None,
+        base_version=base_version,
         production_config_id=plan.production_config_id,
         plan=_plan_dict(plan),
         proposed_config=proposed,
@@ -821,6 +824,9 @@ def publish_outcome(
 
     store = _store(settings)
     try:
+        kept = _already_published(store, outcome)
+        if kept is not None:
+            return kept
         if outcome.registry_action == "rollback" and outcome.rollback_to_version is not None:
             version = store.rollback(
                 outcome.use_case,
@@ -833,9 +839,7 @@ def publish_outcome(
             version = store.publish(
                 outcome.use_case,
                 config,
-                expected_version=store.latest_version(outcome.use_case)
-                if outcome.current_version is None
-                else _latest_checked(store, outcome),
+                expected_version=outcome.base_version,
                 actor=approved_by,
                 reason=outcome.headline,
                 run_id=mlflow_run_id,
@@ -860,9 +864,23 @@ def publish_outcome(
         store.dispose()
 
 
-def _latest_checked(store: Any, outcome: UseCaseOutcome) -> int:
-    """Optimistic concurrency: the plan was computed against ``current_version``."""
-    return int(store.latest_version(outcome.use_case))
+def _already_published(store: Any, outcome: UseCaseOutcome) -> dict[str, Any] | None:
+    """A re-run of a night that already published keeps that version (no second rollout step)."""
+    from tasks.registry.store import NotFoundError
+
+    try:
+        current = store.get(outcome.use_case, "production")
+    except NotFoundError:
+        return None
+    if dict(current.config.metadata or {}).get("run_key") != outcome.run_key:
+        return None
+    return {
+        "status": "kept: this night was already published",
+        "version": int(current.version),
+        "state": current.state.value,
+        "snapshot": str(store.snapshot_file(outcome.use_case)),
+        "approved_by": current.created_by,
+    }
 
 
 def leave_as_candidate(
@@ -876,7 +894,7 @@ def leave_as_candidate(
         version = store.publish(
             outcome.use_case,
             RegistryConfig.from_dict(outcome.proposed_config),
-            expected_version=store.latest_version(outcome.use_case),
+            expected_version=outcome.base_version,
             actor="nightly-flow",
             reason=f"{outcome.headline} ({reason})",
             run_id=mlflow_run_id,
@@ -1062,7 +1080,7 @@ def summary_dict(summary: NightSummary) -> dict[str, Any]:
                 o.use_case: {
                     "headline": o.headline,
                     "production_config_id": o.production_config_id,
-                    "plan": {a["config_id"]: round(a["weight"], 6) for a in o.plan["arms"]},
+                    "plan": _weights_by_config(o.plan),
                     "metrics": o.metrics,
                     "published": summary.published.get(o.use_case),
                     "reasons": list(o.reasons),
@@ -1072,6 +1090,13 @@ def summary_dict(summary: NightSummary) -> dict[str, Any]:
             "failures": summary.failures,
         }
     )
+
+
+def _weights_by_config(plan: Mapping[str, Any]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for arm in plan["arms"]:
+        merged[arm["config_id"]] = merged.get(arm["config_id"], 0.0) + float(arm["weight"])
+    return {key: round(value, 6) for key, value in merged.items()}
 
 
 def summary_markdown(summary: NightSummary) -> str:

@@ -7,6 +7,7 @@ Nothing here touches the developer's own ``data/`` or ``mlflow/``: every test ge
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,9 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Each test process (xdist worker) gets its own Prefect home: a shared SQLite file between the
+# workers' temporary servers gives "database is locked".
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmopt-prefect-home-")
 
 from tasks.settings import REPO_ROOT, Settings, load_settings
 
