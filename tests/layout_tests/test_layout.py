@@ -77,7 +77,7 @@ def test_tests_tree_has_no_init_and_uses_tests_suffixed_folders() -> None:
     folders = [
         p
         for p in tests_root.iterdir()
-        if p.is_dir() and p.name not in {"__pycache__", "fixtures"} and not p.name.startswith(".")
+        if p.is_dir() and p.name != "__pycache__" and not p.name.startswith(".")
     ]
     assert folders, "tests should be grouped in *_tests folders"
     assert [p.name for p in folders if not p.name.endswith("_tests")] == []

@@ -1,0 +1,137 @@
+"""Idempotency and atomicity: re-ingest adds nothing, duplicates are counted, a killed ingest
+leaves no partial file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tasks.ingest import ingest_paths
+from tasks.settings import REPO_ROOT
+
+
+def test_reingesting_the_same_file_adds_nothing(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    path = kit.write_jsonl(tmp_path / "a.jsonl", [kit.record(i) for i in range(50)])
+    first = ingest_paths([path], con=con, validate=False, now=kit.NOW)
+    kit.assert_balanced(first)
+    assert first.ingested == 50
+    second = ingest_paths([path, str(tmp_path / "*.jsonl")], con=con, validate=False, now=kit.NOW)
+    assert [f.status for f in second.files] == ["skipped"]
+    assert kit.counts(con) == (50, 0)
+
+
+def test_duplicates_within_and_across_files_are_counted_first_occurrence_wins(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    a = kit.write_jsonl(
+        tmp_path / "a.jsonl",
+        [kit.record(1, prompt_id="first"), kit.record(2), kit.record(1, prompt_id="second")],
+    )
+    b = kit.write_jsonl(tmp_path / "b.jsonl", [kit.record(2), kit.record(3), kit.record(3)])
+    report = ingest_paths([a, b], con=con, validate=False, now=kit.NOW, chunk_rows=2)
+    kit.assert_balanced(report)
+    assert [(f.ingested, f.duplicates) for f in report.files] == [(2, 1), (1, 2)]
+    assert kit.counts(con) == (3, 0)
+    kept = con.execute("SELECT prompt_id FROM usage_logs WHERE request_id = 'r-1'").fetchall()
+    assert kept == [("first",)]
+    distinct = con.execute("SELECT count(DISTINCT request_id) FROM usage_logs").fetchone()
+    assert distinct == (3,)
+
+
+def test_a_copy_of_a_file_under_another_name_is_skipped_by_content_hash(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    a = kit.write_jsonl(tmp_path / "a.jsonl", [kit.record(i) for i in range(5)])
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(a.read_bytes())
+    ingest_paths([a], con=con, validate=False, now=kit.NOW)
+    report = ingest_paths([copy], con=con, validate=False, now=kit.NOW)
+    assert report.files[0].status == "skipped"
+    assert kit.counts(con) == (5, 0)
+
+
+def test_two_thousand_tiny_files_in_a_folder(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    folder = tmp_path / "many" / "deep"
+    folder.mkdir(parents=True)
+    for i in range(2000):
+        rows = [kit.record(i)] if i % 500 else [kit.record(i), "not json"]
+        kit.write_jsonl(folder / f"part-{i:05d}.jsonl", rows)
+    report = ingest_paths([tmp_path / "many"], con=con, validate=False, now=kit.NOW)
+    kit.assert_balanced(report)
+    assert len(report.files) == 2000
+    assert report.ingested == 2000 and report.quarantine_by_reason == {"malformed_json": 4}
+    assert kit.counts(con) == (2000, 4)
+
+
+def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
+    tmp_path: Path, kit: Any
+) -> None:
+    small = kit.write_jsonl(tmp_path / "1-small.jsonl", [kit.record(i) for i in range(10)])
+    big_rows = [kit.record(i) for i in range(10, 4010)]
+    big = kit.write_jsonl(tmp_path / "2-big.jsonl", big_rows)
+    warehouse = tmp_path / "wh.duckdb"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from tasks.ingest import ingest_paths
+        from tasks.warehouse import connect
+
+        def progress(path, lines):
+            print(path, lines, flush=True)
+            if path.endswith("2-big.jsonl"):
+                time.sleep(0.5)  # give the parent time to kill us mid-file
+
+        con = connect(path={str(warehouse)!r})
+        ingest_paths({[str(small), str(big)]!r}, con=con, validate=False, chunk_rows=500,
+                     on_chunk=progress)
+        print("FINISHED", flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.rstrip().endswith(
+            "2-big.jsonl 1000"
+        ):  # two chunks of the big file are in its transaction
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, seen
+    assert not any("FINISHED" in s for s in seen)
+
+    from tasks.warehouse import connect
+
+    con = connect(path=warehouse)
+    try:
+        before = con.execute("SELECT count(*) FROM usage_logs").fetchone()
+        assert before == (10,)  # the small file committed; nothing of the big one
+        report = ingest_paths([small, big], con=con, validate=False, now=kit.NOW)
+        kit.assert_balanced(report)
+        assert [f.status for f in report.files] == ["skipped", "ingested"]
+        assert report.files[1].ingested == 4000 and report.files[1].duplicates == 0
+        total, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT request_id) FROM usage_logs"
+        ).fetchone() or (0, 0)
+        assert total == distinct == 4010
+        manifest = con.execute("SELECT path FROM ingest_manifest ORDER BY path").fetchall()
+        assert [Path(p).name for (p,) in manifest] == ["1-small.jsonl", "2-big.jsonl"]
+    finally:
+        con.close()
+    assert json.loads(json.dumps(report.to_dict()))["totals"]["balanced"] is True

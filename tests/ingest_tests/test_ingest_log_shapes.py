@@ -1,0 +1,194 @@
+"""Real-world shapes (LiteLLM spend logs, OTel GenAI spans) and every container format."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.ingest import ingest_paths
+
+
+def _rows(con: duckdb.DuckDBPyConnection, order: str = "request_id") -> list[dict[str, Any]]:
+    cursor = con.execute(f"SELECT * FROM usage_logs ORDER BY {order}")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def test_litellm_spend_log_export_is_detected_and_mapped(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, no_overrides: Path
+) -> None:
+    report = ingest_paths(
+        [kit.FIXTURES / "litellm_spend_logs.json"],
+        con=con,
+        validate=False,
+        now=kit.NOW,
+        price_overrides=no_overrides,
+    )
+    kit.assert_balanced(report)
+    (item,) = report.files
+    assert (item.file_format, item.shape) == ("json", "litellm")
+    # the self-hosted model has no spend and no price: quarantined, never priced at zero
+    assert item.ingested == 3 and item.quarantine_by_reason == {"unknown_model": 1}
+    rows = {r["request_id"]: r for r in _rows(con)}
+    first = rows["chatcmpl-9f1c2a7e-0001"]
+    assert first["use_case"] == "support-summarize" and first["model"] == "gpt-4o-mini"
+    assert (first["input_tokens"], first["output_tokens"]) == (700, 50)
+    assert first["cost_usd"] == pytest.approx(0.000195) and first["cost_source"] == "log"
+    assert first["latency_ms"] == 900 and first["ttft_ms"] == pytest.approx(300)
+    assert first["unit_id"] == "customer-4242" and first["prompt_id"] == "summarize-v1"
+    assert first["temperature"] == pytest.approx(0.3)
+    assert first["ts"].isoformat().startswith("2026-10-02T09:15:01.123")  # naive = UTC
+    metadata = json.loads(first["metadata"])
+    assert metadata["team_id"] == "team-support" and metadata["user_api_key_alias"] == "support-bot"
+    second = rows["chatcmpl-9f1c2a7e-0002"]
+    assert second["use_case"] == "code-review"  # from request_tags
+    assert second["latency_ms"] == pytest.approx(4500)  # from endTime - startTime
+    assert second["cost_source"] == "price_table"
+    assert second["cost_usd"] == pytest.approx((2000 * 3.0 + 300 * 15.0) / 1e6)
+    third = rows["chatcmpl-9f1c2a7e-0003"]
+    assert third["status"] == "error" and third["cost_usd"] == 0.0
+
+
+def test_otel_genai_spans_are_flattened_and_mapped(
+    con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
+) -> None:
+    report = ingest_paths(
+        [kit.FIXTURES / "otel_genai_spans.json"],
+        con=con,
+        validate=False,
+        now=kit.NOW,
+        price_overrides=no_overrides,
+    )
+    kit.assert_balanced(report)
+    (item,) = report.files
+    assert item.shape == "otel" and item.lines_read == 3
+    assert item.ingested == 2 and item.quarantine_by_reason == {"not_genai_span": 1}
+    rows = {r["model"]: r for r in _rows(con)}
+    mini = rows["gpt-4o-mini"]
+    assert mini["request_id"] == "chatcmpl-otel-0001"
+    assert mini["use_case"] == "ticket-classify"  # resource service.name
+    assert (mini["input_tokens"], mini["output_tokens"], mini["max_tokens"]) == (412, 38, 256)
+    assert mini["temperature"] == pytest.approx(0.2) and mini["quality"] == pytest.approx(0.9)
+    assert mini["latency_ms"] == pytest.approx(850.0) and mini["unit_id"] == "conv-77"
+    assert mini["ts"].isoformat().startswith("2026-10-01T09:00:00")
+    assert mini["cost_usd"] == pytest.approx((412 * 0.15 + 38 * 0.6) / 1e6)
+    assert json.loads(mini["metadata"])["otel.trace_id"] == "5b8aa5a2d2c872e8321cf37308d69df2"
+    haiku = rows["claude-haiku-4-5"]
+    assert haiku["status"] == "error" and haiku["error_type"] == "overloaded_error"
+    assert haiku["use_case"] == "support-summarize" and haiku["request_id"] == "1a2b3c4d5e6f7081"
+    raw = con.execute("SELECT raw FROM quarantine").fetchone()
+    assert raw is not None and json.loads(raw[0])["name"] == "POST /v1/classify"
+
+
+def test_otel_as_jsonl_lines_and_format_override(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    doc = json.loads((kit.FIXTURES / "otel_genai_spans.json").read_text(encoding="utf-8"))
+    path = tmp_path / "spans.jsonl"
+    path.write_text(json.dumps(doc) + "\n" + "{broken\n", encoding="utf-8")
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, shape="otel")
+    kit.assert_balanced(report)
+    assert report.ingested == 2
+    assert report.quarantine_by_reason == {"malformed_json": 1, "not_genai_span": 1}
+
+
+@pytest.mark.parametrize("container", ["jsonl.gz", "csv", "csv.gz", "parquet", "json-array"])
+def test_every_container_format_gives_the_same_rows(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, container: str
+) -> None:
+    records = [kit.record(i, extra_note=f"n{i}") for i in range(20)]
+    records[5]["input_tokens"] = -1  # one bad row in every format
+    path = tmp_path / f"logs.{container.replace('json-array', 'json')}"
+    if container == "jsonl.gz":
+        path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    elif container.startswith("csv"):
+        header = list(records[0])
+        lines = [",".join(header)] + [",".join(str(r[k]) for k in header) for r in records]
+        data = ("\n".join(lines) + "\n").encode()
+        path.write_bytes(gzip.compress(data) if container.endswith("gz") else data)
+    elif container == "parquet":
+        table = pa.Table.from_pylist(records)
+        ts = pa.array([r["timestamp"].replace("Z", "+00:00") for r in records]).cast(
+            pa.timestamp("us", tz="UTC")
+        )
+        table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", ts)
+        pq.write_table(table, path)
+    else:
+        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
+    kit.assert_balanced(report)
+    assert report.ingested == 19 and report.quarantine_by_reason == {"negative_tokens": 1}
+    line = con.execute("SELECT source_line FROM quarantine").fetchone()
+    assert line == ({"csv": 7, "csv.gz": 7}.get(container, 6),)
+    rows = _rows(con, "source_line")
+    assert rows[0]["request_id"] == "r-0" and rows[0]["input_tokens"] == 100
+    assert rows[0]["ts"].isoformat().startswith("2026-10-01T00:00:00")
+    assert json.loads(rows[0]["metadata"]) == {"extra_note": "n0"}
+    assert rows[0]["cost_usd"] == pytest.approx((100 * 0.15 + 20 * 0.6) / 1e6)
+
+
+def test_parquet_without_a_zone_is_quarantined_as_missing_timezone(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    records = [kit.record(i) for i in range(3)]
+    table = pa.Table.from_pylist(records)
+    naive = pa.array([r["timestamp"][:-1] for r in records]).cast(pa.timestamp("us"))
+    table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", naive)
+    path = tmp_path / "naive.parquet"
+    pq.write_table(table, path)
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
+    kit.assert_balanced(report)
+    assert report.quarantine_by_reason == {"missing_timezone": 3}
+    raw = con.execute("SELECT raw FROM quarantine ORDER BY source_line LIMIT 1").fetchone()
+    assert raw is not None and json.loads(raw[0])["request_id"] == "r-0"
+
+
+def test_glob_over_a_copied_fixture_tree(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, no_overrides: Path
+) -> None:
+    target = tmp_path / "exports" / "2026-10-02"
+    target.mkdir(parents=True)
+    shutil.copy(kit.FIXTURES / "litellm_spend_logs.json", target / "spend.json")
+    shutil.copy(kit.FIXTURES / "otel_genai_spans.json", target / "spans.json")
+    report = ingest_paths(
+        [str(tmp_path / "exports" / "**" / "*.json")],
+        con=con,
+        validate=False,
+        now=kit.NOW,
+        price_overrides=no_overrides,
+    )
+    kit.assert_balanced(report)
+    assert sorted(f.shape for f in report.files) == ["litellm", "otel"]
+    assert kit.counts(con) == (5, 2)
+
+
+def test_parquet_duplicates_within_and_across_files(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    def write(name: str, ids: list[int]) -> Path:
+        records = [kit.record(i) for i in ids]
+        table = pa.Table.from_pylist(records)
+        ts = pa.array([r["timestamp"].replace("Z", "+00:00") for r in records])
+        table = table.set_column(
+            table.schema.get_field_index("timestamp"),
+            "timestamp",
+            ts.cast(pa.timestamp("us", tz="UTC")),
+        )
+        pq.write_table(table, tmp_path / name)
+        return tmp_path / name
+
+    a = write("a.parquet", [1, 2, 2, 3])
+    b = write("b.parquet", [3, 4, 5, 5, 1])
+    report = ingest_paths([a, b], con=con, validate=False, now=kit.NOW, chunk_rows=2)
+    kit.assert_balanced(report)
+    assert [(f.ingested, f.duplicates) for f in report.files] == [(3, 1), (2, 3)]
+    distinct = con.execute("SELECT count(*), count(DISTINCT request_id) FROM usage_logs")
+    assert distinct.fetchall() == [(5, 5)]
