@@ -13,6 +13,7 @@ deployment also sets a concurrency limit of 1).
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger, pause_flow_run, task
@@ -267,6 +268,10 @@ def nightly_optimization(
             create_table_artifact(key=table_key, table=rows, description="Tomorrow's traffic plan")
     return steps.summary_dict(summary)
 
+
+# Served and deployed runs rebuild the parameter model outside this module's namespace, where
+# the postponed (string) annotation "NightlyParameters" cannot be resolved: resolve it here.
+nightly_optimization.fn.__annotations__ = typing.get_type_hints(nightly_optimization.fn)
 
 __all__ = [
     "FLOW_NAME",

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -58,6 +59,7 @@ def _wait_healthy(url: str, expect: str, proc: subprocess.Popen[bytes], log: Pat
 def _running(
     cmd: list[str], env: dict[str, str], log: Path, health: str, expect: str
 ) -> Iterator[None]:
+    log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("wb")
     proc = subprocess.Popen(
         cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
@@ -141,6 +143,14 @@ def start_mlflow(home: Path, backend_uri: str | None = None) -> Iterator[Service
     url = f"http://127.0.0.1:{port}"
     with _running(cmd, _base_env(home), log, f"{url}/health", "OK"):
         yield Service(url, log, {"MLFLOW_TRACKING_URI": url})
+
+
+@pytest.fixture(scope="session")
+def services() -> SimpleNamespace:
+    """The service starters, for tests that need their own instances or backends."""
+    return SimpleNamespace(
+        start_prefect=start_prefect, start_mlflow=start_mlflow, postgres_database=postgres_database
+    )
 
 
 @pytest.fixture(scope="session")
