@@ -28,8 +28,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+BENCHES := simulator ingest experiments search allocation monitoring registry nightly
+
+# Full-size benchmarks (tens of minutes on 2 cores); `make bench QUICK=--quick` for a smoke run.
+# Each prints a table and writes data/benchmarks/<name>.json beside its DuckDB / scipy baseline.
 bench: $(STAMP)
-	$(BIN)/python -m flows.benchmarks all
+	for name in $(BENCHES); do $(BIN)/python -m flows.benchmarks.bench_$$name $(QUICK) || exit 1; done
 
 clean:
-	rm -rf $(VENV) data/warehouse.duckdb* data/sim data/registry mlflow/mlflow.db mlflow/artifacts
+	rm -rf $(VENV) var data/warehouse.duckdb* data/sim data/registry data/runs mlflow/mlflow.db mlflow/artifacts
