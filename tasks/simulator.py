@@ -1310,12 +1310,43 @@ def write_simulation(
     )
 
 
+LOAD_SIMULATED_SQL = """
+INSERT INTO usage_logs BY NAME
+SELECT * EXCLUDE ("timestamp", metadata, cost_usd),
+       "timestamp" AS ts,
+       CAST(timezone('UTC', "timestamp") AS DATE) AS day,
+       coalesce(cost_usd, 0.0) AS cost_usd,
+       'log' AS cost_source,
+       CAST(metadata AS JSON) AS metadata,
+       $label AS source_file,
+       row_number() OVER () AS source_line,
+       $label AS ingest_id
+FROM simulated_rows
+"""
+
+
+def load_simulated(con: Any, table: pa.Table, *, label: str = "simulated") -> int:
+    """Insert simulated canonical rows straight into ``usage_logs`` (tests and benchmarks).
+
+    A shortcut past ingestion for rows the simulator made itself (already canonical, unique
+    ids): ``timestamp`` becomes ``ts`` and ``day``; a missing cost becomes 0 (pass a spec with
+    ``include_cost=True`` when costs matter). Real logs go through :mod:`tasks.ingest`.
+    """
+    con.register("simulated_rows", table)
+    try:
+        con.execute(LOAD_SIMULATED_SQL, {"label": label})
+    finally:
+        con.unregister("simulated_rows")
+    return int(table.num_rows)
+
+
 __all__ = [
     "CANONICAL_COLUMNS",
     "CANONICAL_SCHEMA",
     "DEFAULT_OBJECTIVE",
     "FORMATS",
     "GROUND_TRUTH_FILE",
+    "LOAD_SIMULATED_SQL",
     "ArmTruth",
     "ConfigTruth",
     "CostSpikeTruth",
@@ -1333,6 +1364,7 @@ __all__ = [
     "ground_truth",
     "iter_simulation",
     "load_ground_truth",
+    "load_simulated",
     "make_config",
     "search_space",
     "simulate",

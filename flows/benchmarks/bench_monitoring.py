@@ -29,29 +29,16 @@ import numpy as np
 
 from tasks.settings import REPO_ROOT
 
-INSERT_SQL = """
-INSERT INTO usage_logs
-SELECT request_id, "timestamp", CAST(timezone('UTC', "timestamp") AS DATE), use_case, model,
-       provider, prompt_id, config_id, experiment_id, variant_id, unit_id, propensity, temperature,
-       top_p, max_tokens, input_tokens, output_tokens, latency_ms, ttft_ms,
-       coalesce(cost_usd, 0.0), 'log', status, error_type, quality, feedback, task_type,
-       user_segment, region, language, CAST(metadata AS JSON), 'simulated',
-       row_number() OVER (), 'bench'
-FROM sim_rows
-"""
-
 
 def _warehouse(spec: Any) -> duckdb.DuckDBPyConnection:
     from tasks.monitoring import apply_monitoring_schema
-    from tasks.simulator import simulate
+    from tasks.simulator import load_simulated, simulate
     from tasks.warehouse import apply_schema
 
     con = duckdb.connect()
     apply_schema(con)
     apply_monitoring_schema(con)
-    con.register("sim_rows", simulate(spec))
-    con.execute(INSERT_SQL)
-    con.unregister("sim_rows")
+    load_simulated(con, simulate(spec), label="bench")
     return con
 
 

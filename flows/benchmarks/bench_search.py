@@ -24,21 +24,6 @@ from typing import Any
 from tasks.settings import REPO_ROOT, load_settings
 
 UC = "support-summarize"
-INSERT_SQL = """
-INSERT INTO usage_logs (
-    request_id, ts, day, use_case, model, provider, prompt_id, config_id, experiment_id,
-    variant_id, unit_id, propensity, temperature, top_p, max_tokens, input_tokens,
-    output_tokens, latency_ms, ttft_ms, cost_usd, cost_source, status, error_type, quality,
-    feedback, task_type, user_segment, region, language, metadata, source_file, source_line,
-    ingest_id)
-SELECT request_id, "timestamp", CAST(timezone('UTC', "timestamp") AS DATE), use_case, model,
-       provider, prompt_id, config_id, experiment_id, variant_id, unit_id, propensity,
-       temperature, top_p, max_tokens, input_tokens, output_tokens, latency_ms, ttft_ms,
-       coalesce(cost_usd, 0.0), 'log', status, error_type, quality, feedback, task_type,
-       user_segment, region, language, CAST(metadata AS JSON), 'bench', row_number() OVER (),
-       'bench'
-FROM rows_to_load
-"""
 
 
 def _convergence(seeds: int) -> list[dict[str, Any]]:
@@ -99,10 +84,7 @@ def _timings(rows_per_day: int) -> dict[str, Any]:
             env={"LLMOPT_HOME": tmp, "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config")}
         )
         con = connect(settings)
-        table = sim.simulate(spec)
-        con.register("rows_to_load", table)
-        con.execute(INSERT_SQL)
-        con.unregister("rows_to_load")
+        rows = sim.load_simulated(con, sim.simulate(spec), label="bench")
         end = spec.start_date + dt.timedelta(days=spec.days - 1)
 
         started = time.perf_counter()
@@ -128,7 +110,7 @@ def _timings(rows_per_day: int) -> dict[str, Any]:
             rounds.append(time.perf_counter() - started)
         con.close()
     return {
-        "rows": table.num_rows,
+        "rows": rows,
         "configs": len(result.points),
         "bare_duckdb_aggregate_s": bare,
         "config_metrics_s": metrics,

@@ -8,26 +8,12 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-INSERT_SQL = """
-INSERT INTO usage_logs
-SELECT request_id, "timestamp" AS ts, CAST(timezone('UTC', "timestamp") AS DATE) AS day,
-       use_case, model, provider, prompt_id, config_id, experiment_id, variant_id, unit_id,
-       propensity, temperature, top_p, max_tokens, input_tokens, output_tokens, latency_ms,
-       ttft_ms, coalesce(cost_usd, 0.0), 'log', status, error_type, quality, feedback, task_type,
-       user_segment, region, language, CAST(metadata AS JSON), 'test', row_number() OVER (),
-       'test-ingest'
-FROM staged
-"""
+from tasks.simulator import load_simulated
 
 
 def _load_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
     """Insert a canonical Arrow table (simulator output) into ``usage_logs``."""
-    con.register("staged", table)
-    try:
-        con.execute(INSERT_SQL)
-    finally:
-        con.unregister("staged")
-    return table.num_rows
+    return load_simulated(con, table, label="test")
 
 
 def _load_rows(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:

@@ -18,24 +18,14 @@ from tasks.experiment_analysis import (
     plot_experiment_intervals,
 )
 from tasks.settings import Settings
+from tasks.simulator import load_simulated
 
 START = dt.date(2026, 10, 1)
 
 
 def _insert(con: Any, table: pa.Table) -> None:
     """Load canonical records into usage_logs (timestamp -> ts, day), as ingestion would."""
-    con.register("incoming", table)
-    con.execute(
-        """
-        INSERT INTO usage_logs BY NAME
-        SELECT * EXCLUDE (timestamp, metadata), timestamp AS ts,
-               CAST(timezone('UTC', timestamp) AS DATE) AS day,
-               CAST(metadata AS JSON) AS metadata, 'log' AS cost_source,
-               'test' AS source_file, row_number() OVER () AS source_line, 'test' AS ingest_id
-        FROM incoming
-        """
-    )
-    con.unregister("incoming")
+    load_simulated(con, table, label="test")
 
 
 def _synthetic(
