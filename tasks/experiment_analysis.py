@@ -491,11 +491,11 @@ def plot_experiment_intervals(reports: Sequence[ExperimentReport], path: Path | 
             color = {"better": "tab:green", "worse": "tab:red", "harm": "tab:red"}.get(
                 c.verdict, "tab:blue"
             )
-            ax.errorbar(
-                100 * c.relative, y,
-                xerr=[[100 * (c.relative - lo)], [100 * (hi - c.relative)]],
-                fmt="o", color=color, capsize=3,
-            )  # fmt: skip
+            # An always-valid (intersected) interval need not contain tonight's point estimate,
+            # so the interval and the point are drawn separately, not as error bars.
+            ax.hlines(y, 100 * lo, 100 * hi, color=color, lw=2)
+            ax.plot([100 * lo, 100 * hi], [y, y], "|", color=color, ms=8)
+            ax.plot(100 * c.relative, y, "o", color=color)
             if c.margin is not None and c.margin_relative:
                 side = -1.0 if c.higher_is_better else 1.0
                 ax.plot([100 * side * c.margin] * 2, [y - 0.4, y + 0.4], color="tab:red", lw=2)

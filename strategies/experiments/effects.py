@@ -129,7 +129,9 @@ def prepare(control: Moments, treatment: Moments) -> Prepared:
     message[~finite] = MSG_NONFINITE
     message[small] = MSG_SMALL
     message[zero_var] = MSG_ZERO_VAR
-    relative_ok = ok & (mc != 0)
+    # A zero-width delta-method interval (e.g. no errors at all in one arm) is degenerate: it
+    # would freeze a sequential intersection at that single point for the rest of the test.
+    relative_ok = ok & (mc != 0) & (relative_var > 0)
     message[ok & (mc == 0)] = MSG_ZERO_CONTROL
     nan = np.nan
     return Prepared(
