@@ -180,19 +180,25 @@ def resolve_space(
 ) -> SearchSpace:
     """The use case's search space: shared ``[space]`` overridden by its own table.
 
-    Forbidden rules add up (shared + own). Models left unset come from the warehouse (models
-    this use case has logged), so a new model appears in the search once it has served traffic.
+    Forbidden rules add up (shared + own). Models, prompt ids and max_tokens choices left unset
+    come from the warehouse (what this use case has logged), so a new use case is searchable
+    from its first night and a new model appears once it has served traffic.
     """
     merged = {**config.space, **config.use_case_spaces.get(use_case, {})}
     merged["forbidden"] = [
         *config.space.get("forbidden", ()),
         *config.use_case_spaces.get(use_case, {}).get("forbidden", ()),
     ]
-    if not merged.get("models") and con is not None:
+    logged = {"models": "model", "prompt_ids": "prompt_id", "max_tokens": "max_tokens"}
+    for key, column in logged.items():
+        if merged.get(key) or con is None:
+            continue
         rows = con.execute(
-            "SELECT DISTINCT model FROM usage_logs WHERE use_case = ? ORDER BY model", [use_case]
+            f"SELECT DISTINCT {column} FROM usage_logs "
+            f"WHERE use_case = ? AND {column} IS NOT NULL ORDER BY 1",
+            [use_case],
         ).fetchall()
-        merged["models"] = [r[0] for r in rows]
+        merged[key] = [r[0] for r in rows]
     try:
         return SearchSpace.from_mapping(merged)
     except ValueError as exc:

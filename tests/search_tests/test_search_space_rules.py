@@ -133,6 +133,22 @@ def test_models_default_to_those_in_the_warehouse() -> None:
     assert resolve_space(config, "uc", con).models == ("m1", "m2")
 
 
+def test_a_use_case_without_its_own_space_searches_what_it_has_logged() -> None:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE usage_logs (use_case VARCHAR, model VARCHAR, prompt_id VARCHAR, "
+        "max_tokens INTEGER)"
+    )
+    con.execute(
+        "INSERT INTO usage_logs VALUES ('new-uc', 'm1', 'p2', 256), ('new-uc', 'm1', 'p1', 64), "
+        "('new-uc', 'm2', NULL, 256), ('other', 'm9', 'p9', 8)"
+    )
+    space = resolve_space(search_config_from_mapping({}), "new-uc", con)
+    assert space.models == ("m1", "m2")
+    assert space.prompt_ids == ("p1", "p2")
+    assert space.max_tokens == (64, 256)
+
+
 @pytest.mark.parametrize(
     "module", ["strategies.search", "strategies.search_space", "strategies.frontier"]
 )
