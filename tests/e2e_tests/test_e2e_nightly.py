@@ -80,10 +80,10 @@ def _served_deployment(env: dict[str, str], log: Path) -> Iterator[subprocess.Po
 
 
 async def _run_deployment(api_url: str, parameters: dict[str, Any], log: Path) -> Any:
-    from prefect.client.orchestration import get_client
+    from prefect.client.orchestration import PrefectClient
     from prefect.deployments import run_deployment
 
-    async with get_client() as client:
+    async with PrefectClient(api=api_url) as client:
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -94,9 +94,14 @@ async def _run_deployment(api_url: str, parameters: dict[str, Any], log: Path) -
                     tail = log.read_text()[-3000:]
                     raise RuntimeError(f"deployment never registered:\n{tail}") from exc
                 await asyncio.sleep(2)
-    return await run_deployment(
-        "nightly-optimization/e2e", parameters=parameters, timeout=900, poll_interval=3
-    )
+        return await run_deployment(
+            "nightly-optimization/e2e",
+            client=client,
+            parameters=parameters,
+            timeout=900,
+            poll_interval=3,
+            as_subflow=False,
+        )
 
 
 def _check_outcome(settings: Settings, tracking_uri: str) -> None:
@@ -152,17 +157,13 @@ def test_deployment_run_through_a_real_prefect_server_and_mlflow_server(
         env = {**prefect.env, **_settings_env(home, LLMOPT_MLFLOW_TRACKING_URI=mlf.url)}
         log = tmp_path / "serve.log"
         with _served_deployment(env, log):
-            os.environ["PREFECT_API_URL"] = prefect.url
-            try:
-                flow_run = asyncio.run(
-                    _run_deployment(
-                        prefect.url,
-                        {"params": {"as_of": NIGHT.isoformat(), "input_paths": month}},
-                        log,
-                    )
+            flow_run = asyncio.run(
+                _run_deployment(
+                    prefect.url,
+                    {"params": {"as_of": NIGHT.isoformat(), "input_paths": month}},
+                    log,
                 )
-            finally:
-                os.environ.pop("PREFECT_API_URL", None)
+            )
         assert flow_run.state.is_completed(), (flow_run.state, log.read_text()[-4000:])
         settings = load_settings(env=_settings_env(home, LLMOPT_MLFLOW_TRACKING_URI=mlf.url))
         _check_outcome(settings, mlf.url)

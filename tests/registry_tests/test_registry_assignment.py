@@ -129,19 +129,20 @@ def test_traffic_plan_becomes_a_config_with_stable_arm_ids() -> None:
     by_id = {a.arm_id: a for a in config.traffic}
     assert set(by_id) == {
         "production/prod",
-        "experiment/exp-summarize-prompt-v2/prod",
-        "experiment/exp-summarize-prompt-v2/v2",
+        "experiment/exp-summarize-prompt-v2/control",  # named by variant: stable across nights
+        "experiment/exp-summarize-prompt-v2/treatment",
         "exploration/cand",
     }
     assert math.fsum(a.weight for a in config.traffic) == 1.0
     for planned in plan.arms:
         arm_id = (
-            f"experiment/{planned.experiment_id}/{planned.config_id}"
+            f"experiment/{planned.experiment_id}/"
+            f"{variants[planned.experiment_id][planned.config_id]}"
             if planned.experiment_id
             else f"{planned.role.value}/{planned.config_id}"
         )
         assert abs(by_id[arm_id].weight - planned.weight) < 1e-9
-    assert by_id["experiment/exp-summarize-prompt-v2/v2"].variant_id == "treatment"
+    assert by_id["experiment/exp-summarize-prompt-v2/treatment"].variant_id == "treatment"
     assert config.allocation == "mixed" and config.params == params["prod"]
     # next night: exploration dropped; experiment units stay where they were
     night2 = config_from_plan(
@@ -152,6 +153,7 @@ def test_traffic_plan_becomes_a_config_with_stable_arm_ids() -> None:
             experiments=[experiment],
         ),
         params,
+        variant_of=variants,
     )
     before = [assign_arm(config, u).arm_id for u in UNITS[:5000]]
     after = [assign_arm(night2, u).arm_id for u in UNITS[:5000]]
@@ -159,7 +161,7 @@ def test_traffic_plan_becomes_a_config_with_stable_arm_ids() -> None:
     assert moved and all(b == "exploration/cand" for b, _ in moved)
     # inside the experiment the split is the experiment's own 50/50
     in_exp = [a for a in before if a.startswith("experiment/")]
-    treated = sum(a.endswith("/v2") for a in in_exp)
+    treated = sum(a.endswith("/treatment") for a in in_exp)
     assert stats.binomtest(treated, len(in_exp), 0.5).pvalue > 1e-4
     assert stats.binomtest(len(in_exp), len(before), 0.2).pvalue > 1e-4
     with pytest.raises(ConfigValidationError, match="no parameters"):
