@@ -1,0 +1,119 @@
+"""The path past one machine: the nightly flow's per-use-case fan-out on a Dask cluster.
+
+The flow is run once with ``prefect_dask.DaskTaskRunner`` pointed at a local Dask cluster that
+this test owns (one in-process worker with two threads). A scheduler plugin records every task
+the cluster finished, so the test fails if the fan-out silently fell back to threads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from distributed import LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from tasks.settings import REPO_ROOT
+
+
+class _FinishedKeys(SchedulerPlugin):
+    """Keys of the tasks the Dask scheduler saw finish (reach ``memory``)."""
+
+    name = "finished-keys"
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory":
+            self.keys.append(str(key))
+
+
+def _task_runs_of(flow_run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+        )
+
+
+def test_nightly_fans_use_cases_out_on_a_dask_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    from prefect.futures import PrefectFuture
+    from prefect.task_runners import TaskRunner
+    from prefect.testing.utilities import prefect_test_harness
+    from prefect_dask import DaskTaskRunner
+
+    from flows.nightly import NightlyParameters, nightly_optimization
+    from tasks.registry.store import RegistryStore
+    from tasks.settings import load_settings
+    from tasks.simulator import SimulationSpec, write_simulation
+
+    load_settings().ensure_dirs()
+    spec = SimulationSpec(seed=7, days=15, total_rows=30_000)
+    sim = write_simulation(spec, tmp_path / "logs", fmt="parquet")
+    as_of = spec.start_date + dt.timedelta(days=spec.days - 1)
+    params = NightlyParameters(as_of=as_of, input_paths=[str(p) for p in sim.paths])
+
+    finished = _FinishedKeys()
+    # processes=False: the worker lives in this process (no pickling of the flow's arguments,
+    # no ports: the scheduler listens on inproc://), which is what keeps this test fast.
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+    ):
+        cluster.scheduler.add_plugin(finished)
+        # the cast only widens prefect's generic type for mypy (as flows.nightly does)
+        runner = cast(
+            "TaskRunner[PrefectFuture[Any]]", DaskTaskRunner(address=cluster.scheduler_address)
+        )
+        state = nightly_optimization.with_options(task_runner=runner)(
+            params=params, return_state=True
+        )
+        assert state.is_completed(), state.message
+        summary = state.result()
+        task_runs = _task_runs_of(state.state_details.flow_run_id)
+
+    use_cases = set(spec.use_cases)
+    assert len(use_cases) == 4
+    assert summary["failures"] == {}
+    assert set(summary["use_cases"]) == use_cases
+    assert summary["ingest"]["ingested"] == sim.rows
+
+    # every use case ran as a Dask task: one finished key per submitted use-case task
+    assert len(finished.keys) == len(use_cases), finished.keys
+    fanned_out = {
+        run.name.removeprefix("optimize-"): run.state.type.value
+        for run in task_runs
+        if run.name.startswith("optimize-")
+    }
+    assert fanned_out == dict.fromkeys(use_cases, "COMPLETED")
+
+    store = RegistryStore.from_settings(load_settings())
+    try:
+        for use_case in use_cases:
+            version = store.get(use_case, "production")
+            assert version.state.value == "production"
+            assert version.config.arms, use_case
+            assert summary["use_cases"][use_case]["published"]["version"] == version.version
+    finally:
+        store.dispose()
