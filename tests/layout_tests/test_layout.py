@@ -94,9 +94,7 @@ def test_every_module_starts_with_future_annotations() -> None:
     for folder in ("flows", "tasks", "strategies"):
         for path in _python_files(folder):
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            has = any(
-                isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body
-            )
+            has = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body)
             if not has and tree.body:
                 missing.append(str(path.relative_to(REPO_ROOT)))
     assert missing == []
