@@ -56,26 +56,35 @@ def _wait_healthy(url: str, expect: str, proc: subprocess.Popen[bytes], log: Pat
 
 
 @contextlib.contextmanager
-def _running(
-    cmd: list[str], env: dict[str, str], log: Path, health: str, expect: str
-) -> Iterator[None]:
+def spawn(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` in its own process group, output to ``log``; the whole group is stopped after."""
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("wb")
     proc = subprocess.Popen(
-        cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        cmd, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        _wait_healthy(health, expect, proc, log)
-        yield
+        yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         handle.close()
+
+
+@contextlib.contextmanager
+def _running(
+    cmd: list[str], env: dict[str, str], log: Path, health: str, expect: str
+) -> Iterator[None]:
+    with spawn(cmd, env, log) as proc:
+        _wait_healthy(health, expect, proc, log)
+        yield
 
 
 @contextlib.contextmanager
@@ -149,7 +158,10 @@ def start_mlflow(home: Path, backend_uri: str | None = None) -> Iterator[Service
 def services() -> SimpleNamespace:
     """The service starters, for tests that need their own instances or backends."""
     return SimpleNamespace(
-        start_prefect=start_prefect, start_mlflow=start_mlflow, postgres_database=postgres_database
+        start_prefect=start_prefect,
+        start_mlflow=start_mlflow,
+        postgres_database=postgres_database,
+        spawn=spawn,
     )
 
 

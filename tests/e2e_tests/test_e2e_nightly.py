@@ -14,14 +14,10 @@ approved configuration, the known A/B winner is being rolled out and the drift r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,29 +50,6 @@ def _settings_env(home: Path, **extra: str) -> dict[str, str]:
         "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config"),
         **extra,
     }
-
-
-@contextlib.contextmanager
-def _served_deployment(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    handle = log.open("wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "llmopt"), "nightly", "serve", "--name", "e2e"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        handle.close()
 
 
 async def _run_deployment(api_url: str, parameters: dict[str, Any], log: Path) -> Any:
@@ -156,7 +129,8 @@ def test_deployment_run_through_a_real_prefect_server_and_mlflow_server(
         home = tmp_path / "home"
         env = {**prefect.env, **_settings_env(home, LLMOPT_MLFLOW_TRACKING_URI=mlf.url)}
         log = tmp_path / "serve.log"
-        with _served_deployment(env, log):
+        serve = [str(Path(sys.executable).parent / "llmopt"), "nightly", "serve", "--name", "e2e"]
+        with services.spawn(serve, env, log, cwd=REPO_ROOT):
             flow_run = asyncio.run(
                 _run_deployment(
                     prefect.url,
