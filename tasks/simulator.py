@@ -772,6 +772,16 @@ class UseCaseTruth:
         raise KeyError(config_id)
 
 
+    def policy_value(self, policy: Mapping[str, float]) -> float:
+        """True expected quality per request of serving ``policy`` (config id -> probability).
+
+        An errored call scores 0, matching the off-policy estimators' ``quality`` reward.
+        """
+        return sum(
+            share * (1.0 - self.config(cid).true_error_rate) * self.config(cid).true_mean_quality
+            for cid, share in policy.items()
+        )
+
 @dataclass(frozen=True)
 class ArmTruth:
     variant_id: str

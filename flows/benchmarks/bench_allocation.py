@@ -149,10 +149,7 @@ def _coverage(seeds: int, workdir: Path) -> dict[str, Any]:
                 {c.config_id: 1 / len(uc.configs) for c in uc.configs},
             ]
             for policy in policies:
-                value = sum(
-                    p * (1 - uc.config(a).true_error_rate) * uc.config(a).true_mean_quality
-                    for a, p in policy.items()
-                )
+                value = uc.policy_value(policy)
                 est = evaluate_policy(
                     con,
                     use_case=use_case,

@@ -39,11 +39,7 @@ def test_offpolicy_intervals_cover_the_simulator_truth(load_table: Any) -> None:
         for use_case in OPE_RPD:
             uc = truth.use_cases[use_case]
             for policy in _policies(uc):
-                # reward "quality": an errored call scores 0
-                value = sum(
-                    p * (1 - uc.config(a).true_error_rate) * uc.config(a).true_mean_quality
-                    for a, p in policy.items()
-                )
+                value = uc.policy_value(policy)
                 result = evaluate_policy(
                     con,
                     use_case=use_case,
