@@ -771,7 +771,6 @@ class UseCaseTruth:
                 return c
         raise KeyError(config_id)
 
-
     def policy_value(self, policy: Mapping[str, float]) -> float:
         """True expected quality per request of serving ``policy`` (config id -> probability).
 
@@ -781,6 +780,7 @@ class UseCaseTruth:
             share * (1.0 - self.config(cid).true_error_rate) * self.config(cid).true_mean_quality
             for cid, share in policy.items()
         )
+
 
 @dataclass(frozen=True)
 class ArmTruth:
