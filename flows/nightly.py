@@ -1,8 +1,9 @@
 """The nightly optimization flow: what users schedule, and what "Run" in the Prefect UI starts.
 
-ingest new logs -> validate -> aggregate -> experiments -> per use case (monitoring, search
-tell/ask, frontier + budget, bandit, rollout guardrails, traffic plan) -> approval -> publish ->
-report (Prefect artifacts + MLflow runs).
+ingest new logs -> validate -> experiments and aggregate (in parallel: config statistics,
+monitoring, budget, registry state for every use case in one set of grouped scans) -> per use case
+(search tell/ask, frontier, bandit, rollout guardrails, traffic plan; no warehouse access) ->
+approval -> publish -> report (Prefect artifacts + MLflow runs).
 
 The flow only composes; each step is a plain function in :mod:`tasks.nightly_steps` wrapped here
 as a Prefect task with retries where a retry can help (file and network I/O). One use case that
@@ -106,6 +107,13 @@ def experiments_task(settings: Settings, night: steps.Night, run_key: str) -> li
     return steps.analyse_experiments(settings, night, run_key=run_key)
 
 
+@task(name="aggregate-night", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def aggregate_task(
+    settings: Settings, night: steps.Night, options: steps.NightOptions, run_key: str
+) -> dict[str, steps.UseCaseInputs]:
+    return steps.aggregate_night(settings, night, options, run_key=run_key)
+
+
 @task(name="optimize-use-case", cache_policy=NO_CACHE, task_run_name="optimize-{use_case}")
 def use_case_task(
     settings: Settings,
@@ -113,8 +121,10 @@ def use_case_task(
     use_case: str,
     options: steps.NightOptions,
     experiments: list[dict[str, Any]],
+    *,
+    inputs: steps.UseCaseInputs,
 ) -> steps.UseCaseOutcome:
-    return steps.optimize_use_case(settings, night, use_case, options, experiments)
+    return steps.optimize_use_case(settings, night, use_case, options, experiments, inputs=inputs)
 
 
 @task(name="publish-plan", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
@@ -185,11 +195,16 @@ def _run_night(
     parent: str,
 ) -> steps.NightSummary:
     logger = get_run_logger()
-    experiments = (
-        experiments_task(settings, night, run_key) if params.strategies.experiments else []
+    # experiments and the aggregate step read the warehouse side by side (two threads)
+    experiments_future = (
+        experiments_task.submit(settings, night, run_key) if params.strategies.experiments else None
     )
+    inputs = aggregate_task.submit(settings, night, options, run_key).result()
+    experiments = experiments_future.result() if experiments_future is not None else []
     futures: dict[str, PrefectFuture[steps.UseCaseOutcome]] = {
-        use_case: use_case_task.submit(settings, night, use_case, options, experiments)
+        use_case: use_case_task.submit(
+            settings, night, use_case, options, experiments, inputs=inputs[use_case]
+        )
         for use_case in night.use_cases
     }
     wait(list(futures.values()))

@@ -34,7 +34,8 @@ from strategies.bandits import (
     apply_floor,
     simulate_regret,
 )
-from tasks.config_metrics import CONFIG_KEY_SQL, config_metrics
+from tasks.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, config_metrics
+from tasks.warehouse import require_connection
 
 __all__ = [
     "CONTEXT_FEATURES",
@@ -113,15 +114,23 @@ class BanditAllocation:
 
 
 def _arm_stats(
-    con: duckdb.DuckDBPyConnection, use_case: str, start: dt.date, end: dt.date, reward: str
+    con: duckdb.DuckDBPyConnection | None,
+    use_case: str,
+    start: dt.date,
+    end: dt.date,
+    reward: str,
+    *,
+    shared: SharedConfigMetrics | None = None,
 ) -> list[tuple[str, int, ArmStats]]:
     if reward == "feedback":
-        rows = con.execute(FEEDBACK_SQL, {"use_case": use_case, "start": start, "end": end})
+        rows = require_connection(con, "feedback rewards").execute(
+            FEEDBACK_SQL, {"use_case": use_case, "start": start, "end": end}
+        )
         return [
             (str(key), int(pos + oth), BernoulliStats(float(pos), float(oth)))
             for key, pos, oth in sorted(rows.fetchall())
         ]
-    frame = config_metrics(con, use_case=use_case, start=start, end=end)
+    frame = config_metrics(con, use_case=use_case, start=start, end=end, shared=shared)
     out: list[tuple[str, int, ArmStats]] = []
     for row in frame.itertuples(index=False):
         stats: ArmStats
@@ -138,7 +147,7 @@ def _arm_stats(
 
 
 def bandit_allocation(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     *,
     use_case: str,
     as_of: dt.date,
@@ -147,12 +156,14 @@ def bandit_allocation(
     seed: int | None = 0,
     reward: Reward = "quality",
     draws: int = 20_000,
+    shared: SharedConfigMetrics | None = None,
 ) -> BanditAllocation:
     """Thompson-sampling weights over the configurations logged in ``[as_of - window + 1, as_of]``.
 
     ``reward``: ``quality`` (Gaussian posterior of mean quality), ``success`` or ``feedback``
     (Beta-Bernoulli on the success rate / the share of positive feedback). Arms with no reward
-    observation keep their prior (they are explored, not dropped).
+    observation keep their prior (they are explored, not dropped). ``shared`` serves the
+    window's statistics when the night computed them already.
     """
     if reward not in _REWARD_SQL:
         raise ValueError(f"unknown reward {reward!r}; use one of {sorted(_REWARD_SQL)}")
@@ -163,7 +174,7 @@ def bandit_allocation(
         "window_start": start,
         "reward": reward,
     }
-    arms = _arm_stats(con, use_case, start, as_of, reward)
+    arms = _arm_stats(con, use_case, start, as_of, reward, shared=shared)
     if not arms:
         return BanditAllocation(
             **base, status="cannot_analyse", reasons=(f"no calls logged in {start}..{as_of}",)

@@ -34,6 +34,7 @@ from strategies.budget import (
     optimize_traffic_mix,
 )
 from tasks.config_metrics import config_metrics
+from tasks.warehouse import require_connection
 
 __all__ = [
     "BudgetReport",
@@ -293,7 +294,7 @@ class UseCaseTrafficMix:
 
 
 def use_case_traffic_mix(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     *,
     use_case: str,
     as_of: dt.date,
@@ -309,7 +310,12 @@ def use_case_traffic_mix(
         return UseCaseTrafficMix(use_case, "cannot_analyse", ("no monthly_budget_usd configured",))
     budget = float(opts["monthly_budget_usd"])
     if report is None:
-        report = budget_report(con, as_of=as_of, config=config, use_cases=[use_case])[0]
+        report = budget_report(
+            require_connection(con, "budget report"),
+            as_of=as_of,
+            config=config,
+            use_cases=[use_case],
+        )[0]
     if report.projected_monthly_requests <= 0:
         return UseCaseTrafficMix(
             use_case,
@@ -321,7 +327,7 @@ def use_case_traffic_mix(
     if candidates is None:
         start = as_of - dt.timedelta(days=window_days - 1)
         found, skipped = candidates_from_warehouse(
-            con,
+            require_connection(con, "budget candidates"),
             use_case=use_case,
             start=start,
             end=as_of,

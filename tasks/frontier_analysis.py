@@ -26,7 +26,7 @@ from strategies.frontier import (
     analyse_frontier,
 )
 from strategies.search import ConfigStats, RewardWeights, weights_for
-from tasks.config_metrics import config_metrics
+from tasks.config_metrics import SharedConfigMetrics, config_metrics
 
 __all__ = ["FrontierResult", "compute_frontier", "most_served_config", "plot_frontier"]
 
@@ -57,7 +57,7 @@ class FrontierResult:
 
 
 def compute_frontier(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     *,
     use_case: str,
     start: dt.date | None = None,
@@ -69,14 +69,16 @@ def compute_frontier(
     latency_ceiling_ms: float | None = None,
     z: float = 1.96,
     min_requests: int = 100,
+    shared: SharedConfigMetrics | None = None,
 ) -> FrontierResult:
     """Noise-aware frontier, constrained weighted selection and the production comparison.
 
     ``weights`` is a full :class:`RewardWeights` or a mapping of overrides on ``preset``.
     No data or no feasible configuration gives a result saying so (``selection.status``).
+    ``shared`` serves the window's statistics when the night computed them already.
     """
     resolved = weights if isinstance(weights, RewardWeights) else weights_for(preset, weights)
-    frame = config_metrics(con, use_case=use_case, start=start, end=end)
+    frame = config_metrics(con, use_case=use_case, start=start, end=end, shared=shared)
     stats = [ConfigStats.from_row(r) for r in frame.to_dict(orient="records")]
     analysis: FrontierAnalysis = analyse_frontier(
         stats,

@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pandas as pd
 
-from strategies.experiments import MeanStats, ProportionStats
 from strategies.rollout_guard import RolloutGuard, RolloutJudgement
 from strategies.traffic import (
     ExperimentArms,
@@ -48,8 +46,10 @@ from strategies.traffic import (
     start_rollout,
     step_rollout,
 )
+from tasks import night_inputs
 from tasks.config import ConfigError, load_config
-from tasks.config_metrics import CONFIG_KEY_SQL, config_metrics
+from tasks.config_metrics import CONFIG_KEY_SQL
+from tasks.night_inputs import UseCaseInputs
 from tasks.settings import Settings
 from tasks.warehouse import connect
 
@@ -302,126 +302,191 @@ class UseCaseOutcome:
     evidence: dict[str, Any]
 
 
-def _night_metrics(
-    con: duckdb.DuckDBPyConnection, use_case: str, day: dt.date
-) -> dict[str, float | None]:
-    row = con.execute(
-        """
-        SELECT count(*), avg(quality), avg(cost_usd), quantile_cont(latency_ms, 0.95),
-               avg(CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END), sum(cost_usd)
-        FROM usage_logs WHERE use_case = ? AND day = ?
-        """,
-        [use_case, day],
-    ).fetchone()
-    names = (
-        "requests",
-        "quality_mean",
-        "cost_per_request_usd",
-        "latency_p95_ms",
-        "error_rate",
-        "spend_usd",
-    )
-    return {n: (None if v is None else float(v)) for n, v in zip(names, row or (), strict=True)}
-
-
-def _pair_stats(
-    con: duckdb.DuckDBPyConnection, use_case: str, day: dt.date, incumbent: str, candidate: str
-) -> tuple[MeanStats, ProportionStats, MeanStats]:
-    rows = con.execute(
-        f"""
-        SELECT {CONFIG_KEY_SQL} AS key, count(*) AS n,
-               count(quality) AS qn, coalesce(sum(quality), 0), coalesce(sum(quality*quality), 0),
-               count(*) FILTER (WHERE status = 'error') AS errors,
-               sum(latency_ms), sum(latency_ms * latency_ms)
-        FROM usage_logs WHERE use_case = ? AND day = ? AND {CONFIG_KEY_SQL} IN (?, ?)
-        GROUP BY 1
-        """,
-        [use_case, day, incumbent, candidate],
-    ).fetchall()
-    by_key = {r[0]: r for r in rows}
-    empty = (None, 0, 0, 0.0, 0.0, 0, 0.0, 0.0)
-    inc, cand = by_key.get(incumbent, empty), by_key.get(candidate, empty)
-    col = {i: np.array([inc[i], cand[i]], dtype=float) for i in range(1, 8)}  # 0 is the key
-    quality = MeanStats(n=col[2], sum=col[3], sum_squares=col[4])
-    errors = ProportionStats(n=col[1], successes=col[5])
-    latency = MeanStats(n=col[1], sum=col[6], sum_squares=col[7])
-    return quality, errors, latency
-
-
-def _bootstrap_production(
-    con: duckdb.DuckDBPyConnection, use_case: str, start: dt.date, end: dt.date
-) -> str:
-    """First night: production is what serves outside experiments, or an experiment's control.
-
-    Counting all rows would crown a treatment arm that happens to carry as much traffic as its
-    control; a running experiment's control arm is, by definition, the incumbent.
-    """
-    row = con.execute(
-        f"""
-        SELECT {CONFIG_KEY_SQL} AS key,
-               count(*) FILTER (WHERE experiment_id IS NULL OR variant_id = 'control') AS incumbent,
-               count(*) AS n
-        FROM usage_logs WHERE use_case = ? AND day BETWEEN ? AND ?
-        GROUP BY 1 ORDER BY incumbent DESC, n DESC, key LIMIT 1
-        """,
-        [use_case, start, end],
-    ).fetchall()
-    if not row:
-        raise NothingToAnalyse(f"{use_case}: no traffic between {start} and {end}")
-    return str(row[0][0])
-
-
-def _rollout_from_registry(current: Any) -> RolloutState | None:
-    meta = dict(current.config.metadata or {}).get("rollout")
-    if not meta:
-        return None
-    return RolloutState(
-        candidate_config_id=str(meta["candidate_config_id"]),
-        incumbent_config_id=str(meta["incumbent_config_id"]),
-        stage_index=int(meta.get("stage_index", 0)),
-        history=tuple(meta.get("history", ())),
-    )
-
-
-def _production_of(current: Any) -> tuple[str | None, dict[str, Any]]:
-    meta = dict(current.config.metadata or {})
-    for arm in current.config.arms:
-        if arm.role == "production":
-            return arm.config_id or meta.get("production_config_id"), arm.params.to_dict()
-    return meta.get("production_config_id"), current.config.params.to_dict()
-
-
-def _approved_configs(
-    store: Any, use_case: str, metrics: Mapping[str, Mapping[str, Any]]
-) -> list[Any]:
-    """Approved registry versions as monitoring's ApprovedConfig, with observed quality / cost."""
-    from strategies.monitor.degradation import ApprovedConfig
-
-    out: dict[str, Any] = {}
-    for version in store.versions_of(use_case):
-        if version.state.value not in {"approved", "production", "retired"}:
-            continue
-        config_id, _ = _production_of(version)
-        observed = metrics.get(str(config_id))
-        if not config_id or observed is None or observed.get("quality_mean") is None:
-            continue
-        out[config_id] = ApprovedConfig(
-            config_id=config_id,
-            quality=float(observed["quality_mean"]),
-            cost_per_request=float(observed["cost_mean"]),
-            latency_p95_ms=float(observed["latency_p95"]),
-            approved_at=version.created_at,
-            is_production=version.state.value == "production",
+def aggregate_night(
+    settings: Settings, night: Night, options: NightOptions, *, run_key: str
+) -> dict[str, UseCaseInputs]:
+    """The night's aggregate step: every use case's inputs from one set of grouped scans
+    (see :mod:`tasks.night_inputs`); monitoring runs here once for all use cases."""
+    with _warehouse(settings) as con:
+        return night_inputs.aggregate_night(
+            settings,
+            con,
+            as_of=night.as_of,
+            use_cases=night.use_cases,
+            run_key=run_key,
+            lookback_days=options.lookback_days,
+            monitoring=options.enabled("monitoring"),
+            budget=options.enabled("budget"),
         )
-    return list(out.values())
 
 
-def _version_serving(store: Any, use_case: str, config_id: str) -> int | None:
-    for version in sorted(store.versions_of(use_case), key=lambda v: -v.version):
-        good = version.state.value in {"approved", "production", "retired"}
-        if good and _production_of(version)[0] == config_id:
-            return int(version.version)
-    return None
+@dataclasses.dataclass(frozen=True)
+class _Safety:
+    override: SafetyOverride | None = None
+    rollback_version: int | None = None
+
+
+def _safety_from_monitoring(
+    inputs: UseCaseInputs, catalogue: Mapping[str, Any], registry: night_inputs.RegistryState
+) -> _Safety:
+    """Monitoring may roll back, break the circuit or pause exploration (applied first)."""
+    report = inputs.monitoring.use_cases[0] if inputs.monitoring is not None else None
+    action = report.action if report is not None else None
+    if action is None:
+        return _Safety()
+    if action.kind in {"rollback", "circuit_breaker"}:
+        target = action.target_config_id
+        if target and target in catalogue:
+            return _Safety(
+                SafetyOverride(action.kind, action.reason, target),
+                registry.serving_versions.get(target),
+            )
+        return _Safety(SafetyOverride("pause_optimizer", f"{action.reason} (no target)"))
+    if action.pause_optimizer:
+        return _Safety(SafetyOverride("pause_optimizer", action.reason))
+    return _Safety()
+
+
+@dataclasses.dataclass
+class _ExperimentDecisions:
+    running: list[ExperimentArms] = dataclasses.field(default_factory=list)
+    rollout: RolloutState | None = None
+    needs_approval: bool = False
+    guardrails: dict[str, bool] = dataclasses.field(default_factory=dict)
+    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _experiment_decisions(
+    experiments: Sequence[Mapping[str, Any]],
+    *,
+    production_id: str,
+    rollout: RolloutState | None,
+    safety: SafetyOverride | None,
+    catalogue: dict[str, dict[str, Any]],
+    reasons: list[str],
+) -> _ExperimentDecisions:
+    """Running experiments keep their arms; a shipped winner starts a rollout (needs approval)."""
+    out = _ExperimentDecisions(rollout=rollout)
+    for exp in experiments:
+        decision = exp["decision"]
+        arm_configs = exp.get("arm_configs", {})
+        for info in arm_configs.values():
+            catalogue.setdefault(info["config_key"], info["params"])
+        if decision["action"] == "ship" and decision.get("variant") in arm_configs:
+            winner = arm_configs[decision["variant"]]["config_key"]
+            if safety is not None:
+                reasons.append(f"{exp['experiment_id']} ships, but safety comes first")
+            elif out.rollout is not None:
+                reasons.append(f"{exp['experiment_id']} ships {winner}: queued behind rollout")
+            elif winner != production_id:
+                out.rollout = start_rollout(
+                    candidate_config_id=winner, incumbent_config_id=production_id
+                )
+                out.needs_approval = True
+                out.guardrails = _experiment_guardrails(exp)
+                out.evidence = {"experiment": exp["experiment_id"], "decision": decision}
+                shipped = f"{exp['experiment_id']} ships {decision['variant']}"
+                reasons.append(f"{shipped}: rollout of {winner}")
+        elif decision["action"] == "keep running" and exp.get("traffic_share", 0) > 0:
+            weights = exp.get("weights") or {v: 1 / len(arm_configs) for v in arm_configs}
+            variants = tuple(v for v in weights if v in arm_configs)
+            arms = tuple((arm_configs[v]["config_key"], float(weights[v])) for v in variants)
+            if len(arms) >= 2:
+                share = min(float(exp["traffic_share"]), 1.0)
+                out.running.append(ExperimentArms(exp["experiment_id"], arms, share, variants))
+    return out
+
+
+def _exploration(
+    settings: Settings,
+    night: Night,
+    use_case: str,
+    options: NightOptions,
+    inputs: UseCaseInputs,
+    *,
+    paused: bool,
+    catalogue: dict[str, dict[str, Any]],
+    results: dict[str, Any],
+) -> tuple[list[str], dict[str, float] | None]:
+    """Search candidates, weighted by the bandit's beliefs (none while monitoring pauses)."""
+    exploration: list[str] = []
+    weights: dict[str, float] | None = None
+    if options.enabled("search") and not paused and options.search_candidates > 0:
+        from tasks.study import run_search_round
+
+        search = run_search_round(
+            settings,
+            None,
+            use_case=use_case,
+            as_of=night.as_of,
+            n_candidates=options.search_candidates,
+            shared=inputs.metrics,
+        )
+        results["search"] = search
+        for candidate in search.candidates:
+            catalogue.setdefault(candidate.config_id, dict(candidate.params))
+            exploration.append(candidate.config_id)
+    if options.enabled("bandits"):
+        from tasks.bandit_allocation import bandit_allocation
+
+        bandit = bandit_allocation(
+            None,
+            use_case=use_case,
+            as_of=night.as_of,
+            window_days=options.lookback_days,
+            floor=options.bandit_floor,
+            seed=_stable_seed(use_case, night.as_of),
+            shared=inputs.metrics,
+        )
+        results["bandit"] = bandit
+        if bandit.status == "ok" and exploration:
+            beliefs = {a.config_id: a.probability_best for a in bandit.arms}
+            neutral = 1.0 / max(len(beliefs), 1)
+            weights = {c: beliefs.get(c, neutral) for c in exploration}
+    return exploration, weights
+
+
+def _frontier_and_budget(
+    settings: Settings,
+    night: Night,
+    use_case: str,
+    options: NightOptions,
+    inputs: UseCaseInputs,
+    *,
+    production_id: str,
+    out_dir: Path,
+    results: dict[str, Any],
+) -> list[str]:
+    """Evidence for people: the frontier (plot) and the budget-constrained mix."""
+    plots: list[str] = []
+    if options.enabled("frontier"):
+        from tasks.frontier_analysis import compute_frontier, plot_frontier
+
+        frontier = compute_frontier(
+            None,
+            use_case=use_case,
+            start=inputs.lookback_start,
+            end=night.as_of,
+            production_config=production_id,
+            shared=inputs.metrics,
+        )
+        results["frontier"] = frontier
+        plots.append(str(plot_frontier(frontier, out_dir / "frontier.png")))
+    if options.enabled("budget"):
+        from tasks.budget_analysis import candidates_from_frontier, use_case_traffic_mix
+
+        results["budget"] = inputs.budget
+        if "frontier" in results and inputs.budget is not None:
+            results["budget_mix"] = use_case_traffic_mix(
+                None,
+                use_case=use_case,
+                as_of=night.as_of,
+                config=load_config("budget", settings),
+                window_days=options.lookback_days,
+                candidates=candidates_from_frontier(results["frontier"].points),
+                report=inputs.budget,
+            )
+    return plots
 
 
 def optimize_use_case(
@@ -430,240 +495,129 @@ def optimize_use_case(
     use_case: str,
     options: NightOptions,
     experiments: Sequence[Mapping[str, Any]],
+    *,
+    inputs: UseCaseInputs,
 ) -> UseCaseOutcome:
-    """Run every enabled strategy for one use case and decide tomorrow's traffic plan."""
-    from tasks.registry.store import NotFoundError, RegistryStore
+    """Run every enabled strategy for one use case and decide tomorrow's traffic plan.
 
+    Reads only ``inputs`` (the night's aggregate step), the Optuna storage and the
+    configuration files: no warehouse connection.
+    """
+    if inputs.problem is not None or inputs.registry is None:
+        raise NothingToAnalyse(inputs.problem or f"{use_case}: no registry state")
+    registry = inputs.registry
     run_key = run_key_for(night)
-    start = night.as_of - dt.timedelta(days=options.lookback_days - 1)
     out_dir = artifact_dir(settings, night) / use_case
     out_dir.mkdir(parents=True, exist_ok=True)
-    reasons: list[str] = []
+    reasons: list[str] = [registry.bootstrap_reason] if registry.bootstrap_reason else []
     results: dict[str, Any] = {}
     plots: list[str] = []
-    store = RegistryStore.from_settings(settings)
-    try:
-        with _warehouse(settings) as con:
-            frame = config_metrics(con, use_case=use_case, end=night.as_of)
-            catalogue = {str(r["config_key"]): _params_of(r) for r in frame.to_dict("records")}
-            window = config_metrics(con, use_case=use_case, start=start, end=night.as_of)
-            observed = {str(r["config_key"]): r for r in window.to_dict("records")}
-            metrics = _night_metrics(con, use_case, night.as_of)
+    history = inputs.history(night.as_of)
+    catalogue = {str(r["config_key"]): _params_of(r) for r in history.to_dict("records")}
+    production_id = registry.production_id
+    catalogue.setdefault(production_id, registry.production_params)
+    rollout = registry.rollout
 
-            base_version = int(store.latest_version(use_case))
-            try:
-                current = store.get(use_case, "production")
-            except NotFoundError:
-                current = None
-            if current is not None:
-                production_id, production_params = _production_of(current)
-                production_id = production_id or "production"
-                catalogue.setdefault(production_id, production_params)
-                rollout = _rollout_from_registry(current)
-            else:
-                production_id = _bootstrap_production(con, use_case, start, night.as_of)
-                rollout = None
-                reasons.append(f"bootstrap: production is the incumbent config {production_id}")
+    # 1. monitoring (computed in the aggregate step): may roll back / break / pause
+    safety = _Safety()
+    if inputs.monitoring is not None:
+        from tasks.monitoring import plot_monitoring
 
-            # 1. monitoring: may roll back / break the circuit / pause exploration
-            safety: SafetyOverride | None = None
-            rollback_version: int | None = None
-            if options.enabled("monitoring"):
-                from tasks.monitoring import load_monitoring_config, plot_monitoring, run_monitoring
+        results["monitoring"] = inputs.monitoring
+        plots += [str(p) for p in plot_monitoring(inputs.monitoring, out_dir)]
+        safety = _safety_from_monitoring(inputs, catalogue, registry)
+        if safety.override is not None and safety.override.kind != "pause_optimizer":
+            rollout = None  # a rollback or circuit breaker ends any rollout
 
-                approved = _approved_configs(store, use_case, observed)
-                monitoring = run_monitoring(
-                    con,
-                    settings,
-                    as_of=night.as_of,
-                    run_id=run_key,
-                    config=load_monitoring_config(settings),
-                    approved_configs={use_case: approved},
-                    production_configs={use_case: production_id},
-                    use_cases=[use_case],
-                )
-                plots += [str(p) for p in plot_monitoring(monitoring, out_dir)]
-                report = monitoring.use_cases[0] if monitoring.use_cases else None
-                results["monitoring"] = monitoring
-                action = report.action if report else None
-                if action is not None and action.kind in {"rollback", "circuit_breaker"}:
-                    target = action.target_config_id
-                    if target and target in catalogue:
-                        safety = SafetyOverride(action.kind, action.reason, target)
-                        rollback_version = _version_serving(store, use_case, target)
-                        rollout = None
-                    else:
-                        safety = SafetyOverride("pause_optimizer", f"{action.reason} (no target)")
-                elif action is not None and action.pause_optimizer:
-                    safety = SafetyOverride("pause_optimizer", action.reason)
+    # 2. a rollout in progress: judge last night's traffic
+    step: RolloutStep | None = None
+    if rollout is not None and safety.override is None and inputs.rollout_pair is not None:
+        pair = inputs.rollout_pair
+        judgement = options.guard.judge(
+            quality=pair.quality, errors=pair.errors, latency=pair.latency
+        )
+        step = _rollout_step(rollout, judgement, options)
+        results["rollout"] = {"judgement": judgement, "step": step}
+        reasons.append(f"rollout: {step.reason}")
+        production_id = step.production_config_id
+        rollout = step.state
 
-            # 2. a rollout in progress: judge last night's traffic
-            step: RolloutStep | None = None
-            if rollout is not None and safety is None:
-                quality, errors, latency = _pair_stats(
-                    con,
-                    use_case,
-                    night.as_of,
-                    rollout.incumbent_config_id,
-                    rollout.candidate_config_id,
-                )
-                judgement = options.guard.judge(quality=quality, errors=errors, latency=latency)
-                step = _rollout_step(rollout, judgement, options)
-                results["rollout"] = {"judgement": judgement, "step": step}
-                reasons.append(f"rollout: {step.reason}")
-                production_id = step.production_config_id
-                rollout = step.state
+    # 3. experiments of this use case
+    mine = [e for e in experiments if e.get("use_case") == use_case]
+    results["experiments"] = [
+        {"experiment_id": e["experiment_id"], "decision": e["decision"]} for e in mine
+    ]
+    decided = _experiment_decisions(
+        mine,
+        production_id=production_id,
+        rollout=rollout,
+        safety=safety.override,
+        catalogue=catalogue,
+        reasons=reasons,
+    )
 
-            # 3. experiments of this use case
-            running: list[ExperimentArms] = []
-            needs_approval = False
-            guardrails: dict[str, bool] = {}
-            evidence: dict[str, Any] = {}
-            mine = [e for e in experiments if e.get("use_case") == use_case]
-            results["experiments"] = [
-                {"experiment_id": e["experiment_id"], "decision": e["decision"]} for e in mine
-            ]
-            for exp in mine:
-                decision = exp["decision"]
-                arm_configs = exp.get("arm_configs", {})
-                for info in arm_configs.values():
-                    catalogue.setdefault(info["config_key"], info["params"])
-                if decision["action"] == "ship" and decision.get("variant") in arm_configs:
-                    winner = arm_configs[decision["variant"]]["config_key"]
-                    if safety is not None:
-                        reasons.append(f"{exp['experiment_id']} ships, but safety comes first")
-                    elif rollout is not None:
-                        reasons.append(
-                            f"{exp['experiment_id']} ships {winner}: queued behind rollout"
-                        )
-                    elif winner != production_id:
-                        rollout = start_rollout(
-                            candidate_config_id=winner, incumbent_config_id=production_id
-                        )
-                        needs_approval = True
-                        guardrails = _experiment_guardrails(exp)
-                        evidence = {"experiment": exp["experiment_id"], "decision": decision}
-                        shipped = f"{exp['experiment_id']} ships {decision['variant']}"
-                        reasons.append(f"{shipped}: rollout of {winner}")
-                elif decision["action"] == "keep running" and exp.get("traffic_share", 0) > 0:
-                    weights = exp.get("weights") or {v: 1 / len(arm_configs) for v in arm_configs}
-                    variants = tuple(v for v in weights if v in arm_configs)
-                    arms = tuple(
-                        (arm_configs[v]["config_key"], float(weights[v])) for v in variants
-                    )
-                    if len(arms) >= 2:
-                        share = min(float(exp["traffic_share"]), 1.0)
-                        running.append(ExperimentArms(exp["experiment_id"], arms, share, variants))
-
-            # 4. exploration: search candidates, weighted by bandit beliefs
-            exploration: list[str] = []
-            weights_by_config: dict[str, float] | None = None
-            paused = safety is not None
-            if options.enabled("search") and not paused and options.search_candidates > 0:
-                from tasks.study import run_search_round
-
-                search = run_search_round(
-                    settings,
-                    con,
-                    use_case=use_case,
-                    as_of=night.as_of,
-                    n_candidates=options.search_candidates,
-                )
-                results["search"] = search
-                for candidate in search.candidates:
-                    catalogue.setdefault(candidate.config_id, dict(candidate.params))
-                    exploration.append(candidate.config_id)
-            if options.enabled("bandits"):
-                from tasks.bandit_allocation import bandit_allocation
-
-                bandit = bandit_allocation(
-                    con,
-                    use_case=use_case,
-                    as_of=night.as_of,
-                    window_days=options.lookback_days,
-                    floor=options.bandit_floor,
-                    seed=_stable_seed(use_case, night.as_of),
-                )
-                results["bandit"] = bandit
-                if bandit.status == "ok" and exploration:
-                    beliefs = {a.config_id: a.probability_best for a in bandit.arms}
-                    neutral = 1.0 / max(len(beliefs), 1)
-                    weights_by_config = {c: beliefs.get(c, neutral) for c in exploration}
-
-            # 5. frontier and budget: evidence for people, and the budget-constrained mix
-            if options.enabled("frontier"):
-                from tasks.frontier_analysis import compute_frontier, plot_frontier
-
-                frontier = compute_frontier(
-                    con,
-                    use_case=use_case,
-                    start=start,
-                    end=night.as_of,
-                    production_config=production_id,
-                )
-                results["frontier"] = frontier
-                plots.append(str(plot_frontier(frontier, out_dir / "frontier.png")))
-            if options.enabled("budget"):
-                from tasks.budget_analysis import budget_report, use_case_traffic_mix
-
-                budget_config = load_config("budget", settings)
-                budget = budget_report(
-                    con, as_of=night.as_of, config=budget_config, use_cases=[use_case]
-                )
-                results["budget"] = budget[0] if budget else None
-                if "frontier" in results:
-                    from tasks.budget_analysis import candidates_from_frontier
-
-                    results["budget_mix"] = use_case_traffic_mix(
-                        con,
-                        use_case=use_case,
-                        as_of=night.as_of,
-                        config=budget_config,
-                        window_days=options.lookback_days,
-                        candidates=candidates_from_frontier(results["frontier"].points),
-                        report=results["budget"],
-                    )
-    finally:
-        store.dispose()
+    # 4. exploration, 5. frontier and budget
+    exploration, exploration_weights = _exploration(
+        settings,
+        night,
+        use_case,
+        options,
+        inputs,
+        paused=safety.override is not None,
+        catalogue=catalogue,
+        results=results,
+    )
+    plots += _frontier_and_budget(
+        settings,
+        night,
+        use_case,
+        options,
+        inputs,
+        production_id=production_id,
+        out_dir=out_dir,
+        results=results,
+    )
 
     plan = plan_traffic(
         use_case=use_case,
         production_config_id=production_id,
         policy=options.policy,
-        safety=safety,
-        rollout=rollout,
-        experiments=running,
+        safety=safety.override,
+        rollout=decided.rollout,
+        experiments=decided.running,
         exploration=[c for c in exploration if c in catalogue],
-        exploration_weights=weights_by_config,
+        exploration_weights=exploration_weights,
     )
     reasons.extend(plan.reasons)
-    proposed = _registry_payload(plan, catalogue, rollout, run_key)
-    headline = _headline(plan, step, safety, needs_approval)
+    proposed = _registry_payload(plan, catalogue, decided.rollout, run_key)
+    headline = _headline(plan, step, safety.override, decided.needs_approval)
+    metrics = dict(inputs.night_metrics)
     metrics["experiments_shipped"] = float(
-        sum(1 for e in results.get("experiments", []) if e["decision"]["action"] == "ship")
+        sum(1 for e in results["experiments"] if e["decision"]["action"] == "ship")
     )
     monitoring_result = results.get("monitoring")
     metrics["drift_alerts"] = float(len(monitoring_result.alerts)) if monitoring_result else None
+    guardrails = decided.guardrails
     return UseCaseOutcome(
         use_case=use_case,
         as_of=night.as_of,
         run_key=run_key,
-        current_version=int(current.version) if current is not None else None,
-        base_version=base_version,
+        current_version=registry.current_version,
+        base_version=registry.base_version,
         production_config_id=plan.production_config_id,
         plan=_plan_dict(plan),
         proposed_config=proposed,
-        needs_approval=needs_approval,
-        guardrails_passed=all(guardrails.values()) if guardrails else not needs_approval,
+        needs_approval=decided.needs_approval,
+        guardrails_passed=all(guardrails.values()) if guardrails else not decided.needs_approval,
         guardrails=guardrails,
-        registry_action="rollback" if rollback_version is not None else "publish",
-        rollback_to_version=rollback_version,
+        registry_action="rollback" if safety.rollback_version is not None else "publish",
+        rollback_to_version=safety.rollback_version,
         headline=headline,
         reasons=tuple(reasons),
         metrics=metrics,
         strategies=_jsonable(results),
         plots=tuple(plots),
-        evidence=evidence,
+        evidence=decided.evidence,
     )
 
 

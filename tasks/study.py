@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from strategies.search import (
@@ -50,7 +51,7 @@ from strategies.search import (
 )
 from strategies.search_space import CandidateParams, candidate_config_id
 from tasks.config import ConfigError, load_config
-from tasks.config_metrics import config_metrics
+from tasks.config_metrics import SharedConfigMetrics, config_metrics
 from tasks.settings import Settings
 
 __all__ = [
@@ -176,13 +177,18 @@ def load_search_config(settings: Settings) -> SearchConfig:
 
 
 def resolve_space(
-    config: SearchConfig, use_case: str, con: duckdb.DuckDBPyConnection | None = None
+    config: SearchConfig,
+    use_case: str,
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    logged_configs: pd.DataFrame | None = None,
 ) -> SearchSpace:
     """The use case's search space: shared ``[space]`` overridden by its own table.
 
     Forbidden rules add up (shared + own). Models, prompt ids and max_tokens choices left unset
     come from the warehouse (what this use case has logged), so a new use case is searchable
-    from its first night and a new model appears once it has served traffic.
+    from its first night and a new model appears once it has served traffic. ``logged_configs``
+    (the use case's :func:`config_metrics` rows) answers that without a scan.
     """
     merged = {**config.space, **config.use_case_spaces.get(use_case, {})}
     merged["forbidden"] = [
@@ -191,7 +197,13 @@ def resolve_space(
     ]
     logged = {"models": "model", "prompt_ids": "prompt_id", "max_tokens": "max_tokens"}
     for key, column in logged.items():
-        if merged.get(key) or con is None:
+        if merged.get(key):
+            continue
+        if logged_configs is not None:
+            values = logged_configs[column].dropna().unique().tolist()
+            merged[key] = sorted(int(v) if column == "max_tokens" else v for v in values)
+            continue
+        if con is None:
             continue
         rows = con.execute(
             f"SELECT DISTINCT {column} FROM usage_logs "
@@ -262,7 +274,12 @@ def delete_study(storage: optuna.storages.BaseStorage | str, name: str) -> bool:
 
 # --------------------------------------------------------------------------- warehouse
 def config_stats(
-    con: duckdb.DuckDBPyConnection, *, use_case: str, start: dt.date, end: dt.date
+    con: duckdb.DuckDBPyConnection | None,
+    *,
+    use_case: str,
+    start: dt.date,
+    end: dt.date,
+    shared: SharedConfigMetrics | None = None,
 ) -> dict[str, ConfigStats]:
     """Statistics per configuration key, also reachable by the candidate id of its parameters.
 
@@ -270,7 +287,7 @@ def config_stats(
     same parameters as a candidate is found through the alias, but only when exactly one logged
     configuration has those parameters (sums could merge; a p95 cannot).
     """
-    frame = config_metrics(con, use_case=use_case, start=start, end=end)
+    frame = config_metrics(con, use_case=use_case, start=start, end=end, shared=shared)
     by_key = {
         row.config_key: row
         for row in (ConfigStats.from_row(r) for r in frame.to_dict(orient="records"))
@@ -316,25 +333,31 @@ class SearchRoundResult:
 
 def run_search_round(
     settings: Settings,
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | None,
     *,
     use_case: str,
     as_of: dt.date,
     n_candidates: int | None = None,
     config: SearchConfig | None = None,
     storage: optuna.storages.BaseStorage | str | None = None,
+    shared: SharedConfigMetrics | None = None,
 ) -> SearchRoundResult:
-    """Tell ready trials their observed objective, ask for new candidates; see the module doc."""
+    """Tell ready trials their observed objective, ask for new candidates; see the module doc.
+
+    ``shared`` (the night's statistics, history up to ``as_of`` and the search window) spares
+    the warehouse scans.
+    """
     config = config or load_search_config(settings)
     url = config.storage or settings.optuna_storage
     store = storage if storage is not None else open_storage(url)
     strategy = config.strategy()
-    space = resolve_space(config, use_case, con)
+    history = shared.slice(use_case, None, as_of) if shared is not None else None
+    space = resolve_space(config, use_case, con, logged_configs=history)
     name = study_name(use_case, config.objective, config.study_prefix)
     study = load_or_create_study(store, name=name, strategy=strategy)
 
     start = as_of - dt.timedelta(days=config.lookback_days - 1)
-    stats = config_stats(con, use_case=use_case, start=start, end=as_of)
+    stats = config_stats(con, use_case=use_case, start=start, end=as_of, shared=shared)
     outcomes = tell_ready_trials(
         study,
         stats,

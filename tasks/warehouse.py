@@ -49,4 +49,13 @@ def connect(
     return con
 
 
-__all__ = ["SCHEMA_FILES", "apply_schema", "connect"]
+def require_connection(
+    con: duckdb.DuckDBPyConnection | None, needed_for: str
+) -> duckdb.DuckDBPyConnection:
+    """``con``, or a clear error when a step that was handed precomputed inputs needs more."""
+    if con is None:
+        raise ValueError(f"{needed_for}: not in the precomputed inputs and no warehouse connection")
+    return con
+
+
+__all__ = ["SCHEMA_FILES", "apply_schema", "connect", "require_connection"]

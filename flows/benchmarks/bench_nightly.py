@@ -15,7 +15,8 @@ each other:
    variant x unit x day sums, monitoring daily / hourly series, quantile bins and category counts,
    month-to-date spend, the night's metrics.
 3. **steps** (the *data work*): the night's steps called directly, no Prefect: ``resolve_night``,
-   ``analyse_experiments``, ``optimize_use_case`` for every use case (sequentially),
+   ``analyse_experiments``, ``aggregate_night``, ``optimize_use_case`` for every use case
+   (sequentially),
    ``summarize_night``; the strategies inside are timed by wrapping their entry points.
 4. **flow**: the fixed overhead (importing ``flows.nightly``; the temporary Prefect server start,
    measured as a trivial ``@flow`` call) and the real ``nightly_optimization`` run on the last
@@ -272,9 +273,9 @@ def bare(as_of: dt.date) -> dict[str, Any]:
 
 # Entry points of the strategies inside optimize_use_case: (module, attribute).
 PROFILED = (
-    ("tasks.nightly_steps", "config_metrics"),
-    ("tasks.nightly_steps", "_night_metrics"),
-    ("tasks.nightly_steps", "_bootstrap_production"),
+    ("tasks.config_metrics", "config_metrics"),
+    ("tasks.night_inputs", "night_metrics"),
+    ("tasks.night_inputs", "bootstrap_production"),
     ("tasks.monitoring", "run_monitoring"),
     ("tasks.monitoring", "plot_monitoring"),
     ("tasks.study", "run_search_round"),
@@ -335,11 +336,18 @@ def steps(as_of: dt.date) -> dict[str, Any]:
         t0 = time.perf_counter()
         experiments = st.analyse_experiments(settings, night, run_key=run_key)
         timings["analyse_experiments"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        inputs = st.aggregate_night(settings, night, options, run_key=run_key)
+        timings["aggregate_night"] = time.perf_counter() - t0
         per_use_case: dict[str, float] = {}
         outcomes = []
         for use_case in night.use_cases:
             t0 = time.perf_counter()
-            outcomes.append(st.optimize_use_case(settings, night, use_case, options, experiments))
+            outcomes.append(
+                st.optimize_use_case(
+                    settings, night, use_case, options, experiments, inputs=inputs[use_case]
+                )
+            )
             per_use_case[use_case] = time.perf_counter() - t0
         timings["optimize_use_case (all)"] = sum(per_use_case.values())
         t0 = time.perf_counter()
@@ -463,13 +471,21 @@ def _child(phase: str, home: Path, *, size: int, work: Path, as_of: str, prefect
     return result
 
 
-def run_size(size: int, root: Path) -> dict[str, Any]:
+def run_size(size: int, root: Path, *, keep: bool = False) -> dict[str, Any]:
+    """One size; with ``keep`` the prepared warehouse is reused from (and left in) ``root``."""
     work = root / f"n{size}"
-    work.mkdir(parents=True)
     base = work / "home"
-    bench_config(work / "config")
-    prep = _child("prepare", base, size=size, work=work, as_of="", prefect=work / "p-prepare")
+    prepared = work / "prepare.json"
+    if keep and prepared.exists():
+        prep = json.loads(prepared.read_text(encoding="utf-8"))
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        bench_config(work / "config")
+        prep = _child("prepare", base, size=size, work=work, as_of="", prefect=work / "p-prepare")
+        prepared.write_text(json.dumps(prep, indent=2), encoding="utf-8")
     for copy in ("steps-home", "flow-home"):
+        shutil.rmtree(work / copy, ignore_errors=True)
         shutil.copytree(base, work / copy)
     as_of = prep["as_of"]
     result: dict[str, Any] = {"size": size, "prepare": prep}
@@ -478,6 +494,7 @@ def run_size(size: int, root: Path) -> dict[str, Any]:
         ("steps", work / "steps-home"),
         ("flow", work / "flow-home"),
     ):
+        shutil.rmtree(work / f"p-{phase}", ignore_errors=True)
         result[phase] = _child(
             phase, home, size=size, work=work, as_of=as_of, prefect=work / f"p-{phase}"
         )
@@ -487,7 +504,8 @@ def run_size(size: int, root: Path) -> dict[str, Any]:
     result["data_work_seconds"] = data
     result["ratio_to_bare"] = data / result["bare"]["seconds"]
     result["orchestration_tracking_seconds"] = fl["flow_seconds"] - data
-    shutil.rmtree(work)
+    if not keep:
+        shutil.rmtree(work)
     return result
 
 
@@ -529,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000000,3000000,10000000")
     parser.add_argument("--quick", action="store_true", help="one small size (200,000 rows)")
     parser.add_argument("--report", action="store_true", help="reprint the table of the JSON")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="prepare each size once in this folder and reuse it on later runs",
+    )
     parser.add_argument("--child", choices=["prepare", *PHASES], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -552,8 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [200_000] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-nightly-") as tmp:
+        root = args.keep.resolve() if args.keep else Path(tmp)
         for size in sizes:
-            results.append(run_size(size, Path(tmp)))
+            results.append(run_size(size, root, keep=args.keep is not None))
             print(f"done {size:,} rows", file=sys.stderr, flush=True)
     if not args.quick and OUT.exists():  # keep other sizes measured earlier (one size per run)
         done = {r["size"] for r in results}

@@ -157,10 +157,10 @@ def test_one_broken_use_case_is_reported_and_the_others_finish(
 
     real = nightly_steps.optimize_use_case
 
-    def broken(settings: Settings, night: Any, use_case: str, *args: Any) -> Any:
+    def broken(settings: Settings, night: Any, use_case: str, *args: Any, **kwargs: Any) -> Any:
         if use_case == "sales-email":
             raise RuntimeError("simulated outage of the sales-email branch")
-        return real(settings, night, use_case, *args)
+        return real(settings, night, use_case, *args, **kwargs)
 
     monkeypatch.setattr(nightly_steps, "optimize_use_case", broken)
     summary = _night(DAYS - 1, input_paths=[world["paths"][DAYS - 1]], dry_run=True)
