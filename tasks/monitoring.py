@@ -4,7 +4,9 @@ Rows stay in DuckDB. For each use case and night this module asks the warehouse 
 aggregates only: binned counts per numeric field (fine quantile bins of both windows, so no bin
 holds more than ``1/quantile_bins`` of either; an ``ASOF`` join does the binning), counts per
 category, daily (and optionally hourly) metric series, and the sufficient statistics of the
-production configuration. The math is in
+production configuration. A night's run fetches them for all its use cases at once
+(:func:`fetch_monitoring_inputs`: a constant number of statements grouped by use case, equal to
+the per-use-case functions); the analysis then runs per use case on small arrays. The math is in
 :mod:`strategies.monitor`; here we store alerts (``monitoring_alerts``), one report row per use
 case (``monitoring_runs``), notify (the log always; Apprise URLs from the config when set) and
 draw plots.
@@ -66,6 +68,7 @@ from strategies.monitor.drift import (
     numeric_drift,
 )
 from tasks.config import ConfigError, load_config
+from tasks.plot_canvas import PlacedText, draw_legend, draw_texts, nice_ticks, panel_transform
 from tasks.settings import REPO_ROOT, Settings
 
 LOG = logging.getLogger("llmopt.monitoring")
@@ -472,6 +475,446 @@ def latest_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
 
 
 # --------------------------------------------------------------------------------------------
+# batched inputs: every use case of a night in a constant number of statements
+# --------------------------------------------------------------------------------------------
+#
+# The per-use-case functions above filter ``WHERE use_case = ?``; the table is not ordered by
+# use case, so each of them reads the whole window again. The functions below compute the same
+# aggregates for many use cases at once, each statement grouped by use case (and window), and are
+# tested to give exactly the per-use-case functions' results. Statements per night: production
+# ids (only when some must be inferred), window stats, daily series, hourly series (when on),
+# category counts, bin edges, bin counts.
+
+#: Bin edges of one numeric field a single bin-count statement may hold, summed over its use
+#: cases (about 200 per use case): beyond it the use cases are split over several statements, so
+#: the histogram states stay small. 20 000 is about 100 use cases per statement.
+HISTOGRAM_MAX_EDGES = 20_000
+
+
+@dataclass(frozen=True, eq=False)
+class MonitoringInputs:
+    """Everything the analysis of one use case reads from the warehouse for one night.
+
+    Filled for many use cases at once by :func:`fetch_monitoring_inputs`. Each part equals what
+    the per-use-case function named beside it returns. (No ``==``: the parts hold arrays.)
+    """
+
+    use_case: str
+    windows: Windows
+    production_config_id: str | None  # known, else infer_production_config over both windows
+    current_all: WindowStats  # window_stats(use_case, None, current window)
+    baseline: WindowStats | None  # window_stats(use_case, production, reference window)
+    current: WindowStats | None  # window_stats(use_case, production, current window)
+    numeric: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # numeric_bins per field
+    categorical: Mapping[str, tuple[list[str], np.ndarray, np.ndarray]]  # categorical_counts
+    daily: Mapping[str, Any]  # metric_series, days of the series_days ending at as_of
+    hourly: Mapping[str, Any] | None  # metric_series, UTC hours of hourly_days (config.hourly)
+
+
+def series_range(as_of: dt.date, config: MonitoringConfig) -> tuple[dt.date, dt.date]:
+    """First and last day of the daily series the change detectors read."""
+    return as_of - dt.timedelta(days=config.series_days - 1), as_of
+
+
+def hourly_range(as_of: dt.date, config: MonitoringConfig) -> tuple[dt.datetime, dt.datetime]:
+    """First and last UTC hour (naive, both inclusive) of the hourly series."""
+    first = dt.datetime.combine(as_of - dt.timedelta(days=config.hourly_days - 1), dt.time(0))
+    return first, dt.datetime.combine(as_of, dt.time(23))
+
+
+def known_production_config(
+    use_case: str,
+    config: MonitoringConfig,
+    *,
+    production_config_id: str | None = None,
+    approved_configs: Sequence[ApprovedConfig] = (),
+) -> str | None:
+    """The production configuration when the caller, the registry or the config names it (else
+    it is inferred from traffic)."""
+    return (
+        production_config_id
+        or next((c.config_id for c in approved_configs if c.is_production), None)
+        or config.production_config_ids.get(use_case)
+        or None
+    )
+
+
+def _window_params(windows: Windows) -> dict[str, Any]:
+    if windows.current_start <= windows.reference_end:
+        raise ValueError(f"the current window must follow the reference window: {windows}")
+    return {
+        "ref_start": windows.reference_start,
+        "ref_end": windows.reference_end,
+        "cur_start": windows.current_start,
+        "cur_end": windows.current_end,
+    }
+
+
+def _windowed_rows(columns: str) -> str:
+    """Rows of ``$use_cases`` in either window, with ``w`` = 0 (reference) or 1 (current)."""
+    return f"""
+    SELECT use_case, w, {columns} FROM (
+        SELECT *, CASE WHEN day BETWEEN $ref_start AND $ref_end THEN 0
+                       WHEN day BETWEEN $cur_start AND $cur_end THEN 1 END AS w
+        FROM usage_logs
+        WHERE list_contains($use_cases, use_case) AND day BETWEEN $ref_start AND $cur_end
+    ) WHERE w IS NOT NULL
+    """
+
+
+def _stats_from_row(row: Sequence[Any]) -> WindowStats:
+    return WindowStats(
+        n=int(row[0]),
+        successes=int(row[1]),
+        quality_n=int(row[2]),
+        quality_sum=float(row[3]),
+        quality_sum_squares=float(row[4]),
+        cost_sum=float(row[5]),
+        latency_p95=None if row[6] is None else float(row[6]),
+    )
+
+
+_EMPTY_STATS = WindowStats(0, 0, 0, 0.0, 0.0, 0.0, None)
+_STATS_SQL = """count(*), count(*) FILTER (WHERE status = 'success'), count(quality),
+    coalesce(sum(quality), 0), coalesce(sum(quality * quality), 0),
+    coalesce(sum(cost_usd), 0), quantile_cont(latency_ms, 0.95)"""
+
+
+def infer_production_configs(
+    con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], start: dt.date, end: dt.date
+) -> dict[str, str | None]:
+    """:func:`infer_production_config` of many use cases in one statement."""
+    names = list(dict.fromkeys(use_cases))
+    if not names:
+        return {}
+    rows = con.execute(
+        """
+        SELECT use_case, config_id FROM (
+            SELECT use_case, config_id, count(*) AS n FROM usage_logs
+            WHERE list_contains($use_cases, use_case) AND day BETWEEN $start AND $end
+              AND config_id IS NOT NULL AND (variant_id IS NULL OR variant_id = 'control')
+            GROUP BY use_case, config_id
+        ) QUALIFY row_number() OVER (PARTITION BY use_case ORDER BY n DESC, config_id) = 1
+        """,
+        {"use_cases": names, "start": start, "end": end},
+    ).fetchall()
+    found = {str(u): str(c) for u, c in rows}
+    return {name: found.get(name) for name in names}
+
+
+def window_stats_many(
+    con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], windows: Windows
+) -> dict[tuple[str, str | None, int], WindowStats]:
+    """:func:`window_stats` of many use cases in one statement.
+
+    Keys ``(use_case, None, 1)``: the whole use case in the current window; ``(use_case,
+    config_id, w)``: each configuration in the reference (``w`` = 0) and current (1) window.
+    Combinations without rows are absent (their stats are all zero). Every configuration is
+    grouped (a plain filtered scan, like the reference; a join with the production ids could
+    change the order rows are summed in, and so the last bits of the sums).
+    """
+    names = list(dict.fromkeys(use_cases))
+    if not names:
+        return {}
+    columns = "config_id, status, quality, cost_usd, latency_ms"
+    rows = con.execute(
+        f"""
+        SELECT use_case, NULL AS config_id, 1 AS w, {_STATS_SQL}
+        FROM usage_logs
+        WHERE list_contains($use_cases, use_case) AND day BETWEEN $cur_start AND $cur_end
+        GROUP BY use_case
+        UNION ALL
+        SELECT use_case, config_id, w, {_STATS_SQL}
+        FROM ({_windowed_rows(columns)}) WHERE config_id IS NOT NULL
+        GROUP BY use_case, config_id, w
+        """,
+        {"use_cases": names} | _window_params(windows),
+    ).fetchall()
+    return {
+        (str(r[0]), None if r[1] is None else str(r[1]), int(r[2])): _stats_from_row(r[3:])
+        for r in rows
+    }
+
+
+def metric_series_many(
+    con: duckdb.DuckDBPyConnection,
+    use_cases: Sequence[str],
+    *,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    granularity: Literal["day", "hour"] = "day",
+) -> dict[str, dict[str, Any]]:
+    """:func:`metric_series` (no config filter) of many use cases in one statement."""
+    names = list(dict.fromkeys(use_cases))
+    if not names:
+        return {}
+    metrics = ",\n".join(f"{sql} AS {name}" for name, sql in SERIES_METRICS.items())
+    if granularity == "day":
+        bucket, cast, step = "day", "DATE", "INTERVAL 1 DAY"
+        where = "day BETWEEN $start AND $end"
+    else:  # UTC hours; the bound on ts itself (not on timezone(ts)) lets the scan skip row groups
+        bucket, cast, step = (
+            "date_trunc('hour', timezone('UTC', ts))",
+            "TIMESTAMP",
+            "INTERVAL 1 HOUR",
+        )
+        where = (
+            "ts >= timezone('UTC', CAST($start AS TIMESTAMP))"
+            " AND ts < timezone('UTC', CAST($end AS TIMESTAMP) + INTERVAL 1 HOUR)"
+        )
+    sql = f"""
+    WITH grid AS (
+        SELECT u.use_case, CAST(g AS {cast}) AS period
+        FROM (SELECT unnest($use_cases) AS use_case) u,
+             generate_series(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), {step}) t(g)
+    ), agg AS (
+        SELECT use_case, {bucket} AS period, {metrics}
+        FROM usage_logs
+        WHERE list_contains($use_cases, use_case) AND {where}
+        GROUP BY 1, 2
+    )
+    SELECT grid.use_case, grid.period, {", ".join(f"agg.{name}" for name in SERIES_METRICS)}
+    FROM grid LEFT JOIN agg USING (use_case, period) ORDER BY grid.use_case, grid.period
+    """
+    rows = con.execute(sql, {"use_cases": names, "start": start, "end": end}).fetchall()
+    by_use_case: dict[str, list[Any]] = {name: [] for name in names}
+    for row in rows:
+        by_use_case[str(row[0])].append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for name, items in by_use_case.items():
+        series: dict[str, Any] = {"periods": [r[1].isoformat() for r in items]}
+        for i, metric in enumerate(SERIES_METRICS, start=2):
+            series[metric] = np.asarray(
+                [np.nan if r[i] is None else float(r[i]) for r in items], dtype=float
+            )
+        out[name] = series
+    return out
+
+
+def categorical_counts_many(
+    con: duckdb.DuckDBPyConnection,
+    use_cases: Sequence[str],
+    columns: Sequence[str],
+    windows: Windows,
+) -> dict[str, dict[str, tuple[list[str], np.ndarray, np.ndarray]]]:
+    """:func:`categorical_counts` of many use cases and fields in one statement (one pass:
+    a grouping set per field)."""
+    names = list(dict.fromkeys(use_cases))
+    fields = list(dict.fromkeys(columns))
+    for column in fields:
+        if column not in CATEGORICAL_FIELDS:
+            raise ValueError(f"not a monitored categorical field: {column}")
+    empty = (list[str](), np.zeros(0), np.zeros(0))
+    out = {name: dict.fromkeys(fields, empty) for name in names}
+    if not names or not fields:
+        return out
+    aliases = [f"c{i}" for i in range(len(fields))]
+    categories = ", ".join(
+        f"coalesce(CAST({column} AS VARCHAR), '(missing)') AS {alias}"
+        for column, alias in zip(fields, aliases, strict=True)
+    )
+    # in each grouping set exactly one alias is grouped (never NULL: coalesced above)
+    rows = con.execute(
+        f"""
+        SELECT use_case, GROUPING({", ".join(aliases)}) AS g, coalesce({", ".join(aliases)}),
+               count(*) FILTER (WHERE w = 0), count(*) FILTER (WHERE w = 1),
+               {", ".join(f"{a} IS NOT NULL" for a in aliases)}
+        FROM ({_windowed_rows(categories)})
+        GROUP BY GROUPING SETS ({", ".join(f"(use_case, {a})" for a in aliases)})
+        ORDER BY use_case, g, 3
+        """,
+        {"use_cases": names} | _window_params(windows),
+    ).fetchall()
+    collected: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+    for row in rows:
+        column = fields[list(row[5:]).index(True)]
+        collected.setdefault((str(row[0]), column), []).append((str(row[2]), row[3], row[4]))
+    for (name, column), items in collected.items():
+        out[name][column] = (
+            [c for c, _, _ in items],
+            np.asarray([r for _, r, _ in items], dtype=float),
+            np.asarray([c for _, _, c in items], dtype=float),
+        )
+    return out
+
+
+def numeric_bins_many(
+    con: duckdb.DuckDBPyConnection,
+    use_cases: Sequence[str],
+    columns: Sequence[str],
+    windows: Windows,
+    *,
+    quantile_bins: int = 100,
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """:func:`numeric_bins` of many use cases and fields, in two passes over the windows.
+
+    1. Edges per use case and field: the reference and current quantiles (``quantile_disc``
+       grouped by use case and window) plus the minimum and maximum, distinct and sorted.
+    2. Counts: one ``histogram`` per field and (use case, window) over the union of all the use
+       cases' edges of the field (a constant list, so DuckDB bins each row by binary search).
+       Every use case's own edges are among them and none of its rows lies below its first edge
+       or above its last, so summing the union's bins between two consecutive edges of the use
+       case gives exactly its bin count (each row in the bin of the smallest edge >= it, as the
+       ``ASOF`` join does). Only non-empty bins come back.
+    """
+    names = list(dict.fromkeys(use_cases))
+    fields = list(dict.fromkeys(columns))
+    for column in fields:
+        if column not in NUMERIC_FIELDS:
+            raise ValueError(f"not a monitored numeric field: {column}")
+    empty = (np.zeros(0), np.zeros(0), np.zeros(0))
+    out = {name: dict.fromkeys(fields, empty) for name in names}
+    if not names or not fields:
+        return out
+    params = _window_params(windows)
+    aliases = [f"x{i}" for i in range(len(fields))]
+    value_of = {
+        alias: f"CAST({column} AS DOUBLE) AS {alias}"
+        for column, alias in zip(fields, aliases, strict=True)
+    }
+    # quantiles per (use case, window), then their union per use case (faster than a FILTER
+    # per window). Levels 0 and 1 are each window's minimum and maximum (quantile_disc's
+    # index is exactly 0 and n - 1 there, and cheaper than min() and max() beside it): only
+    # the smaller minimum and the larger maximum are edges. list_distinct drops the NULLs of
+    # windows without values.
+    per_window = ", ".join(f"quantile_disc({a}, $levels) AS q_{a}" for a in aliases)
+    edge_lists = ", ".join(
+        f"list_sort(list_distinct(flatten(list(q_{a}[2:-2])) || [min(q_{a}[1]), max(q_{a}[-1])]))"
+        for a in aliases
+    )
+    levels = [0.0] + [i / quantile_bins for i in range(1, quantile_bins)] + [1.0]
+    rows = con.execute(
+        f"""
+        WITH q AS (
+            SELECT use_case, w, {per_window}
+            FROM ({_windowed_rows(", ".join(value_of.values()))})
+            GROUP BY use_case, w
+        )
+        SELECT use_case, {edge_lists} FROM q GROUP BY use_case
+        """,
+        {"use_cases": names, "levels": levels} | params,
+    ).fetchall()
+    edges = {
+        (str(row[0]), column): np.asarray(row[1 + i] or [], dtype=float)
+        for row in rows
+        for i, column in enumerate(fields)
+    }
+    # use cases in statements of at most HISTOGRAM_MAX_EDGES edges per field
+    chunks: list[list[str]] = [[]]
+    sizes = dict.fromkeys(fields, 0)
+    for name in sorted({u for u, _ in edges}):
+        add = {c: edges[(name, c)].size for c in fields}
+        if chunks[-1] and any(sizes[c] + add[c] > HISTOGRAM_MAX_EDGES for c in fields):
+            chunks.append([])
+            sizes = dict.fromkeys(fields, 0)
+        chunks[-1].append(name)
+        sizes = {c: sizes[c] + add[c] for c in fields}
+    counts: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
+    for chunk in chunks:
+        if not chunk:
+            continue
+        bounds = {
+            a: sorted({float(e) for name in chunk for e in edges[(name, c)]})
+            for c, a in zip(fields, aliases, strict=True)
+        }
+        used = [a for a in aliases if bounds[a]]
+        if not used:
+            continue
+        histograms = ", ".join(f"histogram({a}, $b_{a}) AS h_{a}" for a in used)
+        nonempty = ", ".join(
+            f"[e.key FOR e IN map_entries(h_{a}) IF e.value > 0],"
+            f" [e.value FOR e IN map_entries(h_{a}) IF e.value > 0]"
+            for a in used
+        )
+        hist_rows = con.execute(
+            f"""
+            WITH h AS (
+                SELECT use_case, w, {histograms}
+                FROM ({_windowed_rows(", ".join(value_of[a] for a in used))})
+                GROUP BY use_case, w
+            )
+            SELECT use_case, w, {nonempty} FROM h
+            """,
+            {"use_cases": chunk} | {f"b_{a}": bounds[a] for a in used} | params,
+        ).fetchall()
+        for row in hist_rows:
+            for i, a in enumerate(used):
+                keys, n = row[2 + 2 * i], row[3 + 2 * i]
+                counts[(str(row[0]), fields[aliases.index(a)], int(row[1]))] = (
+                    np.asarray(keys or [], dtype=float),
+                    np.asarray(n or [], dtype=np.int64),
+                )
+    for (name, column), e in edges.items():
+        if e.size == 0:
+            continue
+        binned = []
+        for w in (0, 1):
+            keys, n = counts.get((name, column, w), (np.zeros(0), np.zeros(0, dtype=np.int64)))
+            # rows <= each edge, then per bin (previous edge, edge]
+            cumulative = np.concatenate(([0], np.cumsum(n)))
+            at_edges = cumulative[np.searchsorted(keys, e, side="right")]
+            binned.append(np.diff(at_edges, prepend=0).astype(float))
+        out[name][column] = (e, binned[0], binned[1])
+    return out
+
+
+def fetch_monitoring_inputs(
+    con: duckdb.DuckDBPyConnection,
+    use_cases: Sequence[str],
+    *,
+    as_of: dt.date,
+    config: MonitoringConfig,
+    production_configs: Mapping[str, str | None] | None = None,
+) -> dict[str, MonitoringInputs]:
+    """The night's monitoring inputs of every use case in ``use_cases``, in a constant number of
+    statements (each grouped by use case), whatever their number.
+
+    ``production_configs`` gives the known production configuration per use case (see
+    :func:`known_production_config`); the others are inferred from traffic, all in one
+    statement.
+    """
+    names = list(dict.fromkeys(use_cases))
+    if not names:
+        return {}
+    windows = Windows.for_night(as_of, config)
+    production: dict[str, str | None] = {
+        name: (production_configs or {}).get(name) or None for name in names
+    }
+    unknown = [name for name, c in production.items() if c is None]
+    if unknown:
+        production |= infer_production_configs(
+            con, unknown, windows.reference_start, windows.current_end
+        )
+    stats = window_stats_many(con, names, windows)
+    series_start, series_end = series_range(as_of, config)
+    daily = metric_series_many(con, names, start=series_start, end=series_end)
+    hourly: dict[str, dict[str, Any]] = {}
+    if config.hourly:
+        h_start, h_end = hourly_range(as_of, config)
+        hourly = metric_series_many(con, names, start=h_start, end=h_end, granularity="hour")
+    numeric = numeric_bins_many(
+        con, names, config.numeric_fields, windows, quantile_bins=config.quantile_bins
+    )
+    categorical = categorical_counts_many(con, names, config.categorical_fields, windows)
+    out: dict[str, MonitoringInputs] = {}
+    for name in names:
+        config_id = production[name]
+        out[name] = MonitoringInputs(
+            use_case=name,
+            windows=windows,
+            production_config_id=config_id,
+            current_all=stats.get((name, None, 1), _EMPTY_STATS),
+            baseline=None if config_id is None else stats.get((name, config_id, 0), _EMPTY_STATS),
+            current=None if config_id is None else stats.get((name, config_id, 1), _EMPTY_STATS),
+            numeric=numeric[name],
+            categorical=categorical[name],
+            daily=daily[name],
+            hourly=hourly.get(name) if config.hourly else None,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # report types
 # --------------------------------------------------------------------------------------------
 
@@ -629,17 +1072,13 @@ def analyse_series(
     )
 
 
-def _drift_results(
-    con: duckdb.DuckDBPyConnection, use_case: str, windows: Windows, config: MonitoringConfig
-) -> list[DriftResult]:
+def _drift_results(inputs: MonitoringInputs, config: MonitoringConfig) -> list[DriftResult]:
     results: list[DriftResult] = []
     for column in config.numeric_fields:
-        edges, ref, cur = numeric_bins(
-            con, use_case, column, windows, quantile_bins=config.quantile_bins
-        )
+        edges, ref, cur = inputs.numeric[column]
         results.append(numeric_drift(column, edges, ref, cur, thresholds=config.drift))
     for column in config.categorical_fields:
-        categories, ref, cur = categorical_counts(con, use_case, column, windows)
+        categories, ref, cur = inputs.categorical[column]
         results.append(categorical_drift(column, categories, ref, cur, thresholds=config.drift))
     return results
 
@@ -728,6 +1167,24 @@ def _alert_candidates(
     return out
 
 
+def _check_inputs(
+    inputs: MonitoringInputs, use_case: str, windows: Windows, config: MonitoringConfig
+) -> None:
+    problems = []
+    if inputs.use_case != use_case:
+        problems.append(f"they are {inputs.use_case!r}'s")
+    if inputs.windows != windows:
+        problems.append(f"their windows are {inputs.windows}, the night's {windows}")
+    missing = [c for c in config.numeric_fields if c not in inputs.numeric]
+    missing += [c for c in config.categorical_fields if c not in inputs.categorical]
+    if missing:
+        problems.append(f"fields {missing} are missing")
+    if config.hourly and inputs.hourly is None:
+        problems.append("the hourly series is missing")
+    if problems:
+        raise ValueError(f"monitoring inputs do not fit {use_case}: " + "; ".join(problems))
+
+
 def analyse_use_case(
     con: duckdb.DuckDBPyConnection,
     use_case: str,
@@ -737,21 +1194,32 @@ def analyse_use_case(
     history: Sequence[PastAlert] = (),
     approved_configs: Sequence[ApprovedConfig] = (),
     production_config_id: str | None = None,
+    inputs: MonitoringInputs | None = None,
 ) -> UseCaseReport:
-    """Drift, change points, anomalies, rules, deduplicated alerts and the recovery action."""
+    """Drift, change points, anomalies, rules, deduplicated alerts and the recovery action.
+
+    ``inputs`` are the use case's warehouse aggregates when already fetched (for many use cases
+    at once by :func:`fetch_monitoring_inputs`, with the same production configuration);
+    without them they are fetched here for this use case alone.
+    """
     windows = Windows.for_night(as_of, config)
     notes: list[str] = []
-    production = (
-        production_config_id
-        or next((c.config_id for c in approved_configs if c.is_production), None)
-        or config.production_config_ids.get(use_case)
-        or infer_production_config(con, use_case, windows.reference_start, windows.current_end)
-    )
+    if inputs is None:
+        known_id = known_production_config(
+            use_case,
+            config,
+            production_config_id=production_config_id,
+            approved_configs=approved_configs,
+        )
+        inputs = fetch_monitoring_inputs(
+            con, [use_case], as_of=as_of, config=config, production_configs={use_case: known_id}
+        )[use_case]
+    _check_inputs(inputs, use_case, windows, config)
+    production = inputs.production_config_id
     inferred = production_config_id is None and use_case not in config.production_config_ids
     if inferred and not any(c.is_production for c in approved_configs):
         notes.append(f"production configuration inferred from traffic: {production}")
-    current_all = window_stats(con, use_case, None, windows.current_start, windows.current_end)
-    if current_all.n == 0:
+    if inputs.current_all.n == 0:
         return UseCaseReport(
             use_case,
             as_of,
@@ -767,18 +1235,15 @@ def analyse_use_case(
             None,
             (f"no traffic for {use_case} in {windows.current_start}..{windows.current_end}",),
         )
-    drift = _drift_results(con, use_case, windows, config)
+    drift = _drift_results(inputs, config)
 
-    series_start = as_of - dt.timedelta(days=config.series_days - 1)
-    daily = metric_series(con, use_case, start=series_start, end=as_of)
+    daily = inputs.daily
     series = [
         analyse_series(metric, daily["periods"], daily[metric], config)
         for metric in config.change_metrics
     ]
-    if config.hourly:
-        h_start = dt.datetime.combine(as_of - dt.timedelta(days=config.hourly_days - 1), dt.time(0))
-        h_end = dt.datetime.combine(as_of, dt.time(23))
-        hourly = metric_series(con, use_case, start=h_start, end=h_end, granularity="hour")
+    if config.hourly and inputs.hourly is not None:
+        hourly = inputs.hourly
         ref_hours = max(12, len(hourly["periods"]) * 5 // 7)  # the first 5 of 7 days
         series += [
             analyse_series(
@@ -798,12 +1263,8 @@ def analyse_use_case(
     if production is None:
         notes.append("no production configuration known: degradation rules skipped")
     else:
-        baseline = window_stats(
-            con, use_case, production, windows.reference_start, windows.reference_end
-        )
-        current = window_stats(
-            con, use_case, production, windows.current_start, windows.current_end
-        )
+        baseline = inputs.baseline or _EMPTY_STATS
+        current = inputs.current or _EMPTY_STATS
         # the registry's numbers for the production config are its baseline when known: a
         # rolling window would slowly absorb a lasting degradation into "normal"
         known = next((c for c in approved_configs if c.config_id == production), None)
@@ -1069,6 +1530,23 @@ def run_monitoring(
         if use_cases
         else monitored_use_cases(con, windows.reference_start, windows.current_end)
     )
+    approved = approved_configs or {}
+    # every use case's aggregates at once: a constant number of statements, not ~12 per use case
+    inputs = fetch_monitoring_inputs(
+        con,
+        names,
+        as_of=as_of,
+        config=config,
+        production_configs={
+            name: known_production_config(
+                name,
+                config,
+                production_config_id=(production_configs or {}).get(name),
+                approved_configs=approved.get(name, ()),
+            )
+            for name in names
+        },
+    )
     reports = [
         analyse_use_case(
             con,
@@ -1076,8 +1554,9 @@ def run_monitoring(
             as_of=as_of,
             config=config,
             history=history,
-            approved_configs=(approved_configs or {}).get(name, ()),
+            approved_configs=approved.get(name, ()),
             production_config_id=(production_configs or {}).get(name),
+            inputs=inputs[name],
         )
         for name in names
     ]
@@ -1092,12 +1571,16 @@ def run_monitoring(
 def plot_monitoring(
     report: MonitoringReport | UseCaseReport | Sequence[UseCaseReport], out_dir: Path | str
 ) -> list[Path]:
-    """One PNG per use case and granularity: each monitored series, its reference window
-    (shaded), consensus change points (red lines) and anomalies (orange dots)."""
-    import matplotlib
+    """One PNG per use case (``monitor_<use case>_<as_of>.png``); returns the written paths.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A panel per monitored metric (rows) and granularity (columns: day, and hour when hourly
+    monitoring is on): the series, the use case's reference window (grey) and current window
+    (yellow), the series centre (dotted), consensus change points (red lines) and anomalies
+    (orange dots). A plain ``Figure`` (no pyplot state: safe from several threads), fixed
+    margins, panels, ticks and text drawn as a few artists: ~50 ms per use case.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if isinstance(report, MonitoringReport):
         reports: Sequence[UseCaseReport] = report.use_cases
@@ -1109,40 +1592,148 @@ def plot_monitoring(
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for uc in reports:
-        for granularity in ("day", "hour"):
-            series = [s for s in uc.series if s.granularity == granularity]
-            if not series:
-                continue
-            fig, axes = plt.subplots(len(series), 1, figsize=(10, 2.2 * len(series)), sharex=True)
-            axes_list = list(np.atleast_1d(axes))
-            for ax, s in zip(axes_list, series, strict=True):
-                index = {p: i for i, p in enumerate(s.periods)}
-                y = np.asarray([np.nan if v is None else v for v in s.values], dtype=float)
-                ax.plot(range(len(y)), y, marker=".", lw=1, color="tab:blue")
-                if s.center is not None:
-                    ax.axhline(s.center, color="grey", lw=0.8, ls=":")
-                for cp in s.change_points:
-                    ax.axvline(index[cp], color="tab:red", lw=1.5)
-                for a in s.anomalies:
-                    ax.plot(index[a.period], a.value, "o", color="tab:orange", ms=7)
-                ax.set_ylabel(s.metric, fontsize=8)
-                ax.set_title(s.reason, fontsize=8, loc="left")
-            labels = series[0].periods
-            step = max(1, len(labels) // 10)
-            axes_list[-1].set_xticks(range(0, len(labels), step))
-            axes_list[-1].set_xticklabels([p[:13] for p in labels[::step]], rotation=30, fontsize=7)
-            fig.suptitle(f"{uc.use_case}: {granularity} series to {uc.as_of} ({uc.status})")
-            fig.tight_layout()
-            path = out / f"monitor_{uc.use_case}_{granularity}_{uc.as_of.isoformat()}.png"
-            fig.savefig(path, dpi=80)
-            plt.close(fig)
-            paths.append(path)
+        columns = [g for g in ("day", "hour") if any(s.granularity == g for s in uc.series)]
+        if not columns:
+            continue
+        metrics = list(dict.fromkeys(s.metric for s in uc.series))
+        panels: dict[tuple[str, str], SeriesResult] = {
+            (s.metric, s.granularity): s for s in uc.series
+        }
+        # fixed layout in inches: title + legend on top, dates under the last row
+        col_w = 9.0 if len(columns) == 1 else 6.4
+        left, right, gap_x, top, bottom, row_h, gap_y = 0.75, 0.15, 0.8, 0.72, 0.35, 1.35, 0.34
+        fig_w = left + right + len(columns) * col_w + (len(columns) - 1) * gap_x
+        fig_h = top + bottom + len(metrics) * row_h + (len(metrics) - 1) * gap_y
+        fig = Figure(figsize=(fig_w, fig_h), dpi=_PLOT_DPI)
+        FigureCanvasAgg(fig)
+        texts: list[PlacedText] = [
+            (
+                f"{uc.use_case}: {' and '.join(columns)} series to {uc.as_of} ({uc.status})",
+                (0.1, fig_h - 0.1),
+                11.0,
+                "left",
+                "top",
+                "black",
+                True,
+            )
+        ]
+        for j, granularity in enumerate(columns):
+            present = [m for m in metrics if (m, granularity) in panels]
+            for i, metric in enumerate(metrics):
+                s = panels.get((metric, granularity))
+                if s is None:
+                    continue
+                box = (
+                    left + j * (col_w + gap_x),
+                    fig_h - top - (i + 1) * row_h - i * gap_y,
+                    col_w,
+                    row_h,
+                )
+                _monitor_panel(fig, box, s, uc, texts, last_row=metric == present[-1])
+        draw_legend(fig, texts, (0.1, fig_h - 0.47), _MONITOR_LEGEND)
+        draw_texts(fig, texts)
+        path = out / f"monitor_{uc.use_case}_{uc.as_of.isoformat()}.png"
+        fig.savefig(path, dpi=_PLOT_DPI)
+        paths.append(path)
     return paths
 
 
+_PLOT_DPI = 80
+_TICK_PT, _LABEL_PT = 3.0, 7.0
+_MONITOR_LEGEND: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("series", {"color": "tab:blue", "marker": ".", "lw": 1}),
+    ("series centre", {"color": "0.35", "ls": ":", "lw": 0.9}),
+    ("reference window (drift, rules)", {"patch": "0.88"}),
+    ("current window", {"patch": "#fff1c4"}),
+    ("change point", {"color": "tab:red", "marker": "|", "ms": 10, "mew": 1.5, "ls": "none"}),
+    ("anomaly", {"color": "tab:orange", "marker": "o", "ms": 6, "ls": "none"}),
+)
+
+
+def _monitor_panel(
+    fig: Any,
+    box: tuple[float, float, float, float],
+    s: SeriesResult,
+    uc: UseCaseReport,
+    texts: list[PlacedText],
+    *,
+    last_row: bool,
+) -> None:
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    x0, y0, w, h = box
+    n = len(s.periods)
+    y = np.asarray([np.nan if v is None else v for v in s.values], dtype=float)
+    shown = [float(v) for v in y if np.isfinite(v)] + [a.value for a in s.anomalies]
+    shown += [s.center] if s.center is not None else []
+    lo, hi = (min(shown), max(shown)) if shown else (0.0, 1.0)
+    pad = 0.08 * (hi - lo) if hi > lo else abs(hi) * 0.05 or 1.0
+    lo, hi = lo - pad, hi + pad
+    x_lim = (-0.5, max(n, 1) - 0.5)
+    data, clip = panel_transform(fig, box, x_lim, (lo, hi))
+    y_ticks, y_labels = nice_ticks(lo, hi, 4)
+    step = max(1, -(-n // 9))
+    if s.granularity == "hour":
+        step = max(step, 24 * max(1, -(-n // (24 * 9))))  # whole days when hours span many
+    x_ticks = list(range(0, n, step))
+
+    artists: list[Any] = []
+    days = [p[:10] for p in s.periods]
+    for (start, end), colour in ((uc.reference_window, "0.88"), (uc.current_window, "#fff1c4")):
+        inside = [k for k, d in enumerate(days) if start.isoformat() <= d <= end.isoformat()]
+        if inside:
+            span = inside[-1] - inside[0] + 1
+            artists.append(Rectangle((inside[0] - 0.5, lo), span, hi - lo, color=colour, lw=0))
+    grid = [[(x_lim[0], v), (x_lim[1], v)] for v in y_ticks] + [[(k, lo), (k, hi)] for k in x_ticks]
+    artists.append(LineCollection(grid, colors="0.9", linewidths=0.6, zorder=0.5))
+    artists.append(
+        Line2D(np.arange(n), y, marker=".", ms=4 if n > 60 else 6, lw=1, color="tab:blue", zorder=2)
+    )
+    if s.center is not None:
+        artists.append(Line2D(x_lim, [s.center] * 2, color="0.35", lw=0.9, ls=":", zorder=2))
+    index = {p: k for k, p in enumerate(s.periods)}
+    changes = [[(index[p], lo), (index[p], hi)] for p in s.change_points if p in index]
+    if changes:
+        artists.append(LineCollection(changes, colors="tab:red", linewidths=1.5, zorder=2.5))
+    flagged = [(index[a.period], a.value) for a in s.anomalies if a.period in index]
+    if flagged:
+        xs, ys = zip(*flagged, strict=True)
+        artists.append(Line2D(xs, ys, ls="none", marker="o", ms=6.5, color="tab:orange", zorder=3))
+    for artist in artists:
+        artist.set_transform(data)
+        artist.set_clip_box(clip)
+        fig.add_artist(artist)
+
+    inches = fig.dpi_scale_trans
+    fig.add_artist(Rectangle((x0, y0), w, h, fill=False, ec="black", lw=0.8, transform=inches))
+    tick = _TICK_PT / 72
+    y_at = [y0 + (v - lo) / (hi - lo) * h for v in y_ticks]
+    x_at = [x0 + (k + 0.5) / max(n, 1) * w for k in x_ticks]
+    marks = [[(x0 - tick, v), (x0, v)] for v in y_at]
+    marks += [[(v, y0 - tick), (v, y0)] for v in x_at] if last_row else []
+    fig.add_artist(LineCollection(marks, colors="black", linewidths=0.8, transform=inches))
+    for at, label in zip(y_at, y_labels, strict=True):
+        texts.append(
+            (label, (x0 - tick - 2 / 72, at), _LABEL_PT, "right", "center", "black", False)
+        )
+    if last_row:
+        for at, k in zip(x_at, x_ticks, strict=True):
+            p = s.periods[k]
+            label = p[5:10] if s.granularity == "day" else p[5:13].replace("T", " ") + "h"
+            texts.append(
+                (label, (at, y0 - tick - 2 / 72), _LABEL_PT, "center", "top", "black", False)
+            )
+    title = f"{s.metric} ({s.granularity}): {s.reason}"
+    texts.append((title, (x0, y0 + h + 3 / 72), 8.0, "left", "baseline", "black", False))
+
+
 __all__ = [
+    "HISTOGRAM_MAX_EDGES",
     "MONITORING_SCHEMA",
     "MonitoringConfig",
+    "MonitoringInputs",
     "MonitoringReport",
     "NotifierConfig",
     "SeriesResult",
@@ -1153,16 +1744,25 @@ __all__ = [
     "analyse_use_case",
     "apply_monitoring_schema",
     "categorical_counts",
+    "categorical_counts_many",
+    "fetch_monitoring_inputs",
+    "hourly_range",
     "infer_production_config",
+    "infer_production_configs",
+    "known_production_config",
     "latest_day",
     "load_monitoring_config",
     "metric_series",
+    "metric_series_many",
     "notify",
     "numeric_bins",
+    "numeric_bins_many",
     "parse_monitoring_config",
     "plot_monitoring",
     "report_to_dict",
     "run_monitoring",
+    "series_range",
     "store_report",
     "window_stats",
+    "window_stats_many",
 ]

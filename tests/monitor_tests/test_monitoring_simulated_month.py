@@ -8,6 +8,7 @@ ground truth; the detection delay is measured (and must be 0 nights: caught the 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
@@ -196,11 +197,37 @@ def test_sql_binning_matches_numpy_on_the_same_rows(month: dict[str, Any]) -> No
     assert edges[-1] == max(raw_ref.max(), raw_cur.max())
 
 
+ORANGE = (255, 127, 14)  # tab:orange: anomalies
+
+
+def _image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
 def test_plots_show_every_use_case(month: dict[str, Any], tmp_path: Path) -> None:
-    paths = plot_monitoring(month["reports"][-1], tmp_path)
-    assert len(paths) == 4
-    for path in paths:
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    report = month["reports"][-1]
+    paths = plot_monitoring(report, tmp_path)
+    names = [f"monitor_{u.use_case}_{report.as_of}.png" for u in report.use_cases if u.series]
+    assert [p.name for p in paths] == names and len(paths) == 4  # one PNG per use case
+    assert any(s.anomalies for u in report.use_cases for s in u.series)  # some to find
+    for path, uc in zip(paths, [u for u in report.use_cases if u.series], strict=True):
+        panels = _image(path)[60:]  # below the title and the legend (which has an orange dot)
+        anomalies = any(s.anomalies for s in uc.series)
+        assert bool((panels == ORANGE).all(axis=-1).any()) == anomalies, uc.use_case
+
+    # hourly monitoring puts the hour series beside the day series, in the same file
+    config = dataclasses.replace(month["config"], hourly=True)
+    hourly = run_monitoring(
+        month["con"], as_of=report.as_of, config=config, use_cases=["code-review"], record=False
+    )
+    assert {s.granularity for s in hourly.use_cases[0].series} == {"day", "hour"}
+    (wide,) = plot_monitoring(hourly.use_cases[0], tmp_path / "hourly")
+    day_only = next(p for p in paths if p.name == wide.name)
+    assert _image(wide).shape[1] > 1.4 * _image(day_only).shape[1]
+    assert _image(wide).shape[0] == _image(day_only).shape[0]
 
 
 def test_empty_warehouse_and_a_night_without_traffic(settings: Settings, warehouse: Any) -> None:

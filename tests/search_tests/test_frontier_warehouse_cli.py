@@ -6,11 +6,14 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
+from PIL import Image
 
 from flows.cli import main
 from flows.cli_support import to_jsonable
@@ -97,13 +100,27 @@ def test_frontier_on_simulated_logs_matches_sql_and_truth(
     assert strict.selection.status == "no_feasible" and strict.selection.config_key is None
     png = plot_frontier(result, tmp_path / "plots" / "frontier.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # the production star (tab:red) is drawn in the panels, below the title and legend
+    panels = np.asarray(Image.open(png).convert("RGB"))[60:]
+    assert (panels == (214, 39, 40)).all(axis=-1).any()
+    # the nightly flow plots from two threads at once: same bytes as one thread
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [
+            (result, tmp_path / f"t{k}.png") if k % 2 else (strict, tmp_path / f"t{k}.png")
+            for k in range(4)
+        ]
+        pngs = list(pool.map(lambda job: plot_frontier(*job).read_bytes(), jobs))
+    assert pngs[1] == pngs[3] == png.read_bytes()
+    assert pngs[0] == pngs[2] == plot_frontier(strict, tmp_path / "strict.png").read_bytes()
     json.dumps(to_jsonable(result))
 
 
-def test_frontier_without_data_is_an_explicit_result(warehouse: Any) -> None:
+def test_frontier_without_data_is_an_explicit_result(warehouse: Any, tmp_path: Path) -> None:
     result = compute_frontier(warehouse, use_case=UC, production_config="nope")
     assert result.selection.status == "no_data" and result.points == ()
     assert "cannot be placed" in result.production_note
+    png = plot_frontier(result, tmp_path / "empty.png")  # empty panels, the reason in words
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_frontier_and_search_commands(
