@@ -79,20 +79,17 @@ running AS (                -- each unit's totals before today (one sort, all me
     WINDOW before_today AS (
         PARTITION BY experiment_id, variant_id, unit ORDER BY day)
 ),
-long AS (                   -- one row per unit x day x metric: today's and earlier totals
-{metric_selects}
-),
-daily AS (                  -- daily increments of the per-unit sufficient statistics:
+daily_wide AS MATERIALIZED (  -- daily increments of the per-unit sufficient statistics:
     -- (N + dn)^2 - N^2 = 2 N dn + dn^2, likewise for den^2 and num * den; a unit counts in n
     -- from the first day its denominator is positive. Kahan sums (fsum) keep the digits.
-    SELECT experiment_id, variant_id, metric, day,
-        count(*) FILTER (WHERE d_prev = 0 AND dd > 0) AS n_new,
-        fsum(dn) AS num_sum, fsum(2 * n_prev * dn + dn * dn) AS num_sum_squares,
-        fsum(dd) AS den_sum, fsum(2 * d_prev * dd + dd * dd) AS den_sum_squares,
-        fsum(n_prev * dd + d_prev * dn + dn * dd) AS sum_products,
-        max(d_prev + dd) AS max_den
-    FROM long
+    -- Every metric in one GROUP BY over the unit-days (wide), unpivoted once it is small.
+    SELECT experiment_id, variant_id, day,
+{daily_columns}
+    FROM running
     GROUP BY ALL
+),
+daily AS (                  -- one row per experiment x variant x metric x day
+{metric_selects}
 )
 SELECT experiment_id, variant_id, metric, day AS look_day,   -- cumulate days up to each look
     sum(n_new) OVER upto AS n,
@@ -114,20 +111,54 @@ METRIC_COLUMNS: dict[str, tuple[str, str]] = {
     "latency_ms": ("latency_num", "requests"),
     "tokens_per_request": ("tokens_num", "requests"),
 }
+_DAILY_STATS: tuple[str, ...] = (
+    "n_new",
+    "num_sum",
+    "num_sum_squares",
+    "den_sum",
+    "den_sum_squares",
+    "sum_products",
+    "max_den",
+)
+
+
+def _daily_columns(metric: str, num: str, den: str) -> str:
+    """One metric's daily increments, from today's (dn, dd) and the totals before (n, d)."""
+    dn, dd = f"CAST({num} AS DOUBLE)", f"CAST({den} AS DOUBLE)"
+    n, d = f"CAST(prev_{num} AS DOUBLE)", f"CAST(prev_{den} AS DOUBLE)"
+    exprs = (
+        f"count(*) FILTER (WHERE {d} = 0 AND {dd} > 0)",
+        f"fsum({dn})",
+        f"fsum(2 * {n} * {dn} + {dn} * {dn})",
+        f"fsum({dd})",
+        f"fsum(2 * {d} * {dd} + {dd} * {dd})",
+        f"fsum({n} * {dd} + {d} * {dn} + {dn} * {dd})",
+        f"max({d} + {dd})",
+    )
+    return ",\n".join(
+        f"        {e} AS {metric}__{stat}" for e, stat in zip(exprs, _DAILY_STATS, strict=True)
+    )
+
 
 _NUMS_DENS = sorted({c for pair in METRIC_COLUMNS.values() for c in pair})
-STATS_SQL = STATS_SQL_TEMPLATE.replace(
-    "{metric_selects}",
-    "\n    UNION ALL\n".join(
-        f"    SELECT experiment_id, variant_id, unit, day, '{m}' AS metric, "
-        f"CAST({num} AS DOUBLE) AS dn, CAST({den} AS DOUBLE) AS dd, "
-        f"CAST(prev_{num} AS DOUBLE) AS n_prev, CAST(prev_{den} AS DOUBLE) AS d_prev "
-        "FROM running"
-        for m, (num, den) in METRIC_COLUMNS.items()
-    ),
-).replace(
-    "{prev_columns}",
-    ", ".join(f"sum({c}) OVER before_today - {c} AS prev_{c}" for c in _NUMS_DENS),
+STATS_SQL = (
+    STATS_SQL_TEMPLATE.replace(
+        "{daily_columns}",
+        ",\n".join(_daily_columns(m, num, den) for m, (num, den) in METRIC_COLUMNS.items()),
+    )
+    .replace(
+        "{metric_selects}",
+        "\n    UNION ALL\n".join(
+            f"    SELECT experiment_id, variant_id, '{m}' AS metric, day, "
+            + ", ".join(f"{m}__{stat} AS {stat}" for stat in _DAILY_STATS)
+            + " FROM daily_wide"
+            for m in METRIC_COLUMNS
+        ),
+    )
+    .replace(
+        "{prev_columns}",
+        ", ".join(f"sum({c}) OVER before_today - {c} AS prev_{c}" for c in _NUMS_DENS),
+    )
 )
 
 EXTRAS_SQL = """

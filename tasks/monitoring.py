@@ -434,15 +434,7 @@ def window_stats(
         {"use_case": use_case, "config_id": config_id, "start": start, "end": end},
     ).fetchone()
     assert row is not None  # an aggregate always returns one row
-    return WindowStats(
-        n=int(row[0]),
-        successes=int(row[1]),
-        quality_n=int(row[2]),
-        quality_sum=float(row[3]),
-        quality_sum_squares=float(row[4]),
-        cost_sum=float(row[5]),
-        latency_p95=None if row[6] is None else float(row[6]),
-    )
+    return _stats_from_row(row)
 
 
 def infer_production_config(

@@ -23,21 +23,13 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from tasks.night_inputs import NIGHT_METRIC_NAMES
 from tasks.settings import Settings
 
 NIGHTLY_EXPERIMENT = "llm-auto-optimizer-nightly"
 MAX_PARAM_LENGTH = 6000
 
-STANDARD_METRICS: tuple[str, ...] = (
-    "requests",
-    "quality_mean",
-    "cost_per_request_usd",
-    "latency_p95_ms",
-    "error_rate",
-    "spend_usd",
-    "experiments_shipped",
-    "drift_alerts",
-)
+STANDARD_METRICS: tuple[str, ...] = (*NIGHT_METRIC_NAMES, "experiments_shipped", "drift_alerts")
 
 
 @dataclass(frozen=True)

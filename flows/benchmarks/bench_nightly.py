@@ -412,29 +412,6 @@ def flow(as_of: dt.date) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- driver
 
-PLOT_FAILURES: list[str] = []
-
-
-def _tolerate_plot_bug() -> None:
-    """Bench-only workaround, reported to the lead: ``plot_experiment_intervals`` raises
-    ``'xerr' must not contain negative values`` when an always-valid (intersected) relative
-    interval no longer contains the night's point estimate (seen on sub-experiments whose early
-    looks had zero errors: relative interval [-1, -1]). The plot is skipped and counted; every
-    number of the night is still computed."""
-    from tasks import experiment_analysis as ea
-
-    original = ea.plot_experiment_intervals
-
-    def guarded(reports: Any, path: Path | str) -> Path:
-        try:
-            return original(reports, path)
-        except ValueError as exc:
-            PLOT_FAILURES.append(str(exc))
-            return Path(path)
-
-    ea.plot_experiment_intervals = guarded
-
-
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {"bare": bare, "steps": steps, "flow": flow}
 
 
@@ -564,9 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.child == "prepare":
             payload = prepare(args.size, args.work)
         else:
-            _tolerate_plot_bug()
             payload = PHASES[args.child](dt.date.fromisoformat(args.as_of))
-            payload["experiment_plot_failures"] = list(PLOT_FAILURES)
         args.out.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
         return 0
 
