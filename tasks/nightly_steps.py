@@ -179,10 +179,10 @@ def prepare_storages(settings: Settings) -> None:
     SQLite serialises writers; several threads racing to ``CREATE TABLE`` the same file on a
     first night fail with "database is locked", so this step runs alone.
     """
-    from tasks.study import open_storage
+    from tasks.study import load_search_config, open_storage
 
     _store(settings).dispose()
-    open_storage(settings.optuna_storage)
+    open_storage(load_search_config(settings).storage or settings.optuna_storage)
 
 
 def artifact_dir(settings: Settings, night: Night) -> Path:
@@ -412,14 +412,17 @@ def _exploration(
     exploration: list[str] = []
     weights: dict[str, float] | None = None
     if options.enabled("search") and not paused and options.search_candidates > 0:
-        from tasks.study import run_search_round
+        from tasks.study import load_search_config, open_storage, run_search_round
 
+        config = load_search_config(settings)
         search = run_search_round(
             settings,
             None,
             use_case=use_case,
             as_of=night.as_of,
             n_candidates=options.search_candidates,
+            config=config,
+            storage=open_storage(config.storage or settings.optuna_storage, schema_checked=True),
             shared=inputs.metrics,
         )
         results["search"] = search

@@ -318,6 +318,50 @@ def _profiled(totals: dict[str, float]) -> Iterator[None]:
             setattr(module, attr, original)
 
 
+class _TimedConnection:
+    """A warehouse connection that adds the time spent in ``execute`` to ``totals``.
+
+    DuckDB runs a statement to completion inside ``execute``; fetching the (small) result
+    afterwards is not counted, as in the bare phase, which times ``execute`` + ``fetchall``.
+    Everything else is delegated to the real connection.
+    """
+
+    def __init__(self, con: Any, totals: dict[str, float]) -> None:
+        self._con = con
+        self._totals = totals
+
+    def execute(self, *args: Any, **kwargs: Any) -> _TimedConnection:
+        started = time.perf_counter()
+        try:
+            self._con.execute(*args, **kwargs)
+        finally:
+            self._totals["sql_seconds"] += time.perf_counter() - started
+            self._totals["statements"] += 1
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+@contextmanager
+def _timed_warehouse(totals: dict[str, float]) -> Iterator[None]:
+    """Every warehouse connection the night's steps open is a :class:`_TimedConnection`."""
+    from tasks import nightly_steps, warehouse
+
+    original = warehouse.connect
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        return _TimedConnection(original(*args, **kwargs), totals)
+
+    warehouse.connect = connect
+    nightly_steps.connect = connect
+    try:
+        yield
+    finally:
+        warehouse.connect = original
+        nightly_steps.connect = original
+
+
 def steps(as_of: dt.date) -> dict[str, Any]:
     started = time.perf_counter()
     from tasks import nightly_steps as st
@@ -327,7 +371,8 @@ def steps(as_of: dt.date) -> dict[str, Any]:
     settings = load_settings().ensure_dirs()
     timings: dict[str, float] = {}
     inner: dict[str, float] = {}
-    with _profiled(inner):
+    sql: dict[str, float] = {"sql_seconds": 0.0, "statements": 0}
+    with _profiled(inner), _timed_warehouse(sql):
         t0 = time.perf_counter()
         night = st.resolve_night(settings, as_of=as_of, use_cases=[])
         timings["resolve_night"] = time.perf_counter() - t0
@@ -367,6 +412,8 @@ def steps(as_of: dt.date) -> dict[str, Any]:
         "import_seconds": import_s,
         "by_step": timings,
         "by_strategy": dict(sorted(inner.items(), key=lambda kv: -kv[1])),
+        "sql_seconds": sql["sql_seconds"],
+        "sql_statements": int(sql["statements"]),
         "slowest_use_case": max(per_use_case.items(), key=lambda kv: kv[1]),
         "use_cases": len(outcomes),
         "experiments": len(experiments),
@@ -480,6 +527,7 @@ def run_size(size: int, root: Path, *, keep: bool = False) -> dict[str, Any]:
     result["overhead_seconds"] = fl["import_seconds"] + fl["server_start_seconds"]
     result["data_work_seconds"] = data
     result["ratio_to_bare"] = data / result["bare"]["seconds"]
+    result["sql_ratio_to_bare"] = result["steps"]["sql_seconds"] / result["bare"]["seconds"]
     result["orchestration_tracking_seconds"] = fl["flow_seconds"] - data
     if not keep:
         shutil.rmtree(work)
@@ -492,20 +540,22 @@ def _plots_seconds(result: dict[str, Any]) -> float:
 
 def _table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| rows | use cases / experiments | ingest s | fixed overhead s (import + server) "
-        "| data work s (of which plots) | bare DuckDB s | ratio (excl. plots) | flow run s "
-        "| peak RSS MiB (data work / flow / bare) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rows | ingest s | fixed overhead s (import + server) | data work s (of which plots) "
+        "| SQL inside it s (statements) | bare DuckDB s | SQL / bare | data work / bare "
+        "| flow run s | peak RSS MiB (data work / flow / bare) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         p, fl, data, bare_s = r["prepare"], r["flow"], r["data_work_seconds"], r["bare"]["seconds"]
-        plots = _plots_seconds(r)
+        st = r["steps"]
+        sql = st.get("sql_seconds", float("nan"))
         lines.append(
-            f"| {r['size']:,} | {p['use_cases']} / {p['experiments']} | {p['ingest_seconds']:.1f} "
+            f"| {r['size']:,} | {p['ingest_seconds']:.1f} "
             f"| {r['overhead_seconds']:.1f} ({fl['import_seconds']:.1f} + "
-            f"{fl['server_start_seconds']:.1f}) | {data:.1f} ({plots:.1f}) | {bare_s:.2f} "
-            f"| {data / bare_s:.1f}x ({(data - plots) / bare_s:.1f}x) | {fl['flow_seconds']:.1f} "
-            f"| {r['steps']['peak_rss_mib']:.0f} / {fl['peak_rss_mib']:.0f} "
+            f"{fl['server_start_seconds']:.1f}) | {data:.1f} ({_plots_seconds(r):.1f}) "
+            f"| {sql:.1f} ({st.get('sql_statements', 0)}) | {bare_s:.2f} | {sql / bare_s:.2f}x "
+            f"| {data / bare_s:.1f}x | {fl['flow_seconds']:.1f} "
+            f"| {st['peak_rss_mib']:.0f} / {fl['peak_rss_mib']:.0f} "
             f"/ {r['bare']['peak_rss_mib']:.0f} |"
         )
     lines += [
