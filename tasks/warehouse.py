@@ -5,7 +5,10 @@ All heavy data work happens in SQL on this connection; Python only sees small ag
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -58,4 +61,45 @@ def require_connection(
     return con
 
 
-__all__ = ["SCHEMA_FILES", "apply_schema", "connect", "require_connection"]
+@dataclasses.dataclass
+class StatementTally:
+    """How many statements ran and how long they took inside ``execute`` (may be shared by
+    several connections)."""
+
+    statements: int = 0
+    seconds: float = 0.0
+
+
+class MeasuredConnection:
+    """A DuckDB connection that adds every ``execute`` to a :class:`StatementTally`.
+
+    Benchmarks and tests use it to count and time the SQL a step runs. DuckDB runs a statement
+    to completion inside ``execute``; fetching the result afterwards is not counted. Everything
+    else is delegated to the real connection.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tally: StatementTally | None = None) -> None:
+        self._con = con
+        self.tally = tally if tally is not None else StatementTally()
+
+    def execute(self, *args: Any, **kwargs: Any) -> MeasuredConnection:
+        started = time.perf_counter()
+        try:
+            self._con.execute(*args, **kwargs)
+        finally:
+            self.tally.seconds += time.perf_counter() - started
+            self.tally.statements += 1
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+__all__ = [
+    "SCHEMA_FILES",
+    "MeasuredConnection",
+    "StatementTally",
+    "apply_schema",
+    "connect",
+    "require_connection",
+]

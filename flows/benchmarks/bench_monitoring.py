@@ -40,6 +40,7 @@ import duckdb
 import numpy as np
 
 from tasks.settings import REPO_ROOT
+from tasks.warehouse import MeasuredConnection, StatementTally
 
 
 def _warehouse(spec: Any) -> duckdb.DuckDBPyConnection:
@@ -175,21 +176,6 @@ def detection_delays(rows_per_day: int) -> dict[str, Any]:
     }
 
 
-class _CountingConnection:
-    """Passes statements to a DuckDB connection, counting them."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-        self.statements = 0
-
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self.statements += 1
-        return self.con.execute(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.con, name)
-
-
 def _widened_world(rows: int) -> duckdb.DuckDBPyConnection:
     """A simulated month (4 use cases) widened to 20 use cases as bench_nightly does."""
     from tasks.monitoring import apply_monitoring_schema
@@ -235,11 +221,11 @@ def many_use_cases(
         run_monitoring(con, use_cases=names[:1], **options)  # warm: schema, caches
 
         queries = {k: v for k, v in bare_queries(night).items() if k.startswith("monitoring")}
-        counting = _CountingConnection(con)
+        counting = MeasuredConnection(con)
         batched: list[float] = []
         bare_runs: list[dict[str, float]] = []
         for _ in range(repeat):  # interleaved: a busy neighbour slows both alike
-            counting.statements = 0
+            counting.tally = StatementTally()
             started = time.perf_counter()
             run_monitoring(counting, use_cases=names, **options)  # type: ignore[arg-type]
             batched.append(time.perf_counter() - started)
@@ -249,14 +235,14 @@ def many_use_cases(
                 con.execute(sql, params).fetchall()
                 timings[name] = time.perf_counter() - started
             bare_runs.append(timings)
-        batched_statements = counting.statements
+        batched_statements = counting.tally.statements
 
-        counting.statements = 0
+        counting.tally = StatementTally()
         started = time.perf_counter()
         for name in names:
             run_monitoring(counting, use_cases=[name], **options)  # type: ignore[arg-type]
         one_by_one = time.perf_counter() - started
-        one_by_one_statements = counting.statements
+        one_by_one_statements = counting.tally.statements
         con.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

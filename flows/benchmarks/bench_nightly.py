@@ -318,40 +318,15 @@ def _profiled(totals: dict[str, float]) -> Iterator[None]:
             setattr(module, attr, original)
 
 
-class _TimedConnection:
-    """A warehouse connection that adds the time spent in ``execute`` to ``totals``.
-
-    DuckDB runs a statement to completion inside ``execute``; fetching the (small) result
-    afterwards is not counted, as in the bare phase, which times ``execute`` + ``fetchall``.
-    Everything else is delegated to the real connection.
-    """
-
-    def __init__(self, con: Any, totals: dict[str, float]) -> None:
-        self._con = con
-        self._totals = totals
-
-    def execute(self, *args: Any, **kwargs: Any) -> _TimedConnection:
-        started = time.perf_counter()
-        try:
-            self._con.execute(*args, **kwargs)
-        finally:
-            self._totals["sql_seconds"] += time.perf_counter() - started
-            self._totals["statements"] += 1
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._con, name)
-
-
 @contextmanager
-def _timed_warehouse(totals: dict[str, float]) -> Iterator[None]:
-    """Every warehouse connection the night's steps open is a :class:`_TimedConnection`."""
+def _timed_warehouse(tally: Any) -> Iterator[None]:
+    """Every warehouse connection the night's steps open adds its statements to ``tally``."""
     from tasks import nightly_steps, warehouse
 
     original = warehouse.connect
 
     def connect(*args: Any, **kwargs: Any) -> Any:
-        return _TimedConnection(original(*args, **kwargs), totals)
+        return warehouse.MeasuredConnection(original(*args, **kwargs), tally)
 
     warehouse.connect = connect
     nightly_steps.connect = connect
@@ -371,7 +346,9 @@ def steps(as_of: dt.date) -> dict[str, Any]:
     settings = load_settings().ensure_dirs()
     timings: dict[str, float] = {}
     inner: dict[str, float] = {}
-    sql: dict[str, float] = {"sql_seconds": 0.0, "statements": 0}
+    from tasks.warehouse import StatementTally
+
+    sql = StatementTally()
     with _profiled(inner), _timed_warehouse(sql):
         t0 = time.perf_counter()
         night = st.resolve_night(settings, as_of=as_of, use_cases=[])
@@ -412,8 +389,8 @@ def steps(as_of: dt.date) -> dict[str, Any]:
         "import_seconds": import_s,
         "by_step": timings,
         "by_strategy": dict(sorted(inner.items(), key=lambda kv: -kv[1])),
-        "sql_seconds": sql["sql_seconds"],
-        "sql_statements": int(sql["statements"]),
+        "sql_seconds": sql.seconds,
+        "sql_statements": sql.statements,
         "slowest_use_case": max(per_use_case.items(), key=lambda kv: kv[1]),
         "use_cases": len(outcomes),
         "experiments": len(experiments),

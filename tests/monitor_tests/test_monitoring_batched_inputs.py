@@ -44,7 +44,7 @@ from tasks.monitoring import (
     window_stats,
 )
 from tasks.simulator import SimulationSpec, ground_truth, simulate
-from tasks.warehouse import apply_schema
+from tasks.warehouse import MeasuredConnection, apply_schema
 
 BASE = ("code-review", "sales-email", "support-summarize", "ticket-classify")
 COPIES = tuple(f"{name}-b" for name in BASE)
@@ -184,21 +184,6 @@ def reference_inputs(
     )
 
 
-class _CountingConnection:
-    """A connection that counts the statements it runs."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._con = con
-        self.statements = 0
-
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        self.statements += 1
-        return self._con.execute(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._con, name)
-
-
 def _assert_series_equal(got: Any, want: Any) -> None:
     assert got["periods"] == want["periods"]
     assert set(got) == set(want)
@@ -270,7 +255,7 @@ def test_bin_counts_split_over_several_statements_are_the_same(
     results, statements = [], []
     for max_edges in (monitoring.HISTOGRAM_MAX_EDGES, 150):  # 150: about one use case each
         monkeypatch.setattr(monitoring, "HISTOGRAM_MAX_EDGES", max_edges)
-        counting = _CountingConnection(world["con"])
+        counting = MeasuredConnection(world["con"])
         results.append(
             fetch_monitoring_inputs(
                 cast(duckdb.DuckDBPyConnection, counting),
@@ -280,7 +265,7 @@ def test_bin_counts_split_over_several_statements_are_the_same(
                 production_configs=known,
             )
         )
-        statements.append(counting.statements)
+        statements.append(counting.tally.statements)
     # one bin-count statement per use case with rows that night: all but NEW (starts on the
     # 26th) and NEVER
     assert statements[1] == statements[0] - 1 + len(NAMES) - 2
@@ -341,7 +326,7 @@ def test_statements_do_not_grow_with_the_number_of_use_cases(
     config = _config(hourly=hourly)
     counts = []
     for names in (NAMES[:1], NAMES[:3], NAMES):
-        counting = _CountingConnection(world["con"])
+        counting = MeasuredConnection(world["con"])
         report = run_monitoring(
             cast(duckdb.DuckDBPyConnection, counting),
             as_of=NIGHTS[-1],
@@ -350,6 +335,6 @@ def test_statements_do_not_grow_with_the_number_of_use_cases(
             record=False,
         )
         assert len(report.use_cases) == len(names)
-        counts.append(counting.statements)
+        counts.append(counting.tally.statements)
     # schema + history + production ids + stats + daily (+ hourly) + categories + bins (2)
     assert counts[0] == counts[1] == counts[2] <= 9 + hourly, counts
