@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
+import pandas as pd
 
 from strategies.experiments import MeanStats, ProportionStats
 from strategies.traffic import RolloutState
@@ -28,7 +28,9 @@ from tasks.config import load_config
 from tasks.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, Window
 from tasks.settings import Settings
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from tasks.budget_analysis import BudgetReport
+    from tasks.monitoring import MonitoringReport
 
 NIGHT_METRICS_SQL = """
 SELECT use_case, count(*), avg(quality), avg(cost_usd), quantile_cont(latency_ms, 0.95),
@@ -99,18 +101,24 @@ class UseCaseInputs:
     metrics: SharedConfigMetrics
     night_metrics: dict[str, float | None]
     registry: RegistryState | None
-    monitoring: Any | None = None  # tasks.monitoring.MonitoringReport with this use case only
-    budget: Any | None = None  # tasks.budget_analysis.BudgetReport
+    monitoring: MonitoringReport | None = None  # with this use case's report only
+    budget: BudgetReport | None = None
     rollout_pair: RolloutPair | None = None
     problem: str | None = None  # set: this use case cannot be decided tonight, and why
 
-    def history(self, as_of: dt.date) -> Any:
+    def history(self, as_of: dt.date) -> pd.DataFrame:
         """Per-configuration statistics over every day up to ``as_of``."""
-        return self.metrics.slice(self.use_case, None, as_of)
+        return self._slice(None, as_of)
 
-    def window(self, as_of: dt.date) -> Any:
+    def window(self, as_of: dt.date) -> pd.DataFrame:
         """Per-configuration statistics over the lookback window."""
-        return self.metrics.slice(self.use_case, self.lookback_start, as_of)
+        return self._slice(self.lookback_start, as_of)
+
+    def _slice(self, start: dt.date | None, end: dt.date) -> pd.DataFrame:
+        frame = self.metrics.slice(self.use_case, start, end)
+        if frame is None:
+            raise KeyError(f"{self.use_case}: no shared statistics for {start}..{end}")
+        return frame
 
 
 def night_windows(as_of: dt.date, lookback_days: int, search_lookback_days: int) -> list[Window]:

@@ -3,7 +3,9 @@
 Each step opens what it needs from :class:`~tasks.settings.Settings` (a warehouse connection, the
 registry store, the tracker), so a step can run on a worker thread or a Dask worker. Every step
 returns JSON-friendly dataclasses or dicts: they become Prefect artifacts, MLflow runs and the
-registry's evidence.
+registry's evidence. The warehouse is read by :func:`analyse_experiments` and
+:func:`aggregate_night` (every use case's inputs in one set of grouped scans, see
+:mod:`tasks.night_inputs`); :func:`optimize_use_case` works on its :class:`UseCaseInputs` alone.
 
 How one use case is decided (:func:`optimize_use_case`):
 
