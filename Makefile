@@ -33,7 +33,7 @@ BENCHES := simulator ingest experiments search allocation monitoring registry ni
 # Full-size benchmarks (tens of minutes on 2 cores); `make bench QUICK=--quick` for a smoke run.
 # Each prints a table and writes data/benchmarks/<name>.json beside its DuckDB / scipy baseline.
 bench: $(STAMP)
-	for name in $(BENCHES); do $(BIN)/python -m flows.benchmarks.bench_$$name $(QUICK) || exit 1; done
+	for name in $(BENCHES); do $(BIN)/python tests/benchmarks/bench_$$name.py $(QUICK) || exit 1; done
 
 clean:
 	rm -rf $(VENV) var data/warehouse.duckdb* data/sim data/registry data/runs mlflow/mlflow.db mlflow/artifacts

@@ -25,10 +25,10 @@ def _date(text: str) -> dt.date:
 
 def _open(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dt.date]:
     """(connection, budget config, as_of) or a clear CommandError."""
-    from tasks.budget_analysis import latest_day
-    from tasks.config import ConfigError, load_config
-    from tasks.settings import load_settings
-    from tasks.warehouse import connect
+    from tasks.allocation.budget import latest_day
+    from tasks.core.config import ConfigError, load_config
+    from tasks.core.settings import load_settings
+    from tasks.warehouse.connection import connect
 
     settings = load_settings()
     if not settings.warehouse_path.is_file():
@@ -89,7 +89,7 @@ def _budget_human(payload: dict[str, Any]) -> str:
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from tasks.budget_analysis import (
+    from tasks.allocation.budget import (
         budget_report,
         candidates_from_frontier,
         use_case_traffic_mix,
@@ -105,7 +105,7 @@ def _budget(args: argparse.Namespace) -> int:
             for report in reports:
                 candidates = None
                 if args.frontier:
-                    from tasks.frontier_analysis import compute_frontier
+                    from tasks.search.frontier import compute_frontier
 
                     frontier = compute_frontier(
                         con,
@@ -155,7 +155,7 @@ def _bandit_human(payload: dict[str, Any]) -> str:
 
 
 def _bandit(args: argparse.Namespace) -> int:
-    from tasks.bandit_allocation import bandit_allocation, contextual_allocation
+    from tasks.allocation.bandits import bandit_allocation, contextual_allocation
 
     con, config, as_of = _open(args)
     opts = config.get("bandit", {})
@@ -226,7 +226,7 @@ def _offpolicy_human(result: Any) -> str:
 
 
 def _offpolicy(args: argparse.Namespace) -> int:
-    from tasks.offpolicy_evaluation import evaluate_policy, parse_policy
+    from tasks.allocation.offpolicy import evaluate_policy, parse_policy
 
     try:
         policy = parse_policy(args.policy)

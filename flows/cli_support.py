@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tasks.jsonable import to_jsonable
+from tasks.core.errors import LlmoptError
+from tasks.core.jsonable import to_jsonable
 
 
-class CommandError(Exception):
+class CommandError(LlmoptError):
     """A user-facing failure: printed as one clear line, exit code 1."""
 
 
@@ -31,12 +32,12 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 def guarded(
     handler: Callable[[argparse.Namespace], int | None],
 ) -> Callable[[argparse.Namespace], int]:
-    """Wrap a handler so a :class:`CommandError` prints one line to stderr and exits 1."""
+    """Wrap a handler so any :class:`LlmoptError` prints one line to stderr and exits 1."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return int(handler(args) or 0)
-        except CommandError as exc:
+        except LlmoptError as exc:
             print(f"llmopt: error: {exc}", file=sys.stderr)
             return 1
 

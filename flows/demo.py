@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tasks.settings import REPO_ROOT, Settings, load_settings
+from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
 DEMO_HOME = REPO_ROOT / "var" / "demo"
 
@@ -32,7 +32,7 @@ def _serve_published_arms(
     import pyarrow.parquet as pq
 
     from tasks.registry.store import NotFoundError, RegistryStore
-    from tasks.simulator import simulate_config_traffic
+    from tasks.simulation.generate import simulate_config_traffic
 
     store = RegistryStore.from_settings(settings)
     written: list[Path] = []
@@ -73,7 +73,7 @@ def run_demo(
     import pyarrow.parquet as pq
 
     from flows.nightly import NightlyParameters, nightly_optimization
-    from tasks.simulator import SimulationSpec, write_simulation
+    from tasks.simulation.generate import SimulationSpec, write_simulation
 
     if not 1 <= nights <= days:
         raise ValueError("need 1 <= nights <= days")

@@ -42,10 +42,10 @@ def _positive(text: str) -> float:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from tasks.config import ConfigError, load_config
-    from tasks.experiment_analysis import analyze_experiments, plot_experiment_intervals
-    from tasks.settings import load_settings
-    from tasks.warehouse import connect
+    from tasks.core.config import ConfigError, load_config
+    from tasks.core.settings import load_settings
+    from tasks.experiments.analyze import analyze_experiments, plot_experiment_intervals
+    from tasks.warehouse.connection import connect
 
     settings = load_settings()
     try:
@@ -77,7 +77,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from tasks.experiment_analysis import StatsFileError, analyze_stats_csv
+    from tasks.experiments.analyze import StatsFileError, analyze_stats_csv
 
     try:
         reports = analyze_stats_csv(

@@ -37,9 +37,9 @@ def _human_ingest(payload: dict[str, Any]) -> str:
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
-    from tasks.ingest import IngestError, ingest_paths
-    from tasks.pricing import PriceConfigError
-    from tasks.settings import load_settings
+    from tasks.core.settings import load_settings
+    from tasks.ingest.pipeline import IngestError, ingest_paths
+    from tasks.ingest.pricing import PriceConfigError
 
     settings = load_settings()
     try:
@@ -79,9 +79,9 @@ def _human_status(payload: dict[str, Any]) -> str:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from tasks.ingest import warehouse_status
-    from tasks.settings import load_settings
-    from tasks.warehouse import connect
+    from tasks.core.settings import load_settings
+    from tasks.ingest.pipeline import warehouse_status
+    from tasks.warehouse.connection import connect
 
     settings = load_settings()
     if not settings.warehouse_path.exists():

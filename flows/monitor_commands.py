@@ -63,10 +63,15 @@ def _human(payload: dict[str, Any]) -> str:
 
 def _monitor(args: argparse.Namespace) -> int:
     from flows.cli_support import to_jsonable
-    from tasks.config import ConfigError
-    from tasks.monitoring import latest_day, load_monitoring_config, plot_monitoring, run_monitoring
-    from tasks.settings import load_settings
-    from tasks.warehouse import connect
+    from tasks.core.config import ConfigError
+    from tasks.core.settings import load_settings
+    from tasks.monitoring.run import (
+        latest_day,
+        load_monitoring_config,
+        plot_monitoring,
+        run_monitoring,
+    )
+    from tasks.warehouse.connection import connect
 
     settings = load_settings()
     if not settings.warehouse_path.exists():

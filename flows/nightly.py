@@ -5,7 +5,7 @@ monitoring, budget, registry state for every use case in one set of grouped scan
 (search tell/ask, frontier, bandit, rollout guardrails, traffic plan; no warehouse access) ->
 approval -> publish -> report (Prefect artifacts + MLflow runs).
 
-The flow only composes; each step is a plain function in :mod:`tasks.nightly_steps` wrapped here
+The flow only composes; each step is a plain function in :mod:`tasks.nightly.steps` wrapped here
 as a Prefect task with retries where a retry can help (file and network I/O). One use case that
 fails is reported and the others finish. One nightly run per warehouse at a time (a file lock; the
 deployment also sets a concurrency limit of 1).
@@ -25,9 +25,9 @@ from prefect.input import RunInput
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from tasks import nightly_steps as steps
-from tasks.run_lock import exclusive_run, lock_path_for
-from tasks.settings import Settings, load_settings
+from tasks.core.run_lock import exclusive_run, lock_path_for
+from tasks.core.settings import Settings, load_settings
+from tasks.nightly import steps
 
 FLOW_NAME = "nightly-optimization"
 # Use cases fan out on two threads (the machines have 2 cores); prefect-dask's DaskTaskRunner

@@ -29,10 +29,10 @@ def _default_actor() -> str:
 @contextmanager
 def _store() -> Iterator[RegistryStore]:
     """The store from settings; registry/config errors become one-line CLI errors."""
-    from tasks.config import ConfigError
+    from tasks.core.config import ConfigError
+    from tasks.core.settings import load_settings
     from tasks.registry.model import ConfigValidationError
     from tasks.registry.store import RegistryError, RegistryStore
-    from tasks.settings import load_settings
 
     store = RegistryStore.from_settings(load_settings())
     try:
@@ -208,8 +208,8 @@ def _snapshot(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    from tasks.core.settings import load_settings
     from tasks.registry.api import serve
-    from tasks.settings import load_settings
 
     settings = load_settings()
     if args.host not in {"127.0.0.1", "localhost", "::1"} and (

@@ -39,9 +39,9 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def _settings_and_config() -> tuple[Any, Any]:
-    from tasks.config import ConfigError
-    from tasks.settings import load_settings
-    from tasks.study import load_search_config
+    from tasks.core.config import ConfigError
+    from tasks.core.settings import load_settings
+    from tasks.search.study import load_search_config
 
     settings = load_settings()
     try:
@@ -51,7 +51,7 @@ def _settings_and_config() -> tuple[Any, Any]:
 
 
 def _warehouse(settings: Any) -> Any:
-    from tasks.warehouse import connect
+    from tasks.warehouse.connection import connect
 
     if not settings.warehouse_path.is_file():
         raise CommandError(
@@ -99,8 +99,8 @@ def _status_human(payload: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from tasks.config import ConfigError
-    from tasks.study import search_status
+    from tasks.core.config import ConfigError
+    from tasks.search.study import search_status
 
     settings, config = _settings_and_config()
     try:
@@ -134,8 +134,8 @@ def _round_human(payload: dict[str, Any]) -> str:
 
 
 def _round(args: argparse.Namespace) -> int:
-    from tasks.config import ConfigError
-    from tasks.study import run_search_round
+    from tasks.core.config import ConfigError
+    from tasks.search.study import run_search_round
 
     settings, config = _settings_and_config()
     con = _warehouse(settings)
@@ -200,8 +200,8 @@ def _plot_path(base: Path, use_case: str, several: bool) -> Path:
 
 
 def _frontier(args: argparse.Namespace) -> int:
-    from tasks.config import ConfigError, load_config
-    from tasks.frontier_analysis import compute_frontier, most_served_config, plot_frontier
+    from tasks.core.config import ConfigError, load_config
+    from tasks.search.frontier import compute_frontier, most_served_config, plot_frontier
 
     settings, _ = _settings_and_config()
     try:

@@ -67,14 +67,14 @@ def _human(payload: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tasks.settings import load_settings
-    from tasks.simulator import (
+    from tasks.core.settings import load_settings
+    from tasks.simulation.generate import (
         SimulationSpec,
         load_ground_truth,
         split_requests_per_day,
         write_simulation,
     )
-    from tasks.simulator_world import USE_CASES
+    from tasks.simulation.world import USE_CASES
 
     try:
         start = dt.date.fromisoformat(args.start_date)

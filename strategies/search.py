@@ -151,7 +151,7 @@ class ConfigStats:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ConfigStats:
-        """Build from one row of ``tasks.config_metrics.config_metrics`` (a dict / Series)."""
+        """Build from one row of ``tasks.warehouse.config_metrics.config_metrics`` (a dict / Series)."""
         params = None
         try:
             params = CandidateParams.from_mapping(row)

@@ -20,7 +20,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # workers' temporary servers gives "database is locked".
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmopt-prefect-home-")
 
-from tasks.settings import REPO_ROOT, Settings, load_settings
+from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def warehouse(settings: Settings) -> Iterator[object]:
     """A DuckDB warehouse file with the schema applied, closed after the test."""
-    from tasks.warehouse import connect
+    from tasks.warehouse.connection import connect
 
     con = connect(settings)
     yield con

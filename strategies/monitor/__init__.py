@@ -1,7 +1,7 @@
 """Monitoring math: drift, change detection, anomalies, degradation rules and recovery decisions.
 
 Pure computation (numpy, scipy and River's drift detectors); the warehouse queries, alert storage
-and notifications live in :mod:`tasks.monitoring`.
+and notifications live in :mod:`tasks.monitoring.run`.
 """
 
 from __future__ import annotations

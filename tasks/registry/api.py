@@ -3,7 +3,7 @@
 Built on the standard library's ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, Nagle off): on this
 project's 2-core machines a minimal endpoint served 3,400 req/s against 1,830 for FastAPI on
 uvicorn without ``httptools`` (the pinned set has none), with a lower p99 (see the README and
-``flows/benchmarks/bench_registry.py``). Rendered documents are cached in memory per use case and
+``tests/benchmarks/bench_registry.py``). Rendered documents are cached in memory per use case and
 invalidated by the store's per-use-case ``revision`` counter, checked at most every
 ``refresh_interval`` seconds (writes made through this API invalidate at once), so a poller
 costs one dict lookup and, with ``If-None-Match``, a body-less 304.
@@ -44,6 +44,7 @@ from urllib.parse import unquote
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from tasks.core.settings import Settings
 from tasks.registry.model import (
     ConfigValidationError,
     RegistryConfig,
@@ -56,7 +57,6 @@ from tasks.registry.store import (
     RegistryStore,
     StaleVersionError,
 )
-from tasks.settings import Settings
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m tasks.registry.api``: serve with settings from the environment, print the URL."""
     import argparse
 
-    from tasks.settings import load_settings
+    from tasks.core.settings import load_settings
 
     parser = argparse.ArgumentParser(description="registry HTTP API")
     parser.add_argument("--host", default="127.0.0.1")

@@ -32,17 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.core.errors import LlmoptError
+from tasks.core.settings import Settings
 from tasks.registry.assignment import assign_arm
 from tasks.registry.model import Arm, ConfigValidationError, ConfigVersion, validate_use_case
 from tasks.registry.snapshot import atomic_write_bytes, read_snapshot, snapshot_path
-from tasks.settings import Settings
 
 __all__ = ["Assignment", "RegistryClient", "RegistryUnavailableError"]
 
 MAX_RESPONSE_BYTES = 4 << 20
 
 
-class RegistryUnavailableError(RuntimeError):
+class RegistryUnavailableError(LlmoptError, RuntimeError):
     """No configuration can be served: the registry failed and no last-known-good copy exists."""
 
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tasks.core.errors import LlmoptError
+
 __all__ = [
     "ARM_ROLES",
     "SCHEMA_VERSION",
@@ -57,7 +59,7 @@ WEIGHT_TOLERANCE = 1e-9
 MAX_JSON_OBJECT_BYTES = 256 * 1024
 
 
-class ConfigValidationError(ValueError):
+class ConfigValidationError(LlmoptError, ValueError):
     """A configuration or document breaks a rule; the message names the field."""
 
 

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tasks.config import ConfigError, load_config
+from tasks.core.config import ConfigError, load_config
+from tasks.core.settings import Settings
 from tasks.registry.model import ConfigState, ConfigValidationError, RegistryConfig
 from tasks.registry.store import RegistryStore
-from tasks.settings import Settings
 
 __all__ = ["ApprovalPolicy", "SubmissionResult", "load_policies", "policy_for", "submit"]
 

@@ -37,6 +37,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from tasks.core.errors import LlmoptError
+from tasks.core.settings import Settings
 from tasks.registry.model import (
     AuditEntry,
     ConfigState,
@@ -47,7 +49,6 @@ from tasks.registry.model import (
     validate_use_case,
 )
 from tasks.registry.snapshot import snapshot_path, write_snapshot_document
-from tasks.settings import Settings
 
 __all__ = [
     "ALIASES",
@@ -62,7 +63,7 @@ ALIASES = ("production", "candidate", "latest")
 _PREFIX_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
-class RegistryError(Exception):
+class RegistryError(LlmoptError):
     """Base of the store's errors."""
 
 

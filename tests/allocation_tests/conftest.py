@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from tasks.simulator import load_simulated
+from tasks.simulation.generate import load_simulated
 
 
 def _load_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
@@ -18,7 +18,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
 
 def _load_rows(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
     """Insert hand-made rows: only the fields a test cares about, sensible defaults for the rest."""
-    from tasks.simulator import CANONICAL_SCHEMA
+    from tasks.simulation.generate import CANONICAL_SCHEMA
 
     defaults: dict[str, Any] = {
         "model": "m",
@@ -53,7 +53,7 @@ def load_rows() -> Any:
 @pytest.fixture
 def con() -> Any:
     """An in-memory warehouse with the schema applied."""
-    from tasks.warehouse import connect
+    from tasks.warehouse.connection import connect
 
     connection = connect(path=":memory:")
     yield connection

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from flows.cli import main
-from tasks.simulator import SimulationSpec, simulate
-from tasks.simulator_world import exploration_configs, production_config
-from tasks.warehouse import connect
+from tasks.simulation.generate import SimulationSpec, simulate
+from tasks.simulation.world import exploration_configs, production_config
+from tasks.warehouse.connection import connect
 
 
 @pytest.fixture

@@ -7,12 +7,18 @@ from typing import Any
 
 import pytest
 
-from tasks.bandit_allocation import bandit_allocation, simulator_regret
-from tasks.budget_analysis import budget_report
-from tasks.offpolicy_evaluation import evaluate_policy
-from tasks.simulator import SimulationSpec, ground_truth, simulate, simulate_config_traffic
-from tasks.simulator_world import USE_CASE_NAMES, exploration_configs, production_config
-from tasks.warehouse import connect
+from tasks.allocation.bandits import bandit_allocation
+from tasks.allocation.budget import budget_report
+from tasks.allocation.offpolicy import evaluate_policy
+from tasks.simulation.evaluation import simulator_regret
+from tasks.simulation.generate import (
+    SimulationSpec,
+    ground_truth,
+    simulate,
+    simulate_config_traffic,
+)
+from tasks.simulation.world import USE_CASE_NAMES, exploration_configs, production_config
+from tasks.warehouse.connection import connect
 
 OPE_RPD = {"ticket-classify": 1500, "code-review": 1500}
 START = dt.date(2026, 10, 1)

@@ -1,4 +1,4 @@
-"""tasks.budget_analysis / bandit_allocation / offpolicy_evaluation on hand-made warehouse rows."""
+"""tasks.allocation.budget / bandit_allocation / offpolicy_evaluation on hand-made warehouse rows."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from flows.cli_support import to_jsonable
 from strategies.budget import Candidate
 from strategies.offpolicy import aggregate_logged, estimate_policy_value
-from tasks.bandit_allocation import bandit_allocation, cell_stats, contextual_allocation
-from tasks.budget_analysis import budget_report, budget_traffic_mix, use_case_traffic_mix
-from tasks.offpolicy_evaluation import evaluate_policy, logged_cells, parse_policy
+from tasks.allocation.bandits import bandit_allocation, cell_stats, contextual_allocation
+from tasks.allocation.budget import budget_report, budget_traffic_mix, use_case_traffic_mix
+from tasks.allocation.offpolicy import evaluate_policy, logged_cells, parse_policy
 
 UTC = dt.UTC
 

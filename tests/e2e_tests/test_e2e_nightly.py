@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.settings import REPO_ROOT, Settings, load_settings
+from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -35,7 +35,7 @@ TREATMENT = "support-summarize:gpt-4o:summarize-v2:t0.70:p1.00:m512"
 @pytest.fixture(scope="module")
 def month(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The default simulated world's first 21 days, as daily Parquet files."""
-    from tasks.simulator import SimulationSpec, write_simulation
+    from tasks.simulation.generate import SimulationSpec, write_simulation
 
     out = tmp_path_factory.mktemp("month")
     sim = write_simulation(SimulationSpec(), out, fmt="parquet", days=list(range(21)))

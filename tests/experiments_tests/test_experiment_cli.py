@@ -12,7 +12,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from flows.cli import main
-from tasks.settings import REPO_ROOT
+from tasks.core.settings import REPO_ROOT
 
 HEADER = "experiment,metric,kind,variant,n,sum,sum_squares,weight\n"
 
@@ -137,8 +137,8 @@ def test_experiments_analyze_on_the_warehouse(
     monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
     code, _, err = _run(["experiments", "analyze"], capsys)
     assert code == 1 and "no warehouse" in err
-    from tasks.settings import load_settings
-    from tasks.warehouse import connect
+    from tasks.core.settings import load_settings
+    from tasks.warehouse.connection import connect
 
     con = connect(load_settings())
     rng = np.random.default_rng(0)

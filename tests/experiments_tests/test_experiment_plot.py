@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from strategies.experiments import ExperimentReport
-from tasks.experiment_analysis import analyze_stats_csv, plot_experiment_intervals
+from tasks.experiments.analyze import analyze_stats_csv, plot_experiment_intervals
 
 HEADER = "experiment,metric,kind,variant,n,sum,sum_squares,weight\n"
 GREEN, RED = (44, 160, 44), (214, 39, 40)  # tab:green (better verdict), tab:red (margins)

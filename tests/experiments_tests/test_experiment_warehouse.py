@@ -11,14 +11,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tasks.config import load_config
-from tasks.experiment_analysis import (
+from tasks.core.config import load_config
+from tasks.core.settings import Settings
+from tasks.experiments.analyze import (
     analyze_experiments,
     experiment_spec,
     plot_experiment_intervals,
 )
-from tasks.settings import Settings
-from tasks.simulator import load_simulated
+from tasks.simulation.generate import load_simulated
 
 START = dt.date(2026, 10, 1)
 
@@ -191,7 +191,7 @@ def test_config_file_loads_and_rejects_bad_keys(settings: Settings) -> None:
     assert spec is not None and spec.method == "sequential" and spec.primary == "quality"
     assert dict(spec.weights) == {"control": 0.5, "treatment": 0.5}
     assert {g.metric for g in spec.guardrails} >= {"error_rate", "cost_usd", "latency_ms"}
-    from tasks.config import ConfigError
+    from tasks.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="unknown key 'alpah'"):
         experiment_spec("x", {"defaults": {"alpah": 0.1}})
@@ -205,7 +205,7 @@ def test_config_file_loads_and_rejects_bad_keys(settings: Settings) -> None:
 def test_simulated_world_ships_the_real_lift_and_not_the_aa(
     warehouse: Any, settings: Settings
 ) -> None:
-    simulator = pytest.importorskip("tasks.simulator")
+    simulator = pytest.importorskip("tasks.simulation.generate")
     spec = simulator.SimulationSpec(
         days=30,
         requests_per_day={"support-summarize": 1000, "ticket-classify": 1000},

@@ -1,4 +1,4 @@
-"""tasks/plot_canvas.py, the drawing helpers behind the experiment, monitoring and frontier plots:
+"""tasks/plots/canvas.py, the drawing helpers behind the experiment, monitoring and frontier plots:
 tick labels, text metrics and placement, panels, legends, and identical output from threads."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from tasks.plot_canvas import (
+from tasks.plots.canvas import (
     LegendEntry,
     PlacedText,
     draw_legend,

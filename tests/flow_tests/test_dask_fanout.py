@@ -15,7 +15,7 @@ import pytest
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from tasks.settings import REPO_ROOT
+from tasks.core.settings import REPO_ROOT
 
 
 class _FinishedKeys(SchedulerPlugin):
@@ -62,9 +62,9 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     from prefect_dask import DaskTaskRunner
 
     from flows.nightly import NightlyParameters, nightly_optimization
+    from tasks.core.settings import load_settings
     from tasks.registry.store import RegistryStore
-    from tasks.settings import load_settings
-    from tasks.simulator import SimulationSpec, write_simulation
+    from tasks.simulation.generate import SimulationSpec, write_simulation
 
     load_settings().ensure_dirs()
     spec = SimulationSpec(seed=7, days=15, total_rows=30_000)

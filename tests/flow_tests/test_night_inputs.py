@@ -12,8 +12,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from tasks.config_metrics import CONFIG_KEY_SQL, config_metrics
-from tasks.settings import Settings
+from tasks.core.settings import Settings
+from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, config_metrics
 
 DAYS = 10
 LOOKBACK = 7
@@ -21,9 +21,9 @@ LOOKBACK = 7
 
 @pytest.fixture
 def night(settings: Settings) -> Iterator[dict[str, Any]]:
-    from tasks.ingest import ingest_paths
-    from tasks.simulator import SimulationSpec, write_simulation
-    from tasks.warehouse import connect
+    from tasks.ingest.pipeline import ingest_paths
+    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.warehouse.connection import connect
 
     spec = SimulationSpec(days=DAYS, total_rows=DAYS * 1_500)
     sim = write_simulation(spec, settings.sim_dir, fmt="parquet")
@@ -69,10 +69,10 @@ def _incumbent_one(
 def test_aggregate_gives_each_use_case_what_its_own_queries_give(
     settings: Settings, night: dict[str, Any]
 ) -> None:
-    from tasks.budget_analysis import budget_report
-    from tasks.config import load_config
-    from tasks.monitoring import load_monitoring_config, report_to_dict, run_monitoring
-    from tasks.night_inputs import NIGHT_METRIC_NAMES, aggregate_night
+    from tasks.allocation.budget import budget_report
+    from tasks.core.config import load_config
+    from tasks.monitoring.run import load_monitoring_config, report_to_dict, run_monitoring
+    from tasks.nightly.inputs import NIGHT_METRIC_NAMES, aggregate_night
 
     con, as_of, use_cases = night["con"], night["as_of"], night["use_cases"]
     start = as_of - dt.timedelta(days=LOOKBACK - 1)
@@ -124,7 +124,7 @@ def test_aggregate_gives_each_use_case_what_its_own_queries_give(
 def test_a_use_case_without_traffic_in_the_window_is_a_problem_of_its_own(
     settings: Settings, night: dict[str, Any]
 ) -> None:
-    from tasks.night_inputs import aggregate_night
+    from tasks.nightly.inputs import aggregate_night
 
     con, as_of, use_cases = night["con"], night["as_of"], night["use_cases"]
     con.execute(
@@ -147,8 +147,8 @@ def test_a_use_case_without_traffic_in_the_window_is_a_problem_of_its_own(
 def test_each_use_case_is_decided_with_no_warehouse_connection(
     settings: Settings, night: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks import nightly_steps as steps
-    from tasks import warehouse
+    from tasks.nightly import steps
+    from tasks.warehouse import connection as warehouse
 
     con, as_of, use_cases = night["con"], night["as_of"], night["use_cases"]
     day = steps.Night(as_of=as_of, use_cases=tuple(use_cases), first_day=as_of, last_day=as_of)

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from tasks.settings import REPO_ROOT, Settings, load_settings
+from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
 pytestmark = pytest.mark.xdist_group("nightly-flow")
 
@@ -26,7 +26,7 @@ START = dt.date(2026, 10, 1)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from tasks.simulator import SimulationSpec, write_simulation
+    from tasks.simulation.generate import SimulationSpec, write_simulation
 
     home = tmp_path_factory.mktemp("nightly-home")
     patch = pytest.MonkeyPatch()
@@ -153,7 +153,7 @@ def test_next_nights_follow_the_registry_and_rerun_is_idempotent(world: dict[str
 def test_one_broken_use_case_is_reported_and_the_others_finish(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks import nightly_steps
+    from tasks.nightly import steps as nightly_steps
 
     real = nightly_steps.optimize_use_case
 
@@ -172,7 +172,7 @@ def test_one_broken_use_case_is_reported_and_the_others_finish(
 
 
 def test_a_second_night_while_one_runs_fails_clearly(world: dict[str, Any]) -> None:
-    from tasks.run_lock import RunLockTimeout, exclusive_run, lock_path_for
+    from tasks.core.run_lock import RunLockTimeout, exclusive_run, lock_path_for
 
     settings: Settings = world["settings"]
     with (

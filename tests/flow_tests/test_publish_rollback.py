@@ -6,10 +6,10 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from tasks import nightly_steps as steps
+from tasks.core.settings import Settings
+from tasks.nightly import steps
 from tasks.registry.model import ModelParams, RegistryConfig
 from tasks.registry.store import RegistryStore
-from tasks.settings import Settings
 
 UC = "sales-email"
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.run_lock import RunLockTimeout, exclusive_run
+from tasks.core.run_lock import RunLockTimeout, exclusive_run
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from tasks.run_lock import exclusive_run
+from tasks.core.run_lock import exclusive_run
 with exclusive_run(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))

@@ -11,8 +11,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.ingest import IngestReport
-from tasks.pricing import apply_ingest_schema
+from tasks.ingest.pipeline import IngestReport
+from tasks.ingest.pricing import apply_ingest_schema
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

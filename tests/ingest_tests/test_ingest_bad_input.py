@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.ingest import IngestError, ingest_paths
+from tasks.ingest.pipeline import IngestError, ingest_paths
 
 
 def _ingest(con: duckdb.DuckDBPyConnection, paths: list[Path], kit: Any, **kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flows.cli import main
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_ingest_then_status_json_with_great_expectations_results(
 def test_great_expectations_flags_a_bad_batch(tmp_path: Path) -> None:
     import pandas as pd
 
-    from tasks.validation import load_suite_definition, validate_frame
+    from tasks.ingest.validation import load_suite_definition, validate_frame
 
     frame = pd.DataFrame(
         {

@@ -14,8 +14,8 @@ from typing import Any
 
 import duckdb
 
-from tasks.ingest import ingest_paths
-from tasks.settings import REPO_ROOT
+from tasks.core.settings import REPO_ROOT
+from tasks.ingest.pipeline import ingest_paths
 
 
 def test_reingesting_the_same_file_adds_nothing(
@@ -85,8 +85,8 @@ def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
     script = textwrap.dedent(
         f"""
         import sys, time
-        from tasks.ingest import ingest_paths
-        from tasks.warehouse import connect
+        from tasks.ingest.pipeline import ingest_paths
+        from tasks.warehouse.connection import connect
 
         def progress(path, lines):
             print(path, lines, flush=True)
@@ -116,7 +116,7 @@ def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
     assert proc.returncode == -signal.SIGKILL, seen
     assert not any("FINISHED" in s for s in seen)
 
-    from tasks.warehouse import connect
+    from tasks.warehouse.connection import connect
 
     con = connect(path=warehouse)
     try:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.ingest import ingest_paths
+from tasks.ingest.pipeline import ingest_paths
 
 
 def _rows(con: duckdb.DuckDBPyConnection, order: str = "request_id") -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 from genai_prices import Usage, calc_price
 
-from tasks.ingest import ingest_paths
-from tasks.pricing import (
+from tasks.ingest.pipeline import ingest_paths
+from tasks.ingest.pricing import (
     PriceConfigError,
     ensure_model_prices,
     genai_price_ranges,
@@ -125,7 +125,7 @@ def test_bad_overrides_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_repository_overrides_file_parses() -> None:
-    from tasks.pricing import DEFAULT_OVERRIDES
+    from tasks.ingest.pricing import DEFAULT_OVERRIDES
 
     overrides = load_price_overrides(DEFAULT_OVERRIDES)
     assert overrides and all(o.input_usd_per_mtok >= 0 for o in overrides)

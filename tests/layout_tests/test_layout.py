@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.settings import REPO_ROOT
+from tasks.core.settings import REPO_ROOT
 
 SHADOWING_NAMES = {"mlflow", "optuna", "duckdb", "prefect", "tasks", "strategies", "flows"}
 SHADOWING_NAMES |= {"numpy", "scipy", "pandas", "great_expectations", "river", "statsmodels"}
@@ -80,7 +80,8 @@ def test_tests_tree_has_no_init_and_uses_tests_suffixed_folders() -> None:
         if p.is_dir() and p.name != "__pycache__" and not p.name.startswith(".")
     ]
     assert folders, "tests should be grouped in *_tests folders"
-    assert [p.name for p in folders if not p.name.endswith("_tests")] == []
+    # benchmarks/ holds scripts (bench_*.py, run by `make bench`), not tests.
+    assert [p.name for p in folders if not p.name.endswith("_tests")] == ["benchmarks"]
 
 
 def test_test_file_names_are_unique_across_the_tree() -> None:
@@ -98,3 +99,31 @@ def test_every_module_starts_with_future_annotations() -> None:
             if not has and tree.body:
                 missing.append(str(path.relative_to(REPO_ROOT)))
     assert missing == []
+
+
+# The simulator is a tool for the demo, tests and benchmarks: production code never imports it.
+SIMULATOR_USERS = {"flows/demo.py", "flows/simulate_commands.py"}
+
+
+def test_production_code_never_imports_the_simulator() -> None:
+    offenders = []
+    for folder in ("flows", "tasks", "strategies"):
+        for path in _python_files(folder):
+            rel = path.relative_to(REPO_ROOT).as_posix()
+            if rel.startswith("tasks/simulation/") or rel in SIMULATOR_USERS:
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                mods = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    mods = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                if any(m.startswith("tasks.simulation") for m in mods):
+                    offenders.append(rel)
+    assert offenders == []
+
+
+def test_tasks_is_organised_by_capability() -> None:
+    loose = sorted(p.name for p in (REPO_ROOT / "tasks").glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules belong in a capability subpackage of tasks/: {loose}"

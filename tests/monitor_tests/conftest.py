@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tasks.simulator import load_simulated
+from tasks.simulation.generate import load_simulated
 
 
 def insert_rows(con: Any, table: Any) -> int:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tasks.config import ConfigError
-from tasks.monitoring import load_monitoring_config, parse_monitoring_config
-from tasks.settings import REPO_ROOT, Settings
+from tasks.core.config import ConfigError
+from tasks.core.settings import REPO_ROOT, Settings
+from tasks.monitoring.run import load_monitoring_config, parse_monitoring_config
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def small_world(
     load_rows: Callable[[Any, Any], int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
-    simulator = pytest.importorskip("tasks.simulator")
+    simulator = pytest.importorskip("tasks.simulation.generate")
     spec = simulator.SimulationSpec(
         include_cost=True,
         days=22,
@@ -65,7 +65,7 @@ def test_monitor_json_reports_drift_and_the_decision(
 def test_monitor_record_stores_alerts_once(
     small_world: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tasks.warehouse import connect
+    from tasks.warehouse.connection import connect
 
     code, out, _ = _run(["monitor", "--as-of", "2026-10-21", "--record"], capsys)
     assert code == 0
@@ -110,7 +110,7 @@ def test_config_errors_name_the_section(tmp_path: Path) -> None:
 
 
 def test_absent_config_file_means_documented_defaults(tmp_path: Path) -> None:
-    from tasks.settings import load_settings
+    from tasks.core.settings import load_settings
 
     settings = load_settings(env={"LLMOPT_HOME": str(tmp_path), "LLMOPT_CONFIG_DIR": str(tmp_path)})
     config = load_monitoring_config(settings)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks.monitoring import MonitoringConfig, analyse_series, metric_series, run_monitoring
-from tasks.settings import Settings
+from tasks.core.settings import Settings
+from tasks.monitoring.run import MonitoringConfig, analyse_series, metric_series, run_monitoring
 
 
 def _nightly_alarm(x: np.ndarray, config: MonitoringConfig) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from strategies.monitor.degradation import AlertCandidate
-from tasks.monitoring import NotifierConfig, notify
+from tasks.monitoring.run import NotifierConfig, notify
 
 
 class _Hook(BaseHTTPRequestHandler):

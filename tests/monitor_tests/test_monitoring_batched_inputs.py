@@ -1,7 +1,7 @@
 """The batched monitoring inputs equal the per-use-case reference functions, exactly.
 
 ``run_monitoring`` fetches every use case's aggregates with a constant number of statements
-grouped by use case (:func:`tasks.monitoring.fetch_monitoring_inputs`); the per-use-case
+grouped by use case (:func:`tasks.monitoring.run.fetch_monitoring_inputs`); the per-use-case
 functions (``numeric_bins``, ``categorical_counts``, ``metric_series``, ``window_stats``,
 ``infer_production_config``) are the reference. The simulated warehouse holds eight use cases
 (two seeds of the four simulated ones) plus awkward ones: gaps of whole days, missing values,
@@ -21,8 +21,7 @@ import pyarrow.compute as pc
 import pytest
 
 from strategies.monitor.degradation import ApprovedConfig
-from tasks import monitoring
-from tasks.monitoring import (
+from tasks.monitoring.run import (
     CATEGORICAL_FIELDS,
     NUMERIC_FIELDS,
     MonitoringConfig,
@@ -43,8 +42,9 @@ from tasks.monitoring import (
     series_range,
     window_stats,
 )
-from tasks.simulator import SimulationSpec, ground_truth, simulate
-from tasks.warehouse import MeasuredConnection, apply_schema
+from tasks.monitoring import run as monitoring
+from tasks.simulation.generate import SimulationSpec, ground_truth, simulate
+from tasks.warehouse.connection import MeasuredConnection, apply_schema
 
 BASE = ("code-review", "sales-email", "support-summarize", "ticket-classify")
 COPIES = tuple(f"{name}-b" for name in BASE)

@@ -19,10 +19,11 @@ import duckdb
 import numpy as np
 import pytest
 
-simulator = pytest.importorskip("tasks.simulator")
+simulator = pytest.importorskip("tasks.simulation.generate")
 
 from strategies.monitor.degradation import ApprovedConfig  # noqa: E402
-from tasks.monitoring import (  # noqa: E402
+from tasks.core.settings import Settings  # noqa: E402
+from tasks.monitoring.run import (  # noqa: E402
     MonitoringReport,
     Windows,
     apply_monitoring_schema,
@@ -31,8 +32,7 @@ from tasks.monitoring import (  # noqa: E402
     plot_monitoring,
     run_monitoring,
 )
-from tasks.settings import Settings  # noqa: E402
-from tasks.warehouse import apply_schema  # noqa: E402
+from tasks.warehouse.connection import apply_schema  # noqa: E402
 
 ROWS_PER_DAY = 300
 FIRST_NIGHT = 14  # a full 14-day reference window exists from the 15th day on

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from tasks.core.settings import Settings
 from tasks.registry.model import Arm, ModelParams, RegistryConfig
 from tasks.registry.store import RegistryStore
-from tasks.settings import Settings
 
 ConfigFactory = Callable[..., RegistryConfig]
 

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tasks.core.settings import Settings
 from tasks.registry.api import serve_in_background
 from tasks.registry.model import ConfigVersion
 from tasks.registry.store import RegistryStore
-from tasks.settings import Settings
 
 UC = "support-summarize"
 

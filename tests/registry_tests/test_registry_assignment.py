@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from scipy import stats
 
+from tasks.core.settings import REPO_ROOT
 from tasks.registry.assignment import assign_arm, assign_weighted
 from tasks.registry.model import Arm, ConfigValidationError, ModelParams, RegistryConfig
-from tasks.settings import REPO_ROOT
 
 UNITS = [f"user-{i}" for i in range(20_000)]
 

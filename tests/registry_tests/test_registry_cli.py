@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from flows.cli import main
+from tasks.core.settings import Settings
 from tasks.registry.snapshot import read_snapshot
-from tasks.settings import Settings
 
 UC = "support-summarize"
 

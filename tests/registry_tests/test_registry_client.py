@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from tasks.core.settings import REPO_ROOT, Settings
 from tasks.registry.api import serve_in_background
 from tasks.registry.client import RegistryClient, RegistryUnavailableError
 from tasks.registry.store import RegistryStore
-from tasks.settings import REPO_ROOT, Settings
 
 UC = "support-summarize"
 

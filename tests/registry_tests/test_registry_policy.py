@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from tasks.config import ConfigError
+from tasks.core.config import ConfigError
+from tasks.core.settings import Settings
 from tasks.registry.model import ConfigValidationError
 from tasks.registry.policy import ApprovalPolicy, load_policies, policy_for, submit
 from tasks.registry.store import RegistryStore
-from tasks.settings import Settings
 
 ALL_PASS = {g: True for g in ("srm", "quality", "error_rate", "latency_p95", "cost_per_request")}
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.core.settings import REPO_ROOT, Settings
 from tasks.registry.api import serve_in_subprocess
 from tasks.registry.model import ConfigVersion, ModelParams, RegistryConfig
 from tasks.registry.snapshot import read_snapshot
 from tasks.registry.store import RegistryStore
-from tasks.settings import REPO_ROOT, Settings
 
 UC = "support-summarize"
 VERSIONS = 30
@@ -25,7 +25,7 @@ _WRITER = """
 import sys
 from tasks.registry.model import Arm, ModelParams, RegistryConfig
 from tasks.registry.store import RegistryStore
-from tasks.settings import load_settings
+from tasks.core.settings import load_settings
 store = RegistryStore.from_settings(load_settings())
 for i in range(int(sys.argv[1])):
     n = 2 + i % 5  # vary the size of the payload so a torn write would show

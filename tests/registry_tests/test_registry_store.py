@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tasks.core.settings import REPO_ROOT, Settings
 from tasks.registry.model import ConfigState, ConfigValidationError
 from tasks.registry.snapshot import read_snapshot
 from tasks.registry.store import (
@@ -17,7 +18,6 @@ from tasks.registry.store import (
     RegistryStore,
     StaleVersionError,
 )
-from tasks.settings import REPO_ROOT, Settings
 
 UC = "support-summarize"
 

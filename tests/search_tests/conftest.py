@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from tasks.simulator import load_simulated
+from tasks.simulation.generate import load_simulated
 
 
 def load_rows(con: Any, table: pa.Table) -> int:

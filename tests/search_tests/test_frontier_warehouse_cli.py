@@ -17,10 +17,10 @@ from PIL import Image
 
 from flows.cli import main
 from flows.cli_support import to_jsonable
-from tasks import simulator as sim
-from tasks.frontier_analysis import compute_frontier, most_served_config, plot_frontier
-from tasks.settings import REPO_ROOT, Settings
-from tasks.warehouse import connect
+from tasks.core.settings import REPO_ROOT, Settings
+from tasks.search.frontier import compute_frontier, most_served_config, plot_frontier
+from tasks.simulation import generate as sim
+from tasks.warehouse.connection import connect
 
 UC = "support-summarize"
 SPEC = sim.SimulationSpec(

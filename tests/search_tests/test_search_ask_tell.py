@@ -24,8 +24,8 @@ from strategies.search import (
     weights_for,
 )
 from strategies.search_space import ForbiddenCombination, SearchSpace
-from tasks.config import ConfigError
-from tasks.study import delete_study, load_or_create_study, open_storage, redact_url
+from tasks.core.config import ConfigError
+from tasks.search.study import delete_study, load_or_create_study, open_storage, redact_url
 
 DAY = dt.date(2026, 10, 5)
 SPACE = SearchSpace(models=("a", "b"), prompt_ids=("p1", "p2"), max_tokens=(64, 128))

@@ -11,8 +11,8 @@ import statistics
 import pytest
 
 from strategies.search import RandomSearch, RewardWeights, SearchSpace, TPESearch
-from tasks import simulator as sim
-from tasks.study import simulate_search, true_best, true_reward
+from tasks.simulation import generate as sim
+from tasks.simulation.evaluation import simulate_search, true_best, true_reward
 
 UC = "support-summarize"
 # balanced exchange rates without the latency term (its truth, a p95, is Monte Carlo only)

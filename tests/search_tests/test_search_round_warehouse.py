@@ -14,15 +14,15 @@ import pytest
 
 from flows.cli_support import to_jsonable
 from strategies.search import PRESETS
-from tasks import simulator as sim
-from tasks.settings import Settings
-from tasks.study import (
+from tasks.core.settings import Settings
+from tasks.search.study import (
     SearchConfig,
     delete_study,
     run_search_round,
     search_config_from_mapping,
     search_status,
 )
+from tasks.simulation import generate as sim
 
 USE_CASE = "support-summarize"
 DAY0 = dt.date(2026, 10, 1)

@@ -17,10 +17,10 @@ from strategies.search_space import (
     SearchSpace,
     candidate_config_id,
 )
-from tasks.config import ConfigError
-from tasks.config_metrics import CONFIG_KEY_SQL
-from tasks.settings import REPO_ROOT
-from tasks.study import resolve_space, search_config_from_mapping
+from tasks.core.config import ConfigError
+from tasks.core.settings import REPO_ROOT
+from tasks.search.study import resolve_space, search_config_from_mapping
+from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 
 SPACE = SearchSpace(
     models=("small", "big"),

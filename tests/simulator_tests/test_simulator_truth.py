@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from tasks import simulator_world as w
-from tasks.simulator import (
+from tasks.simulation import world as w
+from tasks.simulation.generate import (
     GroundTruth,
     SimulationSpec,
     ground_truth,

@@ -8,8 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tasks.settings import Settings
-from tasks.tracking import RunRecord, Tracker
+from tasks.core.settings import Settings
+from tasks.nightly.tracking import RunRecord, Tracker
 
 
 def _png(path: Path) -> Path:

@@ -1,0 +1,3 @@
+"""allocation: see the modules."""
+
+from __future__ import annotations

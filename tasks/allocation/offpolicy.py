@@ -1,0 +1,193 @@
+"""Off-policy evaluation over the warehouse: a candidate policy's value before it gets traffic.
+
+Entry point for the nightly flow: :func:`evaluate_policy` -> :class:`OffPolicyEstimate`.
+
+The importance-weight sums the estimators need are aggregated in DuckDB per context cell x
+logged configuration (``sum 1/p, sum r/p, sum 1/p^2, sum r/p^2, sum r^2/p^2, max 1/p``); the
+estimators themselves are :func:`strategies.offpolicy.estimate_policy_value`. Rows without a
+usable propensity or reward are counted, never silently dropped: any makes the estimate refuse.
+
+Rewards: ``quality`` (the quality score, an errored call scores 0, so the value is "expected
+quality per request") or ``success`` (1 for a successful call).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from strategies.offpolicy import (
+    ANY_CELL,
+    LoggedCell,
+    PolicyValueEstimate,
+    estimate_policy_value,
+    validate_policy,
+)
+from tasks.allocation.bandits import CONTEXT_FEATURES
+from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
+
+__all__ = [
+    "REWARD_SQL",
+    "OffPolicyEstimate",
+    "evaluate_policy",
+    "logged_cells",
+    "parse_policy",
+]
+
+REWARD_SQL: dict[str, str] = {
+    "quality": "CASE WHEN status = 'error' THEN 0.0 ELSE quality END",
+    "success": "CASE WHEN status = 'success' THEN 1.0 ELSE 0.0 END",
+}
+
+
+def _rows_sql(context: str | None, reward: str) -> str:
+    if reward not in REWARD_SQL:
+        raise ValueError(f"unknown reward {reward!r}; use one of {sorted(REWARD_SQL)}")
+    if context is not None and context not in CONTEXT_FEATURES:
+        raise ValueError(f"unknown context {context!r}; use one of {sorted(CONTEXT_FEATURES)}")
+    cell = f"'{ANY_CELL}'" if context is None else CONTEXT_FEATURES[context]
+    return f"""
+        SELECT {cell} AS cell, {CONFIG_KEY_SQL} AS arm, {REWARD_SQL[reward]} AS r,
+               propensity AS p
+        FROM usage_logs
+        WHERE use_case = $use_case AND day BETWEEN $start AND $end
+    """
+
+
+def logged_cells(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str,
+    start: dt.date,
+    end: dt.date,
+    context: str | None = "task_type",
+    reward: str = "quality",
+) -> tuple[list[LoggedCell], dict[str, int]]:
+    """Per cell x arm importance-weight sums, and counts of unusable rows, from DuckDB."""
+    rows_sql = _rows_sql(context, reward)
+    params = {"use_case": use_case, "start": start, "end": end}
+    sums = con.execute(
+        f"""
+        SELECT cell, arm, count(*), sum(r), sum(1 / p), sum(r / p), sum(1 / (p * p)),
+               sum(r / (p * p)), sum(r * r / (p * p)), max(1 / p)
+        FROM ({rows_sql})
+        WHERE p > 0 AND p <= 1 AND r IS NOT NULL
+        GROUP BY ALL
+        ORDER BY ALL
+        """,
+        params,
+    ).fetchall()
+    counts = con.execute(
+        f"""
+        SELECT count(*),
+               count(*) FILTER (WHERE p IS NULL),
+               count(*) FILTER (WHERE p <= 0 OR p > 1 OR isnan(p)),
+               count(*) FILTER (WHERE r IS NULL)
+        FROM ({rows_sql})
+        """,
+        params,
+    ).fetchone()
+    assert counts is not None  # an aggregate without GROUP BY always returns one row
+    cells = [LoggedCell(str(c), str(a), *(float(v) for v in values)) for c, a, *values in sums]
+    return cells, {
+        "rows": int(counts[0]),
+        "missing_propensity": int(counts[1]),
+        "invalid_propensity": int(counts[2]),
+        "missing_reward": int(counts[3]),
+    }
+
+
+def parse_policy(value: str | Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """A policy from a mapping, a JSON string or a JSON file path.
+
+    Either ``{cell: {config_id: probability}}`` (``"*"`` covers unlisted cells) or the flat
+    ``{config_id: probability}`` for a policy that ignores the context.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise ValueError(f"policy is neither JSON nor an existing file: {value!r}")
+            text = path.read_text(encoding="utf-8")
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"policy is not valid JSON: {exc}") from exc
+    else:
+        loaded = value
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise ValueError("policy must be a non-empty JSON object")
+    if all(isinstance(v, int | float) for v in loaded.values()):
+        loaded = {ANY_CELL: loaded}
+    if not all(isinstance(v, Mapping) for v in loaded.values()):
+        raise ValueError("policy must map cells to {config_id: probability} objects")
+    return validate_policy(loaded)
+
+
+@dataclass(frozen=True)
+class OffPolicyEstimate:
+    """The estimate of one candidate policy on one use case's logs, with its inputs."""
+
+    use_case: str
+    start: dt.date
+    end: dt.date
+    context: str | None
+    reward: str
+    policy: dict[str, dict[str, float]]
+    status: Literal["ok", "cannot_estimate"]
+    reasons: tuple[str, ...]
+    rows: int
+    estimate: PolicyValueEstimate
+
+
+def evaluate_policy(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str,
+    policy: Mapping[str, Any] | str,
+    start: dt.date,
+    end: dt.date,
+    context: str | None = "task_type",
+    reward: str = "quality",
+    level: float = 0.95,
+    min_ess: float = 200.0,
+    max_unsupported_mass: float = 0.01,
+) -> OffPolicyEstimate:
+    """IPS, SNIPS and DR estimates (with intervals and ESS) of ``policy`` on ``[start, end]``.
+
+    Returns ``status='cannot_estimate'`` with the reasons when propensities or rewards are
+    missing, the policy targets a configuration never logged, or support is too thin.
+    """
+    target = parse_policy(policy)
+    cells, counts = logged_cells(
+        con, use_case=use_case, start=start, end=end, context=context, reward=reward
+    )
+    estimate = estimate_policy_value(
+        cells,
+        target,
+        level=level,
+        min_ess=min_ess,
+        max_unsupported_mass=max_unsupported_mass,
+        missing_propensity_rows=counts["missing_propensity"],
+        invalid_propensity_rows=counts["invalid_propensity"],
+        missing_reward_rows=counts["missing_reward"],
+    )
+    return OffPolicyEstimate(
+        use_case=use_case,
+        start=start,
+        end=end,
+        context=context,
+        reward=reward,
+        policy=target,
+        status=estimate.status,
+        reasons=estimate.reasons,
+        rows=counts["rows"],
+        estimate=estimate,
+    )

@@ -1,0 +1,3 @@
+"""core: see the modules."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""experiments: see the modules."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""ingest: see the modules."""
+
+from __future__ import annotations

@@ -1,0 +1,185 @@
+"""Log shapes we read, as data: where each canonical field (DESIGN.md section 3) comes from.
+
+Three shapes: ``canonical`` (our own record), ``litellm`` (a ``LiteLLM_SpendLogs`` export) and
+``otel`` (OpenTelemetry GenAI spans as OTLP JSON). A shape maps every canonical field to source
+keys tried in order (a key path may reach into a nested object, e.g. LiteLLM's ``metadata``), and
+may replace a field by a SQL expression over the extracted values (latency from start/end times).
+Keys a shape does not consume are kept in ``metadata``: nothing is dropped.
+
+Detection is by keys / column names (:func:`detect_shape`); ``--format`` overrides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+SHAPES = ("canonical", "litellm", "otel")
+
+# (name, SQL type, required). "int" fields must be integral; "ts" is the timestamp.
+CANONICAL_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("request_id", "str", True),
+    ("timestamp", "ts", True),
+    ("use_case", "str", True),
+    ("model", "str", True),
+    ("provider", "str", False),
+    ("prompt_id", "str", False),
+    ("config_id", "str", False),
+    ("experiment_id", "str", False),
+    ("variant_id", "str", False),
+    ("unit_id", "str", False),
+    ("propensity", "double", False),
+    ("temperature", "double", False),
+    ("top_p", "double", False),
+    ("max_tokens", "int", False),
+    ("input_tokens", "int", True),
+    ("output_tokens", "int", True),
+    ("latency_ms", "double", True),
+    ("ttft_ms", "double", False),
+    ("cost_usd", "double", False),
+    ("status", "str", True),
+    ("error_type", "str", False),
+    ("quality", "double", False),
+    ("feedback", "int", False),
+    ("task_type", "str", False),
+    ("user_segment", "str", False),
+    ("region", "str", False),
+    ("language", "str", False),
+)
+FIELD_NAMES = tuple(name for name, _, _ in CANONICAL_FIELDS)
+
+KeyPath = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one log shape maps to the canonical record.
+
+    ``sources`` maps an extracted name (a canonical field or an auxiliary ``aux_*`` value) to the
+    key paths tried in order. ``exprs`` replaces a canonical field by SQL over ``x_<name>``
+    columns (the extracted text values). ``naive_timestamps_are_utc``: the producer writes UTC
+    without a zone (LiteLLM does), so such timestamps are not quarantined as missing_timezone.
+    """
+
+    name: str
+    sources: dict[str, tuple[KeyPath, ...]]
+    exprs: dict[str, str] = field(default_factory=dict)
+    naive_timestamps_are_utc: bool = False
+    metadata_key: str | None = "metadata"
+
+    def consumed_top_level_keys(self) -> set[str]:
+        """Top-level keys fully mapped to columns (everything else goes to metadata)."""
+        keys = {paths[0] for alts in self.sources.values() for paths in alts if len(paths) == 1}
+        if self.metadata_key:
+            keys.add(self.metadata_key)
+        return keys
+
+
+def _same(names: Iterable[str]) -> dict[str, tuple[KeyPath, ...]]:
+    return {name: ((name,),) for name in names}
+
+
+CANONICAL = Shape(name="canonical", sources=_same(FIELD_NAMES))
+
+_LITELLM_MD: tuple[str, ...] = ("prompt_id", "config_id", "experiment_id", "variant_id")
+_LITELLM_MD += ("propensity", "temperature", "top_p", "max_tokens", "quality", "feedback")
+_LITELLM_MD += ("task_type", "user_segment", "region", "language", "error_type")
+
+LITELLM = Shape(
+    name="litellm",
+    sources={
+        "request_id": (("request_id",),),
+        "timestamp": (("startTime",),),
+        "use_case": (("metadata", "use_case"), ("metadata", "tags", "0"), ("request_tags", "0")),
+        "model": (("model",), ("model_group",)),
+        "provider": (("custom_llm_provider",),),
+        "unit_id": (("end_user",), ("user",), ("session_id",)),
+        "input_tokens": (("prompt_tokens",),),
+        "output_tokens": (("completion_tokens",),),
+        "latency_ms": (("request_duration_ms",),),
+        "cost_usd": (("spend",),),
+        "status": (("status",),),
+        "aux_end": (("endTime",),),
+        "aux_first_token": (("completionStartTime",),),
+        **{name: (("metadata", name),) for name in _LITELLM_MD},
+    },
+    exprs={
+        # request_duration_ms is recent; older exports only have start/end times
+        "latency_ms": "coalesce(x_latency_ms, CAST(epoch_ms(TRY_CAST(x_aux_end AS TIMESTAMP))"
+        " - epoch_ms(TRY_CAST(x_timestamp AS TIMESTAMP)) AS VARCHAR))",
+        "ttft_ms": "CAST(epoch_ms(TRY_CAST(x_aux_first_token AS TIMESTAMP))"
+        " - epoch_ms(TRY_CAST(x_timestamp AS TIMESTAMP)) AS VARCHAR)",
+        "status": "CASE lower(x_status) WHEN 'success' THEN 'success' WHEN 'failure' THEN 'error'"
+        " WHEN 'failed' THEN 'error' WHEN 'error' THEN 'error' ELSE x_status END",
+    },
+    naive_timestamps_are_utc=True,
+)
+
+# OTel spans are first flattened (tasks/ingest/pipeline.py) into one object per span whose keys are the
+# attribute names (span attributes over resource attributes) plus these ``otel.*`` keys.
+OTEL = Shape(
+    name="otel",
+    sources={
+        "request_id": (("gen_ai.response.id",), ("otel.span_id",)),
+        "timestamp": (("otel.start_ns",),),
+        "use_case": (("llmopt.use_case",), ("gen_ai.agent.name",), ("service.name",)),
+        "model": (("gen_ai.request.model",), ("gen_ai.response.model",)),
+        "provider": (("gen_ai.provider.name",), ("gen_ai.system",)),
+        "prompt_id": (("llmopt.prompt_id",),),
+        "config_id": (("llmopt.config_id",),),
+        "experiment_id": (("llmopt.experiment_id",),),
+        "variant_id": (("llmopt.variant_id",),),
+        "unit_id": (("gen_ai.conversation.id",), ("llmopt.unit_id",)),
+        "propensity": (("llmopt.propensity",),),
+        "temperature": (("gen_ai.request.temperature",),),
+        "top_p": (("gen_ai.request.top_p",),),
+        "max_tokens": (("gen_ai.request.max_tokens",),),
+        "input_tokens": (("gen_ai.usage.input_tokens",),),
+        "output_tokens": (("gen_ai.usage.output_tokens",),),
+        "error_type": (("error.type",),),
+        "quality": (("gen_ai.evaluation.score.value",),),
+        "feedback": (("llmopt.feedback",),),
+        "task_type": (("llmopt.task_type",),),
+        "user_segment": (("llmopt.user_segment",),),
+        "region": (("llmopt.region",),),
+        "language": (("llmopt.language",),),
+        "cost_usd": (("llmopt.cost_usd",),),
+        "aux_end": (("otel.end_ns",),),
+        "aux_status": (("otel.status_code",),),
+    },
+    exprs={
+        "latency_ms": "CAST((TRY_CAST(x_aux_end AS HUGEINT) - TRY_CAST(x_timestamp AS HUGEINT))"
+        " / 1e6 AS VARCHAR)",
+        "status": "CASE WHEN x_aux_status IN ('2', 'STATUS_CODE_ERROR') OR x_error_type IS NOT NULL"
+        " THEN 'error' ELSE 'success' END",
+    },
+    metadata_key=None,
+)
+
+SHAPE_BY_NAME = {"canonical": CANONICAL, "litellm": LITELLM, "otel": OTEL}
+
+
+def detect_shape(keys: Iterable[str]) -> str:
+    """Name the shape of a record from its top-level keys (or a file's column names)."""
+    found = set(keys)
+    if "resourceSpans" in found or "scopeSpans" in found:
+        return "otel"
+    if {"startTime", "prompt_tokens", "completion_tokens"} <= found or {
+        "spend",
+        "startTime",
+    } <= found:
+        return "litellm"
+    return "canonical"
+
+
+__all__ = [
+    "CANONICAL",
+    "CANONICAL_FIELDS",
+    "FIELD_NAMES",
+    "LITELLM",
+    "OTEL",
+    "SHAPES",
+    "SHAPE_BY_NAME",
+    "Shape",
+    "detect_shape",
+]

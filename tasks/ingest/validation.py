@@ -1,0 +1,156 @@
+"""Great Expectations on every ingest: the suite is data, the results are warehouse rows.
+
+Why a sample: the row-level rules that decide quarantine are SQL (tasks/ingest/pipeline.py) and see every
+row. Great Expectations watches the batch that passed them (nulls, ranges, sets, uniqueness) on
+a bounded reservoir sample (default 100,000 rows, seeded) pulled from DuckDB as pandas, so memory
+stays bounded whatever the batch size. GX's SQL engine on DuckDB is broken in this stack
+(ENVIRONMENT.md), hence pandas. GX is imported lazily: its import alone takes ~7 s.
+
+Example::
+
+    summary = validate_ingest_run(con, run_id)   # also stored in validation_results
+    summary["success"], summary["statistics"]["evaluated_expectations"]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tasks.core.settings import REPO_ROOT
+
+SUITE_PATH = REPO_ROOT / "data" / "expectations" / "usage_logs.json"
+DEFAULT_SAMPLE_ROWS = 100_000
+
+
+def load_suite_definition(path: Path = SUITE_PATH) -> dict[str, Any]:
+    """The expectation suite as a plain dict (``name``, ``expectations``, ``meta``)."""
+    with path.open(encoding="utf-8") as handle:
+        definition: dict[str, Any] = json.load(handle)
+    if not isinstance(definition.get("expectations"), list) or not definition.get("name"):
+        raise ValueError(f"{path}: an expectation suite needs 'name' and 'expectations'")
+    return definition
+
+
+def validate_frame(frame: Any, suite_definition: dict[str, Any]) -> dict[str, Any]:
+    """Validate a pandas DataFrame against the suite; a compact JSON-serialisable summary."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    context = gx.get_context(mode="ephemeral")
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+    except Exception:  # progress bars are cosmetic
+        pass
+    suite = ExpectationSuite(**suite_definition)
+    source = context.data_sources.add_pandas("warehouse")
+    asset = source.add_dataframe_asset(suite_definition["name"])
+    batch = asset.add_batch_definition_whole_dataframe("sample").get_batch(
+        batch_parameters={"dataframe": frame}
+    )
+    result = batch.validate(suite).to_json_dict()
+    expectations = []
+    for item in result.get("results", []):
+        config = item.get("expectation_config", {})
+        kwargs = {k: v for k, v in config.get("kwargs", {}).items() if k != "batch_id"}
+        outcome = item.get("result", {})
+        expectations.append(
+            {
+                "type": config.get("type"),
+                "column": kwargs.get("column"),
+                "kwargs": kwargs,
+                "success": bool(item.get("success")),
+                "element_count": outcome.get("element_count"),
+                "unexpected_count": outcome.get("unexpected_count"),
+                "unexpected_percent": outcome.get("unexpected_percent"),
+                "exception": (item.get("exception_info") or {}).get("exception_message"),
+            }
+        )
+    statistics = result.get("statistics", {})
+    return {
+        "suite_name": suite_definition["name"],
+        "success": bool(result.get("success")),
+        "statistics": {
+            "evaluated_expectations": int(statistics.get("evaluated_expectations", 0)),
+            "successful_expectations": int(statistics.get("successful_expectations", 0)),
+            "unsuccessful_expectations": int(statistics.get("unsuccessful_expectations", 0)),
+        },
+        "expectations": expectations,
+    }
+
+
+def validate_ingest_run(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    seed: int = 7,
+    suite_path: Path = SUITE_PATH,
+) -> dict[str, Any]:
+    """Validate a seeded sample of the rows inserted by ``run_id``; store and return the result."""
+    definition = load_suite_definition(suite_path)
+    where = "starts_with(ingest_id, ?)"
+    total = int(
+        con.execute(f"SELECT count(*) FROM usage_logs WHERE {where}", [run_id + "-"]).fetchone()[0]  # type: ignore[index]
+    )
+    frame = con.execute(
+        f"SELECT * EXCLUDE (metadata) FROM (SELECT * FROM usage_logs WHERE {where})"
+        f" USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE ({int(seed)})",
+        [run_id + "-"],
+    ).df()
+    summary = validate_frame(frame, definition)
+    summary.update({"run_id": run_id, "sample_rows": len(frame), "total_rows": total})
+    stats = summary["statistics"]
+    con.execute(
+        "INSERT INTO validation_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            definition["name"],
+            dt.datetime.now(dt.UTC),
+            summary["success"],
+            stats["evaluated_expectations"],
+            stats["successful_expectations"],
+            len(frame),
+            total,
+            json.dumps(summary),
+        ],
+    )
+    return summary
+
+
+def latest_validation_results(
+    con: duckdb.DuckDBPyConnection, run_id: str | None = None
+) -> dict[str, Any] | None:
+    """The stored summary of ``run_id`` (default: the latest run), as a dict for MLflow."""
+    query = "SELECT results FROM validation_results"
+    params: list[Any] = []
+    if run_id is not None:
+        query += " WHERE run_id = ?"
+        params.append(run_id)
+    row = con.execute(query + " ORDER BY validated_at DESC LIMIT 1", params).fetchone()
+    if row is None:
+        return None
+    value = json.loads(row[0])
+    return value if isinstance(value, dict) else None
+
+
+__all__ = [
+    "DEFAULT_SAMPLE_ROWS",
+    "SUITE_PATH",
+    "latest_validation_results",
+    "load_suite_definition",
+    "validate_frame",
+    "validate_ingest_run",
+]

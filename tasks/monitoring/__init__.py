@@ -1,0 +1,3 @@
+"""monitoring: see the modules."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""nightly: see the modules."""
+
+from __future__ import annotations

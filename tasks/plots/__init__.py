@@ -1,0 +1,3 @@
+"""plots: see the modules."""
+
+from __future__ import annotations

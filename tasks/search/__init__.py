@@ -1,0 +1,3 @@
+"""search: see the modules."""
+
+from __future__ import annotations

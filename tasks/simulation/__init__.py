@@ -1,0 +1,3 @@
+"""simulation: see the modules."""
+
+from __future__ import annotations

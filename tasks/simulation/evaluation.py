@@ -1,0 +1,207 @@
+"""Evaluation of the platform's strategies against the simulator's truth (tests and benchmarks only).
+
+The simulated nightly search loop (:func:`simulate_search`) and the bandit regret replay
+(:func:`simulator_regret`) grade what the production code decides with the truth the simulator
+knows. Production modules never import this package (a layout test checks it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from strategies.bandits import RegretReport, ThompsonSampling, UniformAllocation, simulate_regret
+from strategies.search import (
+    ConfigStats,
+    RewardWeights,
+    SearchSpace,
+    SearchStrategy,
+    ask_candidates,
+    pending_candidates,
+    tell_ready_trials,
+)
+from strategies.search_space import CandidateParams
+from tasks.simulation import generate as sim
+from tasks.simulation import world
+
+__all__ = [
+    "SimulatedRegret",
+    "SimulatedSearch",
+    "simulate_search",
+    "simulator_regret",
+    "true_best",
+    "true_reward",
+]
+
+
+@dataclass(frozen=True)
+class SimulatedSearch:
+    """Outcome of :func:`simulate_search`: what the loop picked and how far from the truth."""
+
+    use_case: str
+    sampler: str
+    seed: int
+    nights: int
+    n_trials_told: int
+    best_config_id: str
+    best_observed_reward: float
+    best_true_reward: float
+    optimum_config_id: str
+    optimum_true_reward: float
+    gap: float
+    best_true_by_night: tuple[float, ...]
+
+
+def true_reward(use_case: str, params: Mapping[str, Any], weights: RewardWeights) -> float:
+    """Simulator truth of the reward (latency weight must be 0: p95 truth is Monte Carlo)."""
+    if weights.latency != 0:
+        raise ValueError("true_reward needs weights.latency == 0 (p95 truth is Monte Carlo)")
+    p = CandidateParams.from_mapping(params)
+    quality = sim.true_quality(use_case, p.model, p.prompt_id, p.temperature, p.top_p, p.max_tokens)
+    cost, errors = _true_cost_and_errors(use_case, p.model, p.prompt_id, p.max_tokens)
+    return weights.score(quality, cost, 0.0, errors)
+
+
+@functools.cache
+def _true_cost_and_errors(
+    use_case: str, model: str, prompt_id: str, max_tokens: int
+) -> tuple[float, float]:
+    return (
+        sim.true_mean_cost_usd(use_case, model, prompt_id, max_tokens),
+        sim.true_error_rate(use_case, model, max_tokens),
+    )
+
+
+def true_best(use_case: str, space: SearchSpace, weights: RewardWeights) -> tuple[str, float]:
+    """Brute-force optimum of :func:`true_reward` over the space's grid (the test oracle)."""
+    best = max(space.grid(), key=lambda p: true_reward(use_case, p.as_dict(), weights))
+    return best.config_id, true_reward(use_case, best.as_dict(), weights)
+
+
+def simulate_search(
+    *,
+    use_case: str,
+    strategy: SearchStrategy,
+    space: SearchSpace,
+    nights: int = 12,
+    n_candidates: int = 4,
+    requests_per_candidate: int = 300,
+    seed: int = 0,
+    optimum: tuple[str, float] | None = None,
+) -> SimulatedSearch:
+    """Run the nightly loop on the simulator: ask, serve each candidate, tell the next morning.
+
+    Candidates are served with ``tasks.simulation.generate.simulate_config_traffic`` and judged on the
+    sufficient statistics of their rows exactly as the warehouse path would judge them (same
+    :class:`ConfigStats`, same ``tell_ready_trials``). The study lives in memory and gets a fresh
+    sampler every night, like the persistent one.
+    """
+    spec = sim.SimulationSpec(seed=seed, include_cost=True)
+    study = optuna.create_study(directions=strategy.directions, sampler=strategy.sampler(0))
+    collected: dict[str, ConfigStats] = {}
+    best_by_night: list[float] = []
+    day0 = spec.start_date
+    for night in range(nights):
+        as_of = day0 + dt.timedelta(days=night)
+        tell_ready_trials(
+            study, collected, strategy=strategy, min_requests=requests_per_candidate, as_of=as_of
+        )
+        best = strategy.best(study)
+        if best is not None:
+            best_by_night.append(true_reward(use_case, best.params, strategy.weights))
+        pending = len(pending_candidates(study))
+        ask_candidates(study, space, strategy=strategy, n=n_candidates - pending, as_of=as_of)
+        for cand in pending_candidates(study):
+            table = sim.simulate_config_traffic(
+                spec,
+                use_case,
+                {**cand.params, "config_id": cand.config_id},
+                requests_per_candidate,
+                night,
+                seed,
+            )
+            quality = np.asarray(table.column("quality").to_numpy(zero_copy_only=False), float)
+            collected[cand.config_id] = ConfigStats.from_samples(
+                cand.config_id,
+                quality=quality,
+                cost=np.asarray(table.column("cost_usd").to_numpy(zero_copy_only=False), float),
+                latency=np.asarray(table.column("latency_ms").to_numpy(), float),
+                success=np.asarray(table.column("status").to_numpy(zero_copy_only=False))
+                == "success",
+            )
+    as_of = day0 + dt.timedelta(days=nights)
+    tell_ready_trials(
+        study, collected, strategy=strategy, min_requests=requests_per_candidate, as_of=as_of
+    )
+    best = strategy.best(study)
+    if best is None:
+        raise RuntimeError("no trial was told: the simulated loop produced no observation")
+    best_true = true_reward(use_case, best.params, strategy.weights)
+    best_by_night.append(best_true)
+    opt_id, opt_value = optimum or true_best(use_case, space, strategy.weights)
+    return SimulatedSearch(
+        use_case=use_case,
+        sampler=strategy.name,
+        seed=seed,
+        nights=nights,
+        n_trials_told=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        best_config_id=best.config_id,
+        best_observed_reward=best.score,
+        best_true_reward=best_true,
+        optimum_config_id=opt_id,
+        optimum_true_reward=opt_value,
+        gap=opt_value - best_true,
+        best_true_by_night=tuple(best_by_night),
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedRegret:
+    """Thompson vs uniform on the simulated world's true mean qualities for one use case."""
+
+    use_case: str
+    arms: tuple[str, ...]
+    true_means: tuple[float, ...]
+    thompson: RegretReport
+    uniform: RegretReport
+
+    @property
+    def regret_ratio(self) -> float:
+        return self.thompson.cumulative_regret[-1] / self.uniform.cumulative_regret[-1]
+
+
+def simulator_regret(
+    use_case: str,
+    *,
+    nights: int = 30,
+    requests_per_night: int = 1000,
+    floor: float = 0.02,
+    noise_sd: float = 0.1,
+    seed: int = 0,
+) -> SimulatedRegret:
+    """Replay ``nights`` of batch Thompson sampling over the use case's production and
+    exploration configurations; rewards are drawn around the simulator's true mean quality
+    (``noise_sd`` matches its Beta(20) per-call spread)."""
+    configs = (world.production_config(use_case), *world.exploration_configs(use_case))
+    means = tuple(
+        world.true_quality(use_case, c.model, c.prompt_id, c.temperature, c.top_p, c.max_tokens)
+        for c in configs
+    )
+    common: dict[str, Any] = {
+        "nights": nights,
+        "requests_per_night": requests_per_night,
+        "noise_sd": noise_sd,
+        "seed": seed,
+    }
+    thompson = simulate_regret(
+        ThompsonSampling(floor=floor, draws=4000, seed=seed), means, **common
+    )
+    uniform = simulate_regret(UniformAllocation(), means, **common)
+    return SimulatedRegret(use_case, tuple(c.config_id for c in configs), means, thompson, uniform)

@@ -1,0 +1,3 @@
+"""warehouse: see the modules."""
+
+from __future__ import annotations

@@ -1,0 +1,306 @@
+"""Figures for budget / bandits / off-policy evaluation, measured on the simulated world.
+
+``python tests/benchmarks/bench_allocation.py [--quick]`` prints markdown tables and writes
+``data/benchmarks/allocation.json``:
+
+1. **Regret** of batch Thompson sampling against uniform allocation on each use case's true mean
+   qualities (``tasks.allocation.bandits.simulator_regret``), averaged over seeds.
+2. **Closed loop**: nights of bandit_allocation on a warehouse fed by
+   ``tasks.simulation.generate.simulate_config_traffic`` through the real ingest.
+3. **OPE coverage**: share of 95% intervals (IPS, SNIPS, DR) covering the simulator's true policy
+   value over seeds and candidate policies.
+4. **Timings** of the entry points on a simulated warehouse beside a bare DuckDB aggregate and a
+   bare scipy ``linprog``, with the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import optimize
+
+from tasks.core.settings import REPO_ROOT, load_settings
+
+START = dt.date(2026, 10, 1)
+
+
+def _ingest(con: Any, table: pa.Table, folder: Path, name: str) -> None:
+    from tasks.ingest.pipeline import ingest_paths
+
+    path = folder / f"{name}.parquet"
+    pq.write_table(table, path)
+    settings = load_settings(env={"LLMOPT_HOME": str(folder)})
+    ingest_paths([path], settings=settings, con=con, validate=False)
+
+
+def _regret(seeds: int) -> list[dict[str, Any]]:
+    from tasks.simulation.evaluation import simulator_regret
+    from tasks.simulation.world import USE_CASE_NAMES
+
+    rows = []
+    for use_case in USE_CASE_NAMES:
+        runs = [
+            simulator_regret(use_case, nights=30, requests_per_night=1000, seed=s)
+            for s in range(seeds)
+        ]
+        rows.append(
+            {
+                "use_case": use_case,
+                "arms": len(runs[0].arms),
+                "thompson_regret": float(np.mean([r.thompson.cumulative_regret[-1] for r in runs])),
+                "uniform_regret": float(np.mean([r.uniform.cumulative_regret[-1] for r in runs])),
+                "ratio": float(np.mean([r.regret_ratio for r in runs])),
+                "late_to_early": float(np.mean([r.thompson.late_to_early_ratio for r in runs])),
+            }
+        )
+    return rows
+
+
+def _closed_loop(nights: int, per_night: int, workdir: Path) -> dict[str, Any]:
+    from tasks.allocation.bandits import bandit_allocation
+    from tasks.simulation.generate import SimulationSpec, ground_truth, simulate_config_traffic
+    from tasks.simulation.world import exploration_configs, production_config
+    from tasks.warehouse.connection import connect
+
+    use_case = "code-review"
+    spec = SimulationSpec(seed=5, days=nights, requests_per_day={use_case: per_night})
+    configs = (production_config(use_case), *exploration_configs(use_case))
+    truth = ground_truth(spec).use_cases[use_case]
+    means = {c.config_id: truth.config(c.config_id).true_mean_quality for c in configs}
+    best = max(means.values())
+    con = connect(path=workdir / "loop.duckdb")
+    weights = {c.config_id: 1 / len(configs) for c in configs}
+    regret = uniform = 0.0
+    per_night_regret = []
+    for night in range(nights):
+        step = per_night * sum(w * (best - means[k]) for k, w in weights.items())
+        regret += step
+        per_night_regret.append(step)
+        uniform += per_night * sum(best - m for m in means.values()) / len(means)
+        tables = [
+            simulate_config_traffic(
+                spec,
+                use_case,
+                cfg,
+                round(weights[cfg.config_id] * per_night),
+                night,
+                seed=100 + night,
+                propensity=max(weights[cfg.config_id], 1e-6),
+            )
+            for cfg in configs
+        ]
+        _ingest(con, pa.concat_tables(tables), workdir, f"night{night:02d}")
+        allocation = bandit_allocation(
+            con,
+            use_case=use_case,
+            as_of=START + dt.timedelta(days=night),
+            window_days=night + 1,
+            floor=0.02,
+            seed=night,
+            draws=4000,
+        )
+        weights = allocation.weights()
+    con.close()
+    top = max(weights, key=weights.__getitem__)
+    return {
+        "use_case": use_case,
+        "nights": nights,
+        "requests_per_night": per_night,
+        "thompson_regret": regret,
+        "uniform_regret": uniform,
+        "ratio": regret / uniform,
+        "first_night_regret": per_night_regret[0],
+        "last_night_regret": per_night_regret[-1],
+        "final_top_arm_is_best": means[top] == best,
+    }
+
+
+def _coverage(seeds: int, workdir: Path) -> dict[str, Any]:
+    from tasks.allocation.offpolicy import evaluate_policy
+    from tasks.simulation.generate import SimulationSpec, ground_truth, simulate
+    from tasks.warehouse.connection import connect
+
+    rpd = {"ticket-classify": 1500, "code-review": 1500}
+    truth = ground_truth(SimulationSpec(seed=0, days=7, requests_per_day=rpd))
+    covered = {"ips": 0, "snips": 0, "dr": 0}
+    width = {"ips": 0.0, "snips": 0.0, "dr": 0.0}
+    total = 0
+    for seed in range(seeds):
+        spec = SimulationSpec(seed=seed, days=7, requests_per_day=rpd, include_cost=True)
+        con = connect(path=":memory:")
+        _ingest(con, simulate(spec), workdir, f"ope{seed}")
+        for use_case in rpd:
+            uc = truth.use_cases[use_case]
+            prod = uc.production_config_id
+            others = [c.config_id for c in uc.configs if c.config_id != prod]
+            policies = [
+                {others[0]: 1.0},
+                {prod: 0.5, others[1]: 0.5},
+                {c.config_id: 1 / len(uc.configs) for c in uc.configs},
+            ]
+            for policy in policies:
+                value = uc.policy_value(policy)
+                est = evaluate_policy(
+                    con,
+                    use_case=use_case,
+                    policy=policy,
+                    start=START,
+                    end=START + dt.timedelta(days=6),
+                ).estimate
+                total += 1
+                for name in covered:
+                    e = getattr(est, name)
+                    covered[name] += e.lower <= value <= e.upper
+                    width[name] += e.upper - e.lower
+        con.close()
+    return {
+        "intervals": total,
+        "nominal": 0.95,
+        **{f"{k}_coverage": v / total for k, v in covered.items()},
+        **{f"{k}_mean_width": v / total for k, v in width.items()},
+    }
+
+
+def _timings(days: int, workdir: Path) -> list[dict[str, Any]]:
+    from tasks.allocation.bandits import bandit_allocation, contextual_allocation
+    from tasks.allocation.budget import budget_report, use_case_traffic_mix
+    from tasks.allocation.offpolicy import evaluate_policy
+    from tasks.core.config import load_config
+    from tasks.simulation.generate import SimulationSpec, simulate
+    from tasks.simulation.world import exploration_configs
+    from tasks.warehouse.connection import connect
+
+    spec = SimulationSpec(seed=7, days=days, include_cost=True)
+    con = connect(path=workdir / "timing.duckdb")
+    _ingest(con, simulate(spec), workdir, "timing")
+    rows = con.execute("SELECT count(*) FROM usage_logs").fetchone()
+    n_rows = int(rows[0]) if rows else 0
+    as_of = START + dt.timedelta(days=days - 1)
+    config = load_config("budget", load_settings())
+    out = []
+
+    def timed(name: str, fn: Any, repeat: int = 3) -> None:
+        best = min(_clock(fn) for _ in range(repeat))
+        out.append({"operation": name, "rows": n_rows, "seconds": best})
+
+    timed(
+        "baseline: DuckDB GROUP BY use_case, config (count, sums)",
+        lambda: con.execute(
+            "SELECT use_case, config_id, count(*), sum(quality), sum(cost_usd), "
+            "sum(1 / propensity) FROM usage_logs GROUP BY ALL"
+        ).fetchall(),
+    )
+    timed("budget_report (4 use cases)", lambda: budget_report(con, as_of=as_of, config=config))
+    timed(
+        "use_case_traffic_mix (code-review)",
+        lambda: use_case_traffic_mix(con, use_case="code-review", as_of=as_of, config=config),
+    )
+    cands = 6
+    rng = np.random.default_rng(0)
+    timed(
+        "baseline: scipy linprog, 6 candidates",
+        lambda: optimize.linprog(
+            -rng.random(cands),
+            A_ub=rng.random((1, cands)),
+            b_ub=[0.5],
+            A_eq=np.ones((1, cands)),
+            b_eq=[1.0],
+            bounds=[(0.02, 1)] * cands,
+            method="highs",
+        ),
+    )
+    timed(
+        "bandit_allocation (support-summarize, 20k draws)",
+        lambda: bandit_allocation(con, use_case="support-summarize", as_of=as_of, window_days=days),
+    )
+    timed(
+        "contextual_allocation (4 features)",
+        lambda: contextual_allocation(
+            con,
+            use_case="support-summarize",
+            as_of=as_of,
+            window_days=days,
+            features=["task_type", "user_segment", "input_bucket", "hour_bucket"],
+        ),
+    )
+    target = exploration_configs("code-review")[0].config_id
+    timed(
+        "evaluate_policy (code-review, by task_type)",
+        lambda: evaluate_policy(
+            con, use_case="code-review", policy={target: 1.0}, start=START, end=as_of
+        ),
+    )
+    con.close()
+    return out
+
+
+def _clock(fn: Any) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer seeds, smaller warehouse")
+    args = parser.parse_args(argv)
+    seeds_regret, seeds_ope, days = (2, 4, 7) if args.quick else (5, 12, 30)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        regret = _regret(seeds_regret)
+        loop = _closed_loop(8 if args.quick else 14, 800, work)
+        coverage = _coverage(seeds_ope, work)
+        timings = _timings(days, work)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "quick": args.quick,
+        "regret": regret,
+        "closed_loop": loop,
+        "ope_coverage": coverage,
+        "timings": timings,
+        "peak_rss_mib": peak_mib,
+        "seconds": time.perf_counter() - started,
+    }
+    print("| use case | arms | Thompson regret | uniform regret | ratio | 2nd/1st half |")
+    print("|---|---|---|---|---|---|")
+    for r in regret:
+        print(
+            f"| {r['use_case']} | {r['arms']} | {r['thompson_regret']:.1f} | "
+            f"{r['uniform_regret']:.1f} | {r['ratio']:.3f} | {r['late_to_early']:.2f} |"
+        )
+    print(
+        f"\nClosed loop ({loop['use_case']}, {loop['nights']} nights x "
+        f"{loop['requests_per_night']}): regret {loop['thompson_regret']:.1f} vs uniform "
+        f"{loop['uniform_regret']:.1f} (ratio {loop['ratio']:.3f}); per-night regret "
+        f"{loop['first_night_regret']:.1f} -> {loop['last_night_regret']:.1f}"
+    )
+    print(f"\nOPE coverage over {coverage['intervals']} intervals (nominal 95%):")
+    print("| estimator | coverage | mean width |\n|---|---|---|")
+    for name in ("ips", "snips", "dr"):
+        print(
+            f"| {name} | {coverage[name + '_coverage']:.3f} | "
+            f"{coverage[name + '_mean_width']:.4f} |"
+        )
+    print("\n| operation | rows | seconds |\n|---|---|---|")
+    for t in timings:
+        print(f"| {t['operation']} | {t['rows']} | {t['seconds']:.3f} |")
+    print(f"\npeak RSS {peak_mib:.0f} MiB, total {result['seconds']:.0f} s")
+    out = REPO_ROOT / "data" / "benchmarks" / "allocation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
