@@ -161,7 +161,9 @@ def test_each_use_case_is_decided_with_no_warehouse_connection(
         raise AssertionError("the per-use-case step opened the warehouse")
 
     monkeypatch.setattr(warehouse, "connect", no_warehouse)
-    monkeypatch.setattr(steps, "connect", no_warehouse)
+    from tasks.nightly import night as night_module
+
+    monkeypatch.setattr(night_module, "connect", no_warehouse)
     monkeypatch.setattr(duckdb, "connect", no_warehouse)
     for uc in use_cases:
         outcome = steps.optimize_use_case(settings, day, uc, options, [], inputs=inputs[uc])

@@ -1,0 +1,140 @@
+"""Approval and publishing: the approval policy per use case, the request a person reads, and the
+registry write (or leaving a proposal as a candidate).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tasks.core.settings import Settings
+from tasks.nightly.night import UseCaseOutcome, _store
+from tasks.nightly.use_case import _jsonable
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# approval and publishing
+# --------------------------------------------------------------------------------------------
+
+
+def approval_mode_for(settings: Settings, use_case: str) -> str:
+    """``auto`` or ``human``, from the registry's per-use-case approval policy."""
+    from tasks.registry.policy import policy_for
+
+    return str(policy_for(use_case, settings).approval)
+
+
+def approval_request_markdown(outcome: UseCaseOutcome) -> str:
+    """What a person sees in the Prefect UI before approving a new configuration."""
+    lines = [
+        f"### Approve a new configuration for `{outcome.use_case}`?",
+        "",
+        f"Night {outcome.as_of}: {outcome.headline}",
+        "",
+        "| guardrail | passed |",
+        "|---|---|",
+        *[f"| {name} | {'yes' if ok else 'NO'} |" for name, ok in outcome.guardrails.items()],
+        "",
+        "Reasons:",
+        *[f"- {reason}" for reason in outcome.reasons],
+    ]
+    return "\n".join(lines)
+
+
+def publish_outcome(
+    settings: Settings,
+    outcome: UseCaseOutcome,
+    *,
+    approved_by: str,
+    comment: str,
+    mlflow_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Write tonight's plan as the next version, approve it, make it production, snapshot it.
+
+    A rollback re-promotes the earlier approved version the monitoring chose, with the reason in
+    the audit trail. A stale ``current_version`` (someone published meanwhile) fails clearly.
+    """
+    from tasks.registry.model import RegistryConfig
+
+    store = _store(settings)
+    try:
+        kept = _already_published(store, outcome)
+        if kept is not None:
+            return kept
+        if outcome.registry_action == "rollback" and outcome.rollback_to_version is not None:
+            version = store.rollback(
+                outcome.use_case,
+                actor=approved_by,
+                reason=outcome.headline,
+                to_version=outcome.rollback_to_version,
+            )
+        else:
+            config = RegistryConfig.from_dict(outcome.proposed_config)
+            version = store.publish(
+                outcome.use_case,
+                config,
+                expected_version=outcome.base_version,
+                actor=approved_by,
+                reason=outcome.headline,
+                run_id=mlflow_run_id,
+                evidence=_jsonable(
+                    {"reasons": outcome.reasons, "guardrails": outcome.guardrails}
+                    | outcome.evidence
+                ),
+            )
+            store.approve(outcome.use_case, version.version, actor=approved_by, comment=comment)
+            version = store.promote(
+                outcome.use_case, version.version, actor=approved_by, comment=comment
+            )
+        snapshot = store.write_snapshot(outcome.use_case)
+        return {
+            "status": outcome.registry_action,
+            "version": int(version.version),
+            "state": version.state.value,
+            "snapshot": str(snapshot),
+            "approved_by": approved_by,
+        }
+    finally:
+        store.dispose()
+
+
+def _already_published(store: Any, outcome: UseCaseOutcome) -> dict[str, Any] | None:
+    """A re-run of a night that already published keeps that version (no second rollout step)."""
+    from tasks.registry.store import NotFoundError
+
+    try:
+        current = store.get(outcome.use_case, "production")
+    except NotFoundError:
+        return None
+    if dict(current.config.metadata or {}).get("run_key") != outcome.run_key:
+        return None
+    return {
+        "status": "kept: this night was already published",
+        "version": int(current.version),
+        "state": current.state.value,
+        "snapshot": str(store.snapshot_file(outcome.use_case)),
+        "approved_by": current.created_by,
+    }
+
+
+def leave_as_candidate(
+    settings: Settings, outcome: UseCaseOutcome, *, reason: str, mlflow_run_id: str | None = None
+) -> dict[str, Any]:
+    """Publish the proposal as a candidate only (awaiting ``llmopt registry approve``)."""
+    from tasks.registry.model import RegistryConfig
+
+    store = _store(settings)
+    try:
+        version = store.publish(
+            outcome.use_case,
+            RegistryConfig.from_dict(outcome.proposed_config),
+            expected_version=outcome.base_version,
+            actor="nightly-flow",
+            reason=f"{outcome.headline} ({reason})",
+            run_id=mlflow_run_id,
+            evidence=_jsonable({"reasons": outcome.reasons, "guardrails": outcome.guardrails}),
+        )
+        return {"status": "candidate", "version": int(version.version), "reason": reason}
+    finally:
+        store.dispose()
