@@ -1,4 +1,4 @@
-"""Evaluation of the platform's strategies against the simulator's truth (tests and benchmarks only).
+"""Grading the platform's strategies against the simulator's truth (tests and benchmarks only).
 
 The simulated nightly search loop (:func:`simulate_search`) and the bandit regret replay
 (:func:`simulator_regret`) grade what the production code decides with the truth the simulator
@@ -98,7 +98,7 @@ def simulate_search(
 ) -> SimulatedSearch:
     """Run the nightly loop on the simulator: ask, serve each candidate, tell the next morning.
 
-    Candidates are served with ``tasks.simulation.generate.simulate_config_traffic`` and judged on the
+    Candidates are served with ``tasks.simulation.simulate_config_traffic`` and judged on the
     sufficient statistics of their rows exactly as the warehouse path would judge them (same
     :class:`ConfigStats`, same ``tell_ready_trials``). The study lives in memory and gets a fresh
     sampler every night, like the persistent one.
