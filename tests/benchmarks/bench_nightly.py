@@ -5,11 +5,12 @@ a markdown table and writes ``data/benchmarks/nightly.json``. Per size, each pha
 own child process, so peak RSS (``ru_maxrss``) belongs to that phase and sizes never pollute
 each other:
 
-1. **prepare**: simulate N rows (``tasks.simulation.generate``, seed 7, 30 days), widen the world in DuckDB
+1. **prepare**: simulate N rows (``tasks.simulation``, seed 7, 30 days), widen the world in DuckDB
    SQL (``use_case || '-' || h % 5`` and ``experiment_id || '-' || h % 25`` with ``h`` a hash of
    the unit, so a unit keeps its variant and every sub-experiment stays in one use case: 4 -> 20
    use cases, 2 -> 50 experiments), write one Parquet file per day and ingest them with the real
-   ``tasks.ingest.pipeline.ingest_paths`` (timed on its own). The home is then copied for the next phases.
+   ``tasks.ingest.pipeline.ingest_paths`` (timed on its own). The home is then copied for the
+   next phases.
 2. **bare**: a bare DuckDB script over the same warehouse doing the same aggregations the night
    needs: per use case x config sufficient statistics (history and window), per experiment x
    variant x unit x day sums, monitoring daily / hourly series, quantile bins and category counts,
@@ -29,7 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -40,9 +40,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness import RESULTS_DIR, bench_parser, peak_rss_mib, write_result
+
 from tasks.core.settings import REPO_ROOT
 
-OUT = REPO_ROOT / "data" / "benchmarks" / "nightly.json"
+OUT = RESULTS_DIR / "nightly.json"
 DAYS = 30
 USE_CASE_SPLIT = 5  # 4 simulated use cases x 5 = 20
 EXPERIMENT_SPLIT = 25  # 2 simulated experiments x 25 = 50 (25 is a multiple of 5: see docstring)
@@ -59,8 +61,8 @@ WIDEN_SQL = (
 )
 
 
-def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024.0
+def _peak_mib(*, children: bool = False) -> float:
+    return peak_rss_mib(children=children)
 
 
 def bench_config(out: Path) -> Path:
@@ -431,7 +433,7 @@ def flow(as_of: dt.date) -> dict[str, Any]:
         "use_cases_ok": len(summary.get("use_cases", {})),
         "failures": summary.get("failures", {}),
         "peak_rss_mib": _peak_mib(),
-        "children_peak_rss_mib": _peak_mib(resource.RUSAGE_CHILDREN),
+        "children_peak_rss_mib": _peak_mib(children=True),
     }
 
 
@@ -453,7 +455,7 @@ def _child(phase: str, home: Path, *, size: int, work: Path, as_of: str, prefect
         str(work),
         "--as-of",
         as_of,
-        "--out",
+        "--child-out",
         str(out),
     ]
     started = time.perf_counter()
@@ -547,9 +549,8 @@ def _table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", default="1000000,3000000,10000000")
-    parser.add_argument("--quick", action="store_true", help="one small size (200,000 rows)")
     parser.add_argument("--report", action="store_true", help="reprint the table of the JSON")
     parser.add_argument(
         "--keep",
@@ -561,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--as-of", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             payload = prepare(args.size, args.work)
         else:
             payload = PHASES[args.child](dt.date.fromisoformat(args.as_of))
-        args.out.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        args.child_out.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
         return 0
 
     if args.report:
@@ -591,16 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(results)
     print(table)
     payload = {
-        "benchmark": "nightly",
-        "quick": args.quick,
-        "cpus": os.cpu_count(),
         "aims": AIMS,
         "note": "data work = night steps called directly, use cases sequential; "
         "each phase in its own process",
         "results": results,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    print(f"wrote {write_result('nightly', payload, quick=args.quick, out=args.out)}")
     return 0
 
 

@@ -7,30 +7,26 @@ Prints a markdown table and writes ``data/benchmarks/simulator.json``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
-import platform
 import resource
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from tasks.core.settings import REPO_ROOT
-
-OUT_JSON = REPO_ROOT / "data" / "benchmarks" / "simulator.json"
+from harness import Clock, bench_parser, write_result
 
 
 def _simulator(rows: int, fmt: str, compress: bool) -> dict[str, Any]:
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.simulation import SimulationSpec, write_simulation
 
     out = Path(tempfile.mkdtemp(prefix="bench-sim-"))
     try:
-        started = time.perf_counter()
-        result = write_simulation(SimulationSpec(total_rows=rows), out, fmt=fmt, compress=compress)
-        seconds = time.perf_counter() - started
+        with Clock() as clock:
+            result = write_simulation(
+                SimulationSpec(total_rows=rows), out, fmt=fmt, compress=compress
+            )
+        seconds = clock.seconds
         size = sum(p.stat().st_size for p in result.paths)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -65,9 +61,9 @@ def _duckdb_baseline(rows: int, fmt: str, compress: bool) -> dict[str, Any]:
     """
     con = duckdb.connect(":memory:")
     try:
-        started = time.perf_counter()
-        con.execute(query)
-        seconds = time.perf_counter() - started
+        with Clock() as clock:
+            con.execute(query)
+        seconds = clock.seconds
         size = path.stat().st_size
     finally:
         con.close()
@@ -125,21 +121,14 @@ def _table(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1 M rows instead of 10 M")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     results = run(args.quick)
     print(_table(results))
-    OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "benchmark": "simulator",
-        "quick": args.quick,
-        "machine": {"python": platform.python_version(), "cpus": mp.cpu_count()},
         "note": "includes the ground truth (about 2 s); each row runs in its own process",
         "results": results,
     }
-    OUT_JSON.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    print(f"\nwrote {OUT_JSON}")
+    print(f"\nwrote {write_result('simulator', payload, quick=args.quick, out=args.out)}")
     return 0
 
 
