@@ -46,6 +46,7 @@ def _task_runs_of(flow_run_id: Any) -> list[Any]:
         )
 
 
+@pytest.mark.slow  # a Dask LocalCluster plus a Prefect server: 20-130 s on 2 cores
 def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
