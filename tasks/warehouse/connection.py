@@ -6,13 +6,15 @@ All heavy data work happens in SQL on this connection; Python only sees small ag
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from tasks.core.settings import REPO_ROOT, Settings
+from tasks.core.errors import LlmoptError
+from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
 SCHEMA_FILES: tuple[Path, ...] = tuple(
     REPO_ROOT / "data" / name
@@ -25,8 +27,20 @@ SCHEMA_FILES: tuple[Path, ...] = tuple(
 )
 
 
+class WarehouseMissingError(LlmoptError):
+    """The warehouse file does not exist yet: nothing has been ingested into this home."""
+
+
+class WarehouseBusyError(LlmoptError):
+    """Another process holds the warehouse's write lock (DuckDB allows one writer per file)."""
+
+
 def apply_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every warehouse table that does not exist yet (safe to call on every connect)."""
+    """Create every warehouse table that does not exist yet (safe to call on every connect).
+
+    Args:
+        con: an open, writable DuckDB connection.
+    """
     for schema_file in SCHEMA_FILES:
         con.execute(schema_file.read_text(encoding="utf-8"))
 
@@ -37,25 +51,71 @@ def connect(
     path: Path | str | None = None,
     read_only: bool = False,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (``settings.warehouse_path`` or ``path``; ``":memory:"`` for tests)."""
-    if path is None:
-        if settings is None:
-            from tasks.core.settings import load_settings
+    """Open the warehouse, creating it and its schema when writable.
 
-            settings = load_settings()
-        path = settings.warehouse_path
+    Args:
+        settings: where the warehouse lives (``settings.warehouse_path``); loaded from the
+            environment when omitted.
+        path: a file to open instead (``":memory:"`` for tests).
+        read_only: open without the write lock (no schema changes).
+
+    Returns:
+        An open DuckDB connection; the caller closes it.
+
+    Raises:
+        WarehouseBusyError: another process holds the file's write lock.
+    """
+    if path is None:
+        path = (settings or load_settings()).warehouse_path
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        found = re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", str(exc))
+        holder = f"PID {found.group(2)}, {Path(found.group(1)).name}" if found else "unknown"
+        raise WarehouseBusyError(
+            f"the warehouse {path} is in use by another process ({holder}); "
+            "wait for it to finish (one writer at a time)"
+        ) from None
     if not read_only:
         apply_schema(con)
     return con
 
 
+def open_existing(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a warehouse that must already exist (commands that analyse, not ingest).
+
+    Args:
+        settings: where the warehouse lives.
+        read_only: open without the write lock.
+
+    Returns:
+        An open DuckDB connection; the caller closes it.
+
+    Raises:
+        WarehouseMissingError: no warehouse file yet, with the command that creates one.
+        WarehouseBusyError: another process holds the write lock.
+    """
+    if not Path(settings.warehouse_path).exists():
+        raise WarehouseMissingError(
+            f"no warehouse at {settings.warehouse_path}: ingest logs first "
+            "(`llmopt ingest PATH...`) or run `llmopt simulate` then `llmopt ingest`"
+        )
+    return connect(settings, read_only=read_only)
+
+
 def require_connection(
     con: duckdb.DuckDBPyConnection | None, needed_for: str
 ) -> duckdb.DuckDBPyConnection:
-    """``con``, or a clear error when a step that was handed precomputed inputs needs more."""
+    """``con``, or a clear error when a step that was handed precomputed inputs needs more.
+
+    Args:
+        con: the connection a caller passed, possibly ``None``.
+        needed_for: what needs it, for the message.
+    """
     if con is None:
         raise ValueError(f"{needed_for}: not in the precomputed inputs and no warehouse connection")
     return con
@@ -99,7 +159,10 @@ __all__ = [
     "SCHEMA_FILES",
     "MeasuredConnection",
     "StatementTally",
+    "WarehouseBusyError",
+    "WarehouseMissingError",
     "apply_schema",
     "connect",
+    "open_existing",
     "require_connection",
 ]
