@@ -24,6 +24,7 @@ class RunLockTimeout(LlmoptError, RuntimeError):
 
 
 def lock_path_for(warehouse_path: Path) -> Path:
+    """The lock file that guards nightly runs over ``warehouse_path`` (beside it)."""
     return warehouse_path.with_name(warehouse_path.name + ".nightly.lock")
 
 
@@ -31,7 +32,17 @@ def lock_path_for(warehouse_path: Path) -> Path:
 def exclusive_run(
     lock_path: Path, *, wait_seconds: float = 0.0, poll_seconds: float = 0.5
 ) -> Iterator[None]:
-    """Hold the run lock for the duration of the block."""
+    """Hold the run lock for the duration of the block.
+
+    Args:
+        lock_path: the lock file (see :func:`lock_path_for`); created when missing.
+        wait_seconds: how long to wait for another holder before giving up.
+        poll_seconds: how often to retry while waiting.
+
+    Raises:
+        RunLockTimeout: another process still holds the lock after ``wait_seconds``; the message
+            names it (pid, host, since).
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle = lock_path.open("a+")
     try:
