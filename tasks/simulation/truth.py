@@ -57,7 +57,7 @@ class ConfigTruth:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SpaceBounds:
     """Bounds of the configuration space (per use case prompts and max_tokens choices)."""
 
     models: tuple[str, ...]
@@ -89,7 +89,7 @@ class UseCaseTruth:
     production_config_id: str
     requests_per_day: int
     configs: tuple[ConfigTruth, ...]
-    search_space: SearchSpace
+    search_space: SpaceBounds
     optimal: OptimalConfig  # default objective (see DEFAULT_OBJECTIVE)
     optimal_quality: OptimalConfig  # quality only, cost ignored
     best_logged_config_id: str  # highest true quality among logged configs
@@ -203,7 +203,7 @@ class GroundTruth:
                 production_config_id=d["production_config_id"],
                 requests_per_day=d["requests_per_day"],
                 configs=tuple(ConfigTruth(**c) for c in d["configs"]),
-                search_space=SearchSpace(**{k: tuple(v) for k, v in d["search_space"].items()}),
+                search_space=SpaceBounds(**{k: tuple(v) for k, v in d["search_space"].items()}),
                 optimal=OptimalConfig(**d["optimal"]),
                 optimal_quality=OptimalConfig(**d["optimal_quality"]),
                 best_logged_config_id=d["best_logged_config_id"],
@@ -295,9 +295,9 @@ def config_truth(
     )
 
 
-def search_space(use_case: str) -> SearchSpace:
+def search_space(use_case: str) -> SpaceBounds:
     uc = w.USE_CASES[use_case]
-    return SearchSpace(
+    return SpaceBounds(
         models=w.MODEL_NAMES,
         prompt_ids=tuple(uc.prompts),
         temperature=w.TEMPERATURE_BOUNDS,
