@@ -258,11 +258,30 @@ class RewardWeights:
         return self.score(stats.quality_mean, stats.cost_mean, stats.latency_p95, stats.error_rate)
 
 
+# The reward presets of the decision layer (issue 12): weights over quality / cost / latency, with
+# explicit scales (one unit of cost = ``PRESET_COST_SCALE_USD`` per request, one unit of latency =
+# ``PRESET_LATENCY_SCALE_MS`` of p95) and an error weight equal to the quality weight (a failed
+# request is worth no quality). ``strategies.objective`` builds every objective from this one table.
+PRESET_COST_SCALE_USD = 0.1
+PRESET_LATENCY_SCALE_MS = 5000.0
+
+
+def _preset(quality: float, cost: float, latency: float) -> RewardWeights:
+    return RewardWeights(
+        quality=quality,
+        cost=cost,
+        latency=latency,
+        errors=quality,
+        cost_scale_usd=PRESET_COST_SCALE_USD,
+        latency_scale_ms=PRESET_LATENCY_SCALE_MS,
+    )
+
+
 PRESETS: dict[str, RewardWeights] = {
-    "quality-focused": RewardWeights(quality=1.0, cost=0.02, latency=0.005, errors=1.0),
-    "balanced": RewardWeights(quality=1.0, cost=0.1, latency=0.02, errors=1.0),
-    "cost-focused": RewardWeights(quality=1.0, cost=0.5, latency=0.02, errors=1.0),
-    "latency-focused": RewardWeights(quality=1.0, cost=0.1, latency=0.1, errors=1.0),
+    "quality-focused": _preset(0.8, 0.15, 0.05),
+    "balanced": _preset(0.6, 0.3, 0.1),
+    "cost-focused": _preset(0.4, 0.5, 0.1),
+    "latency-focused": _preset(0.4, 0.3, 0.3),
 }
 
 

@@ -90,7 +90,10 @@ def test_reward_matches_the_documented_formula() -> None:
     s = _stats("k", 500, 0.75, seed=4, cost=0.004)
     w = weights_for("cost-focused", {"latency": 0.05})
     expected = (
-        s.quality_mean - 0.5 * s.cost_mean / 0.01 - 0.05 * s.latency_p95 / 1000 - s.error_rate
+        0.4 * s.quality_mean
+        - 0.5 * s.cost_mean / 0.1
+        - 0.05 * s.latency_p95 / 5000
+        - 0.4 * s.error_rate
     )
     assert w.score_stats(s) == pytest.approx(expected)
     with pytest.raises(ValueError, match="unknown preset"):
