@@ -26,6 +26,8 @@ from functools import cache
 import numpy as np
 from scipy.special import ndtr
 
+from strategies.search_space import candidate_config_id
+
 # --------------------------------------------------------------------------------------------
 # constants of the world
 # --------------------------------------------------------------------------------------------
@@ -113,8 +115,18 @@ class SimConfig:
 def config_id_for(  # noqa: PLR0917 - mirrors the config fields in order
     use_case: str, model: str, prompt_id: str, temperature: float, top_p: float, max_tokens: int
 ) -> str:
-    """Stable, readable id of a configuration (same inputs -> same id)."""
-    return f"{use_case}:{model}:{prompt_id}:t{temperature:.2f}:p{top_p:.2f}:m{int(max_tokens)}"
+    """The configuration's id, in the platform's one format (``model|prompt|t=..|p=..|mt=..``,
+    :func:`strategies.search_space.candidate_config_id`); ids are scoped by use case."""
+    del use_case  # ids are per use case already (registry and warehouse key by use case)
+    return candidate_config_id(
+        {
+            "model": model,
+            "prompt_id": prompt_id,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+        }
+    )
 
 
 def make_config(  # noqa: PLR0917 - mirrors the config fields in order

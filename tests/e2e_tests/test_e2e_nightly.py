@@ -29,7 +29,7 @@ from tasks.core.settings import REPO_ROOT, Settings, load_settings
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 NIGHT = dt.date(2026, 10, 21)  # the drift day of the simulated world; the A/B test ships
-TREATMENT = "support-summarize:gpt-4o:summarize-v2:t0.70:p1.00:m512"
+TREATMENT = "gpt-4o|summarize-v2|t=0.7|p=1.0|mt=512"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def _settings_env(home: Path, **extra: str) -> dict[str, str]:
     return {
         "LLMOPT_HOME": str(home),
-        "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config"),
+        "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "tasks" / "simulation" / "demo_config"),
         **extra,
     }
 
