@@ -73,13 +73,14 @@ def run_demo(
     import pyarrow.parquet as pq
 
     from flows.nightly import NightlyParameters, nightly_optimization
+    from tasks.simulation.demo_config import DEMO_CONFIG_DIR
     from tasks.simulation.generate import SimulationSpec, write_simulation
 
     if not 1 <= nights <= days:
         raise ValueError("need 1 <= nights <= days")
     shutil.rmtree(DEMO_HOME, ignore_errors=True)
     os.environ["LLMOPT_HOME"] = str(DEMO_HOME)
-    os.environ.setdefault("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    os.environ.setdefault("LLMOPT_CONFIG_DIR", str(DEMO_CONFIG_DIR))  # the simulator's use cases
     settings = load_settings().ensure_dirs()
 
     spec = SimulationSpec(

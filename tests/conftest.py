@@ -20,14 +20,20 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # workers' temporary servers gives "database is locked".
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmopt-prefect-home-")
 
-from tasks.core.settings import REPO_ROOT, Settings, load_settings
+from tasks.core.settings import Settings, load_settings
+from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings with every location under a fresh temporary home; configs from the repo."""
+    """Settings with every location under a fresh temporary home; the demo's configuration.
+
+    Tests run on simulated data, so they get the simulator's use-case settings
+    (``tasks/simulation/demo_config``, falling back per file to the shipped ``data/config``).
+    A test of a user's own configuration builds its settings with ``LLMOPT_CONFIG_DIR`` unset.
+    """
     return load_settings(
-        env={"LLMOPT_HOME": str(tmp_path), "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config")}
+        env={"LLMOPT_HOME": str(tmp_path), "LLMOPT_CONFIG_DIR": str(DEMO_CONFIG_DIR)}
     ).ensure_dirs()
 
 

@@ -5,6 +5,10 @@ installed) and an ``LLMOPT_*`` environment variable that overrides it (so a shar
 points at PostgreSQL, a remote MLflow server, another warehouse file). A ``.env``-style settings
 file can be named with ``LLMOPT_SETTINGS_FILE``; real environment variables win over it.
 
+Configuration files resolve per file: ``<config_dir>/<name>.toml`` (``LLMOPT_CONFIG_DIR``, by
+default ``LLMOPT_HOME/config``) when it exists, else the shipped generic defaults in
+``data/config`` (:data:`DEFAULT_CONFIG_DIR`). See :mod:`tasks.core.config`.
+
 This module imports only the standard library: the registry client uses it too.
 """
 
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_DIR = REPO_ROOT / "data" / "config"
 
 
 def _read_settings_file(path: Path) -> dict[str, str]:
@@ -44,6 +49,13 @@ class Settings:
     registry_token: str
     config_dir: Path
     extra: dict[str, str] = field(default_factory=dict)
+    default_config_dir: Path = DEFAULT_CONFIG_DIR
+
+    def config_dirs(self) -> tuple[Path, ...]:
+        """Folders a configuration file is looked up in, first match wins (per file)."""
+        if self.config_dir.resolve() == self.default_config_dir.resolve():
+            return (self.default_config_dir,)
+        return (self.config_dir, self.default_config_dir)
 
     def ensure_dirs(self) -> Settings:
         """Create the local folders the defaults point at; return self for chaining."""
@@ -58,8 +70,16 @@ class Settings:
         return self
 
     def with_home(self, home: Path) -> Settings:
-        """Settings whose every embedded default lives under ``home`` (tests, scratch runs)."""
-        return load_settings(env={"LLMOPT_HOME": str(home)})
+        """Settings whose every embedded default lives under ``home`` (tests, scratch runs).
+
+        An explicitly chosen configuration folder (not ``<old home>/config``) is kept.
+        """
+        moved = load_settings(env={"LLMOPT_HOME": str(home)})
+        if self.config_dir == self.home / "config":
+            return replace(moved, default_config_dir=self.default_config_dir)
+        return replace(
+            moved, config_dir=self.config_dir, default_config_dir=self.default_config_dir
+        )
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -95,9 +115,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         ),
         registry_api_url=source.get("LLMOPT_REGISTRY_API_URL", "http://127.0.0.1:8765"),
         registry_token=source.get("LLMOPT_REGISTRY_TOKEN", "dev-token-change-me"),
-        config_dir=Path(source.get("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))),
+        config_dir=Path(source.get("LLMOPT_CONFIG_DIR", str(home / "config"))),
         extra={k: v for k, v in source.items() if k.startswith("LLMOPT_")},
     )
 
 
-__all__ = ["REPO_ROOT", "Settings", "load_settings", "replace"]
+__all__ = ["DEFAULT_CONFIG_DIR", "REPO_ROOT", "Settings", "load_settings", "replace"]

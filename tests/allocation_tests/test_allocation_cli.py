@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from flows.cli import main
+from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 from tasks.simulation.generate import SimulationSpec, simulate
 from tasks.simulation.world import exploration_configs, production_config
 from tasks.warehouse.connection import connect
@@ -18,7 +19,7 @@ from tasks.warehouse.connection import connect
 def sim_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_table: Any) -> Path:
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path))
     monkeypatch.delenv("LLMOPT_WAREHOUSE", raising=False)
-    monkeypatch.delenv("LLMOPT_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(DEMO_CONFIG_DIR))  # the simulated use cases
     spec = SimulationSpec(
         seed=2,
         days=10,

@@ -186,7 +186,8 @@ def _timings(days: int, workdir: Path) -> list[dict[str, Any]]:
     rows = con.execute("SELECT count(*) FROM usage_logs").fetchone()
     n_rows = int(rows[0]) if rows else 0
     as_of = START + dt.timedelta(days=days - 1)
-    config = load_config("budget", load_settings())
+    demo_config = REPO_ROOT / "tasks" / "simulation" / "demo_config"
+    config = load_config("budget", load_settings(env={"LLMOPT_CONFIG_DIR": str(demo_config)}))
     out = []
 
     def timed(name: str, fn: Any, repeat: int = 3) -> None:

@@ -74,7 +74,7 @@ def bench_config(out: Path) -> Path:
     import tomllib
 
     out.mkdir(parents=True, exist_ok=True)
-    for source in (REPO_ROOT / "data" / "config").glob("*.toml"):
+    for source in (REPO_ROOT / "tasks" / "simulation" / "demo_config").glob("*.toml"):
         shutil.copy(source, out / source.name)
     search = tomllib.loads((out / "search.toml").read_text(encoding="utf-8"))
     lines = [""]

@@ -160,7 +160,10 @@ def _start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[st
 
 
 def _seed(home: Path) -> dict[str, str]:
-    env = {"LLMOPT_HOME": str(home), "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config")}
+    env = {
+        "LLMOPT_HOME": str(home),
+        "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "tasks" / "simulation" / "demo_config"),
+    }
     settings = load_settings(env=env).ensure_dirs()
     store = RegistryStore.from_settings(settings)
     arms = tuple(

@@ -81,7 +81,10 @@ def _timings(rows_per_day: int) -> dict[str, Any]:
     )
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
-            env={"LLMOPT_HOME": tmp, "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "data" / "config")}
+            env={
+                "LLMOPT_HOME": tmp,
+                "LLMOPT_CONFIG_DIR": str(REPO_ROOT / "tasks" / "simulation" / "demo_config"),
+            }
         )
         con = connect(settings)
         rows = sim.load_simulated(con, sim.simulate(spec), label="bench")

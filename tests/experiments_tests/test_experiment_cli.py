@@ -134,7 +134,7 @@ def test_experiments_analyze_on_the_warehouse(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path))
-    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
     code, _, err = _run(["experiments", "analyze"], capsys)
     assert code == 1 and "no warehouse" in err
     from tasks.core.settings import load_settings

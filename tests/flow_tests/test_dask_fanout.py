@@ -51,7 +51,7 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("MPLBACKEND", "Agg")

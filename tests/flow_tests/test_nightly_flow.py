@@ -31,7 +31,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("nightly-home")
     patch = pytest.MonkeyPatch()
     patch.setenv("LLMOPT_HOME", str(home))
-    patch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    patch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
     settings = load_settings().ensure_dirs()
     spec = SimulationSpec(days=DAYS, total_rows=DAYS * 2_500, drift=False, cost_spike=False)
     sim = write_simulation(spec, settings.sim_dir, fmt="parquet")

@@ -30,7 +30,7 @@ def small_world(
     load_rows(warehouse, simulator.simulate(spec))
     warehouse.close()
     monkeypatch.setenv("LLMOPT_HOME", str(settings.home))
-    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
     return settings
 
 

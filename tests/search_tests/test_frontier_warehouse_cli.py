@@ -136,7 +136,7 @@ def test_cli_frontier_and_search_commands(
     insert_logs(con, logs)
     con.close()
     monkeypatch.setenv("LLMOPT_HOME", str(settings.home))
-    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "data" / "config"))
+    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
     monkeypatch.delenv("LLMOPT_WAREHOUSE", raising=False)
     monkeypatch.delenv("LLMOPT_OPTUNA_STORAGE", raising=False)
     plot = tmp_path / "f.png"

@@ -104,7 +104,7 @@ def test_bad_space_definitions_are_rejected() -> None:
 
 
 def test_repo_search_toml_parses_and_resolves_every_use_case() -> None:
-    with (REPO_ROOT / "data" / "config" / "search.toml").open("rb") as handle:
+    with (REPO_ROOT / "tasks" / "simulation" / "demo_config" / "search.toml").open("rb") as handle:
         config = search_config_from_mapping(tomllib.load(handle))
     assert set(config.use_cases) == {
         "support-summarize",
