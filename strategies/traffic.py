@@ -12,9 +12,10 @@ reads always sums to 1:
    given, split it; candidates that would fall under the floor are dropped, weakest first.
 4. **What remains** is production traffic, of which a staged rollout takes its stage's share.
 
-A rollout advances one stage per night only when its guardrails held on the previous night's
-traffic (:func:`step_rollout`), holds when there was not enough evidence, and rolls back when they
-did not.
+A rollout advances a stage when its guardrails held on the stage's traffic (:func:`step_rollout`),
+holds while the evidence is still arriving, rolls back only when harm is shown, and stops (the
+incumbent stays) when the stage cannot gather its evidence in time
+(:func:`strategies.rollout_guard.step_verdict`).
 
 Example:
     >>> policy = TrafficPolicy(max_exploration_share=0.1, min_arm_share=0.01)
@@ -133,12 +134,22 @@ class RolloutState:
     stage_index: int = 0
     history: tuple[str, ...] = ()
 
+    @property
+    def nights_at_stage(self) -> int:
+        """Nights of traffic the current stage has had by tonight (1 on its first judgement)."""
+        trailing = 0
+        for entry in reversed(self.history):
+            if entry != "hold":
+                break
+            trailing += 1
+        return trailing + 1
+
 
 @dataclass(frozen=True)
 class RolloutStep:
     """The outcome of one night for a rollout: what happened, the new share, and why."""
 
-    action: Literal["advance", "hold", "rollback", "complete"]
+    action: Literal["advance", "hold", "rollback", "complete", "stop"]
     state: RolloutState | None
     candidate_share: float
     production_config_id: str
@@ -174,21 +185,41 @@ def start_rollout(*, candidate_config_id: str, incumbent_config_id: str) -> Roll
 
 
 def step_rollout(
-    state: RolloutState, *, guardrails_held: bool | None, policy: TrafficPolicy
+    state: RolloutState,
+    *,
+    guardrails_held: bool | None,
+    policy: TrafficPolicy,
+    stop_reason: str | None = None,
+    reason: str | None = None,
 ) -> RolloutStep:
-    """Advance, hold or roll back a rollout after one night of traffic.
+    """Advance, hold, roll back or stop a rollout after a night of traffic.
 
-    ``guardrails_held`` is None when the previous night gave too little evidence either way.
+    Args:
+        state: the rollout before tonight.
+        guardrails_held: True (advance), False (harm shown: roll back), None (hold).
+        policy: the stages.
+        stop_reason: set when the step cannot gather its evidence in time: the rollout stops,
+            the incumbent keeps production, and this text says why (not a failed guardrail).
+        reason: the judgement's own sentence, used instead of the generic one when given.
     """
     stages = policy.rollout_stages
     index = min(state.stage_index, len(stages) - 1)
+    if stop_reason is not None:
+        return RolloutStep(
+            "stop",
+            None,
+            0.0,
+            state.incumbent_config_id,
+            f"{stop_reason}: {state.incumbent_config_id} stays production",
+        )
     if guardrails_held is False:
         return RolloutStep(
             "rollback",
             None,
             0.0,
             state.incumbent_config_id,
-            f"guardrails failed at {stages[index]:.0%}: back to {state.incumbent_config_id}",
+            (reason or f"guardrails failed at {stages[index]:.0%}")
+            + f": back to {state.incumbent_config_id}",
         )
     if guardrails_held is None:
         return RolloutStep(
@@ -196,7 +227,7 @@ def step_rollout(
             replace(state, history=(*state.history, "hold")),
             stages[index],
             state.incumbent_config_id,
-            f"not enough evidence at {stages[index]:.0%}: holding",
+            reason or f"not enough evidence at {stages[index]:.0%}: holding",
         )
     next_index = index + 1
     if next_index >= len(stages) - 1:

@@ -144,3 +144,19 @@ def test_every_plan_sums_to_one_and_respects_limits(
     for arm in plan.arms:
         if arm.role in {ArmRole.EXPLORATION, ArmRole.EXPERIMENT}:
             assert arm.weight + 1e-9 >= floor
+
+
+def test_a_stopped_rollout_keeps_the_incumbent_and_says_why() -> None:
+    state = RolloutState("new", "old", stage_index=0, history=("start", "hold", "hold"))
+    assert state.nights_at_stage == 3
+    stop = step_rollout(
+        state,
+        guardrails_held=None,
+        policy=POLICY,
+        stop_reason="stopped: not enough traffic at 5%: 300 of 1,500 requests",
+    )
+    assert stop.action == "stop" and stop.state is None and stop.candidate_share == 0.0
+    assert stop.production_config_id == "old"
+    assert stop.reason.startswith("stopped: not enough traffic at 5%: 300 of 1,500 requests")
+    assert "failed" not in stop.reason
+    assert RolloutState("new", "old", history=("start", "hold", "advance")).nights_at_stage == 1
