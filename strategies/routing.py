@@ -44,6 +44,7 @@ from typing import Literal
 import numpy as np
 from scipy import optimize
 
+from strategies.objective import Objective
 from strategies.offpolicy import ANY_CELL
 
 __all__ = [
@@ -64,17 +65,20 @@ ObjectiveKind = Literal["reward", "max_quality", "min_cost"]
 class RoutingObjective:
     """What routing maximises, per request.
 
-    ``reward``: ``quality_weight*quality - cost_weight*cost_usd - latency_weight*latency_ms``
-    (a preset's weights divided by its scales; mean latency, because a mix's p95 is not linear
-    in the shares). ``max_quality``: mean quality subject to ``max_cost_per_request``.
-    ``min_cost``: mean cost subject to mean quality >= ``quality_floor``. A ``reward`` may carry a
-    ``max_cost_per_request`` too (a monthly budget divided by the month's requests).
+    ``reward``: ``quality_weight*quality - cost_weight*cost_usd - latency_weight*latency_ms
+    - error_weight*error`` (a preset's weights divided by its scales; mean latency stands in for
+    the p95, which is not linear in the shares). ``max_quality``: mean quality subject to
+    ``max_cost_per_request``. ``min_cost``: mean cost subject to mean quality >=
+    ``quality_floor``. A ``reward`` may carry a ``max_cost_per_request`` too (a monthly budget
+    divided by the month's requests). :meth:`from_objective` builds one from the use case's
+    :class:`strategies.objective.Objective`.
     """
 
     kind: ObjectiveKind = "reward"
     quality_weight: float = 1.0
     cost_weight: float = 0.0
     latency_weight: float = 0.0
+    error_weight: float = 0.0
     max_cost_per_request: float | None = None
     quality_floor: float | None = None
     name: str = ""
@@ -82,7 +86,8 @@ class RoutingObjective:
     def __post_init__(self) -> None:
         if self.kind not in ("reward", "max_quality", "min_cost"):
             raise ValueError(f"kind must be reward, max_quality or min_cost, not {self.kind!r}")
-        for value in (self.quality_weight, self.cost_weight, self.latency_weight):
+        weights = (self.quality_weight, self.cost_weight, self.latency_weight, self.error_weight)
+        for value in weights:
             if not math.isfinite(value) or value < 0:
                 raise ValueError("objective weights must be finite and >= 0")
         if self.max_cost_per_request is not None and not self.max_cost_per_request >= 0:
@@ -92,13 +97,59 @@ class RoutingObjective:
         if self.kind == "max_quality" and self.max_cost_per_request is None:
             raise ValueError("max_quality needs max_cost_per_request")
 
-    def coefficients(self) -> tuple[float, float, float]:
-        """Per-request reward as ``(quality, cost, latency)`` coefficients."""
+    def coefficients(self) -> tuple[float, float, float, float]:
+        """Per-request reward as ``(quality, cost, latency, error)`` coefficients."""
         if self.kind == "max_quality":
-            return (1.0, 0.0, 0.0)
+            return (1.0, 0.0, 0.0, 0.0)
         if self.kind == "min_cost":
-            return (0.0, -1.0, 0.0)
-        return (self.quality_weight, -self.cost_weight, -self.latency_weight)
+            return (0.0, -1.0, 0.0, 0.0)
+        return (self.quality_weight, -self.cost_weight, -self.latency_weight, -self.error_weight)
+
+    @staticmethod
+    def coefficients_of(objective: Objective | RoutingObjective) -> tuple[float, ...]:
+        """The per-request reward coefficients of either objective form (no cap needed)."""
+        if isinstance(objective, RoutingObjective):
+            return objective.coefficients()
+        if objective.kind == "max_quality":
+            return (1.0, 0.0, 0.0, 0.0)
+        if objective.kind == "min_cost":
+            return (0.0, -1.0, 0.0, 0.0)
+        w = objective.weights
+        return (w.quality, -w.cost / w.cost_scale_usd, -w.latency / w.latency_scale_ms, -w.errors)
+
+    @classmethod
+    def from_objective(
+        cls, objective: Objective, *, max_cost_per_request: float | None = None
+    ) -> RoutingObjective:
+        """The routing form of a use case's objective.
+
+        Args:
+            objective: the use case's objective (preset weights and scales, or a constraint).
+            max_cost_per_request: the cost cap when the objective has a monthly budget (the
+                caller knows the month's volume and spend); also caps a reward objective.
+
+        Returns:
+            The objective with per-USD and per-ms weights, named as the objective is.
+
+        Raises:
+            ValueError: a monthly budget without ``max_cost_per_request``.
+        """
+        cap = objective.max_cost_per_request
+        if max_cost_per_request is not None:
+            cap = max_cost_per_request if cap is None else min(cap, max_cost_per_request)
+        if objective.kind == "max_quality" and cap is None:
+            raise ValueError("a monthly budget needs the cost cap per request it affords")
+        w = objective.weights
+        return cls(
+            kind=objective.kind,
+            quality_weight=w.quality,
+            cost_weight=w.cost / w.cost_scale_usd,
+            latency_weight=w.latency / w.latency_scale_ms,
+            error_weight=w.errors,
+            max_cost_per_request=cap,
+            quality_floor=objective.quality_floor,
+            name=objective.name,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +165,7 @@ class ContextArmStats:
     cost_sum_squares: float = 0.0
     latency_sum: float = 0.0
     latency_sum_squares: float = 0.0
+    errors: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.n >= 0:
@@ -121,6 +173,9 @@ class ContextArmStats:
 
     def mean_var(self, metric: str) -> tuple[float, float]:
         """Mean of ``metric`` and its sampling variance (sample variance / n)."""
+        if metric == "error":
+            rate = self.errors / self.n
+            return rate, rate * (1.0 - rate) / max(self.n - 1.0, 1.0)
         total = float(getattr(self, f"{metric}_sum"))
         squares = float(getattr(self, f"{metric}_sum_squares"))
         mean = total / self.n
@@ -138,6 +193,7 @@ class ContextEstimate:
     quality: float
     cost: float
     latency: float
+    error: float
     reward: float
     reward_se: float
     cost_se: float = 0.0
@@ -205,12 +261,13 @@ def estimate_contexts(
     """
     contexts = sorted({d.context for d in data if d.n > 0})
     arms = sorted({d.arm for d in data if d.n > 0})
-    wq, wc, wl = objective.coefficients()
+    coef = np.array(objective.coefficients())
+    metrics = ("quality", "cost", "latency", "error")
     out: list[ContextEstimate] = []
     for arm in arms:
         groups = {d.context: d for d in data if d.arm == arm and d.n > 0}
         shrunk: dict[str, dict[str, tuple[float, float]]] = {}
-        for metric in ("quality", "cost", "latency"):
+        for metric in metrics:
             pairs = [groups[c].mean_var(metric) for c in sorted(groups)]
             means, var = np.array(pairs).T
             post, post_var, tau2 = shrink(means, var)
@@ -221,8 +278,8 @@ def estimate_contexts(
                 value = by_ctx.get(c, (fallback, tau2 + pooled_var))
                 shrunk.setdefault(c, {})[metric] = (float(value[0]), float(value[1]))
         for c in contexts:
-            (q, vq), (k, vk), (lat, vl) = (shrunk[c][m] for m in ("quality", "cost", "latency"))
-            se = math.sqrt(wq * wq * vq + wc * wc * vk + wl * wl * vl)
+            means_c, vars_c = np.array([shrunk[c][m] for m in metrics]).T
+            q, k, lat, err = (float(v) for v in means_c)
             out.append(
                 ContextEstimate(
                     context=c,
@@ -231,9 +288,10 @@ def estimate_contexts(
                     quality=q,
                     cost=k,
                     latency=lat,
-                    reward=wq * q + wc * k + wl * lat,
-                    reward_se=se,
-                    cost_se=math.sqrt(vk),
+                    error=err,
+                    reward=float(coef @ means_c),
+                    reward_se=math.sqrt(float(coef**2 @ vars_c)),
+                    cost_se=math.sqrt(float(vars_c[1])),
                 )
             )
     return tuple(sorted(out, key=lambda e: (e.context, e.arm)))

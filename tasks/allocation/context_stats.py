@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 
+from strategies.objective import Objective
 from strategies.offpolicy import LoggedCell
 from strategies.routing import ContextArmStats, RoutingObjective
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
@@ -33,6 +34,7 @@ __all__ = [
 DEFAULT_CONTEXT_COLUMNS: tuple[str, ...] = ("task_type", "user_segment", "language", "region")
 _METADATA_KEY = re.compile(r"^metadata\.([A-Za-z_][A-Za-z0-9_]{0,63})$")
 _QUALITY = "CASE WHEN status = 'error' THEN 0.0 ELSE quality END"
+_ERROR = "CASE WHEN status = 'error' THEN 1.0 ELSE 0.0 END"
 
 
 def context_sql(column: str) -> str:
@@ -68,7 +70,7 @@ class RoutingInputs:
     use_case: str
     start: dt.date
     end: dt.date
-    objective: RoutingObjective
+    objective: Objective | RoutingObjective
     columns: tuple[ColumnData, ...]
     skipped: dict[str, str]
     rows: int
@@ -97,9 +99,12 @@ def _profile(
     return skipped
 
 
-def _reward_sql(objective: RoutingObjective) -> str:
-    wq, wc, wl = objective.coefficients()
-    return f"({wq!r} * ({_QUALITY}) + {wc!r} * cost_usd + {wl!r} * latency_ms)"
+def _reward_sql(objective: Objective | RoutingObjective) -> str:
+    wq, wc, wl, we = (float(v) for v in RoutingObjective.coefficients_of(objective))
+    return (
+        f"({wq!r} * ({_QUALITY}) + {wc!r} * coalesce(cost_usd, 0.0) + {wl!r} * latency_ms "
+        f"+ {we!r} * ({_ERROR}))"
+    )
 
 
 def _column_data(
@@ -108,12 +113,13 @@ def _column_data(
     sql = f"""
         WITH rows AS (
             SELECT coalesce(CAST({context_sql(column)} AS VARCHAR), 'unknown') AS cell,
-                   {CONFIG_KEY_SQL} AS arm, {_QUALITY} AS q, cost_usd AS c, latency_ms AS l,
-                   {reward} AS r, propensity AS p
+                   {CONFIG_KEY_SQL} AS arm, {_QUALITY} AS q, coalesce(cost_usd, 0.0) AS c,
+                   latency_ms AS l, {_ERROR} AS e, {reward} AS r, propensity AS p
             FROM usage_logs
             WHERE use_case = $use_case AND day BETWEEN $start AND $end
         )
         SELECT cell, arm, count(*), sum(q), sum(q * q), sum(c), sum(c * c), sum(l), sum(l * l),
+               sum(e),
                count(*) FILTER (WHERE p > 0 AND p <= 1),
                sum(r) FILTER (WHERE p > 0 AND p <= 1),
                sum(1 / p) FILTER (WHERE p > 0 AND p <= 1),
@@ -127,7 +133,7 @@ def _column_data(
     """
     stats, logged = [], []
     for cell, arm, n, *sums in con.execute(sql, params).fetchall():
-        q, q2, c, c2, lat, lat2 = (float(v or 0.0) for v in sums[:6])
+        q, q2, c, c2, lat, lat2, err = (float(v or 0.0) for v in sums[:7])
         stats.append(
             ContextArmStats(
                 context=str(cell),
@@ -139,10 +145,11 @@ def _column_data(
                 cost_sum_squares=c2,
                 latency_sum=lat,
                 latency_sum_squares=lat2,
+                errors=err,
             )
         )
-        if sums[6]:
-            logged.append(LoggedCell(str(cell), str(arm), *(float(v) for v in sums[6:])))
+        if sums[7]:
+            logged.append(LoggedCell(str(cell), str(arm), *(float(v) for v in sums[7:])))
     return ColumnData(column=column, stats=tuple(stats), logged=tuple(logged))
 
 
@@ -152,7 +159,7 @@ def routing_inputs(
     use_case: str,
     start: dt.date,
     end: dt.date,
-    objective: RoutingObjective,
+    objective: Objective | RoutingObjective,
     columns: Sequence[str] = DEFAULT_CONTEXT_COLUMNS,
 ) -> RoutingInputs:
     """Aggregate what contextual routing needs for ``use_case`` over ``[start, end]``.

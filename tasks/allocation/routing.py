@@ -17,6 +17,7 @@ Rewards: an errored call scores quality 0 (as in :mod:`tasks.allocation.offpolic
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from scipy import stats
 
+from strategies.objective import Objective, monthly_from_daily
 from strategies.offpolicy import ANY_CELL, Estimate, dr_difference, estimate_policy_value
 from strategies.routing import (
     CannotRoute,
@@ -102,7 +104,8 @@ def _clean_row(row: Mapping[str, float]) -> dict[str, float]:
 
 def _pooled(stats: Sequence[ContextArmStats], objective: RoutingObjective) -> dict[str, Any]:
     """Per arm over every context: mean reward, its standard error and mean cost."""
-    wq, wc, wl = objective.coefficients()
+    coef = objective.coefficients()
+    metrics = ("quality", "cost", "latency", "error")
     out: dict[str, Any] = {}
     for arm in sorted({s.arm for s in stats}):
         mine = [s for s in stats if s.arm == arm]
@@ -116,10 +119,12 @@ def _pooled(stats: Sequence[ContextArmStats], objective: RoutingObjective) -> di
                 for m in ("quality", "cost", "latency")
                 for part in ("sum", "sum_squares")
             },
+            errors=math.fsum(s.errors for s in mine),
         )
-        (q, vq), (c, vc), (lat, vl) = (merged.mean_var(m) for m in ("quality", "cost", "latency"))
-        se = math.sqrt(wq * wq * vq + wc * wc * vc + wl * wl * vl)
-        out[arm] = {"reward": wq * q + wc * c + wl * lat, "se": se, "cost": c, "n": n}
+        pairs = [merged.mean_var(m) for m in metrics]
+        reward = math.fsum(w * m for w, (m, _) in zip(coef, pairs, strict=True))
+        se = math.sqrt(math.fsum(w * w * v for w, (_, v) in zip(coef, pairs, strict=True)))
+        out[arm] = {"reward": reward, "se": se, "cost": pairs[1][0], "n": n}
     return out
 
 
@@ -187,7 +192,7 @@ def plan_contextual_routing(
     budget: RoutingBudget | None = None,
     floor: float = 0.0,
     confidence: float = 0.95,
-    level: float = 0.95,
+    level: float | None = None,
     min_ess: float = 200.0,
     seed: int = 0,
     salt: str | None = None,
@@ -203,7 +208,7 @@ def plan_contextual_routing(
         floor: minimum weight of every arm in every row (exploration that keeps estimates fresh).
         confidence: posterior probability of being best above which a context's leader takes
             everything but the floors.
-        level: two-sided level of the doubly-robust intervals.
+        level: two-sided level of the doubly-robust intervals (default: the objective's).
         min_ess: effective sample size below which the off-policy check refuses.
         seed: posterior-draw seed.
         salt: hashing salt of the table (default: the use case).
@@ -213,12 +218,9 @@ def plan_contextual_routing(
         confidence, or production would overrun the budget and the table does not), or
         :class:`CannotRoute` when no column can route.
     """
-    objective = inputs.objective
-    if budget is not None:
-        cap = budget.cost_cap()
-        if objective.max_cost_per_request is not None:
-            cap = min(cap, objective.max_cost_per_request)
-        objective = RoutingObjective(**{**objective.__dict__, "max_cost_per_request": cap})
+    objective = _routing_objective(inputs, budget)
+    if level is None:
+        level = inputs.objective.level if isinstance(inputs.objective, Objective) else 0.95
     skipped = dict(inputs.skipped)
     if not inputs.columns:
         reasons = [f"{c}: {why}" for c, why in sorted(skipped.items())]
@@ -296,6 +298,22 @@ def plan_contextual_routing(
         forecast_spend_usd=None if budget is None else budget.forecast(policy.expected_cost),
         budget_usd=None if budget is None else budget.monthly_budget_usd,
     )
+
+
+def _routing_objective(inputs: RoutingInputs, budget: RoutingBudget | None) -> RoutingObjective:
+    """The LP form of the use case's objective, capped by what the budget still affords."""
+    objective = inputs.objective
+    cap = None if budget is None else budget.cost_cap()
+    if isinstance(objective, RoutingObjective):
+        if cap is None:
+            return objective
+        if objective.max_cost_per_request is not None:
+            cap = min(cap, objective.max_cost_per_request)
+        return dataclasses.replace(objective, max_cost_per_request=cap)
+    if cap is None and objective.monthly_budget_usd is not None:
+        days = (inputs.end - inputs.start).days + 1
+        cap = objective.cost_cap(monthly_from_daily(inputs.rows / days))
+    return RoutingObjective.from_objective(objective, max_cost_per_request=cap)
 
 
 def _z(level: float) -> float:

@@ -20,7 +20,7 @@ Example:
     >>> table = world.simulate()
     >>> table.num_rows, sorted(set(table.column("user_segment").to_pylist()))
     (800, ['enterprise', 'free', 'internal', 'pro'])
-    >>> world.policy_value({"*": {world.strong.config_id: 1.0}}, coefficients=(1, 0, 0)) > 0.8
+    >>> world.policy_value({"*": {world.strong.config_id: 1.0}}, coefficients=(1, 0, 0, 0)) > 0.8
     True
 """
 
@@ -141,16 +141,19 @@ class RoutingWorld:
         """Exact expected latency per request of ``arm`` (ms)."""
         return arm.mean_latency(self.output_tokens)
 
-    def truth(self, segment: Segment, config_id: str) -> tuple[float, float, float]:
-        """(quality, cost, latency) expected per request of ``config_id`` in ``segment``."""
+    def truth(self, segment: Segment, config_id: str) -> tuple[float, float, float, float]:
+        """(quality, cost, latency, error rate) per request of ``config_id`` in ``segment``."""
         arm = self.strong if config_id == self.strong.config_id else self.weak
         if config_id not in (self.strong.config_id, self.weak.config_id):
             raise KeyError(f"unknown config id {config_id!r}")
-        return self.quality(segment, arm), self.cost(arm), self.latency(arm)
+        return self.quality(segment, arm), self.cost(arm), self.latency(arm), 0.0
 
     def policy_metrics(self, policy: Mapping[str, Mapping[str, float]]) -> tuple[float, ...]:
-        """Exact (quality, cost, latency) per request of ``{segment: {config_id: w}, '*': ...}``."""
-        totals = np.zeros(3)
+        """Exact (quality, cost, latency, error rate) per request of ``{segment: {id: w}}``.
+
+        A segment missing from ``policy`` is served by its ``'*'`` row.
+        """
+        totals = np.zeros(4)
         for seg in self.segments:
             row = policy.get(seg.name, policy.get("*"))
             if row is None:
@@ -163,12 +166,12 @@ class RoutingWorld:
         self,
         policy: Mapping[str, Mapping[str, float]],
         *,
-        coefficients: tuple[float, float, float],
+        coefficients: tuple[float, ...],
     ) -> float:
-        """Exact value of ``policy`` on the reward ``a*quality + b*cost + c*latency``."""
+        """Exact value of ``policy`` on the reward ``a*quality + b*cost + c*latency + d*error``."""
         return float(np.dot(coefficients, self.policy_metrics(policy)))
 
-    def oracle(self, *, coefficients: tuple[float, float, float]) -> dict[str, dict[str, float]]:
+    def oracle(self, *, coefficients: tuple[float, ...]) -> dict[str, dict[str, float]]:
         """The best per-segment policy (one arm per segment; ties to the cheaper)."""
         out: dict[str, dict[str, float]] = {}
         for seg in self.segments:
@@ -180,7 +183,7 @@ class RoutingWorld:
             out[seg.name] = {best.config_id: 1.0}
         return out
 
-    def best_single(self, *, coefficients: tuple[float, float, float]) -> dict[str, float]:
+    def best_single(self, *, coefficients: tuple[float, ...]) -> dict[str, float]:
         """The best single configuration for everyone (as a one-row policy)."""
         values = {
             a.config_id: self.policy_value({"*": {a.config_id: 1.0}}, coefficients=coefficients)
