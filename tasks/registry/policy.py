@@ -5,6 +5,8 @@ candidate when every guardrail passed *and* every required guardrail was evaluat
 nobody computed is not a pass); a failure rejects it, naming the guardrails. ``approval = "human"``
 leaves it as a candidate: the CLI (``llmopt registry approve|reject``) or the nightly flow's
 pause-for-input decides. Either way the guardrail results are in the audit reason.
+``four_eyes = true`` (only with ``approval = "human"``) makes the store refuse an approval by the
+principal who proposed the version or by an automated principal (:data:`AUTOMATED_PRINCIPALS`).
 
 :func:`submit` is the one entry point the nightly flow calls per use case; it never raises for a
 guardrail outcome, it returns a :class:`SubmissionResult` saying what happened and why.
@@ -13,15 +15,41 @@ guardrail outcome, it returns a :class:`SubmissionResult` saying what happened a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from tasks.core.config import ConfigError, load_config
 from tasks.core.settings import Settings
 from tasks.registry.model import ConfigState, ConfigValidationError, RegistryConfig
-from tasks.registry.store import RegistryStore
 
-__all__ = ["ApprovalPolicy", "SubmissionResult", "load_policies", "policy_for", "submit"]
+if TYPE_CHECKING:  # the store imports this module for its policy book
+    from tasks.registry.store import RegistryStore
+
+__all__ = [
+    "AUTOMATED_PRINCIPALS",
+    "ApprovalPolicy",
+    "PolicyBook",
+    "SubmissionResult",
+    "is_automated",
+    "load_policies",
+    "policy_for",
+    "submit",
+]
+
+AUTOMATED_PRINCIPALS = frozenset({"nightly-flow", "auto-approval", "policy:auto"})
+
+
+def is_automated(principal: str) -> bool:
+    """True for the principals machines act as (the nightly flow, the auto policy).
+
+    Args:
+        principal: an actor name as recorded in the audit.
+
+    Returns:
+        Whether a four-eyes policy refuses this principal as an approver.
+    """
+    return principal in AUTOMATED_PRINCIPALS or principal.startswith(("policy:", "service:"))
+
 
 Decision = Literal["auto_promoted", "auto_approved", "auto_rejected", "awaiting_human"]
 
@@ -31,6 +59,7 @@ class ApprovalPolicy:
     approval: Literal["auto", "human"] = "human"
     auto_promote: bool = False
     required_guardrails: tuple[str, ...] = ()
+    four_eyes: bool = False
 
     def __post_init__(self) -> None:
         if self.approval not in {"auto", "human"}:
@@ -40,6 +69,44 @@ class ApprovalPolicy:
         names = self.required_guardrails
         if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
             raise ConfigError("required_guardrails must be a list of names")
+        if not isinstance(self.four_eyes, bool):
+            raise ConfigError("four_eyes must be true or false")
+        if self.four_eyes and self.approval != "human":
+            raise ConfigError(
+                'four_eyes = true needs approval = "human" (a policy is not a person)'
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyBook:
+    """The approval policy of every use case: per-use-case sections over the defaults."""
+
+    defaults: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    per_use_case: Mapping[str, ApprovalPolicy] = field(default_factory=dict)
+
+    def for_use_case(self, use_case: str) -> ApprovalPolicy:
+        """The policy of ``use_case``.
+
+        Args:
+            use_case: the use-case name.
+
+        Returns:
+            Its own section if ``registry.toml`` has one, else the defaults.
+        """
+        return self.per_use_case.get(use_case, self.defaults)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PolicyBook:
+        """Read ``registry.toml`` once.
+
+        Args:
+            settings: where the configuration lives (default: the environment's).
+
+        Returns:
+            The policy book; a one-line ConfigError if the file is malformed.
+        """
+        defaults, per_use_case = load_policies(settings)
+        return cls(defaults=defaults, per_use_case=per_use_case)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +124,7 @@ class SubmissionResult:
 
 
 def _policy(raw: Mapping[str, Any], base: ApprovalPolicy, where: str) -> ApprovalPolicy:
-    unknown = set(raw) - {"approval", "auto_promote", "required_guardrails"}
+    unknown = set(raw) - {"approval", "auto_promote", "required_guardrails", "four_eyes"}
     if unknown:
         raise ConfigError(f"registry.toml [{where}]: unknown key(s) {sorted(unknown)}")
     required = raw.get("required_guardrails", list(base.required_guardrails))
@@ -67,6 +134,10 @@ def _policy(raw: Mapping[str, Any], base: ApprovalPolicy, where: str) -> Approva
         approval=raw.get("approval", base.approval),
         auto_promote=raw.get("auto_promote", base.auto_promote),
         required_guardrails=tuple(required),
+        # an "auto" section does not inherit four eyes from the defaults (it could never pass)
+        four_eyes=raw.get(
+            "four_eyes", base.four_eyes and raw.get("approval", base.approval) == "human"
+        ),
     )
 
 
@@ -84,6 +155,15 @@ def load_policies(
 
 
 def policy_for(use_case: str, settings: Settings | None = None) -> ApprovalPolicy:
+    """The approval policy of one use case.
+
+    Args:
+        use_case: the use-case name.
+        settings: where ``registry.toml`` is read from.
+
+    Returns:
+        Its section of ``registry.toml``, else the defaults.
+    """
     defaults, per_use_case = load_policies(settings)
     return per_use_case.get(use_case, defaults)
 

@@ -4,6 +4,12 @@ A reader must never see half a file: we write a temporary file in the same direc
 ``os.replace`` it over the target (atomic on POSIX and Windows), then fsync the directory so the
 rename survives a crash. Readers validate the document and its checksum, so even a file edited by
 hand or truncated by a full disk is refused rather than served. Standard library only.
+
+Files are written with mode 0644 so a serving process under another user can read them. Writers
+of one snapshot directory serialise on :func:`snapshot_lock` (an ``flock`` on ``.snapshots.lock``,
+across processes), and read the database *inside* the lock: the last writer always writes the
+latest committed state, never an older one over a newer. A writer killed mid-write leaves a
+``.<name>.*.tmp`` file; :func:`remove_temp_files` (run under the lock at startup) removes them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,24 @@ from tasks.registry.model import (
     validate_use_case,
 )
 
-__all__ = ["atomic_write_bytes", "read_snapshot", "snapshot_path", "write_snapshot_document"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process per snapshot directory
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "SNAPSHOT_MODE",
+    "atomic_write_bytes",
+    "read_snapshot",
+    "remove_temp_files",
+    "snapshot_lock",
+    "snapshot_path",
+    "write_snapshot_document",
+]
+
+SNAPSHOT_MODE = 0o644
+_LOCK_NAME = ".snapshots.lock"
+_THREAD_LOCK = threading.Lock()  # fallback where flock is missing
 
 
 def snapshot_path(directory: Path, use_case: str) -> Path:
@@ -31,12 +55,60 @@ def snapshot_path(directory: Path, use_case: str) -> Path:
     return Path(directory) / f"{validate_use_case(use_case)}.json"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file + fsync + os.replace + dir fsync)."""
+@contextlib.contextmanager
+def snapshot_lock(directory: Path) -> Iterator[None]:
+    """Hold the exclusive lock of a snapshot directory (threads and processes alike).
+
+    Args:
+        directory: the snapshot directory (created if missing).
+
+    Yields:
+        Nothing; the lock is released on exit.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        with _THREAD_LOCK:
+            yield
+        return
+    fd = os.open(directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def remove_temp_files(directory: Path) -> list[Path]:
+    """Delete temp files a killed writer left behind; call it while holding the lock.
+
+    Args:
+        directory: the snapshot directory.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for path in Path(directory).glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = SNAPSHOT_MODE) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file + fsync + os.replace + dir fsync).
+
+    Args:
+        path: the target file; its folder is created if missing.
+        data: the complete new content.
+        mode: permission bits of the new file (default 0644: readable by serving users).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

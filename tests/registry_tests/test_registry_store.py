@@ -176,7 +176,8 @@ def test_snapshot_follows_production(sqlite_store: RegistryStore, make_config: A
     store.promote(UC, 2, actor="a", comment="ship")
     snap = read_snapshot(path)
     assert (snap.version, snap.checksum) == (2, store.get(UC).checksum)
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left behind
+    assert not list(path.parent.glob(".*.tmp"))  # no temp files left behind
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by a serving user
 
 
 _WRITER = """

@@ -1,0 +1,202 @@
+"""The store's write machinery: one transition applied inside a caller's transaction.
+
+Mixed into :class:`tasks.registry.store.RegistryStore`; the public lifecycle methods live there.
+Every helper runs on a connection inside a write transaction, so a publish and a reject (or a
+promote and the retirement of the previous production version) commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from tasks.registry.errors import (
+    FourEyesError,
+    InvalidTransitionError,
+    NotFoundError,
+    PreconditionFailedError,
+    StaleVersionError,
+)
+from tasks.registry.model import (
+    ConfigState,
+    ConfigValidationError,
+    RegistryConfig,
+    as_json_object,
+    validate_use_case,
+)
+from tasks.registry.policy import PolicyBook, is_automated
+from tasks.registry.reads import StoreReads
+from tasks.registry.rows import check_text, check_version, now
+
+__all__ = ["UNSET", "StoreWrites"]
+
+UNSET: Any = object()
+
+
+class StoreWrites(StoreReads):
+    """Write helpers of :class:`tasks.registry.store.RegistryStore` (mixed in)."""
+
+    policies: PolicyBook | None
+
+    # -- write helpers --------------------------------------------------------------------------
+
+    def _audit_row(
+        self, conn: Connection, use_case: str, version: int, action: str, **values: Any
+    ) -> None:
+        conn.execute(
+            self.audit.insert().values(
+                use_case=use_case, version=version, action=action, at=now(), **values
+            )
+        )
+
+    def _bump(self, conn: Connection, head: Any, **values: Any) -> None:
+        h = self.heads.c
+        result = conn.execute(
+            self.heads.update()
+            .where(h.use_case == head.use_case, h.revision == head.revision)
+            .values(revision=head.revision + 1, **values)
+        )
+        if result.rowcount != 1:
+            raise StaleVersionError(f"{head.use_case}: changed concurrently; re-read and retry")
+
+    def _set_state(self, conn: Connection, use_case: str, version: int, state: ConfigState) -> None:
+        v = self.versions.c
+        values: dict[str, Any] = {"state": state.value}
+        if state in {ConfigState.APPROVED, ConfigState.PRODUCTION}:
+            values["ever_approved"] = True
+        conn.execute(
+            self.versions.update()
+            .where(v.use_case == use_case, v.version == version)
+            .values(**values)
+        )
+
+    def _insert_version(
+        self,
+        conn: Connection,
+        use_case: str,
+        config: RegistryConfig,
+        *,
+        expected_version: int,
+        actor: str,
+        reason: str,
+        run_id: str | None,
+        evidence_json: str,
+    ) -> int:
+        head = self._head(conn, use_case)
+        latest = 0 if head is None else int(head.latest_version)
+        if expected_version != latest:
+            raise StaleVersionError(
+                f"{use_case}: expected latest version {expected_version}, registry has {latest}"
+            )
+        version = latest + 1
+        conn.execute(
+            self.versions.insert().values(
+                use_case=use_case,
+                version=version,
+                state=ConfigState.CANDIDATE.value,
+                ever_approved=False,
+                payload=json.dumps(config.to_dict(), sort_keys=True),
+                checksum=config.checksum,
+                created_at=now(),
+                created_by=actor,
+                reason=reason,
+                run_id=run_id,
+                evidence=evidence_json,
+            )
+        )
+        if head is None:
+            conn.execute(
+                self.heads.insert().values(
+                    use_case=use_case,
+                    latest_version=version,
+                    production_version=None,
+                    candidate_version=version,
+                    revision=1,
+                )
+            )
+        else:
+            self._bump(conn, head, latest_version=version, candidate_version=version)
+        self._audit_row(
+            conn, use_case, version, "publish", from_state=None, to_state="candidate",
+            actor=actor, reason=reason,
+        )  # fmt: skip
+        return version
+
+    def _checked_publish_args(
+        self, use_case: str, config: RegistryConfig, expected_version: int, **texts: Any
+    ) -> str:
+        validate_use_case(use_case)
+        if not isinstance(config, RegistryConfig):
+            raise ConfigValidationError("config must be a RegistryConfig")
+        if config.use_case != use_case:
+            raise ConfigValidationError(f"config is for {config.use_case!r}, not {use_case!r}")
+        check_version(expected_version, "expected_version", minimum=0)
+        for name, value in texts.items():
+            if name != "evidence" and (value is not None or name != "run_id"):
+                check_text(value, name, limit=2000 if name == "reason" else 200)
+        evidence = as_json_object(texts.get("evidence") or {}, "evidence")
+        return json.dumps(evidence, sort_keys=True)
+
+    def _check_four_eyes(self, use_case: str, row: Any, actor: str) -> None:
+        policy = None if self.policies is None else self.policies.for_use_case(use_case)
+        if policy is None or not policy.four_eyes:
+            return
+        if actor == row.created_by:
+            raise FourEyesError(
+                f"{use_case} v{row.version}: four eyes: {actor!r} proposed it and cannot approve it"
+            )
+        if is_automated(actor):
+            raise FourEyesError(
+                f"{use_case} v{row.version}: four eyes: a person must approve, not {actor!r}"
+            )
+
+    def _apply(
+        self,
+        conn: Connection,
+        use_case: str,
+        version: int,
+        *,
+        action: str,
+        allowed_from: set[ConfigState],
+        to_state: ConfigState,
+        actor: str,
+        reason: str,
+        expected_production: Any = UNSET,
+    ) -> None:
+        head = self._head(conn, use_case)
+        row = self._version_row(conn, use_case, version) if head is not None else None
+        if head is None or row is None:
+            raise NotFoundError(f"use case {use_case!r} has no version {version}")
+        current = ConfigState(row.state)
+        if expected_production is not UNSET and head.production_version != expected_production:
+            raise PreconditionFailedError(
+                f"{use_case}: expected production version {expected_production}, "
+                f"registry has {head.production_version}"
+            )
+        if current not in allowed_from or (action == "rollback" and not row.ever_approved):
+            raise InvalidTransitionError(
+                f"{use_case} v{version}: cannot {action} a {current.value} configuration"
+            )
+        if action == "approve":
+            self._check_four_eyes(use_case, row, actor)
+        head_values: dict[str, Any] = {}
+        previous = head.production_version
+        if to_state is ConfigState.PRODUCTION:
+            if previous is not None and previous != version:
+                self._set_state(conn, use_case, previous, ConfigState.RETIRED)
+                self._audit_row(
+                    conn, use_case, previous, "retire", from_state="production",
+                    to_state="retired", actor=actor,
+                    reason=f"replaced by v{version} ({action}): {reason}",
+                )  # fmt: skip
+            head_values["production_version"] = version
+        if head.candidate_version == version and to_state is not ConfigState.CANDIDATE:
+            head_values["candidate_version"] = None
+        self._set_state(conn, use_case, version, to_state)
+        self._bump(conn, head, **head_values)
+        self._audit_row(
+            conn, use_case, version, action, from_state=current.value, to_state=to_state.value,
+            actor=actor, reason=reason,
+        )  # fmt: skip
