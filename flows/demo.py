@@ -17,12 +17,23 @@ import datetime as dt
 import hashlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
+from tasks.core.errors import LlmoptError
 from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
 DEMO_HOME = REPO_ROOT / "var" / "demo"
+
+
+class DemoOptionError(LlmoptError, ValueError):
+    """The demo's options do not fit together (printed as one line by the CLI)."""
+
+
+def _progress(message: str) -> None:
+    # stderr: the result (human or --json) stays alone on stdout
+    print(f"demo: {message}", file=sys.stderr, flush=True)
 
 
 def _serve_published_arms(
@@ -76,8 +87,14 @@ def run_demo(
     from tasks.simulation.demo_config import DEMO_CONFIG_DIR
     from tasks.simulation.generate import SimulationSpec, write_simulation
 
+    if days < 1:
+        raise DemoOptionError(f"--days {days}: simulate at least one day")
     if not 1 <= nights <= days:
-        raise ValueError("need 1 <= nights <= days")
+        raise DemoOptionError(
+            f"--nights {nights} does not fit --days {days}: the nights run over the last "
+            f"simulated days, so use 1 <= --nights <= --days (e.g. --days {max(nights, 1)} "
+            f"--nights {max(nights, 1)})"
+        )
     shutil.rmtree(DEMO_HOME, ignore_errors=True)
     os.environ["LLMOPT_HOME"] = str(DEMO_HOME)
     os.environ.setdefault("LLMOPT_CONFIG_DIR", str(DEMO_CONFIG_DIR))  # the simulator's use cases
@@ -87,7 +104,9 @@ def run_demo(
         seed=seed, days=days, total_rows=None if rows_per_day is None else rows_per_day * days
     )
     logs = settings.sim_dir / "logs"
+    _progress(f"simulating {days} days of traffic into {logs} ...")
     sim = write_simulation(spec, logs, fmt="parquet")
+    _progress(f"simulated {sim.rows:,} calls")
     by_day = sorted(sim.paths)
     base_ids = {
         str(v)
@@ -99,10 +118,16 @@ def run_demo(
     pending = [str(p) for p in by_day[: first + 1]]
     for index in range(first, days):
         as_of = spec.start_date + dt.timedelta(days=index)
+        _progress(f"night {as_of} ({index - first + 1}/{nights}) ...")
         summary = nightly_optimization(
             params=NightlyParameters(as_of=as_of, input_paths=pending, approval="policy")
         )
         nightly.append(summary)
+        failed = summary.get("failures") or {}
+        _progress(
+            f"night {as_of} done: {len(summary.get('use_cases', {}))} use case(s)"
+            + (f", {len(failed)} FAILED" if failed else "")
+        )
         if index + 1 < days:
             served = _serve_published_arms(settings, spec, index + 1, logs, base_ids)
             pending = [str(by_day[index + 1]), *map(str, served)]

@@ -6,9 +6,13 @@ monitoring, budget, registry state for every use case in one set of grouped scan
 approval -> publish -> report (Prefect artifacts + MLflow runs).
 
 The flow only composes; each step is a plain function in :mod:`tasks.nightly.steps` wrapped here
-as a Prefect task with retries where a retry can help (file and network I/O). One use case that
-fails is reported and the others finish. One nightly run per warehouse at a time (a file lock; the
-deployment also sets a concurrency limit of 1).
+as a Prefect task with retries where a retry can help (file and network I/O; ingest retries only
+transient errors). One use case that fails is reported and the others finish. One nightly run per
+warehouse at a time (a file lock; the deployment also sets a concurrency limit of 1).
+
+What operators see: the run is named after its resolved night (``nightly-2026-10-21``); every
+step, alert, decision and failure goes to the flow run's logs (the Prefect UI); alerts and
+publish / reject decisions are also Prefect events (:mod:`tasks.nightly.events`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import typing
 from typing import Any, Literal, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -27,9 +32,17 @@ from pydantic import BaseModel, Field
 
 from tasks.core.run_lock import exclusive_run, lock_path_for
 from tasks.core.settings import Settings, load_settings
-from tasks.nightly import steps
+from tasks.nightly import events, steps
+from tasks.nightly.ingest_step import INCOMING, ingest_new_logs, is_transient
+from tasks.nightly.inputs import UseCaseInputs
+from tasks.nightly.publish import record_rejection
+from tasks.nightly.tracking import open_night_run
 
 FLOW_NAME = "nightly-optimization"
+DEPLOYMENT_NAME = "nightly"  # deployments/prefect.yaml: a work pool and workers
+SERVE_DEPLOYMENT_NAME = "nightly-serve"  # `llmopt nightly serve`: one long-lived process
+NIGHTLY_CRON = "15 2 * * *"  # 02:15 UTC, after the day's logs have landed
+DEFAULT_INPUTS = (INCOMING,)  # <LLMOPT_HOME>/data/incoming, any supported format
 # Use cases fan out on two threads (the machines have 2 cores); prefect-dask's DaskTaskRunner
 # drops in here for a cluster. The cast only widens prefect's generic type for mypy.
 TWO_WORKERS = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=2))
@@ -77,24 +90,94 @@ class NightlyParameters(BaseModel):
 
 
 def _flow_run_name() -> str:
+    """``nightly-<as_of>``; without ``as_of`` a placeholder the flow renames once the night is
+    resolved (the latest day after tonight's ingest)."""
     from prefect.runtime import flow_run
 
     params = flow_run.parameters.get("params") or {}
     as_of = params.get("as_of") if isinstance(params, dict) else getattr(params, "as_of", None)
-    return f"nightly-{as_of or 'latest'}"
+    return f"nightly-{as_of}" if as_of else "nightly-resolving"
+
+
+def _name_run_after(night: steps.Night) -> None:
+    """Rename the running flow run after its resolved night (``nightly-2026-10-21``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id, wanted = flow_run.get_id(), f"nightly-{night.as_of.isoformat()}"
+    if run_id is None or flow_run.get_name() == wanted:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(run_id), name=wanted)
+    except Exception as exc:  # a name is cosmetic: never fail the night for it
+        get_run_logger().warning("could not rename the run to %s: %s", wanted, exc)
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry I/O trouble, not a deterministic ingest failure."""
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc)
+    return False
+
+
+def deployment_parameters() -> dict[str, Any]:
+    """The one parameter set of the scheduled deployment (prefect.yaml and ``nightly serve``).
+
+    Reads the incoming folder, asks a person in the Prefect UI when a use case's policy wants
+    approval, publishes otherwise. ``tests/e2e_tests`` checks that ``deployments/prefect.yaml``
+    carries exactly these values.
+
+    Returns:
+        ``{"params": {...}}``, ready for ``parameters=`` of a deployment.
+    """
+    params = NightlyParameters(input_paths=list(DEFAULT_INPUTS), approval="policy", ask_in_ui=True)
+    return {"params": params.model_dump(mode="json")}
 
 
 class ApprovalDecision(RunInput):
-    """What a person answers in the Prefect UI when a configuration needs approval."""
+    """What a person answers in the Prefect UI when a configuration needs approval.
 
-    approve: bool = True
-    comment: str = ""
-    approver: str = "prefect-ui"
+    No field is pre-filled: the form cannot be submitted without a choice and a name.
+    """
+
+    decision: Literal["approve", "reject"] = Field(
+        description="approve: publish this configuration and start its rollout; reject: keep "
+        "the current production version serving (recorded in the registry audit)"
+    )
+    approver: str = Field(
+        min_length=1, description="Your name or login: recorded as who approved or rejected"
+    )
+    reason: str = Field(
+        "",
+        description="Why (optional for an approval, expected for a rejection): kept in the audit",
+    )
 
 
-@task(name="ingest-new-logs", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="ingest-new-logs",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_transient,
+    cache_policy=NO_CACHE,
+)
 def ingest_task(settings: Settings, paths: list[str]) -> dict[str, Any]:
-    return steps.ingest_new_logs(settings, paths)
+    logger = get_run_logger()
+    logger.info("ingest: reading %s", ", ".join(paths))
+    report = ingest_new_logs(settings, paths)
+    if report.get("nothing_new"):
+        logger.info("ingest: nothing new tonight (no file matches %s)", ", ".join(paths))
+    else:
+        totals = report.get("totals", {})
+        logger.info(
+            "ingest: %s rows ingested, %s duplicates, %s quarantined",
+            totals.get("ingested"),
+            totals.get("duplicates"),
+            totals.get("quarantined"),
+        )
+    return report
 
 
 @task(name="resolve-night", cache_policy=NO_CACHE)
@@ -110,7 +193,7 @@ def experiments_task(settings: Settings, night: steps.Night, run_key: str) -> li
 @task(name="aggregate-night", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def aggregate_task(
     settings: Settings, night: steps.Night, options: steps.NightOptions, run_key: str
-) -> dict[str, steps.UseCaseInputs]:
+) -> dict[str, UseCaseInputs]:
     return steps.aggregate_night(settings, night, options, run_key=run_key)
 
 
@@ -122,7 +205,7 @@ def use_case_task(
     options: steps.NightOptions,
     experiments: list[dict[str, Any]],
     *,
-    inputs: steps.UseCaseInputs,
+    inputs: UseCaseInputs,
 ) -> steps.UseCaseOutcome:
     return steps.optimize_use_case(settings, night, use_case, options, experiments, inputs=inputs)
 
@@ -141,8 +224,17 @@ def publish_task(
 
 
 @task(name="open-mlflow-run", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def open_run_task(settings: Settings, night: steps.Night, run_key: str) -> str:
-    return steps.start_tracking(settings, night, run_key)
+def open_run_task(settings: Settings, night: steps.Night, run_key: str, dry_run: bool) -> str:
+    from prefect.runtime import flow_run
+
+    return open_night_run(
+        settings,
+        as_of=night.as_of,
+        run_key=run_key,
+        dry_run=dry_run,
+        prefect_flow_run_id=flow_run.get_id(),
+        prefect_flow_run_url=flow_run.get_flow_run_ui_url(),
+    )
 
 
 @task(name="track-in-mlflow", retries=3, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -165,23 +257,79 @@ def _ask_a_human(outcome: steps.UseCaseOutcome, timeout: int) -> ApprovalDecisio
 
 def _approve(
     params: NightlyParameters, settings: Settings, outcome: steps.UseCaseOutcome
-) -> tuple[bool, str, str]:
-    """(publish?, approver, comment) for one use case's proposal."""
+) -> tuple[str, str, str]:
+    """(publish | candidate | rejected, who, why) for one use case's proposal."""
     mode: str = params.approval
     if mode == "policy":
         mode = steps.approval_mode_for(settings, outcome.use_case)
     if not outcome.needs_approval:
-        return True, "nightly-flow", "no new configuration: traffic plan update only"
+        return "publish", "nightly-flow", "no new configuration: traffic plan update only"
     if not outcome.guardrails_passed:
-        return False, "nightly-flow", "guardrails did not pass"
+        return "candidate", "nightly-flow", "guardrails did not pass"
     if mode == "auto":
-        return True, "auto-approval", "every guardrail passed"
+        return "publish", "auto-approval", "every guardrail passed"
     if not params.ask_in_ui:
-        return False, "nobody", "needs a person: llmopt registry approve"
+        return "candidate", "nobody", "needs a person: llmopt registry approve"
+    get_run_logger().info(
+        "waiting for a person to approve or reject %s (up to %d s)",
+        outcome.use_case,
+        params.approval_timeout_seconds,
+    )
     decision = _ask_a_human(outcome, params.approval_timeout_seconds)
     if decision is None:
-        return False, "nobody", "approval timed out: left as candidate"
-    return decision.approve, decision.approver, decision.comment
+        return "candidate", "nobody", "approval timed out: left as candidate"
+    if decision.decision == "reject":
+        return "rejected", decision.approver, decision.reason or "rejected in the Prefect UI"
+    return "publish", decision.approver, decision.reason or "approved in the Prefect UI"
+
+
+def _decide_and_publish(
+    params: NightlyParameters, settings: Settings, outcome: steps.UseCaseOutcome, parent: str
+) -> dict[str, Any]:
+    """Approval, then the registry write; the decision goes to the run's logs and events."""
+    logger = get_run_logger()
+    as_of = outcome.as_of.isoformat()
+    if params.dry_run:
+        logger.info("%s: dry run, nothing published (%s)", outcome.use_case, outcome.headline)
+        return {"status": "dry run: nothing published"}
+    verdict, who, why = _approve(params, settings, outcome)
+    if verdict == "publish":
+        result = publish_task(settings, outcome, who, why, parent)
+        logger.info(
+            "%s: published v%s (%s, by %s)",
+            outcome.use_case,
+            result.get("version"),
+            result.get("status"),
+            who,
+        )
+    elif verdict == "rejected":
+        result = record_rejection(
+            settings, outcome, rejected_by=who, reason=why, mlflow_run_id=parent
+        )
+        logger.warning("%s: %s (%s)", outcome.use_case, result["message"], why)
+    else:
+        result = steps.leave_as_candidate(settings, outcome, reason=why, mlflow_run_id=parent)
+        logger.info("%s: left as candidate v%s: %s", outcome.use_case, result["version"], why)
+    events.emit_decision(outcome.use_case, as_of, result)
+    return result
+
+
+def _report_outcome(outcome: steps.UseCaseOutcome) -> None:
+    """Tonight's decision and its alerts in the run's logs, alerts also as Prefect events."""
+    logger = get_run_logger()
+    logger.info("%s: %s", outcome.use_case, outcome.headline)
+    for reason in outcome.reasons:
+        logger.info("%s: - %s", outcome.use_case, reason)
+    alerts = events.alerts_of(outcome.strategies)
+    for alert in alerts:
+        logger.warning(
+            "%s: %s alert %s: %s",
+            outcome.use_case,
+            alert.get("severity"),
+            alert.get("name"),
+            alert.get("message"),
+        )
+    events.emit_alerts(outcome.use_case, outcome.as_of.isoformat(), alerts)
 
 
 def _run_night(
@@ -195,6 +343,7 @@ def _run_night(
     parent: str,
 ) -> steps.NightSummary:
     logger = get_run_logger()
+    logger.info("night %s: %d use case(s)", night.as_of, len(night.use_cases))
     # experiments and the aggregate step read the warehouse side by side (two threads)
     experiments_future = (
         experiments_task.submit(settings, night, run_key) if params.strategies.experiments else None
@@ -214,22 +363,15 @@ def _run_night(
         state = future.state
         if state.is_completed():
             outcomes.append(future.result())
+            _report_outcome(outcomes[-1])
         else:  # one broken use case is reported; the others go on
             failures[use_case] = steps.describe_failure(state)
             logger.error("use case %s failed: %s", use_case, failures[use_case])
 
-    published: dict[str, dict[str, Any]] = {}
-    for outcome in outcomes:
-        if params.dry_run:
-            published[outcome.use_case] = {"status": "dry run: nothing published"}
-            continue
-        ok, approver, comment = _approve(params, settings, outcome)
-        if ok:
-            published[outcome.use_case] = publish_task(settings, outcome, approver, comment, parent)
-        else:
-            published[outcome.use_case] = steps.leave_as_candidate(
-                settings, outcome, reason=comment, mlflow_run_id=parent
-            )
+    published = {
+        outcome.use_case: _decide_and_publish(params, settings, outcome, parent)
+        for outcome in outcomes
+    }
 
     summary = steps.summarize_night(
         night,
@@ -260,9 +402,10 @@ def nightly_optimization(
     ):
         ingest = ingest_task(settings, params.input_paths) if params.input_paths else None
         night = resolve_task(settings, params.as_of, params.use_cases)
+        _name_run_after(night)
         run_key = steps.run_key_for(night)
         options = steps.NightOptions.from_parameters(params.model_dump(mode="json"), settings)
-        parent = open_run_task(settings, night, run_key)
+        parent = open_run_task(settings, night, run_key, params.dry_run)
         try:
             summary = _run_night(
                 params,
@@ -289,9 +432,14 @@ def nightly_optimization(
 nightly_optimization.fn.__annotations__ = typing.get_type_hints(nightly_optimization.fn)
 
 __all__ = [
+    "DEFAULT_INPUTS",
+    "DEPLOYMENT_NAME",
     "FLOW_NAME",
+    "NIGHTLY_CRON",
+    "SERVE_DEPLOYMENT_NAME",
     "ApprovalDecision",
     "NightlyParameters",
     "StrategySwitches",
+    "deployment_parameters",
     "nightly_optimization",
 ]

@@ -1,4 +1,8 @@
-"""``llmopt nightly run|serve`` and ``llmopt demo``: the nightly flow from the command line."""
+"""``llmopt nightly run|serve|approve`` and ``llmopt demo``: the nightly flow from the command line.
+
+Expected failures (an empty warehouse, an unknown use case, a lock held by a running night) are
+one line on stderr with a hint and exit 1; the flow's own logs keep the details.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,19 @@ import os
 from typing import Any
 
 from flows.cli_support import CommandError, add_json_flag, emit, guarded
+from tasks.core.errors import LlmoptError
+
+STRATEGIES = ("experiments", "search", "frontier", "budget", "bandits", "monitoring")
+
+
+def _with_hint(exc: LlmoptError) -> str:
+    """The error's message, plus what to do for the failures a new site meets first."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "no usage logs" in text and "hint" not in text:
+        return text + " (hint: put log files in <LLMOPT_HOME>/data/incoming and pass --input)"
+    if "for use case" in text:
+        return text + " (hint: `llmopt status` lists the use cases in the warehouse)"
+    return text
 
 
 def _prefect_defaults() -> None:
@@ -34,23 +51,69 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         summary = nightly_optimization(params=params)
-    except Exception as exc:  # the flow already logged the details
-        raise CommandError(str(exc)) from exc
+    except LlmoptError as exc:  # expected: one line (the flow's logs keep the details)
+        raise CommandError(_with_hint(exc)) from exc
+    except Exception as exc:  # the flow already logged the traceback
+        raise CommandError(f"the nightly run failed: {type(exc).__name__}: {exc}") from exc
     emit(summary, as_json=args.json, human=_human_summary)
     return 1 if summary.get("failures") else 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     _prefect_defaults()
-    from flows.nightly import NightlyParameters, nightly_optimization
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CommandError(
+            "nightly serve needs a Prefect server for its schedule: start `prefect server "
+            "start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    from flows.nightly import (
+        NIGHTLY_CRON,
+        SERVE_DEPLOYMENT_NAME,
+        deployment_parameters,
+        nightly_optimization,
+    )
 
+    parameters = deployment_parameters()
+    if args.approval is not None:
+        parameters["params"]["approval"] = args.approval
     nightly_optimization.serve(
-        name=args.name,
-        cron=args.cron,
-        parameters={"params": NightlyParameters(approval=args.approval).model_dump(mode="json")},
+        name=args.name or SERVE_DEPLOYMENT_NAME,
+        cron=args.cron or NIGHTLY_CRON,
+        parameters=parameters,
         tags=["llm-auto-optimizer", "nightly"],
         global_limit=1,
     )
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    """Answer a paused nightly run's approval form (the same input the Prefect UI sends)."""
+    _prefect_defaults()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CommandError("set PREFECT_API_URL to the Prefect server of the paused run")
+    from uuid import UUID
+
+    from prefect.exceptions import NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        run_id = UUID(args.flow_run_id)
+    except ValueError as exc:
+        raise CommandError(f"not a flow run id: {args.flow_run_id!r}") from exc
+    answer = {
+        "decision": "reject" if args.reject else "approve",
+        "approver": args.by,
+        "reason": args.reason or "",
+    }
+    try:
+        resume_flow_run(run_id, run_input=answer)
+    except NotPausedError as exc:
+        raise CommandError(
+            f"flow run {run_id} is not waiting for approval (see `prefect flow-run ls`)"
+        ) from exc
+    except ObjectNotFound as exc:
+        raise CommandError(f"no flow run {run_id} on {os.environ['PREFECT_API_URL']}") from exc
+    print(f"{answer['decision']}d flow run {run_id} as {args.by}")
     return 0
 
 
@@ -85,28 +148,65 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = nightly.add_subparsers(dest="nightly_command", metavar="ACTION", required=True)
 
     run = actions.add_parser("run", help="run one night now (a temporary Prefect server if none)")
-    run.add_argument("--as-of", type=dt.date.fromisoformat, help="night to analyse (YYYY-MM-DD)")
-    run.add_argument("--lookback-days", type=int, default=14)
+    run.add_argument(
+        "--as-of",
+        type=dt.date.fromisoformat,
+        help="night to analyse (YYYY-MM-DD; default: the latest day in the warehouse)",
+    )
+    run.add_argument(
+        "--lookback-days", type=int, default=14, help="window for frontier and bandits (days)"
+    )
     run.add_argument("--use-case", action="append", help="restrict to a use case (repeatable)")
-    run.add_argument("--input", action="append", help="file or glob of new logs (repeatable)")
+    run.add_argument(
+        "--input",
+        action="append",
+        help="file, folder or glob of new logs (repeatable); a glob matching nothing is "
+        "'nothing new tonight', e.g. --input data/incoming",
+    )
     run.add_argument("--dry-run", action="store_true", help="analyse and report; publish nothing")
-    run.add_argument("--approval", choices=["policy", "auto", "human"], default="policy")
+    run.add_argument(
+        "--approval",
+        choices=["policy", "auto", "human"],
+        default="policy",
+        help="policy: each use case's registry policy; auto: publish when guardrails pass; "
+        "human: leave new configurations for `llmopt registry approve`",
+    )
     run.add_argument(
         "--skip",
         action="append",
         default=[],
-        choices=["experiments", "search", "frontier", "budget", "bandits", "monitoring"],
+        choices=STRATEGIES,
         help="switch a strategy off (repeatable)",
     )
     run.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a running night")
     add_json_flag(run)
     run.set_defaults(handler=guarded(_run))
 
-    serve = actions.add_parser("serve", help="serve the flow on a cron schedule (one process)")
-    serve.add_argument("--name", default="nightly")
-    serve.add_argument("--cron", default="15 2 * * *")
-    serve.add_argument("--approval", choices=["policy", "auto", "human"], default="policy")
+    serve = actions.add_parser(
+        "serve",
+        help="serve the flow on a cron schedule in this process (the same parameters as "
+        "deployments/prefect.yaml; needs PREFECT_API_URL)",
+    )
+    serve.add_argument("--name", default=None, help="deployment name (default: nightly-serve)")
+    serve.add_argument("--cron", default=None, help="cron schedule in UTC (default: 15 2 * * *)")
+    serve.add_argument(
+        "--approval",
+        choices=["policy", "auto", "human"],
+        default=None,
+        help="override the deployment's approval mode (default: policy)",
+    )
     serve.set_defaults(handler=guarded(_serve))
+
+    approve = actions.add_parser(
+        "approve", help="answer a paused nightly run's approval form (as the Prefect UI does)"
+    )
+    approve.add_argument("flow_run_id", help="the paused flow run's id (prefect flow-run ls)")
+    approve.add_argument("--by", required=True, help="your name: recorded in the registry audit")
+    approve.add_argument("--reason", default="", help="why: recorded in the registry audit")
+    approve.add_argument(
+        "--reject", action="store_true", help="reject (production keeps serving) instead"
+    )
+    approve.set_defaults(handler=guarded(_approve))
 
     demo = subparsers.add_parser(
         "demo", help="simulate a month of traffic and run the nightly flow over its last nights"
@@ -116,7 +216,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument(
         "--rows-per-day", type=int, default=None, help="requests per day, all use cases"
     )
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the simulated world")
     add_json_flag(demo)
     demo.set_defaults(handler=guarded(_demo))
 

@@ -138,3 +138,67 @@ def leave_as_candidate(
         return {"status": "candidate", "version": int(version.version), "reason": reason}
     finally:
         store.dispose()
+
+
+def record_rejection(
+    settings: Settings,
+    outcome: UseCaseOutcome,
+    *,
+    rejected_by: str,
+    reason: str,
+    mlflow_run_id: str | None = None,
+) -> dict[str, Any]:
+    """A person said no: store the proposal, reject it in their name; production stays.
+
+    The proposal is written as a candidate (proposed by ``nightly-flow``) and then rejected with
+    the person's name and reason, so the registry audit shows who refused what and why. The
+    current production version keeps serving; on a first night there is none, and the result
+    says so.
+
+    Args:
+        settings: the resolved settings.
+        outcome: tonight's decision for the use case.
+        rejected_by: the person who rejected (recorded in the audit).
+        reason: why (recorded in the audit).
+        mlflow_run_id: the night's MLflow parent run, linked from the registry entry.
+
+    Returns:
+        ``status`` ``rejected``, the rejected ``version``, ``rejected_by``, ``reason``,
+        ``production_version`` (None on a first night) and a one-line ``message``.
+    """
+    from tasks.registry.model import RegistryConfig
+    from tasks.registry.store import NotFoundError
+
+    store = _store(settings)
+    try:
+        version = store.publish(
+            outcome.use_case,
+            RegistryConfig.from_dict(outcome.proposed_config),
+            expected_version=outcome.base_version,
+            actor="nightly-flow",
+            reason=outcome.headline,
+            run_id=mlflow_run_id,
+            evidence=_jsonable({"reasons": outcome.reasons, "guardrails": outcome.guardrails}),
+        )
+        store.reject(outcome.use_case, version.version, actor=rejected_by, comment=reason)
+        try:
+            production: int | None = int(store.get(outcome.use_case, "production").version)
+        except NotFoundError:
+            production = None
+    finally:
+        store.dispose()
+    if production is None:
+        message = (
+            f"rejected by {rejected_by}: {outcome.use_case} has no production version yet "
+            "(first night); nothing is published until a proposal is approved"
+        )
+    else:
+        message = f"rejected by {rejected_by}: production v{production} keeps serving"
+    return {
+        "status": "rejected",
+        "version": int(version.version),
+        "rejected_by": rejected_by,
+        "reason": reason,
+        "production_version": production,
+        "message": message,
+    }

@@ -7,10 +7,19 @@ MLflow UI from any thread or process.
 
 Metric and parameter names are the same every night (see :data:`STANDARD_METRICS`) so MLflow's
 compare view lines nights up. Values that are None or not finite are skipped, never logged as 0.
+
+Nights in order: a run tagged ``as_of`` (and its nested runs) logs its metrics at the night's
+timestamp (midnight UTC) with the night's ordinal as the step, so a backfilled night charts where
+it belongs, not where the clock was. Nested runs are named with their night.
+
+One parent per night: :func:`open_night_run` tags an earlier parent of the same night
+``llmopt.superseded_by`` (and ``llmopt.superseded=true``) before opening the new one, and records
+the Prefect flow run id and URL and whether it is a dry run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import tempfile
@@ -27,6 +36,7 @@ from tasks.core.settings import Settings
 from tasks.nightly.inputs import NIGHT_METRIC_NAMES
 
 NIGHTLY_EXPERIMENT = "llm-auto-optimizer-nightly"
+SUPERSEDED_BY = "llmopt.superseded_by"
 MAX_PARAM_LENGTH = 6000
 
 STANDARD_METRICS: tuple[str, ...] = (*NIGHT_METRIC_NAMES, "experiments_shipped", "drift_alerts")
@@ -96,11 +106,23 @@ class Tracker:
         run = self._client.create_run(self.experiment_id(), run_name=name, tags=all_tags)
         return str(run.info.run_id)
 
-    def log(self, run_id: str, record: RunRecord) -> None:
-        """Log params, metrics, tags and artifacts of ``record`` into an existing run."""
-        now = int(time.time() * 1000)
+    def night_of(self, run_id: str) -> str | None:
+        """The ``as_of`` tag of a run (its night), or None."""
+        return self._client.get_run(run_id).data.tags.get("as_of")
+
+    def log(self, run_id: str, record: RunRecord, *, night: str | None = None) -> None:
+        """Log params, metrics, tags and artifacts of ``record`` into an existing run.
+
+        Args:
+            run_id: the MLflow run.
+            record: what to log.
+            night: the night (ISO date) the metrics belong to; default the record's or the run's
+                ``as_of`` tag. Metrics of a night carry its timestamp and ordinal step.
+        """
+        night = night or record.tags.get("as_of") or self.night_of(run_id)
+        stamp, step = _night_clock(night)
         metrics = [
-            Metric(key, float(value), now, 0)
+            Metric(key, float(value), stamp, step)
             for key, value in record.metrics.items()
             if value is not None and math.isfinite(float(value))
         ]
@@ -112,14 +134,28 @@ class Tracker:
         for path in record.files:
             self._client.log_artifact(run_id, str(path), artifact_path=_artifact_dir(path))
 
-    def log_tree(self, record: RunRecord, parent_run_id: str | None) -> dict[str, str]:
-        """Create a run for ``record`` (and nested runs for its children); name -> run id."""
-        run_id = self.start_run(record.name, parent_run_id=parent_run_id, tags=record.tags)
+    def log_tree(
+        self, record: RunRecord, parent_run_id: str | None, *, night: str | None = None
+    ) -> dict[str, str]:
+        """Create a run for ``record`` (and nested runs for its children); name -> run id.
+
+        Args:
+            record: the run and its children.
+            parent_run_id: the run to nest under (None for a top-level run).
+            night: the night (ISO date); default the record's or the parent's ``as_of`` tag.
+                Runs are named ``<name> <night>`` and tagged ``as_of``.
+        """
+        night = night or record.tags.get("as_of")
+        if night is None and parent_run_id:
+            night = self.night_of(parent_run_id)
+        tags = dict(record.tags) | ({"as_of": night} if night else {})
+        title = f"{record.name} {night}" if night and night not in record.name else record.name
+        run_id = self.start_run(title, parent_run_id=parent_run_id, tags=tags)
         ids = {record.name: run_id}
         try:
-            self.log(run_id, record)
+            self.log(run_id, record, night=night)
             for child in record.children:
-                for name, child_id in self.log_tree(child, run_id).items():
+                for name, child_id in self.log_tree(child, run_id, night=night).items():
                     ids[f"{record.name}/{name}"] = child_id
         except Exception:
             self.end_run(run_id, status="FAILED")
@@ -139,6 +175,60 @@ class Tracker:
             self._client.log_artifact(run_id, str(path), None if folder == "." else folder)
 
 
+def open_night_run(
+    settings: Settings,
+    *,
+    as_of: dt.date,
+    run_key: str,
+    dry_run: bool = False,
+    prefect_flow_run_id: str | None = None,
+    prefect_flow_run_url: str | None = None,
+) -> str:
+    """Open tonight's parent run; an earlier parent of the same night is marked superseded.
+
+    Args:
+        settings: the resolved settings (tracking URI, artifact root).
+        as_of: the night.
+        run_key: the night's stable key (``night-YYYY-MM-DD``).
+        dry_run: whether this run publishes nothing (tag ``dry_run``).
+        prefect_flow_run_id: the Prefect flow run (tag ``prefect.flow_run_id``).
+        prefect_flow_run_url: its page in the Prefect UI (tag ``prefect.flow_run_url``).
+
+    Returns:
+        The new parent run id.
+    """
+    tracker = Tracker(settings)
+    earlier = tracker.client.search_runs(
+        [tracker.experiment_id()],
+        filter_string=f"tags.run_key = '{run_key}' and tags.kind = 'nightly'",
+    )
+    tags = {
+        "as_of": as_of.isoformat(),
+        "run_key": run_key,
+        "kind": "nightly",
+        "dry_run": str(bool(dry_run)).lower(),
+    }
+    if prefect_flow_run_id:
+        tags["prefect.flow_run_id"] = prefect_flow_run_id
+    if prefect_flow_run_url:
+        tags["prefect.flow_run_url"] = prefect_flow_run_url
+    run_id = tracker.start_run(f"nightly-{as_of.isoformat()}", tags=tags)
+    for run in earlier:
+        if SUPERSEDED_BY not in run.data.tags:
+            tracker.client.set_tag(run.info.run_id, SUPERSEDED_BY, run_id)
+            tracker.client.set_tag(run.info.run_id, "llmopt.superseded", "true")
+    return run_id
+
+
+def _night_clock(night: str | None) -> tuple[int, int]:
+    """(timestamp ms, step) for metrics of a night: its midnight UTC and its date ordinal."""
+    if not night:
+        return int(time.time() * 1000), 0
+    day = dt.date.fromisoformat(night[:10])
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return int(midnight.timestamp() * 1000), day.toordinal()
+
+
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
     return text[:MAX_PARAM_LENGTH]
@@ -148,4 +238,11 @@ def _artifact_dir(path: Path) -> str:
     return "plots" if path.suffix.lower() == ".png" else "reports"
 
 
-__all__ = ["NIGHTLY_EXPERIMENT", "STANDARD_METRICS", "RunRecord", "Tracker"]
+__all__ = [
+    "NIGHTLY_EXPERIMENT",
+    "STANDARD_METRICS",
+    "SUPERSEDED_BY",
+    "RunRecord",
+    "Tracker",
+    "open_night_run",
+]
