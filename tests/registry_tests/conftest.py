@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tasks.core.settings import Settings
+from tasks.registry.auth import add_principal, load_tokens, tokens_path
 from tasks.registry.model import Arm, ModelParams, RegistryConfig
 from tasks.registry.store import RegistryStore
 
@@ -72,3 +73,21 @@ def any_store(request: pytest.FixtureRequest) -> RegistryStore:
     fixture = "sqlite_store" if request.param == "sqlite" else "pg_store"
     store: RegistryStore = request.getfixturevalue(fixture)
     return store
+
+
+PRINCIPALS = {
+    "ops": ("propose", "approve", "promote"),
+    "alice": ("propose",),
+    "bob": ("approve",),
+    "carol": ("promote",),
+}
+
+
+@pytest.fixture
+def principals(settings: Settings) -> dict[str, str]:
+    """A tokens file under the test home with four principals; returns name -> token."""
+    path = tokens_path(settings)
+    for name, roles in PRINCIPALS.items():
+        add_principal(path, name, roles)
+    book = load_tokens(path)
+    return {name: str(book.token_of(name)) for name in PRINCIPALS}

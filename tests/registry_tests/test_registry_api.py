@@ -51,19 +51,20 @@ class Api:
 
 
 @pytest.fixture
-def api(settings: Settings, sqlite_store: RegistryStore, make_config: Any) -> Iterator[Api]:
+def api(
+    settings: Settings, sqlite_store: RegistryStore, make_config: Any, principals: dict[str, str]
+) -> Iterator[Api]:
     sqlite_store.publish(UC, make_config(), expected_version=0, actor="a", reason="v1")
     sqlite_store.approve(UC, 1, actor="a", comment="ok")
     sqlite_store.promote(UC, 1, actor="a", comment="ship")
     with serve_in_background(settings, store=sqlite_store, refresh_interval=0.0) as url:
-        yield Api(url, settings.registry_token)
+        yield Api(url, principals["ops"])
 
 
 def _publish_body(make_config: Any, expected: int = 1, **overrides: Any) -> dict[str, Any]:
     return {
         "config": make_config(temperature=0.7).to_dict(),
         "expected_version": expected,
-        "actor": "nightly",
         "reason": "better",
         "run_id": "run-9",
         "evidence": {"lift": 0.02},
@@ -120,17 +121,18 @@ def test_authorised_writes_walk_the_lifecycle(api: Api, make_config: Any) -> Non
     status, _, body = api.request("POST", f"/v1/configs/{UC}", _publish_body(make_config))
     assert status == 409 and json.loads(body)["error"] == "stale_version"
     status, _, _ = api.request(
-        "POST", f"/v1/configs/{UC}/2/promote", {"actor": "x", "comment": "y"}
+        "POST", f"/v1/configs/{UC}/2/promote", {"comment": "y", "expected_production": 1}
     )
     assert status == 409
-    for action in ("approve", "promote"):
-        status, _, body = api.request(
-            "POST", f"/v1/configs/{UC}/2/{action}", {"actor": "ops", "comment": action}
-        )
-        assert status == 200
+    status, _, body = api.request("POST", f"/v1/configs/{UC}/2/approve", {"comment": "ok"})
+    assert status == 200
+    status, _, body = api.request(
+        "POST", f"/v1/configs/{UC}/2/promote", {"comment": "ship", "expected_production": 1}
+    )
+    assert status == 200
     assert json.loads(api.request("GET", f"/v1/configs/{UC}")[2])["version"] == 2
     status, _, body = api.request(
-        "POST", f"/v1/configs/{UC}/rollback", {"actor": "ops", "reason": "bad"}
+        "POST", f"/v1/configs/{UC}/rollback", {"reason": "bad", "expected_production": 2}
     )
     assert status == 200 and json.loads(body)["version"] == 1
     assert json.loads(api.request("GET", f"/v1/configs/{UC}")[2])["version"] == 1
@@ -189,7 +191,7 @@ def _bad_bodies(make_config: Any) -> list[tuple[bytes, int]]:
         (b"\xff\xfe", 400),
         (json.dumps({**good, "expected_version": "1"}).encode(), 422),
         (json.dumps({**good, "extra": 1}).encode(), 422),
-        (json.dumps({k: v for k, v in good.items() if k != "actor"}).encode(), 422),
+        (json.dumps({k: v for k, v in good.items() if k != "reason"}).encode(), 422),
         (json.dumps({**good, "config": {**config, "params": {"model": 5}}}).encode(), 422),
         (
             json.dumps(
@@ -210,10 +212,12 @@ def test_malformed_and_wrongly_typed_bodies(
         status, _, body = api.request("POST", f"/v1/configs/{UC}", raw=raw)
         assert status == expected, (raw[:80], body)
         assert json.loads(body)["error"] in {"bad_json", "invalid"}
-    status, _, _ = api.request("POST", f"/v1/configs/{UC}/1/approve", {"actor": 5, "comment": "x"})
+    status, _, _ = api.request("POST", f"/v1/configs/{UC}/1/approve", {"comment": 5})
     assert status == 422
     status, _, _ = api.request(
-        "POST", f"/v1/configs/{UC}/rollback", {"actor": "a", "reason": "r", "to_version": "1"}
+        "POST",
+        f"/v1/configs/{UC}/rollback",
+        {"reason": "r", "to_version": "1", "expected_production": 1},
     )
     assert status == 422
     assert api.request("PUT", f"/v1/configs/{UC}", {})[0] == 405
@@ -250,23 +254,22 @@ def test_unknown_things_are_404(api: Api) -> None:
     assert api.request("GET", f"/v1/configs/{UC}/whatever")[0] == 400
     assert api.request("GET", f"/v1/configs/{UC}/%C2%B2")[0] == 400  # a unicode digit
     assert api.request("GET", f"/v1/configs/{UC}/" + "9" * 30)[0] == 400
-    body = {"actor": "a", "comment": "c"}
+    body = {"comment": "c"}
     assert api.request("POST", f"/v1/configs/{UC}/{'9' * 30}/approve", body)[0] == 404
     assert api.request("GET", "/v2/anything")[0] == 404
-    assert (
-        api.request("POST", f"/v1/configs/{UC}/1/explode", {"actor": "a", "comment": "c"})[0] == 404
-    )
+    assert api.request("POST", f"/v1/configs/{UC}/1/explode", {"comment": "c"})[0] == 404
 
 
 def test_api_on_postgresql_store(
-    settings: Settings, pg_store: RegistryStore, make_config: Any
+    settings: Settings, pg_store: RegistryStore, make_config: Any, principals: dict[str, str]
 ) -> None:
     with serve_in_background(settings, store=pg_store, refresh_interval=0.0) as url:
-        api = Api(url, settings.registry_token)
+        api = Api(url, principals["ops"])
         assert api.request("POST", f"/v1/configs/{UC}", _publish_body(make_config, 0))[0] == 201
-        for action in ("approve", "promote"):
-            change = {"actor": "ops", "comment": action}
-            assert api.request("POST", f"/v1/configs/{UC}/1/{action}", change)[0] == 200
+        approve = {"comment": "ok"}
+        assert api.request("POST", f"/v1/configs/{UC}/1/approve", approve)[0] == 200
+        promote = {"comment": "ship", "expected_production": None}
+        assert api.request("POST", f"/v1/configs/{UC}/1/promote", promote)[0] == 200
         status, headers, body = api.request("GET", f"/v1/configs/{UC}")
         assert status == 200 and ConfigVersion.from_document(json.loads(body)).version == 1
         etag = headers["etag"]
