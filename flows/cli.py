@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "flows.monitor_commands",
     "flows.registry_commands",
     "flows.nightly_commands",
+    "flows.config_commands",
 )
 
 

@@ -99,8 +99,17 @@ _BUDGET = Section(
                 "max_unsupported_mass": _NUM,
             }
         ),
+        "routing": Section(  # contextual routing (tasks/allocation/routing.py)
+            keys={
+                "window_days": _INT,
+                "context_columns": _k("str_list"),
+                "floor": _NUM,
+                "confidence": _NUM,
+                "min_ess": _NUM,
+            }
+        ),
     },
-    each_use_case=Section(keys=_BUDGET_USE_CASE),
+    each_use_case=Section(keys={**_BUDGET_USE_CASE, "context_columns": _k("str_list")}),
 )
 
 # ------------------------------------------------------------------ experiments.toml
@@ -262,6 +271,8 @@ _NIGHTLY = Section(
                 "error_rate_margin": _NUM,
                 "latency_ratio_limit": _NUM,
                 "alpha": _NUM,
+                "power": _NUM,
+                "max_nights": _INT,
                 "max_holds": _INT,
             }
         ),
@@ -335,7 +346,10 @@ _SEARCH = Section(
             }
         ),
     },
-    each_use_case=Section(sections={"space": _SPACE}),
+    each_use_case=Section(
+        keys={"use_global_models": _BOOL},  # opt in to [space] models (tasks/search/study.py)
+        sections={"space": _SPACE},
+    ),
 )
 
 SCHEMAS: dict[str, Section] = {
