@@ -114,7 +114,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             source.get("LLMOPT_REGISTRY_SNAPSHOT_DIR", str(data_dir / "registry"))
         ),
         registry_api_url=source.get("LLMOPT_REGISTRY_API_URL", "http://127.0.0.1:8765"),
-        registry_token=source.get("LLMOPT_REGISTRY_TOKEN", "dev-token-change-me"),
+        registry_token=source.get("LLMOPT_REGISTRY_TOKEN", ""),  # no default secret (issue 15)
         config_dir=Path(source.get("LLMOPT_CONFIG_DIR", str(home / "config"))),
         extra={k: v for k, v in source.items() if k.startswith("LLMOPT_")},
     )
