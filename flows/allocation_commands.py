@@ -146,12 +146,59 @@ def _bandit_human(payload: dict[str, Any]) -> str:
                 f"    {arm.weight:6.1%}  P(best) {arm.probability_best:6.1%}  n={arm.n:<7} "
                 f"{arm.config_id}"
             )
-    for c in payload["contextual"]:
+    for r in payload["contextual"]:
+        lines.append(f"  {r['use_case']} routing [{r['status']}] on {r.get('context') or '-'}")
+        lines.extend(f"    {why}" for why in r["reasons"])
+        table = r.get("table") or {}
+        for value, row in [*table.get("rows", {}).items(), ("* (default)", table.get("default"))]:
+            if row:
+                mix = ", ".join(f"{arm} {w:.1%}" for arm, w in row.items())
+                lines.append(f"    {value}: {mix}")
+    for c in payload.get("linucb", []):
         lines.append(f"  {c.use_case} LinUCB [{c.status}] {'; '.join(c.reasons)}")
         for cell in c.cells:
             ctx = ", ".join(f"{k}={v}" for k, v in cell.cell.items())
             lines.append(f"    {ctx}: {cell.chosen}")
     return "\n".join(lines)
+
+
+def _objective_for(use_case: str) -> Any:
+    """The use case's objective from ``nightly.toml`` (the balanced preset without one)."""
+    from strategies.objective import objective_from_config
+    from tasks.core.config import ConfigError, load_config
+
+    try:
+        section = load_config("nightly").get("objective")
+    except ConfigError:
+        section = None
+    try:
+        return objective_from_config(section, use_case)
+    except ValueError as exc:
+        raise CommandError(f"nightly.toml [objective]: {exc}") from exc
+
+
+def _routing_entry(con: Any, use_case: str, as_of: dt.date, args: Any, config: Any) -> Any:
+    """One use case's contextual routing as a plain dict (``table`` is a routing table)."""
+    from tasks.allocation.routing import CannotRoute, use_case_routing
+    from tasks.core.jsonable import to_jsonable
+
+    objective = _objective_for(use_case)
+    result = use_case_routing(
+        con,
+        use_case=use_case,
+        as_of=as_of,
+        objective=objective,
+        budget_config=config,
+        columns=args.features.split(",") if args.features else None,
+        seed=args.seed,
+    )
+    head = {"use_case": use_case, "objective": objective.describe()}
+    if isinstance(result, CannotRoute):
+        return {**head, "status": "cannot_route", "reasons": list(result.reasons), "table": None}
+    body = to_jsonable(result)
+    body.pop("policy", None)  # the estimates behind it are in "estimates"
+    body["estimates"] = to_jsonable(result.policy.estimates)
+    return {**head, **body}
 
 
 def _bandit(args: argparse.Namespace) -> int:
@@ -163,7 +210,7 @@ def _bandit(args: argparse.Namespace) -> int:
     floor = args.floor if args.floor is not None else float(opts.get("floor", 0.02))
     reward = args.reward or str(opts.get("reward", "quality"))
     try:
-        allocations, contextual = [], []
+        allocations, contextual, linucb = [], [], []
         for use_case in _use_cases(con, args.use_case, as_of, window):
             allocations.append(
                 bandit_allocation(
@@ -178,12 +225,14 @@ def _bandit(args: argparse.Namespace) -> int:
                 )
             )
             if args.contextual:
+                contextual.append(_routing_entry(con, use_case, as_of, args, config))
+            if args.linucb:
                 features = (
                     args.features.split(",")
                     if args.features
                     else list(opts.get("linucb_features", ["task_type", "user_segment"]))
                 )
-                contextual.append(
+                linucb.append(
                     contextual_allocation(
                         con,
                         use_case=use_case,
@@ -199,7 +248,9 @@ def _bandit(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     finally:
         con.close()
-    payload = {"as_of": as_of, "allocations": allocations, "contextual": contextual}
+    payload: dict[str, Any] = {"as_of": as_of, "allocations": allocations, "contextual": contextual}
+    if args.linucb:
+        payload["linucb"] = linucb
     emit(payload, as_json=args.json, human=_bandit_human)
     return 0
 
@@ -226,17 +277,19 @@ def _offpolicy_human(result: Any) -> str:
 
 
 def _offpolicy(args: argparse.Namespace) -> int:
-    from tasks.allocation.offpolicy import evaluate_policy, parse_policy
+    from tasks.allocation.offpolicy import evaluate_policy, parse_policy_document
 
     try:
-        policy = parse_policy(args.policy)
+        policy, table_context = parse_policy_document(args.policy, use_case=args.use_case)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     con, config, as_of = _open(args)
     opts = config.get("offpolicy", {})
     end = args.end or as_of
     start = args.start or end - dt.timedelta(days=int(opts.get("window_days", 14)) - 1)
-    context = args.context if args.context is not None else opts.get("context", "task_type")
+    context = args.context if args.context is not None else table_context
+    if context is None:
+        context = opts.get("context", "task_type")
     try:
         result = evaluate_policy(
             con,
@@ -284,8 +337,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--floor", type=float, help="minimum weight per arm")
     p.add_argument("--reward", choices=["quality", "success", "feedback"])
     p.add_argument("--seed", type=int, default=0, help="posterior-draw seed (default 0)")
-    p.add_argument("--contextual", action="store_true", help="also LinUCB weights per context")
-    p.add_argument("--features", help="comma-separated LinUCB context features")
+    p.add_argument(
+        "--contextual",
+        action="store_true",
+        help="also a per-context routing table on the use case's objective (its JSON is a "
+        "valid offpolicy --policy)",
+    )
+    p.add_argument("--linucb", action="store_true", help="also LinUCB weights per context cell")
+    p.add_argument(
+        "--features", help="comma-separated context columns (routing) or features (LinUCB)"
+    )
     add_json_flag(p)
     p.set_defaults(handler=guarded(_bandit))
 
@@ -296,7 +357,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--policy",
         required=True,
-        help='JSON or a JSON file: {"cell": {"config_id": prob}} or {"config_id": prob}',
+        help='JSON or a JSON file: {"cell": {"config_id": prob}}, {"config_id": prob}, a '
+        "routing table, or the JSON output of llmopt bandit --contextual",
     )
     p.add_argument("--start", type=_date, help="first day (default: end - window + 1)")
     p.add_argument("--end", type=_date, help="last day (default: last logged day)")

@@ -30,6 +30,8 @@ from strategies.offpolicy import (
     validate_policy,
 )
 from tasks.allocation.bandits import CONTEXT_FEATURES
+from tasks.allocation.context_stats import context_sql
+from tasks.registry.routing import RoutingTable
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "evaluate_policy",
     "logged_cells",
     "parse_policy",
+    "parse_policy_document",
 ]
 
 REWARD_SQL: dict[str, str] = {
@@ -46,12 +49,23 @@ REWARD_SQL: dict[str, str] = {
 }
 
 
+def _cell_sql(context: str | None) -> str:
+    if context is None:
+        return f"'{ANY_CELL}'"
+    if context in CONTEXT_FEATURES:
+        return CONTEXT_FEATURES[context]
+    try:  # a routing table may be keyed by metadata.<key>: the same cell text as the router's
+        return f"coalesce(CAST({context_sql(context)} AS VARCHAR), 'unknown')"
+    except ValueError:
+        raise ValueError(
+            f"unknown context {context!r}; use one of {sorted(CONTEXT_FEATURES)} or metadata.<key>"
+        ) from None
+
+
 def _rows_sql(context: str | None, reward: str) -> str:
     if reward not in REWARD_SQL:
         raise ValueError(f"unknown reward {reward!r}; use one of {sorted(REWARD_SQL)}")
-    if context is not None and context not in CONTEXT_FEATURES:
-        raise ValueError(f"unknown context {context!r}; use one of {sorted(CONTEXT_FEATURES)}")
-    cell = f"'{ANY_CELL}'" if context is None else CONTEXT_FEATURES[context]
+    cell = _cell_sql(context)
     return f"""
         SELECT {cell} AS cell, {CONFIG_KEY_SQL} AS arm, {REWARD_SQL[reward]} AS r,
                propensity AS p
@@ -106,9 +120,65 @@ def logged_cells(
 def parse_policy(value: str | Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """A policy from a mapping, a JSON string or a JSON file path.
 
-    Either ``{cell: {config_id: probability}}`` (``"*"`` covers unlisted cells) or the flat
-    ``{config_id: probability}`` for a policy that ignores the context.
+    Either ``{cell: {config_id: probability}}`` (``"*"`` covers unlisted cells), the flat
+    ``{config_id: probability}`` for a policy that ignores the context, a routing table
+    (``{"context", "rows", "default", ...}``) or the JSON of ``llmopt bandit --contextual``
+    (see :func:`parse_policy_document`, which also returns the table's context column).
     """
+    return parse_policy_document(value)[0]
+
+
+def parse_policy_document(
+    value: str | Mapping[str, Any], *, use_case: str | None = None
+) -> tuple[dict[str, dict[str, float]], str | None]:
+    """``(policy, context column or None)`` from any form :func:`parse_policy` accepts.
+
+    Args:
+        value: a mapping, a JSON string or the path of a JSON file.
+        use_case: picks the use case's table from ``llmopt bandit --contextual`` output that
+            holds several.
+
+    Returns:
+        The validated policy and, for a routing table, the column its rows are keyed by.
+
+    Raises:
+        ValueError: not JSON, no such file, no routing table for ``use_case``, bad weights.
+    """
+    loaded = _load_json(value)
+    context: str | None = None
+    if isinstance(loaded, Mapping) and "contextual" in loaded and "as_of" in loaded:
+        loaded = _table_from_bandit_output(loaded, use_case)
+    if isinstance(loaded, Mapping) and {"context", "rows", "default"} <= set(loaded):
+        table = RoutingTable.from_dict(loaded)
+        return validate_policy(table.as_policy()), table.context
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise ValueError("policy must be a non-empty JSON object")
+    if all(isinstance(v, int | float) for v in loaded.values()):
+        loaded = {ANY_CELL: loaded}
+    if not all(isinstance(v, Mapping) for v in loaded.values()):
+        raise ValueError("policy must map cells to {config_id: probability} objects")
+    return validate_policy(loaded), context
+
+
+def _table_from_bandit_output(doc: Mapping[str, Any], use_case: str | None) -> Mapping[str, Any]:
+    tables = [
+        entry
+        for entry in doc.get("contextual") or []
+        if isinstance(entry, Mapping) and entry.get("table")
+    ]
+    if use_case is not None:
+        tables = [t for t in tables if t.get("use_case") == use_case]
+    if len(tables) != 1:
+        which = f" for {use_case!r}" if use_case else ""
+        raise ValueError(
+            f"the bandit output holds {len(tables)} routing table(s){which}: "
+            "pass --use-case or run llmopt bandit --contextual --use-case NAME"
+        )
+    table: Mapping[str, Any] = tables[0]["table"]
+    return table
+
+
+def _load_json(value: str | Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         text = value.strip()
         if not text.startswith("{"):
@@ -120,15 +190,8 @@ def parse_policy(value: str | Mapping[str, Any]) -> dict[str, dict[str, float]]:
             loaded = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"policy is not valid JSON: {exc}") from exc
-    else:
-        loaded = value
-    if not isinstance(loaded, Mapping) or not loaded:
-        raise ValueError("policy must be a non-empty JSON object")
-    if all(isinstance(v, int | float) for v in loaded.values()):
-        loaded = {ANY_CELL: loaded}
-    if not all(isinstance(v, Mapping) for v in loaded.values()):
-        raise ValueError("policy must map cells to {config_id: probability} objects")
-    return validate_policy(loaded)
+        return loaded
+    return value
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,13 @@ Rewards: an errored call scores quality 0 (as in :mod:`tasks.allocation.offpolic
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import duckdb
 from scipy import stats
 
 from strategies.objective import Objective, monthly_from_daily
@@ -34,6 +36,7 @@ from strategies.routing import (
     RoutingPolicy,
     learn_routing,
 )
+from tasks.allocation.budget import budget_report, use_case_settings
 from tasks.allocation.context_stats import (
     DEFAULT_CONTEXT_COLUMNS,
     ColumnData,
@@ -53,6 +56,7 @@ __all__ = [
     "context_sql",
     "plan_contextual_routing",
     "routing_inputs",
+    "use_case_routing",
 ]
 
 
@@ -359,3 +363,62 @@ def _decide(
             f"[{gain.lower:+.4f}, {gain.upper:+.4f}]"
         )
     return "not_proposed"
+
+
+def use_case_routing(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str,
+    as_of: dt.date,
+    objective: Objective,
+    budget_config: Mapping[str, Any],
+    columns: Sequence[str] | None = None,
+    production: str | Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> RoutingProposal | CannotRoute:
+    """Routing for one use case with its settings (``budget.toml`` ``[routing]`` and budget).
+
+    Args:
+        con: the warehouse.
+        use_case: the use case.
+        as_of: last day of the window.
+        objective: the use case's objective (``nightly.toml`` ``[objective]``).
+        budget_config: the parsed ``budget.toml``: ``[routing]`` options, the use case's
+            ``context_columns`` and ``monthly_budget_usd`` (a budget caps the mix).
+        columns: context columns to consider (default: the use case's, else ``[routing]``'s).
+        production: production's config id or weights (``None``: best single configuration).
+        seed: posterior-draw seed.
+
+    Returns:
+        What :func:`plan_contextual_routing` returns.
+    """
+    opts = dict(budget_config.get("routing", {}))
+    mine = use_case_settings(budget_config, use_case)
+    window = int(opts.get("window_days", 14))
+    chosen = (
+        columns or mine.get("context_columns") or opts.get("context_columns")
+    ) or DEFAULT_CONTEXT_COLUMNS
+    start = as_of - dt.timedelta(days=window - 1)
+    inputs = routing_inputs(
+        con, use_case=use_case, start=start, end=as_of, objective=objective, columns=list(chosen)
+    )
+    budget = None
+    monthly = objective.monthly_budget_usd or mine.get("monthly_budget_usd")
+    if monthly is not None:
+        report = budget_report(con, as_of=as_of, config=budget_config, use_cases=[use_case])[0]
+        remaining = report.projected_monthly_requests - report.requests_to_date
+        if remaining > 0:
+            budget = RoutingBudget(
+                monthly_budget_usd=float(monthly),
+                month_to_date_usd=report.month_to_date_usd,
+                remaining_requests=remaining,
+            )
+    return plan_contextual_routing(
+        inputs,
+        production=production,
+        budget=budget,
+        floor=float(opts.get("floor", 0.0)),
+        confidence=float(opts.get("confidence", 0.95)),
+        min_ess=float(opts.get("min_ess", 200.0)),
+        seed=seed,
+    )

@@ -69,9 +69,15 @@ def test_bandit_command_gives_weights_per_use_case(
     for allocation in allocations.values():
         assert allocation["status"] == "ok"
         assert sum(a["weight"] for a in allocation["arms"]) == pytest.approx(1.0)
-    cells = payload["contextual"][0]["cells"]
+    routed = {r["use_case"]: r for r in payload["contextual"]}
+    assert set(routed) == {"sales-email", "code-review"}
+    assert all(r["status"] in {"proposed", "not_proposed", "cannot_route"} for r in routed.values())
+    code, out, _ = _run(capsys, "bandit", "--json", "--linucb", "--use-case", "sales-email")
+    cells = json.loads(out)["linucb"][0]["cells"]
     assert cells and {"task_type", "user_segment"} == set(cells[0]["cell"])
     code, _, err = _run(capsys, "bandit", "--features", "bogus", "--contextual")
+    assert code == 1 and "unknown context column" in err
+    code, _, err = _run(capsys, "bandit", "--features", "bogus", "--linucb")
     assert code == 1 and "unknown context feature" in err
 
 
