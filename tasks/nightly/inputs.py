@@ -26,6 +26,7 @@ from strategies.experiments import MeanStats, ProportionStats
 from strategies.traffic import RolloutState
 from tasks.core.config import load_config
 from tasks.core.settings import Settings
+from tasks.nightly.loop import bootstrap_by_objective
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, Window
 
 if TYPE_CHECKING:
@@ -47,9 +48,9 @@ NIGHT_METRIC_NAMES = (
     "spend_usd",
 )
 
-# First night: production is what serves outside experiments, or an experiment's control.
-# Counting all rows would crown a treatment arm that happens to carry as much traffic as its
-# control; a running experiment's control arm is, by definition, the incumbent.
+# The incumbent: what serves outside experiments, or an experiment's control. A first night
+# bootstraps to the best configuration on the objective (loop.bootstrap_by_objective); the
+# incumbent is the fallback when no configuration can be ranked yet (too little traffic).
 BOOTSTRAP_SQL = f"""
 SELECT use_case, {CONFIG_KEY_SQL} AS key,
        count(*) FILTER (WHERE experiment_id IS NULL OR variant_id = 'control') AS incumbent,
@@ -65,7 +66,8 @@ SELECT {CONFIG_KEY_SQL} AS key, count(*) AS n,
        count(quality) AS qn, coalesce(sum(quality), 0), coalesce(sum(quality*quality), 0),
        count(*) FILTER (WHERE status = 'error') AS errors,
        sum(latency_ms), sum(latency_ms * latency_ms)
-FROM usage_logs WHERE use_case = $use_case AND day = $day AND {CONFIG_KEY_SQL} IN ($a, $b)
+FROM usage_logs
+WHERE use_case = $use_case AND day BETWEEN $first AND $day AND {CONFIG_KEY_SQL} IN ($a, $b)
 GROUP BY 1
 """
 
@@ -157,12 +159,19 @@ def bootstrap_production(
 
 
 def pair_stats(
-    con: duckdb.DuckDBPyConnection, use_case: str, day: dt.date, incumbent: str, candidate: str
+    con: duckdb.DuckDBPyConnection,
+    use_case: str,
+    day: dt.date,
+    incumbent: str,
+    candidate: str,
+    *,
+    nights: int = 1,
 ) -> RolloutPair:
-    """Incumbent vs candidate on one day: quality, error rate and latency statistics."""
-    rows = con.execute(
-        PAIR_STATS_SQL, {"use_case": use_case, "day": day, "a": incumbent, "b": candidate}
-    ).fetchall()
+    """Incumbent vs candidate over the ``nights`` days ending on ``day`` (a rollout stage's
+    traffic so far): quality, error rate and latency statistics."""
+    first = day - dt.timedelta(days=max(nights, 1) - 1)
+    params = {"use_case": use_case, "day": day, "first": first, "a": incumbent, "b": candidate}
+    rows = con.execute(PAIR_STATS_SQL, params).fetchall()
     by_key = {r[0]: r for r in rows}
     empty = (None, 0, 0, 0.0, 0.0, 0, 0.0, 0.0)
     inc, cand = by_key.get(incumbent, empty), by_key.get(candidate, empty)
@@ -249,6 +258,8 @@ def _registry_states(
     use_cases: Sequence[str],
     start: dt.date,
     as_of: dt.date,
+    *,
+    window: pd.DataFrame,
 ) -> tuple[dict[str, RegistryState], dict[str, list[Any]], dict[str, str]]:
     """Registry state per use case, its versions, and the problems of use cases left out."""
     from tasks.registry.store import RegistryStore
@@ -259,7 +270,12 @@ def _registry_states(
     finally:
         store.dispose()
     missing = [uc for uc, (production, _, _) in read.items() if production is None]
-    bootstrapped = bootstrap_production(con, missing, start, as_of) if missing else {}
+    incumbents = bootstrap_production(con, missing, start, as_of) if missing else {}
+    bootstrapped = {
+        uc: bootstrap_by_objective(settings, uc, window, incumbents[uc], (as_of - start).days + 1)
+        for uc in missing
+        if uc in incumbents
+    }
     states: dict[str, RegistryState] = {}
     problems: dict[str, str] = {}
     for use_case, (production, base_version, versions) in read.items():
@@ -275,7 +291,7 @@ def _registry_states(
                 serving_versions=serving,
             )
         elif use_case in bootstrapped:
-            key = bootstrapped[use_case]
+            key, why = bootstrapped[use_case]
             states[use_case] = RegistryState(
                 base_version=base_version,
                 current_version=None,
@@ -283,7 +299,7 @@ def _registry_states(
                 production_params={},
                 rollout=None,
                 serving_versions=serving,
-                bootstrap_reason=f"bootstrap: production is the incumbent config {key}",
+                bootstrap_reason=why,
             )
         else:
             problems[use_case] = f"{use_case}: no traffic between {start} and {as_of}"
@@ -312,13 +328,15 @@ def aggregate_night(
     search_lookback = load_search_config(settings).lookback_days
     shared = SharedConfigMetrics.compute(con, night_windows(as_of, lookback_days, search_lookback))
     metrics_tonight = night_metrics(con, use_cases, as_of)
-    states, versions, problems = _registry_states(settings, con, use_cases, start, as_of)
+    window = shared.frames[(start, as_of)]
+    states, versions, problems = _registry_states(
+        settings, con, use_cases, start, as_of, window=window
+    )
 
     reports: dict[str, Any] = {}
     if monitoring and states:
         from tasks.monitoring.run import load_monitoring_config, run_monitoring
 
-        window = shared.frames[(start, as_of)]
         approved = {}
         for use_case in states:
             rows = window[window["use_case"] == use_case].to_dict("records")
@@ -353,7 +371,12 @@ def aggregate_night(
         rollout = state.rollout if state is not None else None
         pair = (
             pair_stats(
-                con, use_case, as_of, rollout.incumbent_config_id, rollout.candidate_config_id
+                con,
+                use_case,
+                as_of,
+                rollout.incumbent_config_id,
+                rollout.candidate_config_id,
+                nights=rollout.nights_at_stage,
             )
             if rollout is not None
             else None

@@ -196,6 +196,7 @@ def summary_dict(summary: NightSummary) -> dict[str, Any]:
                     "metrics": o.metrics,
                     "published": summary.published.get(o.use_case),
                     "reasons": list(o.reasons),
+                    "loop": o.strategies.get("loop"),
                 }
                 for o in summary.outcomes
             },
@@ -229,6 +230,18 @@ def summary_markdown(summary: NightSummary) -> str:
         )
     for use_case, error in summary.failures.items():
         lines.append(f"| {use_case} | FAILED: {error} | - |")
+    loops = {o.use_case: o.strategies.get("loop") for o in summary.outcomes}
+    if any(loops.values()):
+        lines += ["", "## The loop: evidence to tomorrow's traffic", ""]
+        lines += [
+            "| use case | objective | production | best alternative | proposed | "
+            "tomorrow vs production |",
+            "|---|---|---|---|---|---|",
+        ]
+        for use_case, loop in loops.items():
+            if loop:
+                cells = _loop_cells(loop)
+                lines.append(f"| {use_case} | " + " | ".join(cells) + " |")
     if summary.experiments:
         lines += ["", "## Experiments", "", "| experiment | use case | decision | reasons |"]
         lines.append("|---|---|---|---|")
@@ -252,3 +265,74 @@ def summary_tables(summary: NightSummary) -> dict[str, list[dict[str, Any]]]:
         ]
         for o in summary.outcomes
     }
+
+
+# --------------------------------------------------------------------------------------------
+# the loop, as a person reads it (Prefect artifact, `llmopt nightly run`)
+# --------------------------------------------------------------------------------------------
+
+
+def _num(value: Any, fmt: str = ".4f") -> str:
+    return format(float(value), fmt) if isinstance(value, int | float) else "n/a"
+
+
+def _interval(pair: Any) -> str:
+    if not pair or any(not isinstance(v, int | float) for v in pair):
+        return ""
+    return f" [{pair[0]:.4f}, {pair[1]:.4f}]"
+
+
+def _loop_cells(loop: Mapping[str, Any]) -> list[str]:
+    """objective, production, best alternative, proposed, expected change (one row)."""
+    production = f"{loop.get('production')}: {_num(loop.get('production_value'))}"
+    best = loop.get("best_alternative")
+    alternative = (
+        f"{best}: {_num(loop.get('best_alternative_value'))}"
+        f"{_interval(loop.get('best_alternative_interval'))}, difference "
+        f"{_num(loop.get('best_alternative_difference'), '+.4f')}"
+        f"{_interval(loop.get('best_alternative_difference_interval'))}"
+        if best
+        else "none analysable"
+    )
+    expected = loop.get("expected") or {}
+    if expected.get("status") == "ok":
+        change = (
+            f"quality {expected['quality_change']:+.4f}, spend "
+            f"{expected['spend_change_per_day_usd']:+.2f} USD/day"
+        )
+        if expected.get("unobserved"):
+            change += f" ({len(expected['unobserved'])} unobserved arm(s) at production's values)"
+    else:
+        change = f"cannot analyse: {expected.get('reason', 'no estimate')}"
+    objective = f"{loop.get('objective')} ({loop.get('objective_description')})"
+    return [objective, production, alternative, str(loop.get("proposed", "")), change]
+
+
+def loop_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The loop per use case as plain text lines, from :func:`summary_dict`'s output.
+
+    For ``llmopt nightly run``'s printed summary: objective, production's estimated value, the
+    best alternative with its interval, what was proposed and why (or why not), and the expected
+    change in quality and spend of tomorrow's plan.
+
+    Args:
+        summary: the flow's return value (:func:`summary_dict`).
+
+    Returns:
+        Lines without trailing newlines (empty when no use case carries a loop section).
+    """
+    lines: list[str] = []
+    for use_case, info in (summary.get("use_cases") or {}).items():
+        loop = (info or {}).get("loop")
+        if not loop:
+            continue
+        objective, production, alternative, proposed, change = _loop_cells(loop)
+        lines += [
+            f"{use_case}:",
+            f"  objective         {objective}",
+            f"  production        {production}",
+            f"  best alternative  {alternative}",
+            f"  proposed          {proposed}",
+            f"  tomorrow's plan   {change}",
+        ]
+    return lines

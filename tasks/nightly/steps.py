@@ -15,11 +15,15 @@ registry's evidence. The warehouse is read by :func:`analyse_experiments` and
 
 How one use case is decided (:func:`optimize_use_case`):
 
-1. the production plan comes from the registry (bootstrapped from the most-served configuration
-   on the first night);
+1. the production plan comes from the registry (on the first night: the configuration best on
+   the use case's objective by its lower confidence bound, ties to the cheaper);
 2. monitoring may demand a rollback / circuit breaker (applied first) or pause exploration;
-3. a staged rollout in progress is judged on last night's traffic (advance / hold / roll back);
-4. an experiment that ships starts a new rollout of its winner (this is what needs approval);
+3. a staged rollout in progress is judged on its stage's traffic so far (advance / hold while
+   the sample its guardrails need can still arrive / roll back on shown harm / stop and say
+   "not enough traffic");
+4. an experiment that ships starts a new rollout of its winner; otherwise a configuration with
+   logged traffic that beats production on the objective with confidence does (both need
+   approval; :mod:`tasks.nightly.decisions`, :mod:`tasks.nightly.loop`);
 5. search candidates and bandit weights fill the exploration share;
 6. :func:`strategies.traffic.plan_traffic` turns all of it into one plan that sums to 1.
 
@@ -55,6 +59,7 @@ from tasks.nightly.report import (
     NightSummary,
     abort_tracking,
     describe_failure,
+    loop_lines,
     start_tracking,
     summarize_night,
     summary_dict,
@@ -86,6 +91,7 @@ __all__ = [
     "describe_failure",
     "ingest_new_logs",
     "leave_as_candidate",
+    "loop_lines",
     "optimize_use_case",
     "prepare_storages",
     "publish_outcome",

@@ -12,21 +12,30 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from strategies.rollout_guard import RolloutJudgement
 from strategies.traffic import (
-    ExperimentArms,
     RolloutState,
     RolloutStep,
     SafetyOverride,
     TrafficPlan,
     plan_traffic,
-    start_rollout,
-    step_rollout,
 )
 from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.nightly import inputs as night_inputs
+from tasks.nightly.decisions import (
+    Safety,
+    experiment_decisions,
+    promotion_step,
+    safety_from_monitoring,
+)
 from tasks.nightly.inputs import UseCaseInputs
+from tasks.nightly.loop import (
+    judge_rollout,
+    judgement_dict,
+    loop_section,
+    objective_for,
+    plan_expectation,
+)
 from tasks.nightly.night import (
     Night,
     NightOptions,
@@ -57,83 +66,6 @@ def aggregate_night(
             monitoring=options.enabled("monitoring"),
             budget=options.enabled("budget"),
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Safety:
-    override: SafetyOverride | None = None
-    rollback_version: int | None = None
-
-
-def _safety_from_monitoring(
-    inputs: UseCaseInputs, catalogue: Mapping[str, Any], registry: night_inputs.RegistryState
-) -> _Safety:
-    """Monitoring may roll back, break the circuit or pause exploration (applied first)."""
-    report = inputs.monitoring.use_cases[0] if inputs.monitoring is not None else None
-    action = report.action if report is not None else None
-    if action is None:
-        return _Safety()
-    if action.kind in {"rollback", "circuit_breaker"}:
-        target = action.target_config_id
-        if target and target in catalogue:
-            return _Safety(
-                SafetyOverride(action.kind, action.reason, target),
-                registry.serving_versions.get(target),
-            )
-        return _Safety(SafetyOverride("pause_optimizer", f"{action.reason} (no target)"))
-    if action.pause_optimizer:
-        return _Safety(SafetyOverride("pause_optimizer", action.reason))
-    return _Safety()
-
-
-@dataclasses.dataclass
-class _ExperimentDecisions:
-    running: list[ExperimentArms] = dataclasses.field(default_factory=list)
-    rollout: RolloutState | None = None
-    needs_approval: bool = False
-    guardrails: dict[str, bool] = dataclasses.field(default_factory=dict)
-    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def _experiment_decisions(
-    experiments: Sequence[Mapping[str, Any]],
-    *,
-    production_id: str,
-    rollout: RolloutState | None,
-    safety: SafetyOverride | None,
-    catalogue: dict[str, dict[str, Any]],
-    reasons: list[str],
-) -> _ExperimentDecisions:
-    """Running experiments keep their arms; a shipped winner starts a rollout (needs approval)."""
-    out = _ExperimentDecisions(rollout=rollout)
-    for exp in experiments:
-        decision = exp["decision"]
-        arm_configs = exp.get("arm_configs", {})
-        for info in arm_configs.values():
-            catalogue.setdefault(info["config_key"], info["params"])
-        if decision["action"] == "ship" and decision.get("variant") in arm_configs:
-            winner = arm_configs[decision["variant"]]["config_key"]
-            if safety is not None:
-                reasons.append(f"{exp['experiment_id']} ships, but safety comes first")
-            elif out.rollout is not None:
-                reasons.append(f"{exp['experiment_id']} ships {winner}: queued behind rollout")
-            elif winner != production_id:
-                out.rollout = start_rollout(
-                    candidate_config_id=winner, incumbent_config_id=production_id
-                )
-                out.needs_approval = True
-                out.guardrails = _experiment_guardrails(exp)
-                out.evidence = {"experiment": exp["experiment_id"], "decision": decision}
-                shipped = f"{exp['experiment_id']} ships {decision['variant']}"
-                reasons.append(f"{shipped}: rollout of {winner}")
-        elif decision["action"] == "keep running" and exp.get("traffic_share", 0) > 0:
-            weights = exp.get("weights") or {v: 1 / len(arm_configs) for v in arm_configs}
-            variants = tuple(v for v in weights if v in arm_configs)
-            arms = tuple((arm_configs[v]["config_key"], float(weights[v])) for v in variants)
-            if len(arms) >= 2:
-                share = min(float(exp["traffic_share"]), 1.0)
-                out.running.append(ExperimentArms(exp["experiment_id"], arms, share, variants))
-    return out
 
 
 def _exploration(
@@ -261,25 +193,23 @@ def optimize_use_case(
     rollout = registry.rollout
 
     # 1. monitoring (computed in the aggregate step): may roll back / break / pause
-    safety = _Safety()
+    safety = Safety()
     if inputs.monitoring is not None:
         from tasks.monitoring.run import plot_monitoring
 
         results["monitoring"] = inputs.monitoring
         plots += [str(p) for p in plot_monitoring(inputs.monitoring, out_dir)]
-        safety = _safety_from_monitoring(inputs, catalogue, registry)
+        safety = safety_from_monitoring(inputs, catalogue, registry)
         if safety.override is not None and safety.override.kind != "pause_optimizer":
             rollout = None  # a rollback or circuit breaker ends any rollout
 
     # 2. a rollout in progress: judge last night's traffic
     step: RolloutStep | None = None
     if rollout is not None and safety.override is None and inputs.rollout_pair is not None:
-        pair = inputs.rollout_pair
-        judgement = options.guard.judge(
-            quality=pair.quality, errors=pair.errors, latency=pair.latency
+        judgement, step = judge_rollout(
+            rollout, inputs.rollout_pair, guard=options.guard, policy=options.policy
         )
-        step = _rollout_step(rollout, judgement, options)
-        results["rollout"] = {"judgement": judgement, "step": step}
+        results["rollout"] = {"judgement": judgement_dict(judgement), "step": step}
         reasons.append(f"rollout: {step.reason}")
         production_id = step.production_config_id
         rollout = step.state
@@ -289,7 +219,7 @@ def optimize_use_case(
     results["experiments"] = [
         {"experiment_id": e["experiment_id"], "decision": e["decision"]} for e in mine
     ]
-    decided = _experiment_decisions(
+    decided = experiment_decisions(
         mine,
         production_id=production_id,
         rollout=rollout,
@@ -297,6 +227,20 @@ def optimize_use_case(
         catalogue=catalogue,
         reasons=reasons,
     )
+
+    # 3b. production from evidence: a configuration that beats production on the objective
+    objective = objective_for(settings, use_case)
+    promotion, proposed_why = promotion_step(
+        objective,
+        inputs,
+        night,
+        options,
+        production_id=production_id,
+        first_night=registry.current_version is None,
+        safety=safety.override,
+        decided=decided,
+    )
+    reasons.append(f"objective {objective.name}: {proposed_why}")
 
     # 4. exploration, 5. frontier and budget
     exploration, exploration_weights = _exploration(
@@ -331,7 +275,22 @@ def optimize_use_case(
         exploration_weights=exploration_weights,
     )
     reasons.extend(plan.reasons)
+    window = inputs.window(night.as_of)
+    expectation = plan_expectation(
+        plan.weights(),
+        window=window,
+        production_id=production_id,
+        requests_per_day=float(inputs.night_metrics.get("requests") or 0.0),
+    )
+    results["loop"], loop_metrics = loop_section(
+        objective,
+        production_id=production_id,
+        promotion=promotion,
+        proposed=proposed_why,
+        expectation=expectation,
+    )
     proposed = _registry_payload(plan, catalogue, decided.rollout, run_key)
+    proposed["metadata"]["objective"] = objective.as_dict()
     headline = _headline(plan, step, safety.override, decided.needs_approval)
     metrics = dict(inputs.night_metrics)
     metrics["experiments_shipped"] = float(
@@ -339,6 +298,7 @@ def optimize_use_case(
     )
     monitoring_result = results.get("monitoring")
     metrics["drift_alerts"] = float(len(monitoring_result.alerts)) if monitoring_result else None
+    metrics.update(loop_metrics)
     guardrails = decided.guardrails
     return UseCaseOutcome(
         use_case=use_case,
@@ -361,38 +321,6 @@ def optimize_use_case(
         plots=tuple(plots),
         evidence=decided.evidence,
     )
-
-
-def _rollout_step(
-    rollout: RolloutState, judgement: RolloutJudgement, options: NightOptions
-) -> RolloutStep:
-    holds = sum(1 for h in rollout.history if h == "hold")
-    if judgement.held is None and holds >= options.max_rollout_holds:
-        return step_rollout(rollout, guardrails_held=False, policy=options.policy)
-    return step_rollout(rollout, guardrails_held=judgement.held, policy=options.policy)
-
-
-def _experiment_guardrails(exp: Mapping[str, Any]) -> dict[str, bool]:
-    """Guardrail verdicts of the shipped variant, named as the registry policy expects."""
-    variant = exp["decision"].get("variant")
-    names = {
-        "error_rate": "error_rate",
-        "cost_usd": "cost_per_request",
-        "latency_ms": "latency_p95",
-        "quality": "quality",
-    }
-    out = {"srm": not bool(exp.get("srm", {}).get("mismatch", False))}
-    for comparison in exp.get("comparisons", []):
-        if comparison.get("variant") != variant:
-            continue
-        name = names.get(comparison["metric"])
-        if name is None:
-            continue
-        if comparison["role"] == "guardrail":
-            out[name] = comparison.get("verdict") in {"non-inferior", "better", "no difference yet"}
-        elif comparison["role"] == "primary":
-            out[name] = comparison.get("verdict") == "better"
-    return out
 
 
 def _stable_seed(use_case: str, day: dt.date) -> int:
@@ -452,7 +380,9 @@ def _headline(
     if safety is not None and safety.kind != "pause_optimizer":
         return f"{safety.kind} to {safety.target_config_id}: {safety.reason}"
     parts = [f"production {plan.production_config_id}"]
-    if step is not None:
+    if step is not None and step.action in {"stop", "rollback"}:
+        parts.append(f"rollout {step.reason}")
+    elif step is not None:
         parts.append(f"rollout {step.action} ({step.candidate_share:.0%})")
     if shipping:
         parts.append("new rollout proposed")

@@ -1,0 +1,176 @@
+"""Tonight's decisions for one use case before the traffic plan: safety from monitoring,
+experiment winners, and production from evidence (a configuration that beats production on the
+objective). Pure decisions live in :mod:`strategies`; this module turns the night's results into
+their arguments and keeps the reasons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from strategies.objective import Objective
+from strategies.promotion import PromotionDecision
+from strategies.traffic import ExperimentArms, RolloutState, SafetyOverride, start_rollout
+from tasks.nightly import inputs as night_inputs
+from tasks.nightly.inputs import UseCaseInputs
+from tasks.nightly.loop import (
+    config_stats,
+    monthly_requests,
+    promotion_from_logs,
+    promotion_guardrails,
+)
+from tasks.nightly.night import Night, NightOptions
+
+__all__ = [
+    "ExperimentDecisions",
+    "Safety",
+    "experiment_decisions",
+    "experiment_guardrails",
+    "promotion_step",
+    "safety_from_monitoring",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Safety:
+    override: SafetyOverride | None = None
+    rollback_version: int | None = None
+
+
+def safety_from_monitoring(
+    inputs: UseCaseInputs, catalogue: Mapping[str, Any], registry: night_inputs.RegistryState
+) -> Safety:
+    """Monitoring may roll back, break the circuit or pause exploration (applied first)."""
+    report = inputs.monitoring.use_cases[0] if inputs.monitoring is not None else None
+    action = report.action if report is not None else None
+    if action is None:
+        return Safety()
+    if action.kind in {"rollback", "circuit_breaker"}:
+        target = action.target_config_id
+        if target and target in catalogue:
+            return Safety(
+                SafetyOverride(action.kind, action.reason, target),
+                registry.serving_versions.get(target),
+            )
+        return Safety(SafetyOverride("pause_optimizer", f"{action.reason} (no target)"))
+    if action.pause_optimizer:
+        return Safety(SafetyOverride("pause_optimizer", action.reason))
+    return Safety()
+
+
+@dataclasses.dataclass
+class ExperimentDecisions:
+    running: list[ExperimentArms] = dataclasses.field(default_factory=list)
+    rollout: RolloutState | None = None
+    needs_approval: bool = False
+    guardrails: dict[str, bool] = dataclasses.field(default_factory=dict)
+    evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def experiment_decisions(
+    experiments: Sequence[Mapping[str, Any]],
+    *,
+    production_id: str,
+    rollout: RolloutState | None,
+    safety: SafetyOverride | None,
+    catalogue: dict[str, dict[str, Any]],
+    reasons: list[str],
+) -> ExperimentDecisions:
+    """Running experiments keep their arms; a shipped winner starts a rollout (needs approval)."""
+    out = ExperimentDecisions(rollout=rollout)
+    for exp in experiments:
+        decision = exp["decision"]
+        arm_configs = exp.get("arm_configs", {})
+        for info in arm_configs.values():
+            catalogue.setdefault(info["config_key"], info["params"])
+        if decision["action"] == "ship" and decision.get("variant") in arm_configs:
+            winner = arm_configs[decision["variant"]]["config_key"]
+            if safety is not None:
+                reasons.append(f"{exp['experiment_id']} ships, but safety comes first")
+            elif out.rollout is not None:
+                reasons.append(f"{exp['experiment_id']} ships {winner}: queued behind rollout")
+            elif winner != production_id:
+                out.rollout = start_rollout(
+                    candidate_config_id=winner, incumbent_config_id=production_id
+                )
+                out.needs_approval = True
+                out.guardrails = experiment_guardrails(exp)
+                out.evidence = {"experiment": exp["experiment_id"], "decision": decision}
+                shipped = f"{exp['experiment_id']} ships {decision['variant']}"
+                reasons.append(f"{shipped}: rollout of {winner}")
+        elif decision["action"] == "keep running" and exp.get("traffic_share", 0) > 0:
+            weights = exp.get("weights") or {v: 1 / len(arm_configs) for v in arm_configs}
+            variants = tuple(v for v in weights if v in arm_configs)
+            arms = tuple((arm_configs[v]["config_key"], float(weights[v])) for v in variants)
+            if len(arms) >= 2:
+                share = min(float(exp["traffic_share"]), 1.0)
+                out.running.append(ExperimentArms(exp["experiment_id"], arms, share, variants))
+    return out
+
+
+def promotion_step(
+    objective: Objective,
+    inputs: UseCaseInputs,
+    night: Night,
+    options: NightOptions,
+    *,
+    production_id: str,
+    first_night: bool,
+    safety: SafetyOverride | None,
+    decided: ExperimentDecisions,
+) -> tuple[PromotionDecision | None, str]:
+    """Propose a configuration that beats production on the objective (same approval and
+    rollout path as an experiment winner), or say why nothing is proposed."""
+    history = inputs.history(night.as_of)
+    in_experiments = {c for exp in decided.running for c, _ in exp.arms} - {production_id}
+    decision = promotion_from_logs(
+        objective,
+        history=history,
+        production_id=production_id,
+        excluded=sorted(in_experiments),
+        monthly=monthly_requests(inputs.window(night.as_of), options.lookback_days),
+    )
+    if first_night:
+        return decision, "first night: production bootstrapped on the objective"
+    if safety is not None:
+        return decision, f"no proposal: safety first ({safety.reason})"
+    if decided.rollout is not None:
+        why = "an experiment winner is rolling out" if decided.needs_approval else "a rollout"
+        return decision, f"no proposal: {why} is in progress"
+    if decision.action != "propose" or decision.candidate_config_id is None:
+        return decision, decision.reason
+    winner = decision.candidate_config_id
+    stats = {s.config_key: s for s in config_stats(history)}
+    guardrails, notes = promotion_guardrails(
+        objective, options.guard, production=stats[production_id], candidate=stats[winner]
+    )
+    decided.rollout = start_rollout(candidate_config_id=winner, incumbent_config_id=production_id)
+    decided.needs_approval = True
+    decided.guardrails = guardrails
+    decided.evidence = decision.evidence | {"guardrail_notes": notes}
+    return decision, f"proposed {winner} from logged evidence: {decision.reason}"
+
+
+def experiment_guardrails(exp: Mapping[str, Any]) -> dict[str, bool]:
+    """Guardrail verdicts of the shipped variant, named as the registry policy expects."""
+    variant = exp["decision"].get("variant")
+    names = {
+        "error_rate": "error_rate",
+        "cost_usd": "cost_per_request",
+        "latency_ms": "latency_p95",
+        "quality": "quality",
+    }
+    out = {"srm": not bool(exp.get("srm", {}).get("mismatch", False))}
+    for comparison in exp.get("comparisons", []):
+        if comparison.get("variant") != variant:
+            continue
+        name = names.get(comparison["metric"])
+        if name is None:
+            continue
+        if comparison["role"] == "guardrail":
+            out[name] = comparison.get("verdict") in {"non-inferior", "better", "no difference yet"}
+        elif comparison["role"] == "primary":
+            out[name] = comparison.get("verdict") == "better"
+    return out
