@@ -6,8 +6,10 @@ a silently ignored setting (a forgotten ``[defaults]`` header in ``registry.toml
 human approval without a word). The capabilities keep parsing their own values (ranges, metric
 names); this module only says where a key may stand and what type it has.
 
-A capability that adds a key adds it here too; ``tests/layout_tests/test_config_schema.py``
+A capability that adds a key adds it here too; ``tests/config_tests/test_config_files.py``
 checks the schema against the capabilities' dataclasses and the shipped files.
+
+Size: one declarative table per configuration file, kept together on purpose (the one place).
 
 Example:
     >>> from tasks.core.config_schema import SCHEMAS
