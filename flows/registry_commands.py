@@ -1,11 +1,15 @@
-"""``llmopt registry ...``: human approval, rollback, inspection, publishing and the read API."""
+"""``llmopt registry ...``: human approval, rollback, inspection, publishing and the read API.
+
+Writes act as a principal from the tokens file (``llmopt registry init`` creates it): the one
+``LLMOPT_REGISTRY_TOKEN`` names, else ``--as NAME``, else the file's only principal. The action's
+role is checked here, four eyes by the store, and the audit records that principal.
+"""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 
-def _default_actor() -> str:
+def _os_user() -> str:
     try:
-        return f"cli:{getpass.getuser()}"
+        return getpass.getuser()
     except Exception:  # no user database in some containers
-        return "cli:unknown"
+        return "operator"
 
 
 @contextmanager
@@ -34,13 +38,44 @@ def _store() -> Iterator[RegistryStore]:
     from tasks.registry.model import ConfigValidationError
     from tasks.registry.store import RegistryError, RegistryStore
 
-    store = RegistryStore.from_settings(load_settings())
+    try:
+        store = RegistryStore.from_settings(load_settings())
+    except (RegistryError, ConfigValidationError, ConfigError) as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}") from exc
     try:
         yield store
     except (RegistryError, ConfigValidationError, ConfigError) as exc:
         raise CommandError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         store.dispose()
+
+
+def _actor(args: argparse.Namespace, *roles: str) -> str:
+    """The authenticated principal acting for this command, holding every role in ``roles``."""
+    from tasks.core.settings import load_settings
+    from tasks.registry.auth import load_tokens, resolve_principal, tokens_path
+    from tasks.registry.errors import RegistryError
+
+    settings = load_settings()
+    try:
+        principal = resolve_principal(
+            load_tokens(tokens_path(settings)), token=settings.registry_token, name=args.as_name
+        )
+        for role in roles:
+            principal.require(role)
+    except RegistryError as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}") from exc
+    return principal.name
+
+
+def _expected(args: argparse.Namespace) -> dict[str, Any]:
+    """``--expected-production N|none`` as store keyword arguments (absent: no precondition)."""
+    raw = args.expected_production
+    if raw is None:
+        return {}
+    if raw != "none" and not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise CommandError("--expected-production takes a version number or 'none'")
+    return {"expected_production": None if raw == "none" else int(raw), "check_expected": True}
 
 
 def _human_version(doc: dict[str, Any]) -> str:
@@ -114,14 +149,25 @@ def _history(args: argparse.Namespace) -> None:
     emit(entries, as_json=args.json, human=human)
 
 
+_ROLE = {"approve": "approve", "reject": "approve", "promote": "promote"}
+
+
 def _transition(action: str) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
+        promote_too = action == "approve" and args.promote
+        actor = _actor(args, _ROLE[action], *(["promote"] if promote_too else []))
+        extra = _expected(args) if action == "promote" or promote_too else {}
         with _store() as store:
-            method = getattr(store, action)
-            version = method(args.use_case, args.version, actor=args.actor, comment=args.comment)
-            if action == "approve" and args.promote:
+            if action == "promote":
                 version = store.promote(
-                    args.use_case, args.version, actor=args.actor, comment=args.comment
+                    args.use_case, args.version, actor=actor, comment=args.comment, **extra
+                )
+            else:
+                method = getattr(store, action)
+                version = method(args.use_case, args.version, actor=actor, comment=args.comment)
+            if promote_too:
+                version = store.promote(
+                    args.use_case, args.version, actor=actor, comment=args.comment, **extra
                 )
         emit(version.to_document(), as_json=args.json, human=_human_version)
 
@@ -129,10 +175,12 @@ def _transition(action: str) -> Callable[[argparse.Namespace], None]:
 
 
 def _rollback(args: argparse.Namespace) -> None:
+    actor = _actor(args, "promote")
     with _store() as store:
         version = store.rollback(
-            args.use_case, actor=args.actor, reason=args.reason, to_version=args.to_version
-        )
+            args.use_case, actor=actor, reason=args.reason, to_version=args.to_version,
+            **_expected(args),
+        )  # fmt: skip
     emit(version.to_document(), as_json=args.json, human=_human_version)
 
 
@@ -157,6 +205,7 @@ def _publish(args: argparse.Namespace) -> None:
     from tasks.registry.model import RegistryConfig
     from tasks.registry.policy import submit
 
+    actor = _actor(args, "propose")
     with _store() as store:
         config = RegistryConfig.from_dict(_load_json(args.file, "config file"))
         evidence = _load_json(args.evidence, "evidence file") if args.evidence else None
@@ -167,7 +216,7 @@ def _publish(args: argparse.Namespace) -> None:
         )
         common: dict[str, Any] = {
             "expected_version": expected,
-            "actor": args.actor,
+            "actor": actor,
             "reason": args.reason,
             "run_id": args.run_id,
             "evidence": evidence,
@@ -207,35 +256,55 @@ def _snapshot(args: argparse.Namespace) -> None:
     )
 
 
+def _init(args: argparse.Namespace) -> None:
+    from tasks.core.settings import load_settings
+    from tasks.registry.auth import ROLES, add_principal, tokens_path
+    from tasks.registry.errors import RegistryError
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()] if args.roles else list(ROLES)
+    path = tokens_path(load_settings())
+    try:
+        principal = add_principal(path, args.principal or _os_user(), roles, replace=args.replace)
+    except RegistryError as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}") from exc
+    result = {
+        "principal": principal.name,
+        "roles": sorted(principal.roles),
+        "tokens_file": str(path),
+    }
+    emit(
+        result,
+        as_json=args.json,
+        human=lambda r: (
+            f"token for principal {r['principal']} (roles: {', '.join(r['roles'])}) written to "
+            f"{r['tokens_file']} (mode 0600); the API server reads it, HTTP clients send it as "
+            "a bearer token"
+        ),
+    )
+
+
 def _serve(args: argparse.Namespace) -> None:
     from tasks.core.settings import load_settings
     from tasks.registry.api import serve
+    from tasks.registry.errors import RegistryError
 
     settings = load_settings()
-    if args.host not in {"127.0.0.1", "localhost", "::1"} and (
-        settings.registry_token == "dev-token-change-me"
-    ):
-        print(
-            "llmopt: warning: serving beyond loopback with the default write token; "
-            "set LLMOPT_REGISTRY_TOKEN",
-            file=sys.stderr,
-        )
 
     def ready(url: str) -> None:
         print(f"registry API on {url} (Ctrl-C to stop)", flush=True)
 
-    serve(
-        settings,
-        host=args.host,
-        port=args.port,
-        refresh_interval=args.refresh_interval,
-        on_ready=ready,
-    )
+    try:
+        serve(
+            settings, host=args.host, port=args.port, refresh_interval=args.refresh_interval,
+            allow_remote=args.allow_remote, on_ready=ready,
+        )  # fmt: skip
+    except RegistryError as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "registry", help="config registry: approve, reject, rollback, history, show, serve"
+        "registry", help="config registry: init, approve, reject, rollback, history, show, serve"
     )
     sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
 
@@ -245,9 +314,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return p
 
     def who(p: argparse.ArgumentParser, reason_flag: str) -> None:
-        p.add_argument("--actor", default=_default_actor(), help="who does it (audit)")
+        p.add_argument(
+            "--as", dest="as_name", default=None,
+            help="principal in the tokens file (default: LLMOPT_REGISTRY_TOKEN's, or the only one)",
+        )  # fmt: skip
         p.add_argument(reason_flag, required=True, help="why (audit)")
         add_json_flag(p)
+
+    def precondition(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--expected-production", default=None,
+            help="refuse unless production is this version (or 'none')",
+        )  # fmt: skip
 
     p = add("show", "show a version (default: production)", _show)
     p.add_argument("use_case")
@@ -272,10 +350,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         who(p, "--comment")
         if action == "approve":
             p.add_argument("--promote", action="store_true", help="also make it production")
+        if action != "reject":
+            precondition(p)
 
     p = add("rollback", "put an earlier approved version back in production", _rollback)
     p.add_argument("use_case")
     p.add_argument("--to-version", type=int, default=None, help="default: last good approved")
+    precondition(p)
     who(p, "--reason")
 
     p = add("publish", "publish a candidate from a JSON config file", _publish)
@@ -298,7 +379,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--out", default=None, help="folder (default: settings.registry_snapshot_dir)")
     add_json_flag(p)
 
+    p = add("init", "generate a write token for a principal into the tokens file (0600)", _init)
+    p.add_argument("--principal", default=None, help="name (default: your login)")
+    p.add_argument("--roles", default=None, help="comma-separated: propose,approve,promote (all)")
+    p.add_argument("--replace", action="store_true", help="new token for an existing principal")
+    add_json_flag(p)
+
     p = add("serve", "serve the HTTP JSON API", _serve)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--refresh-interval", type=float, default=0.25, help="seconds")

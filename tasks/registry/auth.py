@@ -40,6 +40,7 @@ __all__ = [
     "TokensFileError",
     "add_principal",
     "load_tokens",
+    "resolve_principal",
     "tokens_path",
 ]
 
@@ -226,3 +227,34 @@ def add_principal(
         tmp.unlink(missing_ok=True)
         raise
     return principal
+
+
+def resolve_principal(book: TokenBook, *, token: str = "", name: str | None = None) -> Principal:
+    """Who a command-line write acts as.
+
+    Args:
+        book: the tokens file's principals.
+        token: ``LLMOPT_REGISTRY_TOKEN`` if set (wins: it is what another user would present).
+        name: ``--as NAME``: a principal in the file (being able to read the 0600 file is the
+            proof); without it the only principal in the file, if there is exactly one.
+
+    Returns:
+        The principal.
+
+    Raises:
+        TokensNotConfiguredError: no tokens file (one line, naming ``llmopt registry init``).
+        PermissionDeniedError: the token or name matches nobody, or the choice is ambiguous.
+    """
+    if not book.configured:
+        raise TokensNotConfiguredError(NOT_CONFIGURED)
+    if token:
+        return book.authenticate(token)
+    if name is not None:
+        found = book.principal(name)
+        if found is None:
+            raise PermissionDeniedError(f"no principal {name!r} in {book.path}")
+        return found
+    names = sorted({p.name for p in book.tokens.values()})
+    if len(names) == 1:
+        return next(iter(book.tokens.values()))
+    raise PermissionDeniedError(f"say who acts: --as one of {names} (or set LLMOPT_REGISTRY_TOKEN)")
