@@ -86,6 +86,26 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_until_paused(run_id: Any, seconds: float) -> None:
+    """Poll the flow run until it waits for input (or ``seconds`` pass); progress on stderr."""
+    import sys
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run_id).state
+            if state is not None and (state.is_paused() or state.is_final()):
+                return
+            if time.monotonic() >= deadline:
+                return
+            name = state.name if state is not None else "unknown"
+            print(f"waiting for flow run {run_id} to ask (state {name})", file=sys.stderr)
+            time.sleep(min(5.0, max(deadline - time.monotonic(), 0.1)))
+
+
 def _approve(args: argparse.Namespace) -> int:
     """Answer a paused nightly run's approval form (the same input the Prefect UI sends)."""
     _prefect_defaults()
@@ -100,6 +120,7 @@ def _approve(args: argparse.Namespace) -> int:
         run_id = UUID(args.flow_run_id)
     except ValueError as exc:
         raise CommandError(f"not a flow run id: {args.flow_run_id!r}") from exc
+    _wait_until_paused(run_id, args.wait)
     answer = {
         "decision": "reject" if args.reject else "approve",
         "approver": args.by,
@@ -205,6 +226,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     approve.add_argument("--reason", default="", help="why: recorded in the registry audit")
     approve.add_argument(
         "--reject", action="store_true", help="reject (production keeps serving) instead"
+    )
+    approve.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        help="seconds to wait for the run to reach its approval step (default: answer now)",
     )
     approve.set_defaults(handler=guarded(_approve))
 

@@ -162,6 +162,8 @@ def services() -> SimpleNamespace:
         start_mlflow=start_mlflow,
         postgres_database=postgres_database,
         spawn=spawn,
+        free_port=free_port,
+        base_env=_base_env,
     )
 
 
