@@ -107,6 +107,7 @@ class SearchConfig:
     storage: str | None = None
     space: dict[str, Any] = field(default_factory=dict)
     use_case_spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    global_opt_in: frozenset[str] = frozenset()  # use cases with use_global_models = true
 
     def __post_init__(self) -> None:
         if self.n_candidates < 0 or self.min_requests < 1 or self.lookback_days < 1:
@@ -141,10 +142,9 @@ def search_config_from_mapping(mapping: Mapping[str, Any]) -> SearchConfig:
     unknown = sorted(set(search) - _SEARCH_KEYS)
     if unknown:
         raise ConfigError(f"search.toml [search]: unknown keys {unknown}")
-    use_cases = {
-        str(name): dict(table.get("space", {}))
-        for name, table in dict(mapping.get("use_cases", {})).items()
-    }
+    tables = dict(mapping.get("use_cases", {}))
+    use_cases = {str(name): dict(table.get("space", {})) for name, table in tables.items()}
+    opted_in = frozenset(str(n) for n, t in tables.items() if t.get("use_global_models"))
     pending = search.get("max_pending_days", 7)
     return SearchConfig(
         sampler=str(search.get("sampler", "tpe")),
@@ -162,12 +162,44 @@ def search_config_from_mapping(mapping: Mapping[str, Any]) -> SearchConfig:
         storage=search.get("storage"),
         space=dict(mapping.get("space", {})),
         use_case_spaces=use_cases,
+        global_opt_in=opted_in,
     )
 
 
 def load_search_config(settings: Settings) -> SearchConfig:
     """``<config_dir>/search.toml`` parsed and validated."""
     return search_config_from_mapping(load_config("search", settings))
+
+
+def _logged_values(
+    use_case: str,
+    con: duckdb.DuckDBPyConnection | None,
+    logged_configs: pd.DataFrame | None,
+) -> dict[str, list[Any]]:
+    """What the use case's own logs show: distinct models, prompts, max_tokens; the
+    temperature and top_p values seen (their range bounds the search)."""
+    columns = ("model", "prompt_id", "max_tokens", "temperature", "top_p")
+    if logged_configs is not None:
+        found = {
+            c: logged_configs[c].dropna().unique().tolist() if c in logged_configs else []
+            for c in columns
+        }
+    elif con is not None:
+        found = {}
+        for column in columns:
+            try:
+                rows = con.execute(
+                    f"SELECT DISTINCT {column} FROM usage_logs "
+                    f"WHERE use_case = ? AND {column} IS NOT NULL ORDER BY 1",
+                    [use_case],
+                ).fetchall()
+            except duckdb.BinderException:  # a hand-made table without the column
+                rows = []
+            found[column] = [r[0] for r in rows]
+    else:
+        found = {c: [] for c in columns}
+    found["max_tokens"] = [int(v) for v in found["max_tokens"]]
+    return found
 
 
 def resolve_space(
@@ -177,34 +209,51 @@ def resolve_space(
     *,
     logged_configs: pd.DataFrame | None = None,
 ) -> SearchSpace:
-    """The use case's search space: shared ``[space]`` overridden by its own table.
+    """The use case's search space: what its own logs show plus what its config names for it.
 
-    Forbidden rules add up (shared + own). Models, prompt ids and max_tokens choices left unset
-    come from the warehouse (what this use case has logged), so a new use case is searchable
-    from its first night and a new model appears once it has served traffic. ``logged_configs``
-    (the use case's :func:`config_metrics` rows) answers that without a scan.
+    Models, prompt ids and max_tokens are the values the use case has logged plus those its own
+    ``[use_cases.<name>.space]`` names; the shared ``[space]`` lists join only when the use case
+    opts in (``use_global_models = true``), so exploration never spends a use case's traffic on
+    a model it has never used unless asked to. Temperature and top_p are bounded by the use
+    case's own setting, else by the range its logs show, else (nothing logged) by ``[space]``.
+    Steps come from ``[space]``; forbidden rules add up (shared + own). ``logged_configs`` (the
+    use case's :func:`config_metrics` rows) answers without a scan.
+
+    Args:
+        config: the parsed ``search.toml``.
+        use_case: the use case.
+        con: the warehouse (read when ``logged_configs`` is not given).
+        logged_configs: the use case's logged configurations.
+
+    Returns:
+        The search space.
+
+    Raises:
+        ConfigError: the space is empty or inconsistent (the message names the use case).
     """
-    merged = {**config.space, **config.use_case_spaces.get(use_case, {})}
-    merged["forbidden"] = [
-        *config.space.get("forbidden", ()),
-        *config.use_case_spaces.get(use_case, {}).get("forbidden", ()),
-    ]
-    logged = {"models": "model", "prompt_ids": "prompt_id", "max_tokens": "max_tokens"}
-    for key, column in logged.items():
-        if merged.get(key):
-            continue
-        if logged_configs is not None:
-            values = logged_configs[column].dropna().unique().tolist()
-            merged[key] = sorted(int(v) if column == "max_tokens" else v for v in values)
-            continue
-        if con is None:
-            continue
-        rows = con.execute(
-            f"SELECT DISTINCT {column} FROM usage_logs "
-            f"WHERE use_case = ? AND {column} IS NOT NULL ORDER BY 1",
-            [use_case],
-        ).fetchall()
-        merged[key] = [r[0] for r in rows]
+    own = config.use_case_spaces.get(use_case, {})
+    shared = config.space
+    opted_in = use_case in config.global_opt_in
+    logged = _logged_values(use_case, con, logged_configs)
+    merged: dict[str, Any] = {
+        k: v for k, v in shared.items() if k in ("temperature_step", "top_p_step")
+    }
+    merged.update({k: v for k, v in own.items() if k in ("temperature_step", "top_p_step")})
+    merged["forbidden"] = [*shared.get("forbidden", ()), *own.get("forbidden", ())]
+    for key, column in (
+        ("models", "model"),
+        ("prompt_ids", "prompt_id"),
+        ("max_tokens", "max_tokens"),
+    ):
+        values = [*logged[column], *own.get(key, ()), *(shared.get(key, ()) if opted_in else ())]
+        merged[key] = sorted(dict.fromkeys(values))
+    for key in ("temperature", "top_p"):
+        if key in own:
+            merged[key] = own[key]
+        elif logged[key]:
+            merged[key] = [min(logged[key]), max(logged[key])]
+        elif key in shared:
+            merged[key] = shared[key]
     try:
         return SearchSpace.from_mapping(merged)
     except ValueError as exc:

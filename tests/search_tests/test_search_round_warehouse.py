@@ -36,10 +36,11 @@ def _config(**search: Any) -> SearchConfig:
             "space": {"models": ["gpt-4o-mini", "gpt-4o", "claude-haiku-4-5"]},
             "use_cases": {
                 USE_CASE: {
+                    "use_global_models": True,  # a cold start: nothing logged yet
                     "space": {
                         "prompt_ids": ["summarize-v1", "summarize-v2"],
                         "max_tokens": [256, 512, 1024],
-                    }
+                    },
                 }
             },
         }

@@ -6,9 +6,11 @@ import datetime as dt
 import doctest
 import importlib
 import tomllib
+from typing import Any
 
 import duckdb
 import optuna
+import pandas as pd
 import pytest
 
 from strategies.search_space import (
@@ -112,7 +114,15 @@ def test_repo_search_toml_parses_and_resolves_every_use_case() -> None:
         "sales-email",
         "code-review",
     }
-    space = resolve_space(config, "code-review")
+    logged = pd.DataFrame(
+        {
+            "model": ["gpt-4o-mini", "gpt-4o"],
+            "prompt_id": ["review-v1"] * 2,
+            "max_tokens": [512] * 2,
+        }
+    )
+    space = resolve_space(config, "code-review", logged_configs=logged)
+    assert space.models == ("gpt-4o", "gpt-4o-mini")
     assert len(space.forbidden) == 2
     blocked = CandidateParams("gpt-4o-mini", "review-v1", 0.3, 0.9, 2048)
     assert space.violations(blocked)
@@ -155,3 +165,60 @@ def test_a_use_case_without_its_own_space_searches_what_it_has_logged() -> None:
 def test_docstring_examples_hold(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def _logged(**columns: list[Any]) -> pd.DataFrame:
+    base: dict[str, list[Any]] = {
+        "model": ["m-prod", "m-prod"],
+        "prompt_id": ["p1", "p2"],
+        "max_tokens": [256, 256],
+        "temperature": [0.2, 0.4],
+        "top_p": [1.0, 1.0],
+    }
+    return pd.DataFrame({**base, **columns})
+
+
+SHARED = {
+    "space": {
+        "models": ["global-a", "global-b"],
+        "prompt_ids": ["global-prompt"],
+        "temperature": [0.0, 1.5],
+        "top_p": [0.5, 1.0],
+    },
+}
+
+
+def test_a_use_case_explores_what_it_has_used_and_what_its_config_names() -> None:
+    config = search_config_from_mapping(
+        {**SHARED, "use_cases": {"mine": {"space": {"models": ["m-new"]}}}}
+    )
+    space = resolve_space(config, "mine", logged_configs=_logged())
+    assert space.models == ("m-new", "m-prod")  # logged + named, never the global list
+    assert space.prompt_ids == ("p1", "p2")
+    assert space.max_tokens == (256,)
+    assert space.temperature == (0.2, 0.4)  # the range its logs show, not [0, 1.5]
+    assert space.top_p == (1.0, 1.0)
+    other = resolve_space(config, "unconfigured", logged_configs=_logged())
+    assert other.models == ("m-prod",)
+
+
+def test_the_global_model_list_applies_only_where_a_use_case_opts_in() -> None:
+    config = search_config_from_mapping(
+        {
+            **SHARED,
+            "use_cases": {
+                "curious": {"use_global_models": True, "space": {"temperature": [0.0, 1.0]}}
+            },
+        }
+    )
+    space = resolve_space(config, "curious", logged_configs=_logged())
+    assert space.models == ("global-a", "global-b", "m-prod")
+    assert space.prompt_ids == ("global-prompt", "p1", "p2")
+    assert space.temperature == (0.0, 1.0)  # its own setting wins
+    assert config.global_opt_in == frozenset({"curious"})
+
+
+def test_nothing_logged_and_nothing_named_is_a_clear_error() -> None:
+    config = search_config_from_mapping(SHARED)
+    with pytest.raises(ConfigError, match=r"'silent'.*models must not be empty"):
+        resolve_space(config, "silent")
