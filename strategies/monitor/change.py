@@ -38,6 +38,7 @@ import abc
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -73,7 +74,17 @@ class ChangeDetector(abc.ABC):
 
 
 class AdwinDetector(ChangeDetector):
-    """River's ADWIN (adaptive windowing) with defaults for short standardised series."""
+    """River's ADWIN (adaptive windowing) with defaults for short standardised series.
+
+    Args:
+        delta: confidence of a cut (River's default 0.002 never fires within 30 points).
+        clock: check for a change every ``clock`` points.
+        min_window_length: smallest sub-window ADWIN compares.
+        grace_period: points seen before the first check.
+
+    Raises:
+        ValueError: ``delta`` outside (0, 1) or a count below 1.
+    """
 
     name = "adwin"
 
@@ -86,17 +97,22 @@ class AdwinDetector(ChangeDetector):
         grace_period: int = 5,
     ) -> None:
         super().__init__()
-        self._params = {
-            "delta": delta,
-            "clock": clock,
-            "min_window_length": min_window_length,
-            "grace_period": grace_period,
-        }
+        if not 0 < delta < 1 or min(clock, min_window_length, grace_period) < 1:
+            raise ValueError("ADWIN needs 0 < delta < 1 and clock, lengths >= 1")
+        self.delta = delta
+        self.clock = clock
+        self.min_window_length = min_window_length
+        self.grace_period = grace_period
         self.reset()
 
     def reset(self) -> None:
         self._detected = False
-        self._adwin = river_drift.ADWIN(**self._params)
+        self._adwin = river_drift.ADWIN(
+            delta=self.delta,
+            clock=self.clock,
+            min_window_length=self.min_window_length,
+            grace_period=self.grace_period,
+        )
 
     def _update(self, x: float) -> bool:
         self._adwin.update(x)
@@ -104,7 +120,18 @@ class AdwinDetector(ChangeDetector):
 
 
 class PageHinkleyDetector(ChangeDetector):
-    """River's Page-Hinkley test (both directions) with defaults for standardised series."""
+    """River's Page-Hinkley test with defaults for standardised series.
+
+    Args:
+        min_instances: points seen before the first alarm is possible.
+        delta: tolerated wander per point (in sigmas for standardised values).
+        threshold: cumulative excess (sigmas) that signals a change.
+        alpha: forgetting factor of the running mean (1.0: no forgetting).
+        mode: which direction counts: ``"up"``, ``"down"`` or ``"both"``.
+
+    Raises:
+        ValueError: an unknown ``mode`` or a non-positive threshold.
+    """
 
     name = "page_hinkley"
 
@@ -115,11 +142,18 @@ class PageHinkleyDetector(ChangeDetector):
         delta: float = 0.5,
         threshold: float = 10.0,
         alpha: float = 1.0,
-        mode: str = "both",
+        mode: Literal["up", "down", "both"] = "both",
     ) -> None:
         super().__init__()
-        self.min_instances, self.delta, self.threshold = min_instances, delta, threshold
-        self.alpha, self.mode = alpha, mode
+        if mode not in ("up", "down", "both"):
+            raise ValueError(f"Page-Hinkley mode must be up, down or both, not {mode!r}")
+        if threshold <= 0 or min_instances < 1:
+            raise ValueError("Page-Hinkley needs threshold > 0 and min_instances >= 1")
+        self.min_instances = min_instances
+        self.delta = delta
+        self.threshold = threshold
+        self.alpha = alpha
+        self.mode = mode
         self.reset()
 
     def reset(self) -> None:
@@ -143,6 +177,15 @@ class CusumDetector(ChangeDetector):
     ``S+ = max(0, S+ + x - target - k)``, ``S- = max(0, S- - x + target - k)``; a change when either
     exceeds ``h``. Then both sums restart and the target is re-learnt as the mean of the next
     ``relearn`` values (no alarm meanwhile), so a lasting step is one change, not one per point.
+
+    Args:
+        target: the in-control level (0.0 for standardised values).
+        k: reference value, half the shift the test is tuned for.
+        h: decision interval.
+        relearn: values averaged into the new target after a change.
+
+    Raises:
+        ValueError: ``k < 0``, ``h <= 0`` or ``relearn < 1``.
     """
 
     name = "cusum"
@@ -153,28 +196,31 @@ class CusumDetector(ChangeDetector):
         super().__init__()
         if k < 0 or h <= 0 or relearn < 1:
             raise ValueError("CUSUM needs k >= 0, h > 0 and relearn >= 1")
-        self.initial_target, self.k, self.h, self.relearn = target, k, h, relearn
+        self.target = target
+        self.k = k
+        self.h = h
+        self.relearn = relearn
         self.reset()
 
     def reset(self) -> None:
         self._detected = False
-        self.target: float | None = self.initial_target
+        self._level: float | None = self.target
         self._learning: list[float] = []
         self.upper = 0.0
         self.lower = 0.0
 
     def _update(self, x: float) -> bool:
-        if self.target is None:
+        if self._level is None:
             self._learning.append(x)
             if len(self._learning) >= self.relearn:
-                self.target = sum(self._learning) / len(self._learning)
+                self._level = sum(self._learning) / len(self._learning)
                 self._learning = []
             return False
-        self.upper = max(0.0, self.upper + x - self.target - self.k)
-        self.lower = max(0.0, self.lower - x + self.target - self.k)
+        self.upper = max(0.0, self.upper + x - self._level - self.k)
+        self.lower = max(0.0, self.lower - x + self._level - self.k)
         if self.upper > self.h or self.lower > self.h:
             self.upper = self.lower = 0.0
-            self.target = None
+            self._level = None
             return True
         return False
 
@@ -200,6 +246,18 @@ def standardise(
 
     The floor keeps a constant (or nearly constant) reference from turning a 0.1% wiggle into a
     ten-sigma event: changes smaller than about ``min_relative_scale`` of the level cannot alarm.
+
+    Args:
+        series: the values to standardise.
+        reference: the values that set the centre and scale (non-finite ones are ignored).
+        min_relative_scale: scale floor as a share of the reference mean's magnitude.
+        min_scale: absolute scale floor.
+
+    Returns:
+        The standardised series (same length as ``series``).
+
+    Raises:
+        ValueError: the reference has no finite value.
     """
     return standardise_details(
         series, reference=reference, min_relative_scale=min_relative_scale, min_scale=min_scale
@@ -213,7 +271,20 @@ def standardise_details(
     min_relative_scale: float = 0.02,
     min_scale: float = 1e-9,
 ) -> Standardised:
-    """:func:`standardise` with the centre and scale it used."""
+    """:func:`standardise` with the centre and scale it used.
+
+    Args:
+        series: the values to standardise.
+        reference: the values that set the centre and scale.
+        min_relative_scale: scale floor as a share of the reference mean's magnitude.
+        min_scale: absolute scale floor.
+
+    Returns:
+        A :class:`Standardised` (values, centre, scale, whether the floor was used).
+
+    Raises:
+        ValueError: the reference has no finite value.
+    """
     x = np.asarray(series, dtype=float)
     ref = np.asarray(reference, dtype=float)
     ref = ref[np.isfinite(ref)]
@@ -226,7 +297,18 @@ def standardise_details(
 
 
 def detect_changes(detector: ChangeDetector, values: Iterable[float]) -> list[int]:
-    """Feed ``values`` in order to a fresh copy of the state; indices where a change completed."""
+    """Feed ``values`` in order to a reset detector; the indices where a change completed.
+
+    Args:
+        detector: any :class:`ChangeDetector` (it is reset first).
+        values: finite values in time order.
+
+    Returns:
+        Indices (0-based) of the values that completed a change.
+
+    Raises:
+        ValueError: a non-finite value.
+    """
     detector.reset()
     found: list[int] = []
     for index, value in enumerate(values):
@@ -243,6 +325,21 @@ def consensus_changes(
 
     The index reported is the point where the last needed vote arrived (when the change became
     known); one index per cluster, later votes inside the same tolerance window are absorbed.
+
+    Args:
+        detections: detector name -> the indices where it fired.
+        min_votes: detectors that must agree.
+        tolerance: how many points apart agreeing votes may be.
+
+    Returns:
+        Sorted indices of consensus changes.
+
+    Raises:
+        ValueError: ``min_votes < 1``.
+
+    Example:
+        >>> consensus_changes({"adwin": [16], "cusum": [15], "page_hinkley": []})
+        [16]
     """
     if min_votes < 1:
         raise ValueError("min_votes must be >= 1")

@@ -26,8 +26,12 @@ Example:
     >>> fired = [e.rule for e in evaluate_rules(now, base, DegradationRules()) if e.fired]
     >>> fired
     ['quality_drop']
-    >>> approved = [ApprovedConfig("prod", 0.80, 0.002, is_production=True),
-    ...             ApprovedConfig("prev", 0.78, 0.003, approved_at="2026-09-01")]
+    >>> approved = [
+    ...     ApprovedConfig(config_id="prod", quality=0.80, cost_per_request=0.002,
+    ...                    is_production=True),
+    ...     ApprovedConfig(config_id="prev", quality=0.78, cost_per_request=0.003,
+    ...                    approved_at="2026-09-01"),
+    ... ]
     >>> action = decide_recovery("support-summarize", evaluate_rules(now, base, DegradationRules()),
     ...                          production_config_id="prod", approved_configs=approved)
     >>> action.kind, action.target_config_id
@@ -116,7 +120,7 @@ class RecoveryPolicy:
         return kind
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RuleEvaluation:
     """One rule on one night: fired or not, with the numbers behind it."""
 
@@ -163,7 +167,16 @@ class RecoveryAction:
 
 
 def _skip(rule: str, metric: str, reason: str) -> RuleEvaluation:
-    return RuleEvaluation(rule, metric, False, False, None, None, None, reason)
+    return RuleEvaluation(
+        rule=rule,
+        metric=metric,
+        analysable=False,
+        fired=False,
+        observed=None,
+        baseline=None,
+        threshold=None,
+        reason=reason,
+    )
 
 
 def evaluate_rules(
@@ -210,14 +223,14 @@ def evaluate_rules(
             drop = 1.0 - q / base_q
             out.append(
                 RuleEvaluation(
-                    "quality_drop",
-                    "quality",
-                    True,
-                    q < limit,
-                    q,
-                    base_q,
-                    limit,
-                    f"quality {q:.4f} vs baseline {base_q:.4f} ({drop:.1%} drop; "
+                    rule="quality_drop",
+                    metric="quality",
+                    analysable=True,
+                    fired=q < limit,
+                    observed=q,
+                    baseline=base_q,
+                    threshold=limit,
+                    reason=f"quality {q:.4f} vs baseline {base_q:.4f} ({drop:.1%} drop; "
                     f"limit {rules.quality_drop_relative:.0%})",
                 )
             )
@@ -236,14 +249,14 @@ def evaluate_rules(
             fired = rate > rules.error_rate_max and pvalue < rules.alpha
             out.append(
                 RuleEvaluation(
-                    "error_rate",
-                    "error_rate",
-                    True,
-                    fired,
-                    rate,
-                    baseline.error_rate if baseline else None,
-                    rules.error_rate_max,
-                    f"error rate {rate:.2%} ({errors}/{current.n}) vs max "
+                    rule="error_rate",
+                    metric="error_rate",
+                    analysable=True,
+                    fired=fired,
+                    observed=rate,
+                    baseline=baseline.error_rate if baseline else None,
+                    threshold=rules.error_rate_max,
+                    reason=f"error rate {rate:.2%} ({errors}/{current.n}) vs max "
                     f"{rules.error_rate_max:.2%}, one-sided binomial p {pvalue:.2g}",
                 )
             )
@@ -267,14 +280,14 @@ def evaluate_rules(
             limit = base_c * rules.cost_ratio_max
             out.append(
                 RuleEvaluation(
-                    "cost_spike",
-                    "cost_per_request",
-                    True,
-                    c > limit,
-                    c,
-                    base_c,
-                    limit,
-                    f"cost per request {c:.6f} is {c / base_c:.2f}x the baseline "
+                    rule="cost_spike",
+                    metric="cost_per_request",
+                    analysable=True,
+                    fired=c > limit,
+                    observed=c,
+                    baseline=base_c,
+                    threshold=limit,
+                    reason=f"cost per request {c:.6f} is {c / base_c:.2f}x the baseline "
                     f"{base_c:.6f} (limit {rules.cost_ratio_max}x)",
                 )
             )
@@ -286,14 +299,14 @@ def evaluate_rules(
         else:
             out.append(
                 RuleEvaluation(
-                    "latency_slo",
-                    "latency_p95",
-                    True,
-                    p95 > rules.latency_p95_slo_ms,
-                    p95,
-                    baseline.latency_p95 if baseline else None,
-                    rules.latency_p95_slo_ms,
-                    f"latency p95 {p95:.0f} ms vs SLO {rules.latency_p95_slo_ms:.0f} ms",
+                    rule="latency_slo",
+                    metric="latency_p95",
+                    analysable=True,
+                    fired=p95 > rules.latency_p95_slo_ms,
+                    observed=p95,
+                    baseline=baseline.latency_p95 if baseline else None,
+                    threshold=rules.latency_p95_slo_ms,
+                    reason=f"latency p95 {p95:.0f} ms vs SLO {rules.latency_p95_slo_ms:.0f} ms",
                 )
             )
     return out
@@ -442,19 +455,61 @@ class AlertCandidate:
     details: Mapping[str, float | str | int | bool | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PastAlert:
-    """An incident seen on a past night; ``raised`` is False when it was suppressed that night."""
+    """An incident seen by a run; ``raised`` is False when that run suppressed it.
+
+    Args:
+        incident_key: ``use_case|kind|name``, what de-duplication groups by.
+        as_of: the night the run judged.
+        raised: whether that run raised (stored and notified) the alert.
+        run_id: the run that saw it (``None`` when unknown).
+    """
 
     incident_key: str
     as_of: dt.date
     raised: bool = True
+    run_id: str | None = None
 
 
-@dataclass(frozen=True)
+SuppressedKind = Literal["duplicate", "open_incident", "raised_tonight"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Suppressed:
+    """An alert not raised again, and why.
+
+    ``kind``: ``duplicate`` (twice in one run), ``open_incident`` (seen on a night before and
+    still within the cooldown) or ``raised_tonight`` (another run of the same night, e.g. the
+    nightly flow, already raised it: it is tonight's alert, just not notified twice).
+    """
+
     alert: AlertCandidate
     reason: str
+    kind: SuppressedKind = "open_incident"
+    run_id: str | None = None
+
+
+def _history_index(
+    history: Sequence[PastAlert], as_of: dt.date
+) -> tuple[dict[str, dt.date], dict[str, dt.date], dict[str, str]]:
+    """Last night seen and last night raised before ``as_of``; the run that raised it tonight."""
+    last_seen: dict[str, dt.date] = {}
+    last_raised: dict[str, dt.date] = {}
+    tonight: dict[str, str] = {}
+    for past in history:
+        key = past.incident_key
+        if past.as_of == as_of:
+            if past.raised:
+                tonight.setdefault(key, past.run_id or "another run")
+            continue
+        if past.as_of > as_of:
+            continue
+        if key not in last_seen or past.as_of > last_seen[key]:
+            last_seen[key] = past.as_of
+        if past.raised and (key not in last_raised or past.as_of > last_raised[key]):
+            last_raised[key] = past.as_of
+    return last_seen, last_raised, tonight
 
 
 def deduplicate(
@@ -467,39 +522,70 @@ def deduplicate(
     """Keep one alert per incident: drop repeats within the batch and while the incident is open.
 
     An incident stays open while it keeps being seen: it is suppressed when it was seen (raised
-    or suppressed) on any of the ``cooldown_days`` nights before ``as_of`` or on ``as_of`` itself
-    by another run. A drift that lasts three weeks is one alert; the same drift coming back after
-    ``cooldown_days`` quiet nights is a new one.
+    or suppressed) on any of the ``cooldown_days`` nights before ``as_of``. A drift that lasts
+    three weeks is one alert; the same drift coming back after ``cooldown_days`` quiet nights is
+    a new one. An alert another run raised for the same night ``as_of`` (the nightly flow, when
+    ``llmopt monitor`` looks at that night afterwards) is tonight's alert: it comes back as
+    ``raised_tonight`` naming that run, not as an open incident. The caller leaves its own run
+    out of ``history`` (re-running a night re-raises its alerts).
+
+    Args:
+        candidates: tonight's alerts, in order.
+        history: incidents seen by runs of this and earlier nights.
+        as_of: the night judged.
+        cooldown_days: quiet nights after which an incident is new again.
+
+    Returns:
+        ``(new, suppressed)``: the alerts to raise and the others with their reason.
+
+    Raises:
+        ValueError: ``cooldown_days < 0``.
+
+    Example:
+        >>> drift = AlertCandidate(incident_key="qa-bot|drift", use_case="qa-bot", kind="drift",
+        ...                        name="drift", severity="warning", message="qa-bot: drift")
+        >>> night = dt.date(2026, 11, 3)
+        >>> earlier = [PastAlert(incident_key="qa-bot|drift", as_of=dt.date(2026, 11, 1))]
+        >>> new, held = deduplicate([drift], earlier, as_of=night, cooldown_days=7)
+        >>> len(new), held[0].kind
+        (0, 'open_incident')
+        >>> nightly = [PastAlert(incident_key="qa-bot|drift", as_of=night, run_id="nightly-1")]
+        >>> new, held = deduplicate([drift], nightly, as_of=night, cooldown_days=7)
+        >>> held[0].kind, held[0].run_id
+        ('raised_tonight', 'nightly-1')
     """
     if cooldown_days < 0:
         raise ValueError("cooldown_days must be >= 0")
-    last_seen: dict[str, dt.date] = {}
-    first_raised: dict[str, dt.date] = {}
-    for past in history:
-        if past.as_of > as_of:
-            continue
-        key = past.incident_key
-        if key not in last_seen or past.as_of > last_seen[key]:
-            last_seen[key] = past.as_of
-        if past.raised and (key not in first_raised or past.as_of > first_raised[key]):
-            first_raised[key] = past.as_of
+    last_seen, last_raised, tonight = _history_index(history, as_of)
     new: list[AlertCandidate] = []
     suppressed: list[Suppressed] = []
     seen: set[str] = set()
     for alert in candidates:
         key = alert.incident_key
         if key in seen:
-            suppressed.append(Suppressed(alert, "duplicate in this run"))
+            suppressed.append(
+                Suppressed(alert=alert, reason="duplicate in this run", kind="duplicate")
+            )
             continue
         seen.add(key)
+        if key in tonight:
+            suppressed.append(
+                Suppressed(
+                    alert=alert,
+                    reason=f"raised tonight by run {tonight[key]}",
+                    kind="raised_tonight",
+                    run_id=tonight[key],
+                )
+            )
+            continue
         last = last_seen.get(key)
         if last is not None and (as_of - last).days <= cooldown_days:
-            raised = first_raised.get(key)
+            raised = last_raised.get(key)
             since = f"raised on {raised.isoformat()}, " if raised else ""
             suppressed.append(
                 Suppressed(
-                    alert,
-                    f"incident open ({since}last seen {last.isoformat()}; "
+                    alert=alert,
+                    reason=f"incident open ({since}last seen {last.isoformat()}; "
                     f"cooldown {cooldown_days} days)",
                 )
             )
@@ -520,6 +606,7 @@ __all__ = [
     "RecoveryPolicy",
     "RuleEvaluation",
     "Suppressed",
+    "SuppressedKind",
     "WindowStats",
     "decide_recovery",
     "deduplicate",

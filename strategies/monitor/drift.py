@@ -76,7 +76,7 @@ class DriftThresholds:
             raise ValueError("psi_bins must be >= 2 and min_rows >= 1")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DriftResult:
     """Drift of one field of one use case; ``analysable`` is False with a ``reason`` otherwise."""
 
@@ -209,24 +209,24 @@ def numeric_drift(
     n, m = int(ref.sum()), int(cur.sum())
     if min(n, m) < th.min_rows:
         return DriftResult(
-            feature,
-            "numeric",
-            n,
-            m,
-            False,
-            False,
-            f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
+            feature=feature,
+            kind="numeric",
+            n_reference=n,
+            n_current=m,
+            analysable=False,
+            drift_detected=False,
+            reason=f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
         )
     if e.size < 2 or e[-1] == e[0]:
         # a single value in both windows: nothing moved
         return DriftResult(
-            feature,
-            "numeric",
-            n,
-            m,
-            True,
-            False,
-            "constant field in both windows",
+            feature=feature,
+            kind="numeric",
+            n_reference=n,
+            n_current=m,
+            analysable=True,
+            drift_detected=False,
+            reason="constant field in both windows",
             psi=0.0,
             psi_band="stable",
             ks_statistic=0.0,
@@ -246,13 +246,13 @@ def numeric_drift(
     if pvalue < th.alpha and d >= th.min_ks:
         reasons.append(f"KS D {d:.3f} >= {th.min_ks} with p {pvalue:.2g} < {th.alpha}")
     return DriftResult(
-        feature,
-        "numeric",
-        n,
-        m,
-        True,
-        bool(reasons),
-        "; ".join(reasons) or f"no drift (PSI {value_psi:.3f}, KS D {d:.3f})",
+        feature=feature,
+        kind="numeric",
+        n_reference=n,
+        n_current=m,
+        analysable=True,
+        drift_detected=bool(reasons),
+        reason="; ".join(reasons) or f"no drift (PSI {value_psi:.3f}, KS D {d:.3f})",
         psi=value_psi,
         psi_band=band,
         ks_statistic=d,
@@ -279,25 +279,25 @@ def categorical_drift(
     n, m = int(ref.sum()), int(cur.sum())
     if min(n, m) < th.min_rows:
         return DriftResult(
-            feature,
-            "categorical",
-            n,
-            m,
-            False,
-            False,
-            f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
+            feature=feature,
+            kind="categorical",
+            n_reference=n,
+            n_current=m,
+            analysable=False,
+            drift_detected=False,
+            reason=f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
         )
     seen = (ref + cur) > 0
     value_psi = psi(ref[seen], cur[seen], epsilon=th.psi_epsilon)
     if int(seen.sum()) < 2:
         return DriftResult(
-            feature,
-            "categorical",
-            n,
-            m,
-            True,
-            False,
-            "a single category in both windows",
+            feature=feature,
+            kind="categorical",
+            n_reference=n,
+            n_current=m,
+            analysable=True,
+            drift_detected=False,
+            reason="a single category in both windows",
             psi=value_psi,
             psi_band=psi_band(value_psi),
             chi2=0.0,
@@ -314,13 +314,13 @@ def categorical_drift(
     if pvalue < th.alpha and cramers_v >= th.min_cramers_v:
         reasons.append(f"Cramér's V {cramers_v:.3f} >= {th.min_cramers_v} with p {pvalue:.2g}")
     return DriftResult(
-        feature,
-        "categorical",
-        n,
-        m,
-        True,
-        bool(reasons),
-        "; ".join(reasons) or f"no drift (PSI {value_psi:.3f}, V {cramers_v:.3f})",
+        feature=feature,
+        kind="categorical",
+        n_reference=n,
+        n_current=m,
+        analysable=True,
+        drift_detected=bool(reasons),
+        reason="; ".join(reasons) or f"no drift (PSI {value_psi:.3f}, V {cramers_v:.3f})",
         psi=value_psi,
         psi_band=psi_band(value_psi),
         chi2=float(chi2),

@@ -1339,7 +1339,7 @@ def alert_history(
         " WHERE as_of BETWEEN $start AND $end AND ($run_id IS NULL OR run_id <> $run_id)",
         {"start": until - dt.timedelta(days=days), "end": until, "run_id": exclude_run_id},
     ).fetchall()
-    return [PastAlert(str(k), d, bool(r)) for k, d, r in rows]
+    return [PastAlert(incident_key=str(k), as_of=d, raised=bool(r)) for k, d, r in rows]
 
 
 def _jsonable(value: Any) -> Any:

@@ -191,20 +191,22 @@ def test_dedup_one_alert_per_incident_however_long_it_lasts() -> None:
             [_alert("uc|rule|quality_drop")], history, as_of=as_of, cooldown_days=7
         )
         raised_on += [as_of for _ in new]
-        history += [PastAlert(a.incident_key, as_of, True) for a in new]
-        history += [PastAlert(s.alert.incident_key, as_of, False) for s in suppressed]
+        history += [PastAlert(incident_key=a.incident_key, as_of=as_of, raised=True) for a in new]
+        history += [PastAlert(incident_key=s.alert.incident_key, as_of=as_of, raised=False) for s in suppressed]
     assert raised_on == [start]
 
 
 def test_dedup_raises_again_after_a_quiet_cooldown() -> None:
-    history = [PastAlert("k", dt.date(2026, 10, 1))]
+    history = [PastAlert(incident_key="k", as_of=dt.date(2026, 10, 1))]
     assert deduplicate([_alert("k")], history, as_of=dt.date(2026, 10, 8), cooldown_days=7)[0] == []
     new, _ = deduplicate([_alert("k")], history, as_of=dt.date(2026, 10, 9), cooldown_days=7)
     assert [a.incident_key for a in new] == ["k"]
 
 
 def test_dedup_same_night_and_within_a_batch() -> None:
-    history = [PastAlert("k", dt.date(2026, 10, 1))]
+    # another run of the same night (the nightly flow) raised k: it is tonight's alert, named
+    # with that run, not an "incident open"
+    history = [PastAlert(incident_key="k", as_of=dt.date(2026, 10, 1), run_id="nightly-x")]
     new, suppressed = deduplicate(
         [_alert("k"), _alert("j"), _alert("j")],
         history,
@@ -212,7 +214,23 @@ def test_dedup_same_night_and_within_a_batch() -> None:
         cooldown_days=0,
     )
     assert [a.incident_key for a in new] == ["j"]
-    assert [s.reason.split(" (")[0] for s in suppressed] == [
-        "incident open",
-        "duplicate in this run",
+    assert [(s.kind, s.reason) for s in suppressed] == [
+        ("raised_tonight", "raised tonight by run nightly-x"),
+        ("duplicate", "duplicate in this run"),
     ]
+    assert suppressed[0].run_id == "nightly-x"
+
+
+def test_dedup_an_incident_open_from_an_earlier_night_stays_open() -> None:
+    history = [
+        PastAlert(incident_key="k", as_of=dt.date(2026, 9, 29), run_id="nightly-a"),
+        PastAlert(incident_key="k", as_of=dt.date(2026, 9, 30), raised=False, run_id="nightly-b"),
+    ]
+    new, suppressed = deduplicate(
+        [_alert("k")], history, as_of=dt.date(2026, 10, 1), cooldown_days=7
+    )
+    assert new == []
+    assert suppressed[0].kind == "open_incident"
+    assert suppressed[0].reason == (
+        "incident open (raised on 2026-09-29, last seen 2026-09-30; cooldown 7 days)"
+    )
