@@ -1,17 +1,25 @@
-"""The serving-side client: cached, conditional, and still answering when the registry is down.
+"""The serving-side client: cached, stale-while-revalidate, and still answering when the registry
+is down or hung.
 
 Standard library only (``urllib``), so a serving process imports it without Prefect, DuckDB,
 MLflow, SQLAlchemy or pandas. Behaviour:
 
-- ``get(use_case)`` returns the production :class:`ConfigVersion` from memory while it is younger
-  than ``ttl_seconds`` (a dict lookup: no I/O, no lock);
-- after the TTL it revalidates with ``If-None-Match``: a 304 only refreshes the timestamp;
+- :meth:`RegistryClient.lookup` returns a :class:`Lookup`: the production
+  :class:`ConfigVersion`, where it came from (``source``) and how long ago the registry last
+  confirmed it (``age_seconds``). ``get`` returns just the version; ``assign`` the arm, with the
+  same ``source`` and ``age_seconds``;
+- younger than ``ttl_seconds``: a dict lookup, no I/O, no lock (``source="cache"``);
+- older: the cached value is returned at once (``source="stale"``) and *one* background thread
+  revalidates with ``If-None-Match`` (a 304 only renews the age). A hung or slow registry never
+  blocks a caller once a value is cached; only the very first lookup of a use case waits, for at
+  most one ``timeout``;
 - every payload is validated and its checksum verified; a good one is also written atomically to
-  ``cache_dir`` as the last-known-good copy;
-- when the registry is unreachable, times out, or answers garbage, the client keeps serving the
-  last good configuration (memory first, then disk, e.g. after a restart) and records why in
-  ``last_error``; only when it has never seen a good one does it raise
-  :class:`RegistryUnavailableError`.
+  ``cache_dir`` as the last-known-good copy, read back when the registry is unreachable at start
+  (``source="disk"``);
+- a failed refresh logs one WARNING (and one INFO on recovery), counts in :attr:`counters`, and
+  is retried after another ``ttl_seconds``;
+- beyond ``max_staleness_seconds`` the lookup raises :class:`StaleConfigError`
+  (``on_max_staleness="raise"``) or reports it (``Lookup.over_max_staleness``, one WARNING).
 
 Example (needs a running registry)::
 
@@ -23,14 +31,16 @@ Example (needs a running registry)::
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tasks.core.errors import LlmoptError
 from tasks.core.settings import Settings
@@ -38,13 +48,36 @@ from tasks.registry.assignment import assign_arm
 from tasks.registry.model import Arm, ConfigValidationError, ConfigVersion, validate_use_case
 from tasks.registry.snapshot import atomic_write_bytes, read_snapshot, snapshot_path
 
-__all__ = ["Assignment", "RegistryClient", "RegistryUnavailableError"]
+__all__ = [
+    "Assignment",
+    "Lookup",
+    "RegistryClient",
+    "RegistryUnavailableError",
+    "StaleConfigError",
+]
 
 MAX_RESPONSE_BYTES = 4 << 20
+Source = Literal["network", "not-modified", "cache", "stale", "disk"]
+log = logging.getLogger(__name__)
 
 
 class RegistryUnavailableError(LlmoptError, RuntimeError):
     """No configuration can be served: the registry failed and no last-known-good copy exists."""
+
+
+class StaleConfigError(RegistryUnavailableError):
+    """The only configuration at hand is older than ``max_staleness_seconds``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lookup:
+    """One lookup: the version, where it came from and how old the registry's word on it is."""
+
+    version: ConfigVersion
+    source: Source
+    age_seconds: float
+    over_max_staleness: bool = False
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,9 +88,12 @@ class Assignment:
     version: int
     arm: Arm
     config_id: str
+    source: str = "cache"
+    age_seconds: float = 0.0
 
     @property
     def propensity(self) -> float:
+        """The probability this unit's arm had (its weight): log it for off-policy estimates."""
         return self.arm.weight
 
 
@@ -65,11 +101,26 @@ class Assignment:
 class _Entry:
     version: ConfigVersion
     etag: str | None
-    fetched_at: float
+    confirmed_at: float  # clock time the registry last vouched for this value
+    attempted_at: float  # clock time of the last refresh attempt (success or not)
+    from_disk: bool = False
+    failing: bool = False
+    warned_stale: bool = False
 
 
 class RegistryClient:
-    """Read production configurations from the registry HTTP API (see module docstring)."""
+    """Read production configurations from the registry HTTP API (see module docstring).
+
+    Args:
+        base_url: the API, e.g. ``http://127.0.0.1:8765``.
+        ttl_seconds: how long a value is served without asking the registry.
+        timeout: socket timeout of one request, in seconds.
+        cache_dir: where last-known-good copies are kept (None: memory only).
+        max_staleness_seconds: beyond this age a lookup raises or reports (None: never).
+        on_max_staleness: ``"raise"`` (:class:`StaleConfigError`) or ``"report"``.
+        background: revalidate in a background thread (False: in the caller, bounded by timeout).
+        clock: monotonic clock (tests).
+    """
 
     def __init__(
         self,
@@ -78,93 +129,266 @@ class RegistryClient:
         ttl_seconds: float = 5.0,
         timeout: float = 2.0,
         cache_dir: Path | None = None,
+        max_staleness_seconds: float | None = None,
+        on_max_staleness: Literal["raise", "report"] = "report",
+        background: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if on_max_staleness not in {"raise", "report"}:
+            raise ValueError("on_max_staleness must be 'raise' or 'report'")
         self.base_url = base_url.rstrip("/")
-        self.ttl_seconds = ttl_seconds
-        self.timeout = timeout
+        self.ttl_seconds, self.timeout = ttl_seconds, timeout
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.max_staleness_seconds, self.on_max_staleness = max_staleness_seconds, on_max_staleness
+        self.background = background
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._first_fetch = threading.Lock()
+        self._inflight: dict[str, threading.Thread] = {}
+        self.counters: Counter[str] = Counter()
         self.last_source: str = "none"
         self.last_error: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> RegistryClient:
-        """A client for ``settings.registry_api_url``; last-known-good copies under the home."""
+        """A client for ``settings.registry_api_url``; last-known-good copies under the home.
+
+        Args:
+            settings: resolved settings.
+            **kwargs: constructor options.
+
+        Returns:
+            The client.
+        """
         kwargs.setdefault("cache_dir", settings.home / "data" / "registry-client-cache")
         return cls(settings.registry_api_url, **kwargs)
 
-    def get(self, use_case: str) -> ConfigVersion:
-        """The production configuration of ``use_case`` (cached for ``ttl_seconds``)."""
+    # -- public ---------------------------------------------------------------------------------
+
+    def lookup(self, use_case: str) -> Lookup:
+        """The production configuration of ``use_case`` with its source and age.
+
+        Args:
+            use_case: the use case.
+
+        Returns:
+            The lookup result.
+
+        Raises:
+            RegistryUnavailableError: never seen a good value and the registry failed.
+            StaleConfigError: older than ``max_staleness_seconds`` (``on_max_staleness="raise"``).
+        """
         entry = self._entries.get(use_case)
-        if entry is not None and self._clock() - entry.fetched_at < self.ttl_seconds:
-            self.last_source = "cache"
-            return entry.version
-        with self._lock:  # one revalidation at a time; others reuse its result
-            entry = self._entries.get(use_case)
-            if entry is not None and self._clock() - entry.fetched_at < self.ttl_seconds:
-                return entry.version
-            return self._refresh(validate_use_case(use_case), entry)
+        source: Source | None = None
+        if entry is None:
+            entry = self._first(validate_use_case(use_case))
+            source = "disk" if entry.from_disk else "network"
+        now = self._clock()
+        if (
+            source is None
+            and now - entry.confirmed_at >= self.ttl_seconds
+            and now - entry.attempted_at >= self.ttl_seconds
+        ):
+            if self.background:
+                self._spawn_refresh(use_case)
+            else:  # revalidate in the caller, bounded by one timeout
+                previous, confirmed = entry, entry.confirmed_at
+                entry = self._refresh(use_case)
+                if entry is not previous:
+                    source = "network"
+                elif entry.confirmed_at != confirmed:
+                    source = "not-modified"
+        age = max(0.0, self._clock() - entry.confirmed_at)
+        if source is None:
+            fresh = age < self.ttl_seconds
+            source = ("disk" if entry.from_disk else "cache") if fresh else "stale"
+        over = self._check_staleness(use_case, entry, age)
+        self.last_source = source
+        return Lookup(
+            version=entry.version, source=source, age_seconds=age, over_max_staleness=over,
+            last_error=self.last_error if entry.failing else None,
+        )  # fmt: skip
+
+    def get(self, use_case: str) -> ConfigVersion:
+        """The production configuration of ``use_case`` (see :meth:`lookup`).
+
+        Args:
+            use_case: the use case.
+
+        Returns:
+            The version.
+        """
+        return self.lookup(use_case).version
 
     def assign(self, use_case: str, unit_id: str) -> Assignment:
-        """The arm serving ``unit_id``: the same answer in every process (see assignment.py)."""
-        version = self.get(use_case)
+        """The arm serving ``unit_id``: the same answer in every process (see assignment.py).
+
+        Args:
+            use_case: the use case.
+            unit_id: the randomisation unit (user, session, conversation).
+
+        Returns:
+            The assignment with the lookup's ``source`` and ``age_seconds``.
+        """
+        found = self.lookup(use_case)
+        version = found.version
         arm = assign_arm(version.config, unit_id)
         config_id = arm.config_id or f"{use_case}/v{version.version}/{arm.arm_id}"
-        return Assignment(use_case, version.version, arm, config_id)
+        return Assignment(
+            use_case, version.version, arm, config_id, found.source, found.age_seconds
+        )
 
-    def _refresh(self, use_case: str, entry: _Entry | None) -> ConfigVersion:
+    def wait_for_refreshes(self, timeout: float | None = None) -> None:
+        """Join the background refreshes in flight (tests, orderly shutdown).
+
+        Args:
+            timeout: seconds to wait for each.
+        """
+        with self._lock:
+            threads = list(self._inflight.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _check_staleness(self, use_case: str, entry: _Entry, age: float) -> bool:
+        limit = self.max_staleness_seconds
+        if limit is None or age <= limit:
+            entry.warned_stale = False
+            return False
+        self.counters["over_max_staleness"] += 1
+        if self.on_max_staleness == "raise":
+            raise StaleConfigError(
+                f"{use_case}: configuration is {age:.1f}s old (max {limit}s): {self.last_error}"
+            )
+        if not entry.warned_stale:
+            entry.warned_stale = True
+            log.warning(
+                "registry %s: serving a %.1fs old configuration (max %ss)", use_case, age, limit
+            )
+        return True
+
+    def _first(self, use_case: str) -> _Entry:
+        """No value yet: fetch in the caller (one request at most, others wait for it)."""
+        with self._first_fetch:
+            entry = self._entries.get(use_case)
+            return entry if entry is not None else self._refresh(use_case)
+
+    def _spawn_refresh(self, use_case: str) -> None:
+        with self._lock:
+            if use_case in self._inflight:
+                return
+            thread = threading.Thread(
+                target=self._background_refresh, args=(use_case,), daemon=True,
+                name=f"registry-refresh-{use_case}",
+            )  # fmt: skip
+            self._inflight[use_case] = thread
+        thread.start()
+
+    def _background_refresh(self, use_case: str) -> None:
+        try:
+            self._refresh(use_case)
+        except RegistryUnavailableError:
+            pass  # counted and logged by _refresh; the cached value keeps serving
+        finally:
+            with self._lock:
+                self._inflight.pop(use_case, None)
+
+    def _fetch(
+        self, use_case: str, entry: _Entry | None
+    ) -> tuple[ConfigVersion, str | None, bytes] | None:
+        """One conditional GET; None means 304 (the cached value is still current)."""
         request = urllib.request.Request(
             f"{self.base_url}/v1/configs/{use_case}", headers={"Accept": "application/json"}
         )
         if entry is not None and entry.etag:
             request.add_header("If-None-Match", entry.etag)
         try:
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    raw = response.read(MAX_RESPONSE_BYTES + 1)
-                    etag = response.headers.get("ETag")
-            except urllib.error.HTTPError as exc:
-                if exc.code == 304 and entry is not None:
-                    entry.fetched_at = self._clock()
-                    self.last_source, self.last_error = "not-modified", None
-                    return entry.version
-                raise
-            if len(raw) > MAX_RESPONSE_BYTES:
-                raise ConfigValidationError("response too large")
-            version = ConfigVersion.from_document(json.loads(raw))
-            if version.use_case != use_case:
-                raise ConfigValidationError(f"asked for {use_case!r}, got {version.use_case!r}")
-        except (OSError, ValueError) as exc:  # URLError, timeouts, HTTP errors, bad JSON/payload
-            return self._fallback(use_case, entry, exc)
-        self._entries[use_case] = _Entry(version, etag, self._clock())
-        self.last_source, self.last_error = "network", None
-        if self.cache_dir is not None:
-            try:
-                atomic_write_bytes(snapshot_path(self.cache_dir, use_case), raw)
-            except OSError as exc:  # a full disk must not stop serving
-                self.last_error = f"could not write last-known-good copy: {exc}"
-        return version
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+                etag = response.headers.get("ETag")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 304 and entry is not None:
+                return None
+            raise
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise ConfigValidationError("response too large")
+        version = ConfigVersion.from_document(json.loads(raw))
+        if version.use_case != use_case:
+            raise ConfigValidationError(f"asked for {use_case!r}, got {version.use_case!r}")
+        return version, etag, raw
 
-    def _fallback(self, use_case: str, entry: _Entry | None, exc: Exception) -> ConfigVersion:
+    def _refresh(self, use_case: str) -> _Entry:
+        entry = self._entries.get(use_case)
+        started = self._clock()
+        self.counters["refreshes"] += 1
+        try:
+            fetched = self._fetch(use_case, entry)
+        except (OSError, ValueError) as exc:  # URLError, timeouts, HTTP errors, bad JSON/payload
+            return self._failed(use_case, entry, exc, started)
+        now = self._clock()
+        if fetched is None:
+            assert entry is not None
+            entry.confirmed_at, entry.attempted_at, entry.from_disk = now, now, False
+            self.counters["not_modified"] += 1
+        else:
+            version, etag, raw = fetched
+            entry = _Entry(version, etag, now, now)
+            self._entries[use_case] = entry
+            self._keep_copy(use_case, raw)
+        if self._recovered(use_case):
+            log.info("registry %s: reachable again; serving v%s", use_case, entry.version.version)
+        return entry
+
+    def _recovered(self, use_case: str) -> bool:
+        entry = self._entries[use_case]
+        was_failing, entry.failing = entry.failing, False
+        if was_failing:
+            self.counters["recoveries"] += 1
+            self.last_error = None
+        return was_failing
+
+    def _keep_copy(self, use_case: str, raw: bytes) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            atomic_write_bytes(snapshot_path(self.cache_dir, use_case), raw)
+        except OSError as exc:  # a full disk must not stop serving
+            self.counters["copy_write_errors"] += 1
+            log.warning("registry %s: could not write last-known-good copy: %s", use_case, exc)
+
+    def _failed(
+        self, use_case: str, entry: _Entry | None, exc: Exception, started: float
+    ) -> _Entry:
         self.last_error = f"{type(exc).__name__}: {exc}"
-        if entry is not None:
-            entry.fetched_at = self._clock()  # retry after another TTL, not on every call
-            self.last_source = "fallback-memory"
-            return entry.version
-        if self.cache_dir is not None:
-            path = snapshot_path(self.cache_dir, use_case)
-            if path.exists():
-                try:
-                    version = read_snapshot(path)
-                except ConfigValidationError as bad:
-                    self.last_error += f"; last-known-good copy unusable: {bad}"
-                else:
-                    self._entries[use_case] = _Entry(version, None, self._clock())
-                    self.last_source = "fallback-disk"
-                    return version
+        self.counters["refresh_failures"] += 1
+        if entry is None:
+            entry = self._from_disk(use_case, exc)
+        entry.attempted_at = self._clock()
+        if not entry.failing:
+            entry.failing = True
+            self.counters["fallbacks"] += 1
+            log.warning(
+                "registry %s unreachable (%s); serving v%s from %s",
+                use_case, self.last_error, entry.version.version,
+                "the last-known-good file" if entry.from_disk else "memory",
+            )  # fmt: skip
+        return entry
+
+    def _from_disk(self, use_case: str, exc: Exception) -> _Entry:
+        path = None if self.cache_dir is None else snapshot_path(self.cache_dir, use_case)
+        if path is not None and path.exists():
+            try:
+                version = read_snapshot(path)
+            except ConfigValidationError as bad:
+                self.last_error = f"{self.last_error}; last-known-good copy unusable: {bad}"
+            else:
+                age = max(0.0, time.time() - path.stat().st_mtime)
+                entry = _Entry(version, None, self._clock() - age, self._clock(), from_disk=True)
+                self._entries[use_case] = entry
+                self.counters["fallback_disk"] += 1
+                return entry
         raise RegistryUnavailableError(
             f"registry unavailable for {use_case!r} and no last-known-good copy: {self.last_error}"
         ) from exc

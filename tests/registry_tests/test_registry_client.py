@@ -27,7 +27,8 @@ UC = "support-summarize"
 
 def test_client_imports_nothing_heavy() -> None:
     code = (
-        "import sys, tasks.registry.client, tasks.registry.assignment; "
+        "import sys, tasks.registry.client, tasks.registry.assignment, tasks.registry.model, "
+        "tasks.registry.snapshot, tasks.registry.errors; "
         "print([m for m in ('prefect', 'duckdb', 'mlflow', 'sqlalchemy', 'pandas', 'numpy', "
         "'prometheus_client') if m in sys.modules])"
     )
@@ -69,7 +70,9 @@ def test_ttl_cache_then_conditional_get_then_new_version(
 ) -> None:
     clock = FakeClock()
     with serve_in_background(settings, store=published, refresh_interval=0.0) as url:
-        client = RegistryClient(url, ttl_seconds=5.0, cache_dir=tmp_path / "lkg", clock=clock)
+        client = RegistryClient(
+            url, ttl_seconds=5.0, cache_dir=tmp_path / "lkg", clock=clock, background=False
+        )
         assert client.get(UC).version == 1 and client.last_source == "network"
         for _ in range(50):
             assert client.get(UC).version == 1
@@ -94,14 +97,18 @@ def test_fallback_to_memory_then_disk_when_registry_is_down(
     clock = FakeClock()
     cache_dir = tmp_path / "lkg"
     with serve_in_background(settings, store=published) as url:
-        client = RegistryClient(url, ttl_seconds=1.0, timeout=1.0, cache_dir=cache_dir, clock=clock)
+        client = RegistryClient(
+            url, ttl_seconds=1.0, timeout=1.0, cache_dir=cache_dir, clock=clock, background=False
+        )
         first = client.get(UC)
     clock.now += 5  # the server is gone now
-    assert client.get(UC) == first and client.last_source == "fallback-memory"
-    assert client.last_error is not None
+    found = client.lookup(UC)
+    assert found.version == first and (found.source, found.age_seconds) == ("stale", 5.0)
+    assert client.last_error is not None and found.last_error == client.last_error
+    assert client.counters["fallbacks"] == 1
     restarted = RegistryClient(url, timeout=1.0, cache_dir=cache_dir, clock=clock)
     assert restarted.get(UC).checksum == first.checksum
-    assert restarted.last_source == "fallback-disk"
+    assert restarted.last_source == "disk" and restarted.counters["fallback_disk"] == 1
     # same units, same arms, from the fallback copy
     units = [f"u{i}" for i in range(200)]
     assert [client.assign(UC, u).arm.arm_id for u in units] == [
@@ -156,7 +163,7 @@ def test_garbage_answers_fall_back_to_last_known_good(
         with _garbage_server(body) as bad_url:
             client = RegistryClient(bad_url, cache_dir=cache_dir)
             assert client.get(UC).checksum == good.checksum
-            assert client.last_source == "fallback-disk", body[:40]
+            assert client.last_source == "disk", body[:40]
     # the garbage never overwrote the last-known-good copy
     assert json.loads((cache_dir / f"{UC}.json").read_text())["checksum"] == good.checksum
 
