@@ -48,6 +48,30 @@ CREATE TABLE IF NOT EXISTS price_table (
     loaded_at                 TIMESTAMPTZ NOT NULL
 );
 
+-- Cache prices (added later: ALTER keeps existing warehouses working). NULL: the input price.
+ALTER TABLE price_table ADD COLUMN IF NOT EXISTS cache_read_usd_per_mtok DOUBLE;
+ALTER TABLE price_table ADD COLUMN IF NOT EXISTS cache_write_usd_per_mtok DOUBLE;
+ALTER TABLE price_table ADD COLUMN IF NOT EXISTS tier_cache_read_usd_per_mtok DOUBLE;
+ALTER TABLE price_table ADD COLUMN IF NOT EXISTS tier_cache_write_usd_per_mtok DOUBLE;
+
+-- Cached and reasoning token counts (nullable; also in data/schema.sql for new warehouses).
+ALTER TABLE usage_logs ADD COLUMN IF NOT EXISTS cache_read_tokens BIGINT;
+ALTER TABLE usage_logs ADD COLUMN IF NOT EXISTS cache_write_tokens BIGINT;
+ALTER TABLE usage_logs ADD COLUMN IF NOT EXISTS reasoning_tokens BIGINT;
+
+-- Where an appended file's read stopped: the next read starts at end_offset when the first
+-- end_offset bytes still hash to content_hash (plain JSONL only).
+ALTER TABLE ingest_manifest ADD COLUMN IF NOT EXISTS end_offset BIGINT;
+ALTER TABLE ingest_manifest ADD COLUMN IF NOT EXISTS end_line BIGINT;
+
+-- Watermark of a pull source (LiteLLM PostgreSQL): the newest (startTime, request_id) read.
+CREATE TABLE IF NOT EXISTS source_watermarks (
+    source         VARCHAR NOT NULL,          -- the URL without password
+    watermark_ts   TIMESTAMPTZ,
+    watermark_id   VARCHAR,
+    updated_at     TIMESTAMPTZ NOT NULL
+);
+
 -- Models looked up in genai-prices (found or not), so each model is looked up once.
 CREATE TABLE IF NOT EXISTS price_lookups (
     model          VARCHAR NOT NULL,

@@ -34,5 +34,8 @@ CREATE TABLE IF NOT EXISTS usage_logs (
     metadata       JSON,
     source_file    VARCHAR NOT NULL,
     source_line    BIGINT NOT NULL,
-    ingest_id      VARCHAR NOT NULL
+    ingest_id      VARCHAR NOT NULL,
+    cache_read_tokens  BIGINT,                -- of input_tokens, read from the provider's cache
+    cache_write_tokens BIGINT,                -- of input_tokens, written to the cache
+    reasoning_tokens   BIGINT                 -- of output_tokens, spent on reasoning
 );

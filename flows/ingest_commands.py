@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from flows.cli_support import CommandError, add_json_flag, emit, guarded, to_jsonable
@@ -36,28 +39,62 @@ def _human_ingest(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _use_case_rules(args: argparse.Namespace) -> Any:
+    from tasks.ingest.sql_records import UseCaseRules
+
+    if not args.use_case and not args.use_case_map:
+        return None
+    mapping: dict[str, Any] = {}
+    if args.use_case_map:
+        try:
+            mapping = json.loads(Path(args.use_case_map).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"{args.use_case_map}: not a readable JSON object ({exc})") from exc
+        if not isinstance(mapping, dict):
+            raise CommandError(f"{args.use_case_map}: must be a JSON object")
+    try:
+        return UseCaseRules.from_mapping(mapping, default=args.use_case)
+    except ValueError as exc:
+        raise CommandError(f"{args.use_case_map or '--use-case'}: {exc}") from exc
+
+
+def _progress(report: Any) -> None:
+    """One line per file on stderr as soon as its transaction ends (not under --json)."""
+    print(
+        f"{report.status:<8} {report.path}  read={report.lines_read} ingested={report.ingested}"
+        f" duplicates={report.duplicates} quarantined={report.quarantined}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _run_ingest(args: argparse.Namespace) -> int:
     from tasks.core.settings import load_settings
-    from tasks.ingest.pipeline import IngestError, ingest_paths
-    from tasks.ingest.pricing import PriceConfigError
+    from tasks.ingest.source import ingest_source, is_database_url
 
     settings = load_settings()
-    try:
-        report = ingest_paths(
-            args.paths,
-            settings=settings,
-            shape=args.format,
-            validate=not args.no_validate,
-        )
-    except (IngestError, PriceConfigError) as exc:
-        raise CommandError(str(exc)) from exc
+    rules = _use_case_rules(args)
+    options: dict[str, Any] = {"use_cases": rules, "validate": not args.no_validate}
+    if len(args.paths) == 1 and is_database_url(args.paths[0]):
+        source: Any = args.paths[0]
+    else:
+        source = args.paths
+        options["shape"] = args.format
+        if not args.json:
+            options["on_file"] = _progress
+    report = ingest_source(settings, source, **options)
     emit(report.to_dict(), as_json=args.json, human=_human_ingest)
     return 1 if report.failed else 0
 
 
 def _human_status(payload: dict[str, Any]) -> str:
     lines = [
-        f"warehouse: {payload['warehouse']}",
+        f"warehouse: {payload['warehouse']}"
+        + (
+            "  (snapshot: an ingest holds the file; figures as of its last checkpoint)"
+            if payload.get("snapshot")
+            else ""
+        ),
         f"rows: {payload['rows']}  days: {payload['days']}"
         f" ({payload['first_day']} .. {payload['last_day']})  files: {payload['files_ingested']}",
     ]
@@ -80,19 +117,14 @@ def _human_status(payload: dict[str, Any]) -> str:
 
 def _run_status(args: argparse.Namespace) -> int:
     from tasks.core.settings import load_settings
-    from tasks.ingest.pipeline import warehouse_status
-    from tasks.warehouse.connection import connect
+    from tasks.ingest.report import read_status
 
     settings = load_settings()
     if not settings.warehouse_path.exists():
         raise CommandError(
             f"no warehouse at {settings.warehouse_path}: run `llmopt ingest PATH...` first"
         )
-    con = connect(settings)
-    try:
-        status = warehouse_status(con)
-    finally:
-        con.close()
+    status = read_status(Path(settings.warehouse_path))  # read-only: works during an ingest
     payload = {"warehouse": str(settings.warehouse_path), **to_jsonable(status)}
     emit(payload, as_json=args.json, human=_human_status)
     return 0
@@ -101,11 +133,17 @@ def _run_status(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     ingest = subparsers.add_parser(
         "ingest",
-        help="load usage logs (JSONL / CSV / Parquet, .gz; LiteLLM; OTel spans) into the warehouse",
+        help="load usage logs (JSONL / CSV / Parquet, .gz; LiteLLM files or PostgreSQL; OTel"
+        " spans) into the warehouse",
         description="Ingest files, globs or folders. Idempotent: a file already ingested is"
         " skipped; duplicate request_ids are counted, bad rows quarantined with a reason.",
     )
-    ingest.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB")
+    ingest.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH_OR_GLOB_OR_URL",
+        help="files, globs, folders, or a postgresql:// URL of a LiteLLM database",
+    )
     ingest.add_argument(
         "--format",
         choices=("auto", "canonical", "litellm", "otel"),
@@ -114,6 +152,17 @@ def register(subparsers: Any) -> None:
     )
     ingest.add_argument(
         "--no-validate", action="store_true", help="skip the Great Expectations suite"
+    )
+    ingest.add_argument(
+        "--use-case",
+        default=None,
+        help="use case of records that name none (e.g. LiteLLM rows without tags)",
+    )
+    ingest.add_argument(
+        "--use-case-map",
+        default=None,
+        metavar="JSON_FILE",
+        help='{"model_group": {...}, "key_alias": {...}, "tag": {...}}: use case per value',
     )
     add_json_flag(ingest)
     ingest.set_defaults(handler=guarded(_run_ingest))

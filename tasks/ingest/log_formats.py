@@ -1,10 +1,12 @@
 """Log shapes we read, as data: where each canonical field (DESIGN.md section 3) comes from.
 
 Three shapes: ``canonical`` (our own record), ``litellm`` (a ``LiteLLM_SpendLogs`` export) and
-``otel`` (OpenTelemetry GenAI spans as OTLP JSON). A shape maps every canonical field to source
-keys tried in order (a key path may reach into a nested object, e.g. LiteLLM's ``metadata``), and
-may replace a field by a SQL expression over the extracted values (latency from start/end times).
-Keys a shape does not consume are kept in ``metadata``: nothing is dropped.
+``otel`` (OpenTelemetry GenAI spans: OTLP JSON, the collector's file exporter, the SDK's
+console exporter; both semantic-convention generations). A shape maps every canonical field to
+source keys tried in order (a key path may reach into a nested object, e.g. LiteLLM's
+``metadata``), and may replace a field by a SQL expression over the extracted values (latency
+from start/end times).
+Keys that do not land in a column are kept in ``metadata`` (nulls too): nothing is dropped.
 
 Detection is by keys / column names (:func:`detect_shape`); ``--format`` overrides it.
 """
@@ -34,6 +36,9 @@ CANONICAL_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("max_tokens", "int", False),
     ("input_tokens", "int", True),
     ("output_tokens", "int", True),
+    ("cache_read_tokens", "int", False),
+    ("cache_write_tokens", "int", False),
+    ("reasoning_tokens", "int", False),
     ("latency_ms", "double", True),
     ("ttft_ms", "double", False),
     ("cost_usd", "double", False),
@@ -67,11 +72,27 @@ class Shape:
     naive_timestamps_are_utc: bool = False
     metadata_key: str | None = "metadata"
 
-    def consumed_top_level_keys(self) -> set[str]:
-        """Top-level keys fully mapped to columns (everything else goes to metadata)."""
-        keys = {paths[0] for alts in self.sources.values() for paths in alts if len(paths) == 1}
-        if self.metadata_key:
-            keys.add(self.metadata_key)
+    def column_alternatives(self) -> dict[str, tuple[str, ...]]:
+        """Per column field, the top-level keys that may fill it (first non-empty wins).
+
+        Only the key that actually filled a column leaves the record; a fallback key that was
+        not used, an ``aux_*`` input (end time, tags, ...) and everything else go to metadata.
+        """
+        return {
+            name: tuple(path[0] for path in alts if len(path) == 1)
+            for name, alts in self.sources.items()
+            if not name.startswith("aux_") and any(len(path) == 1 for path in alts)
+        }
+
+    def top_level_keys(self) -> list[str]:
+        """Every top-level key the shape reads, in a stable order (the extraction list)."""
+        keys: list[str] = []
+        for alternatives in self.sources.values():
+            for path in alternatives:
+                if path[0] not in keys:
+                    keys.append(path[0])
+        if self.metadata_key and self.metadata_key not in keys:
+            keys.append(self.metadata_key)
         return keys
 
 
@@ -98,7 +119,20 @@ LITELLM = Shape(
         "output_tokens": (("completion_tokens",),),
         "latency_ms": (("request_duration_ms",),),
         "cost_usd": (("spend",),),
-        "status": (("status",),),
+        "status": (("status",), ("metadata", "status")),
+        # LiteLLM's usage object (metadata.usage_object) carries the cache and reasoning counts
+        "cache_read_tokens": (
+            ("metadata", "usage_object", "prompt_tokens_details", "cached_tokens"),
+            ("metadata", "usage_object", "cache_read_input_tokens"),
+        ),
+        "cache_write_tokens": (("metadata", "usage_object", "cache_creation_input_tokens"),),
+        "reasoning_tokens": (
+            ("metadata", "usage_object", "completion_tokens_details", "reasoning_tokens"),
+        ),
+        # use-case mapping inputs (config / --use-case): see tasks/ingest/sql_records.py
+        "aux_model_group": (("model_group",),),
+        "aux_key_alias": (("metadata", "user_api_key_alias"),),
+        "aux_tags": (("request_tags",), ("metadata", "tags")),
         "aux_end": (("endTime",),),
         "aux_first_token": (("completionStartTime",),),
         **{name: (("metadata", name),) for name in _LITELLM_MD},
@@ -115,8 +149,8 @@ LITELLM = Shape(
     naive_timestamps_are_utc=True,
 )
 
-# OTel spans are first flattened (tasks/ingest/pipeline.py) into one object per span whose keys are the
-# attribute names (span attributes over resource attributes) plus these ``otel.*`` keys.
+# OTel spans are first flattened (tasks/ingest/sql_records.py) into one object per span whose
+# keys are the attribute names (span attributes over resource attributes) plus ``otel.*`` keys.
 OTEL = Shape(
     name="otel",
     sources={
@@ -134,8 +168,18 @@ OTEL = Shape(
         "temperature": (("gen_ai.request.temperature",),),
         "top_p": (("gen_ai.request.top_p",),),
         "max_tokens": (("gen_ai.request.max_tokens",),),
-        "input_tokens": (("gen_ai.usage.input_tokens",),),
-        "output_tokens": (("gen_ai.usage.output_tokens",),),
+        # current names first, then the older generation (what LiteLLM's OTel callback emits)
+        "input_tokens": (("gen_ai.usage.input_tokens",), ("gen_ai.usage.prompt_tokens",)),
+        "output_tokens": (("gen_ai.usage.output_tokens",), ("gen_ai.usage.completion_tokens",)),
+        "cache_read_tokens": (
+            ("gen_ai.usage.cache_read.input_tokens",),
+            ("gen_ai.usage.cache_read_input_tokens",),
+        ),
+        "cache_write_tokens": (
+            ("gen_ai.usage.cache_creation.input_tokens",),
+            ("gen_ai.usage.cache_creation_input_tokens",),
+        ),
+        "reasoning_tokens": (("gen_ai.usage.reasoning.output_tokens",),),
         "error_type": (("error.type",),),
         "quality": (("gen_ai.evaluation.score.value",),),
         "feedback": (("llmopt.feedback",),),
@@ -150,7 +194,8 @@ OTEL = Shape(
     exprs={
         "latency_ms": "CAST((TRY_CAST(x_aux_end AS HUGEINT) - TRY_CAST(x_timestamp AS HUGEINT))"
         " / 1e6 AS VARCHAR)",
-        "status": "CASE WHEN x_aux_status IN ('2', 'STATUS_CODE_ERROR') OR x_error_type IS NOT NULL"
+        "status": "CASE WHEN x_aux_status IN ('2', 'STATUS_CODE_ERROR', 'ERROR',"
+        " 'StatusCode.ERROR') OR x_error_type IS NOT NULL"
         " THEN 'error' ELSE 'success' END",
     },
     metadata_key=None,
@@ -163,6 +208,10 @@ def detect_shape(keys: Iterable[str]) -> str:
     """Name the shape of a record from its top-level keys (or a file's column names)."""
     found = set(keys)
     if "resourceSpans" in found or "scopeSpans" in found:
+        return "otel"
+    if any(key.startswith("gen_ai.") for key in found) or (
+        {"context", "attributes"} <= found and "start_time" in found
+    ):
         return "otel"
     if {"startTime", "prompt_tokens", "completion_tokens"} <= found or {
         "spend",

@@ -7,8 +7,11 @@ hand-maintains a price list. Overrides (a self-hosted model, a negotiated rate) 
 
 Tiers: genai-prices uses a "cliff" model (crossing a tier re-prices *all* tokens of the request).
 We keep the base price and the first tier (threshold on input tokens, e.g. 200k for
-claude-sonnet-4-5); further tiers are rare and documented as not represented. Cache-read /
-cache-write token prices are not represented either: the canonical record has no cache counts.
+claude-sonnet-4-5); further tiers are rare and documented as not represented. Cache-read and
+cache-write tokens (part of ``input_tokens``) are priced at their own rates when genai-prices has
+them, else at the input rate; reasoning tokens are part of ``output_tokens`` (the output rate).
+A ``provider/model`` name (as LiteLLM writes it) is resolved through genai-prices' provider
+matching on the prefix.
 Time-of-day prices (off-peak) are ignored: the always-valid price is used.
 
 Example (offline)::
@@ -155,7 +158,10 @@ def sync_price_overrides(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     if not overrides:
         return 0
     con.executemany(
-        "INSERT INTO price_table VALUES (?, ?, ?, ?, NULL, NULL, NULL, ?, ?, 'override', ?, ?)",
+        "INSERT INTO price_table (model, provider, input_usd_per_mtok, output_usd_per_mtok,"
+        " tier_input_tokens, tier_input_usd_per_mtok, tier_output_usd_per_mtok, effective_from,"
+        " effective_to, source, source_detail, loaded_at)"
+        " VALUES (?, ?, ?, ?, NULL, NULL, NULL, ?, ?, 'override', ?, ?)",
         [
             [
                 o.model,
@@ -195,16 +201,10 @@ def genai_price_ranges(model: str, provider: str | None = None) -> list[dict[str
     from genai_prices import data_snapshot
     from genai_prices.types import ModelPrice, StartDateConstraint
 
-    snapshot = data_snapshot.get_snapshot()
-    try:
-        found_provider, info = snapshot.find_provider_model(model, None, provider, None)
-    except LookupError:
-        if provider is None:
-            return []
-        try:  # a provider name genai-prices does not know: match on the model alone
-            found_provider, info = snapshot.find_provider_model(model, None, None, None)
-        except LookupError:
-            return []
+    found = _find_model(data_snapshot.get_snapshot(), model, provider)
+    if found is None:
+        return []
+    found_provider, info = found
     dated: list[tuple[dt.datetime, ModelPrice]] = []
     if isinstance(info.prices, ModelPrice):
         dated.append((_EPOCH, info.prices))
@@ -220,31 +220,64 @@ def genai_price_ranges(model: str, provider: str | None = None) -> list[dict[str
     dated.sort(key=lambda item: item[0])
     ranges: list[dict[str, Any]] = []
     for index, (start, price) in enumerate(dated):
-        base_in, tier_at, tier_in = _split_tiers(price.input_mtok)
-        base_out, tier_out_at, tier_out = _split_tiers(price.output_mtok)
-        if base_in is None or base_out is None:
-            continue
         end = dated[index + 1][0] if index + 1 < len(dated) else None
         if end is not None and end <= start:
             continue
-        ranges.append(
-            {
-                "model": model,
-                "provider": found_provider.id,
-                "input": base_in,
-                "output": base_out,
-                "tier_at": tier_at if tier_at is not None else tier_out_at,
-                "tier_input": tier_in if tier_in is not None else base_in,
-                "tier_output": tier_out if tier_out is not None else base_out,
-                "from": start,
-                "to": end,
-                "detail": f"genai-prices {info.id} ({found_provider.id})",
-            }
-        )
-    for item in ranges:
-        if item["tier_at"] is None:
-            item["tier_input"] = item["tier_output"] = None
+        item = _price_range(price)
+        if item is not None:
+            detail = f"genai-prices {info.id} ({found_provider.id})"
+            ranges.append(
+                {
+                    **item,
+                    "model": model,
+                    "provider": found_provider.id,
+                    "from": start,
+                    "to": end,
+                    "detail": detail,
+                }
+            )
     return ranges
+
+
+def _find_model(snapshot: Any, model: str, provider: str | None) -> tuple[Any, Any] | None:
+    """genai-prices' (provider, model info) for a logged name; ``provider/model`` resolves the
+    prefix through genai-prices' provider matching."""
+    attempts: list[tuple[str, str | None]] = [(model, provider)]
+    if "/" in model:
+        prefix, rest = model.split("/", 1)
+        attempts.insert(0, (rest, prefix))
+        attempts.append((rest, provider))
+    if provider is not None:
+        attempts.append((model, None))  # a provider name genai-prices does not know
+    for ref, hint in attempts:
+        try:
+            return snapshot.find_provider_model(ref, None, hint, None)
+        except LookupError:
+            continue
+    return None
+
+
+def _price_range(price: Any) -> dict[str, Any] | None:
+    """Base and first-tier prices (input, output, cache read / write) of one ModelPrice."""
+    base_in, tier_at, tier_in = _split_tiers(price.input_mtok)
+    base_out, tier_out_at, tier_out = _split_tiers(price.output_mtok)
+    if base_in is None or base_out is None:
+        return None
+    cache_read, _, tier_cache_read = _split_tiers(getattr(price, "cache_read_mtok", None))
+    cache_write, _, tier_cache_write = _split_tiers(getattr(price, "cache_write_mtok", None))
+    tier_at = tier_at if tier_at is not None else tier_out_at
+    tiered = tier_at is not None
+    return {
+        "input": base_in,
+        "output": base_out,
+        "tier_at": tier_at,
+        "tier_input": (tier_in if tier_in is not None else base_in) if tiered else None,
+        "tier_output": (tier_out if tier_out is not None else base_out) if tiered else None,
+        "cache_read": cache_read,
+        "cache_write": cache_write,
+        "tier_cache_read": (tier_cache_read or cache_read) if tiered else None,
+        "tier_cache_write": (tier_cache_write or cache_write) if tiered else None,
+    }
 
 
 def ensure_model_prices(
@@ -275,7 +308,13 @@ def ensure_model_prices(
         ranges = genai_price_ranges(model, (providers or {}).get(model))
         for item in ranges:
             con.execute(
-                "INSERT INTO price_table VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'genai-prices', ?, ?)",
+                "INSERT INTO price_table BY NAME SELECT ? AS model, ? AS provider,"
+                " ? AS input_usd_per_mtok, ? AS output_usd_per_mtok, ? AS tier_input_tokens,"
+                " ? AS tier_input_usd_per_mtok, ? AS tier_output_usd_per_mtok,"
+                " ? AS effective_from, ? AS effective_to, 'genai-prices' AS source,"
+                " ? AS source_detail, ? AS loaded_at, ? AS cache_read_usd_per_mtok,"
+                " ? AS cache_write_usd_per_mtok, ? AS tier_cache_read_usd_per_mtok,"
+                " ? AS tier_cache_write_usd_per_mtok",
                 [
                     item["model"],
                     item["provider"],
@@ -288,6 +327,10 @@ def ensure_model_prices(
                     item["to"],
                     item["detail"],
                     now,
+                    item["cache_read"],
+                    item["cache_write"],
+                    item["tier_cache_read"],
+                    item["tier_cache_write"],
                 ],
             )
         detail = ranges[0]["detail"] if ranges else "not in genai-prices"
@@ -309,15 +352,40 @@ def price_join_sql(alias: str, ts: str, model: str, source: str) -> str:
     )
 
 
-def cost_sql(alias: str, input_tokens: str, output_tokens: str) -> str:
-    """USD cost of one row under price row ``alias`` (cliff tiers on input tokens)."""
+def cost_sql(
+    alias: str,
+    input_tokens: str,
+    output_tokens: str,
+    cache_read: str = "0",
+    cache_write: str = "0",
+) -> str:
+    """USD cost of one row under price row ``alias`` (cliff tiers on input tokens).
+
+    Args:
+        alias: the joined price_table row.
+        input_tokens: SQL for all input tokens (cached ones included).
+        output_tokens: SQL for the output tokens (reasoning included).
+        cache_read: SQL for the input tokens read from the cache (NULL counts as 0).
+        cache_write: SQL for the input tokens written to the cache (NULL counts as 0).
+
+    Returns:
+        A SQL expression; cache rates fall back to the input rate when the table has none.
+    """
+    cr, cw = f"coalesce({cache_read}, 0)", f"coalesce({cache_write}, 0)"
+
+    def priced(prefix: str) -> str:
+        inp = f"{alias}.{prefix}input_usd_per_mtok"
+        return (
+            f"(({input_tokens} - {cr} - {cw}) * {inp}"
+            f" + {cr} * coalesce({alias}.{prefix}cache_read_usd_per_mtok, {inp})"
+            f" + {cw} * coalesce({alias}.{prefix}cache_write_usd_per_mtok, {inp})"
+            f" + {output_tokens} * {alias}.{prefix}output_usd_per_mtok) / 1e6"
+        )
+
     return (
         f"CASE WHEN {alias}.tier_input_tokens IS NOT NULL"
         f" AND {input_tokens} > {alias}.tier_input_tokens"
-        f" THEN ({input_tokens} * {alias}.tier_input_usd_per_mtok"
-        f" + {output_tokens} * {alias}.tier_output_usd_per_mtok) / 1e6"
-        f" ELSE ({input_tokens} * {alias}.input_usd_per_mtok"
-        f" + {output_tokens} * {alias}.output_usd_per_mtok) / 1e6 END"
+        f" THEN {priced('tier_')} ELSE {priced('')} END"
     )
 
 

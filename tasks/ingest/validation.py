@@ -1,10 +1,10 @@
 """Great Expectations on every ingest: the suite is data, the results are warehouse rows.
 
-Why a sample: the row-level rules that decide quarantine are SQL (tasks/ingest/pipeline.py) and see every
-row. Great Expectations watches the batch that passed them (nulls, ranges, sets, uniqueness) on
-a bounded reservoir sample (default 100,000 rows, seeded) pulled from DuckDB as pandas, so memory
-stays bounded whatever the batch size. GX's SQL engine on DuckDB is broken in this stack
-(ENVIRONMENT.md), hence pandas. GX is imported lazily: its import alone takes ~7 s.
+Why a sample: the row-level rules that decide quarantine are SQL (tasks/ingest/sql_classify.py)
+and see every row. Great Expectations watches the batch that passed them (nulls, ranges, sets,
+uniqueness) on a bounded reservoir sample (default 100,000 rows, seeded) pulled from DuckDB as
+pandas, so memory stays bounded whatever the batch size. GX's SQL engine on DuckDB is broken
+in this stack (ENVIRONMENT.md), hence pandas. GX is imported lazily: its import alone takes ~7 s.
 
 Example::
 
@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +99,35 @@ def validate_ingest_run(
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
     seed: int = 7,
     suite_path: Path = SUITE_PATH,
+    ingest_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Validate a seeded sample of the rows inserted by ``run_id``; store and return the result."""
+    """Validate a seeded sample of the rows inserted by ``run_id``; store and return the result.
+
+    Args:
+        con: the warehouse (inside the ingest's transaction when called before its COMMIT).
+        run_id: the ingest run.
+        sample_rows: the reservoir size.
+        seed: the sample's seed.
+        suite_path: the expectation suite (JSON).
+        ingest_ids: only these files' rows (one transaction of the run); default every row
+            of the run.
+
+    Returns:
+        The summary (also stored in ``validation_results``).
+    """
     definition = load_suite_definition(suite_path)
-    where = "starts_with(ingest_id, ?)"
+    params: list[Any]
+    if ingest_ids is None:
+        where, params = "starts_with(ingest_id, ?)", [run_id + "-"]
+    else:
+        where, params = "list_contains(?, ingest_id)", [list(ingest_ids)]
     total = int(
-        con.execute(f"SELECT count(*) FROM usage_logs WHERE {where}", [run_id + "-"]).fetchone()[0]  # type: ignore[index]
+        con.execute(f"SELECT count(*) FROM usage_logs WHERE {where}", params).fetchone()[0]  # type: ignore[index]
     )
     frame = con.execute(
         f"SELECT * EXCLUDE (metadata) FROM (SELECT * FROM usage_logs WHERE {where})"
         f" USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE ({int(seed)})",
-        [run_id + "-"],
+        params,
     ).df()
     summary = validate_frame(frame, definition)
     summary.update({"run_id": run_id, "sample_rows": len(frame), "total_rows": total})

@@ -31,7 +31,7 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
     lines: list[Any] = [
         rec(1),  # 1 ok
         '{"request_id": "r-2", "timestamp": ',  # 2 malformed
-        rec(3, use_case=...),  # 3 missing field
+        rec(3, use_case=...),  # 3 no use case (and no default configured)
         rec(4, input_tokens="many"),  # 4 bad type
         rec(5, input_tokens=12.5),  # 5 bad type: not integral
         '{"request_id": "r-6", "timestamp": "2026-10-02T00:00:00Z", "use_case": "u",'
@@ -61,7 +61,7 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
     reasons = _reasons(con)
     expected = {
         2: "malformed_json",
-        3: "missing_field",
+        3: "no_use_case",
         4: "bad_type",
         5: "bad_type",
         6: "non_finite",
@@ -79,7 +79,7 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
         18: "out_of_range",
     }
     assert {line: reason for line, (reason, _) in reasons.items()} == expected
-    assert reasons[3][1] == "use_case"
+    assert reasons[3][1].startswith("no metadata.use_case")
     assert reasons[4][1] == "input_tokens"
     assert reasons[15][1] == "no-such-model-xyz"
     raw = con.execute("SELECT raw, source_file FROM quarantine WHERE source_line = 2").fetchone()

@@ -1,0 +1,223 @@
+"""One chunk into the warehouse: extract, classify, price, dedupe, insert, quarantine, count.
+
+Runs inside the caller's transaction. Text chunks are Arrow tables read by DuckDB's replacement
+scan of the local name ``_chunk``; ``_rec`` and ``_cls`` are temp tables dropped at the end, so
+memory stays bounded by the chunk whatever the file size. Parquet slices are scanned in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field, replace
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from tasks.ingest.log_formats import Shape
+from tasks.ingest.pricing import ensure_model_prices
+from tasks.ingest.readers import ParquetSlice
+from tasks.ingest.sql_classify import USAGE_COLUMNS, candidates_sql, classify_sql, quarantine_sql
+from tasks.ingest.sql_records import (
+    UseCaseRules,
+    text_records_sql,
+    typed_records_sql,
+    use_case_sql,
+)
+
+__all__ = ["Counts", "process_chunk", "tag_chunk"]
+
+_INSERT_SQL = f"INSERT INTO usage_logs ({USAGE_COLUMNS}) SELECT * EXCLUDE (__file_no) FROM"
+
+
+@dataclass
+class Counts:
+    """Running counts of one file."""
+
+    lines_read: int = 0
+    blank_lines: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def tag_chunk(table: pa.Table | ParquetSlice, path: str, file_no: int) -> pa.Table | ParquetSlice:
+    """Add the file name (a one-entry dictionary: no per-row string) and the file number.
+
+    Args:
+        table: a text chunk or a Parquet slice.
+        path: the file's name as stored in ``source_file``.
+        file_no: its number in this run.
+    """
+    if isinstance(table, ParquetSlice):
+        return replace(table, file_no=file_no)
+    n = table.num_rows
+    name = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([path], pa.string())
+    )
+    table = table.append_column("__file", name)
+    return table.append_column("__file_no", pa.array(np.full(n, file_no, dtype=np.int32)))
+
+
+def _mark_seen(con: duckdb.DuckDBPyConnection) -> str:
+    """Positions in ``_rec`` whose request_id is already stored; the anti-join clause for them.
+
+    The join carries only the key, so it stays cheap; the wide insert then anti-joins against
+    this (usually empty) table instead of dragging every column through a hash join.
+    """
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _seen AS SELECT __file_no, line_no, rec_no FROM _rec r"
+        " WHERE x_request_id IS NOT NULL AND EXISTS (SELECT 1 FROM usage_logs u"
+        " WHERE u.request_id = CAST(r.x_request_id AS VARCHAR))"
+    )
+    row = con.execute("SELECT count(*) FROM _seen").fetchone()
+    if not row or not row[0]:
+        return ""
+    return (
+        "AND NOT EXISTS (SELECT 1 FROM _seen s WHERE s.__file_no = c.__file_no"
+        " AND s.line_no = c.line_no AND s.rec_no = c.rec_no)"
+    )
+
+
+def _price_models(con: duckdb.DuckDBPyConnection) -> None:
+    models = con.execute(
+        "SELECT CAST(x_model AS VARCHAR), any_value(CAST(x_provider AS VARCHAR))"
+        " FROM _rec WHERE x_model IS NOT NULL GROUP BY 1"
+    ).fetchall()
+    ensure_model_prices(con, [m for m, _ in models], {m: p for m, p in models if p})
+
+
+def _insert_typed(
+    con: duckdb.DuckDBPyConnection, chunk: ParquetSlice, run_id: str, now: dt.datetime
+) -> Counts:
+    """Typed (Parquet) chunk of one file: counts come from the two inserts' row counts."""
+    ids, distinct = con.execute(
+        "SELECT count(x_request_id), count(DISTINCT x_request_id) FROM _rec"
+    ).fetchone()  # type: ignore[misc]
+    first_only = (
+        "QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY line_no) = 1"
+        if distinct < ids
+        else ""
+    )
+    row = con.execute(f"{_INSERT_SQL} ({candidates_sql(first_only, _mark_seen(con))})", [run_id])
+    inserted = int((row.fetchone() or [0])[0])
+    row = con.execute(quarantine_sql(typed=True), [run_id, now])
+    quarantined = int((row.fetchone() or [0])[0])
+    counts = Counts(lines_read=chunk.num_rows, ingested=inserted, quarantined=quarantined)
+    counts.duplicates = chunk.num_rows - inserted - quarantined
+    if quarantined:
+        counts.reasons = {
+            str(reason): int(n)
+            for reason, n in con.execute(
+                "SELECT reason, count(*) FROM _cls WHERE reason IS NOT NULL GROUP BY 1"
+            ).fetchall()
+        }
+    return counts
+
+
+def _insert_text(
+    con: duckdb.DuckDBPyConnection, run_id: str, now: dt.datetime
+) -> dict[int, Counts]:
+    """Materialized ``_cls`` (text records of one or several files) into the tables."""
+    per_file = con.execute(
+        "SELECT __file_no, count(*), count(*) FILTER (WHERE reason IS NULL) FROM _cls GROUP BY 1"
+    ).fetchall()
+    n_ok, n_distinct = con.execute(
+        "SELECT count(*), count(DISTINCT request_id) FROM _cls WHERE reason IS NULL"
+    ).fetchone()  # type: ignore[misc]
+    first_only = (
+        "QUALIFY row_number() OVER (PARTITION BY request_id"
+        " ORDER BY __file_no, line_no, rec_no) = 1"
+        if n_distinct < n_ok
+        else ""
+    )
+    candidates = candidates_sql(first_only, _mark_seen(con))
+    inserted: dict[int, int] = {}
+    if len(per_file) == 1:
+        row = con.execute(f"{_INSERT_SQL} ({candidates})", [run_id]).fetchone()
+        inserted[int(per_file[0][0])] = int(row[0]) if row else 0
+    elif per_file:  # several small files: count per file before inserting
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _ins AS {candidates}", [run_id])
+        con.execute(f"{_INSERT_SQL} _ins")
+        by_file = "SELECT __file_no, count(*) FROM _ins GROUP BY 1"
+        inserted = {int(k): int(v) for k, v in con.execute(by_file).fetchall()}
+        con.execute("DROP TABLE _ins")
+    con.execute(quarantine_sql(typed=False), [run_id, now])
+    result = {int(f): Counts() for f, _, _ in per_file}
+    for file_no, n_records, ok in per_file:
+        entry = result[int(file_no)]
+        done = inserted.get(int(file_no), 0)
+        entry.lines_read, entry.ingested = int(n_records), done
+        entry.duplicates, entry.quarantined = int(ok) - done, int(n_records) - int(ok)
+    for file_no, reason, count in con.execute(
+        "SELECT __file_no, reason, count(*) FROM _cls WHERE reason IS NOT NULL GROUP BY 1, 2"
+    ).fetchall():
+        result[int(file_no)].reasons[str(reason)] = int(count)
+    return result
+
+
+def _add(total: Counts, part: Counts) -> None:
+    total.lines_read += part.lines_read
+    total.blank_lines += part.blank_lines
+    total.ingested += part.ingested
+    total.duplicates += part.duplicates
+    total.quarantined += part.quarantined
+    for reason, count in part.reasons.items():
+        total.reasons[reason] = total.reasons.get(reason, 0) + count
+
+
+def process_chunk(
+    con: duckdb.DuckDBPyConnection,
+    chunk: pa.Table | ParquetSlice,
+    *,
+    shape: Shape,
+    run_id: str,
+    now: dt.datetime,
+    counts: dict[int, Counts],
+    use_cases: UseCaseRules | None = None,
+) -> None:
+    """Classify, price, dedupe and insert one chunk (of one file, or of many small files).
+
+    Args:
+        con: the warehouse, inside the file's transaction.
+        chunk: a tagged text chunk (:func:`tag_chunk`) or a Parquet slice.
+        shape: the records' log shape.
+        run_id: this ingest run (ingest ids are ``<run_id>-<file_no>``).
+        now: the clock for the future-timestamp rule.
+        counts: per file number, the running counts (updated).
+        use_cases: where records without a use case get one.
+    """
+    use_case = use_case_sql(shape, use_cases)
+    kind = "VIEW" if isinstance(chunk, ParquetSlice) else "TABLE"
+    try:
+        if isinstance(chunk, ParquetSlice):
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _chunk AS {chunk.view_sql()}")
+            rec_sql, ts_mode = typed_records_sql(shape, chunk.schema)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _rec AS {rec_sql}")
+            _price_models(con)
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW _cls AS {classify_sql(shape, ts_mode, now, use_case)}"
+            )
+            _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
+            return
+        _chunk = chunk  # read by DuckDB's replacement scan below
+        for file_no, blanks in con.execute(
+            "SELECT __file_no, count(*) FROM _chunk WHERE length(trim(raw)) = 0 GROUP BY 1"
+        ).fetchall():
+            counts[int(file_no)].blank_lines += int(blanks)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _rec AS {text_records_sql(shape)}")
+        _price_models(con)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _cls AS {classify_sql(shape, 'text', now, use_case)}"
+        )
+        for file_no, part in _insert_text(con, run_id, now).items():
+            _add(counts[file_no], part)
+    finally:
+        # after a failed statement the transaction is aborted: its rollback drops these
+        with contextlib.suppress(duckdb.TransactionException):
+            con.execute("DROP TABLE IF EXISTS _seen")
+            for name in ("_cls", "_rec"):
+                con.execute(f"DROP {kind} IF EXISTS {name}")
+            con.execute("DROP VIEW IF EXISTS _chunk")

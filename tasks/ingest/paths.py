@@ -1,0 +1,256 @@
+"""Which files to ingest and what they are: globs and folders, formats, shape sniffing, hashes.
+
+Everything here looks at names and the first 64 KiB of a file; rows are read by
+:mod:`tasks.ingest.readers`.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tasks.ingest.errors import IngestError
+from tasks.ingest.log_formats import detect_shape
+
+__all__ = [
+    "BOM",
+    "SUPPORTED_SUFFIXES",
+    "TruncatedInput",
+    "detect_file_shape",
+    "file_format",
+    "head",
+    "iter_blocks",
+    "resolve_paths",
+    "sha256_with_prefix",
+    "sniff_json",
+]
+
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+BOM = b"\xef\xbb\xbf"
+BLOCK_BYTES = 16 * 1024 * 1024
+
+
+class TruncatedInput(Exception):
+    """Raised by :func:`iter_blocks` after the last good byte was yielded (internal)."""
+
+
+def resolve_paths(patterns: Sequence[str | Path]) -> list[Path]:
+    """Expand files, globs (``**`` allowed) and folders (recursively) into supported files.
+
+    Args:
+        patterns: file names, glob patterns or folders.
+
+    Returns:
+        The resolved files, sorted, each once.
+
+    Raises:
+        IngestError: a name that does not exist, a glob that matches nothing, or an unsupported
+            file type named explicitly.
+    """
+    found: dict[str, Path] = {}
+    for pattern in patterns:
+        for match in _matches(str(pattern)):
+            if match.is_dir():
+                for candidate in _walk(match):
+                    found[str(candidate)] = candidate
+            elif match.is_file():
+                if file_format(match) is None:
+                    raise IngestError(
+                        f"{match}: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)},"
+                        " optionally .gz)"
+                    )
+                found[str(match.resolve())] = match.resolve()
+    return [found[key] for key in sorted(found)]
+
+
+def _matches(text: str) -> list[Path]:
+    if not glob.has_magic(text):
+        path = Path(text)
+        if not path.exists():
+            raise IngestError(f"no such file or directory: {text}")
+        return [path]
+    matches = [Path(p) for p in glob.glob(text, recursive=True)]
+    if not matches:
+        raise IngestError(f"no file matches {text}")
+    return matches
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, _, names in os.walk(folder):
+        for name in names:
+            candidate = Path(root) / name
+            if file_format(candidate) is not None:
+                yield candidate.resolve()
+
+
+def file_format(path: Path) -> tuple[str, bool] | None:
+    """(format, gzip-compressed) from the file name, or None when unsupported.
+
+    Args:
+        path: a file name.
+
+    Returns:
+        ``("jsonl" | "json" | "csv" | "parquet", compressed)`` or None.
+    """
+    name = path.name.lower()
+    compressed = name.endswith(".gz")
+    if compressed:
+        name = name[:-3]
+    for suffix in SUPPORTED_SUFFIXES:
+        if name.endswith(suffix):
+            fmt = {".ndjson": "jsonl", ".jsonl": "jsonl"}.get(suffix, suffix[1:])
+            return fmt, compressed
+    return None
+
+
+def iter_blocks(path: Path, compressed: bool, offset: int = 0) -> Iterator[bytes]:
+    """The file's (decompressed) bytes in blocks, from byte ``offset`` of a plain file.
+
+    A gzip stream is inflated here (``zlib``, multi-member aware) rather than by ``gzip.open``,
+    so every byte inflated before a truncation or a corrupt block is yielded first; then
+    :class:`TruncatedInput` is raised. The caller names the true last good line.
+
+    Args:
+        path: the file.
+        compressed: whether it is gzip.
+        offset: where to start (plain files only: an appended file's new bytes).
+    """
+    with open(path, "rb") as handle:
+        if not compressed:
+            handle.seek(offset)
+            yield from iter(lambda: handle.read(BLOCK_BYTES), b"")
+            return
+        inflater = zlib.decompressobj(wbits=31)
+        fed = False  # the current member has received input
+        for read in iter(lambda: handle.read(BLOCK_BYTES // 4), b""):
+            data = read
+            while data:
+                fed = True
+                try:
+                    out = inflater.decompress(data)
+                except zlib.error as exc:
+                    raise TruncatedInput(f"corrupt compressed data ({exc})") from exc
+                if out:
+                    yield out
+                data = b""
+                if inflater.eof:
+                    data, fed = inflater.unused_data, False
+                    inflater = zlib.decompressobj(wbits=31)
+        if fed and not inflater.eof:
+            tail = inflater.flush()
+            if tail:
+                yield tail
+            raise TruncatedInput("truncated compressed data (the gzip stream ends early)")
+
+
+def head(path: Path, compressed: bool, size: int = 65536) -> bytes:
+    """The first ``size`` bytes (decompressed, without a UTF-8 BOM); empty if unreadable.
+
+    Args:
+        path: the file.
+        compressed: whether it is gzip.
+        size: how many bytes.
+    """
+    data = b""
+    try:
+        for block in iter_blocks(path, compressed):
+            data += block
+            if len(data) >= size:
+                break
+    except TruncatedInput:
+        pass  # the full read reports the problem with a line number
+    data = data[:size]
+    return data[len(BOM) :] if data.startswith(BOM) else data
+
+
+def sniff_json(path: Path, compressed: bool) -> str:
+    """``jsonl`` when the first line is a whole JSON value, else ``array`` / ``document``.
+
+    Args:
+        path: a ``.json`` file.
+        compressed: whether it is gzip.
+    """
+    start = head(path, compressed).lstrip()
+    if start.startswith(b"["):
+        return "array"
+    first = start.split(b"\n", 1)[0]
+    try:
+        json.loads(first)
+    except ValueError:
+        return "document" if b"\n" in start or len(start) < 65536 else "jsonl"
+    return "jsonl"
+
+
+def detect_file_shape(path: Path, fmt: str, compressed: bool) -> str:
+    """The log shape of a file from its keys / column names (``canonical`` when unsure).
+
+    Args:
+        path: the file.
+        fmt: its format (``file_format``).
+        compressed: whether it is gzip.
+    """
+    if fmt == "parquet":
+        import pyarrow as pa  # only Parquet needs it here
+        import pyarrow.parquet as pq
+
+        try:
+            return detect_shape(pq.read_schema(path).names)
+        except (OSError, pa.ArrowException):
+            return "canonical"  # the read reports the problem
+    start = head(path, compressed)
+    if fmt == "csv":
+        lines = start.decode("utf-8", "replace").splitlines()
+        return detect_shape(next(csv.reader(lines[:1]), [])) if lines else "canonical"
+    return _detect_text_shape(start)
+
+
+def _detect_text_shape(start: bytes) -> str:
+    if b'"resourceSpans"' in start:
+        return "otel"
+    keys: set[str] = set()
+    for line in start.split(b"\n")[:50]:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            keys.update(value)
+    if keys:
+        return detect_shape(keys)
+    text = start.decode("utf-8", "replace")
+    if '"startTime"' in text and ('"spend"' in text or '"prompt_tokens"' in text):
+        return "litellm"
+    if '"gen_ai.' in text and ('"context"' in text or '"attributes"' in text):
+        return "otel"
+    return "canonical"
+
+
+def sha256_with_prefix(path: Path, prefix: int | None = None) -> tuple[str, str | None]:
+    """The sha256 of the file's bytes, and of its first ``prefix`` bytes (one read).
+
+    Args:
+        path: the file (as stored: compressed bytes for ``.gz``).
+        prefix: a byte count whose digest is wanted too (an appended file's old part).
+
+    Returns:
+        (full digest, prefix digest or None when ``prefix`` is None or beyond the end).
+    """
+    digest = hashlib.sha256()
+    prefix_digest: str | None = None
+    seen = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(BLOCK_BYTES), b""):
+            if prefix is not None and prefix_digest is None and seen + len(block) >= prefix:
+                digest.update(block[: prefix - seen])
+                prefix_digest = digest.hexdigest()
+                digest.update(block[prefix - seen :])
+            else:
+                digest.update(block)
+            seen += len(block)
+    return digest.hexdigest(), prefix_digest

@@ -1,0 +1,311 @@
+"""Chunk readers: a file as bounded Arrow tables ``(line_no, raw, pre)`` or Parquet slices.
+
+JSONL lines are split by Arrow's ``split_pattern`` over 16 MiB blocks (no Python object per
+line); a block with invalid UTF-8 is re-split line by line so only the bad lines are flagged
+(``pre = 'invalid_utf8'``), never dropped. CSV rows become JSON objects keyed by the header.
+JSON arrays and pretty-printed documents are split by DuckDB's ``read_json_objects``. Parquet is
+scanned in place by DuckDB (:class:`ParquetSlice`). A UTF-8 BOM at the start is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.ingest.errors import IngestFileError
+from tasks.ingest.paths import BOM, TruncatedInput, iter_blocks
+
+__all__ = [
+    "ParquetSlice",
+    "TextCursor",
+    "iter_csv",
+    "iter_json_objects",
+    "iter_jsonl",
+    "iter_parquet",
+    "sql_str",
+]
+
+
+def sql_str(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class TextCursor:
+    """Where a text read stands: the next line number and the bytes consumed (complete lines)."""
+
+    next_line: int = 1
+    offset: int = 0
+
+
+def _table(line_no: np.ndarray, raw: pa.Array, pre: pa.Array) -> pa.Table:
+    return pa.table({"line_no": pa.array(line_no), "raw": raw, "pre": pre})
+
+
+def _split(data: bytes) -> tuple[pa.Array, pa.Array]:
+    """Lines of ``data`` (no trailing newline) as strings, and the per-line pre-reason."""
+    parts = pc.split_pattern(pa.array([data], pa.large_binary()), pattern="\n").flatten()
+    try:
+        return parts.cast(pa.large_string()), pa.nulls(len(parts), pa.string())
+    except pa.ArrowInvalid:
+        texts: list[str] = []
+        reasons: list[str | None] = []
+        for part in data.split(b"\n"):
+            try:
+                texts.append(part.decode("utf-8"))
+                reasons.append(None)
+            except UnicodeDecodeError:
+                texts.append(part.decode("utf-8", "replace"))
+                reasons.append("invalid_utf8")
+        return pa.array(texts, pa.large_string()), pa.array(reasons, pa.string())
+
+
+def iter_jsonl(
+    path: Path, compressed: bool, chunk_rows: int, cursor: TextCursor | None = None
+) -> Iterator[pa.Table]:
+    """Raw lines as ``(line_no, raw, pre)`` tables of at most ``chunk_rows`` lines.
+
+    Args:
+        path: the file.
+        compressed: whether it is gzip.
+        chunk_rows: lines per table.
+        cursor: where to start (an appended file) and, updated as lines are yielded, where the
+            read stands; a new cursor starts at line 1, byte 0.
+
+    Raises:
+        IngestFileError: truncated or corrupt compressed data, naming the last complete line.
+    """
+    cursor = cursor or TextCursor()
+    pending = b""
+    buffer = _Lines()
+    first = cursor.offset == 0
+    try:
+        for block in iter_blocks(path, compressed, cursor.offset):
+            data = pending + block
+            if first and data.startswith(BOM):
+                data = data[len(BOM) :]
+                cursor.offset += len(BOM)
+            first = False
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                pending = data
+                continue
+            pending = data[cut + 1 :]
+            buffer.add(*_split(data[:cut]), cut + 1)
+            yield from buffer.take(chunk_rows, cursor, final=False)
+    except TruncatedInput as exc:
+        last = cursor.next_line - 1 + buffer.rows
+        raise IngestFileError(f"{path}: {exc}; the last complete line is {last}") from exc
+    if pending:
+        buffer.add(*_split(pending), len(pending))
+    yield from buffer.take(chunk_rows, cursor, final=True)
+
+
+class _Lines:
+    """Split lines waiting to be yielded, with the bytes they span."""
+
+    def __init__(self) -> None:
+        self.raw: list[pa.Array] = []
+        self.pre: list[pa.Array] = []
+        self.sizes: list[int] = []  # bytes per added part (known per part, not per line)
+        self.rows = 0
+
+    def add(self, raw: pa.Array, pre: pa.Array, size: int) -> None:
+        self.raw.append(raw)
+        self.pre.append(pre)
+        self.sizes.append(size)
+        self.rows += len(raw)
+
+    def take(self, chunk_rows: int, cursor: TextCursor, *, final: bool) -> Iterator[pa.Table]:
+        """Tables of ``chunk_rows`` lines (and the rest when ``final``); the cursor advances."""
+        if not self.rows or (self.rows < chunk_rows and not final):
+            return
+        raw = pa.chunked_array(self.raw, pa.large_string()).combine_chunks()
+        pre = pa.chunked_array(self.pre, pa.string()).combine_chunks()
+        size = sum(self.sizes)
+        start = 0
+        while self.rows - start >= chunk_rows or (final and start < self.rows):
+            n = min(chunk_rows, self.rows - start)
+            first = cursor.next_line
+            cursor.next_line += n
+            yield _table(
+                np.arange(first, first + n, dtype=np.int64),
+                raw.slice(start, n),
+                pre.slice(start, n),
+            )
+            start += n
+        if start == self.rows:  # the bytes of every part are consumed
+            cursor.offset += size
+            self.raw, self.pre, self.sizes, self.rows = [], [], [], 0
+        else:
+            self.raw, self.pre = [raw.slice(start)], [pre.slice(start)]
+            self.rows -= start
+            self.sizes = [size]
+            # offset advances only when whole parts are consumed (resume points are part ends)
+
+
+def iter_csv(path: Path, compressed: bool, chunk_rows: int) -> Iterator[pa.Table]:
+    """CSV rows as JSON objects keyed by the header (empty cell = absent), with line numbers.
+
+    Args:
+        path: the file.
+        compressed: whether it is gzip.
+        chunk_rows: rows per table.
+
+    Raises:
+        IngestFileError: the file cannot be read to the end (names the last good line).
+    """
+    data = _CsvText(path, compressed)
+    stream = io.TextIOWrapper(
+        io.BufferedReader(data), encoding="utf-8-sig", errors="surrogateescape"
+    )
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None:
+        return
+    lines: list[str] = []
+    pre: list[str | None] = []
+    numbers: list[int] = []
+    try:
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            text, reason = _csv_record(header, row)
+            lines.append(text)
+            pre.append(reason)
+            numbers.append(reader.line_num)
+            if len(lines) >= chunk_rows:
+                yield _table(
+                    np.array(numbers, np.int64), pa.array(lines), pa.array(pre, pa.string())
+                )
+                lines, pre, numbers = [], [], []
+    except (TruncatedInput, csv.Error) as exc:
+        last = numbers[-1] if numbers else reader.line_num - 1
+        raise IngestFileError(f"{path}: unreadable after line {last} ({exc})") from exc
+    if lines:
+        yield _table(np.array(numbers, np.int64), pa.array(lines), pa.array(pre, pa.string()))
+
+
+def _csv_record(header: list[str], row: list[str]) -> tuple[str, str | None]:
+    if len(row) != len(header):
+        text = json.dumps({"header": header, "fields": row}, ensure_ascii=False)
+        reason: str | None = "malformed_row"
+    else:
+        text = json.dumps(
+            {k: v for k, v in zip(header, row, strict=True) if v != ""}, ensure_ascii=False
+        )
+        reason = None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), "invalid_utf8"
+    return text, reason
+
+
+class _CsvText(io.RawIOBase):
+    """:func:`iter_blocks` as a readable binary stream (for the csv module)."""
+
+    def __init__(self, path: Path, compressed: bool) -> None:
+        self._blocks = iter_blocks(path, compressed)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buffer:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._buffer = block
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+def iter_json_objects(
+    con: duckdb.DuckDBPyConnection, path: Path, layout: str, chunk_rows: int
+) -> Iterator[pa.Table]:
+    """Elements of a JSON array, or the values of a (pretty-printed) document, via DuckDB.
+
+    Args:
+        con: a connection (a cursor of it reads the file).
+        path: the file.
+        layout: ``array`` or ``document``.
+        chunk_rows: elements per table.
+
+    Raises:
+        IngestFileError: the JSON cannot be read to the end.
+    """
+    reader = con.cursor()
+    fmt = "array" if layout == "array" else "unstructured"
+    start = 1
+    try:
+        batches = reader.sql(
+            f"SELECT json::VARCHAR AS raw FROM read_json_objects({sql_str(str(path))},"
+            f" format='{fmt}')"
+        ).to_arrow_reader(chunk_rows)
+        for batch in batches:
+            raw = batch.column(0)
+            n = len(raw)
+            yield _table(np.arange(start, start + n, dtype=np.int64), raw, pa.nulls(n, pa.string()))
+            start += n
+    except duckdb.Error as exc:
+        raise IngestFileError(f"{path}: unreadable JSON after element {start - 1} ({exc})") from exc
+    finally:
+        reader.close()
+
+
+@dataclass(frozen=True)
+class ParquetSlice:
+    """Rows [start, stop) of a Parquet file, scanned by DuckDB in place (no Arrow copy):
+    ``file_row_number`` filters skip the other row groups."""
+
+    path: Path
+    start: int
+    stop: int
+    schema: pa.Schema
+    file_no: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in the slice."""
+        return self.stop - self.start
+
+    def view_sql(self) -> str:
+        """SELECT of the slice with ``__line_no``, ``__file`` and ``__file_no``."""
+        source = sql_str(str(self.path))
+        return (
+            f"SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS __line_no,"
+            f" {source} AS __file, CAST({self.file_no} AS INTEGER) AS __file_no"
+            f" FROM read_parquet({source}, file_row_number = true)"
+            f" WHERE file_row_number >= {self.start} AND file_row_number < {self.stop}"
+        )
+
+
+def iter_parquet(path: Path, chunk_rows: int) -> Iterator[ParquetSlice]:
+    """Slices of ``chunk_rows`` rows of a Parquet file.
+
+    Raises:
+        IngestFileError: the file is not readable Parquet.
+    """
+    import pyarrow.parquet as pq  # only Parquet files need it
+
+    try:
+        metadata = pq.ParquetFile(path).metadata
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise IngestFileError(f"{path}: unreadable Parquet ({exc})") from exc
+    for start in range(0, metadata.num_rows, chunk_rows):
+        yield ParquetSlice(path, start, min(start + chunk_rows, metadata.num_rows), schema)

@@ -1,0 +1,451 @@
+"""SQL that turns a chunk (``_chunk``) into extracted records (``_rec``): one row per record.
+
+``_rec`` holds, per record, ``x_<field>`` values as text (or typed, for Parquet) and
+``x_metadata``: every input key that did not land in a column, nulls included. Only the key that
+actually filled a column leaves the record (the first non-empty of a field's alternatives; the
+primary key when none had a value); unused fallbacks (LiteLLM ``user`` when ``end_user`` is set,
+OTel ``gen_ai.response.model``) stay. A top-level key that collides with a key of the record's
+own ``metadata`` object is kept as ``record.<key>``: neither overwrites the other.
+
+OTel input is first flattened to one object per span (:func:`otel_docs_sql`): OTLP JSON (the
+collector's file exporter writes one such document per line) and the SDK console exporter's
+span objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from tasks.ingest.log_formats import Shape
+from tasks.ingest.readers import sql_str
+
+__all__ = [
+    "UseCaseRules",
+    "json_path",
+    "quote",
+    "text_records_sql",
+    "typed_records_sql",
+    "use_case_sql",
+]
+
+COLLISION_PREFIX = "record."
+
+
+@dataclass(frozen=True, kw_only=True)
+class UseCaseRules:
+    """Where a record's use case comes from when the record does not say.
+
+    Args:
+        default: the use case of every record that has none (``--use-case``).
+        by_model_group: LiteLLM ``model_group`` -> use case.
+        by_key_alias: LiteLLM API key alias (``metadata.user_api_key_alias``) -> use case.
+        by_tag: request tag -> use case (the first tag that maps wins).
+    """
+
+    default: str | None = None
+    by_model_group: Mapping[str, str] = field(default_factory=dict)
+    by_key_alias: Mapping[str, str] = field(default_factory=dict)
+    by_tag: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default is not None and not self.default.strip():
+            raise ValueError("the default use case must not be blank")
+
+    @classmethod
+    def from_mapping(
+        cls, value: Mapping[str, object], *, default: str | None = None
+    ) -> UseCaseRules:
+        """Rules from a config mapping ``{model_group: {...}, key_alias: {...}, tag: {...}}``.
+
+        Args:
+            value: the mapping (e.g. a JSON file's content).
+            default: the default use case.
+
+        Raises:
+            ValueError: an unknown section or a non-string entry.
+        """
+        known = {"model_group", "key_alias", "tag", "default"}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(
+                f"unknown use-case mapping sections {sorted(unknown)}; use {sorted(known)}"
+            )
+        sections: dict[str, dict[str, str]] = {}
+        for name in ("model_group", "key_alias", "tag"):
+            section = value.get(name) or {}
+            if not isinstance(section, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in section.items()
+            ):
+                raise ValueError(f"use-case mapping {name!r} must map strings to strings")
+            sections[name] = dict(section)
+        fallback = value.get("default")
+        return cls(
+            default=default or (fallback if isinstance(fallback, str) else None),
+            by_model_group=sections["model_group"],
+            by_key_alias=sections["key_alias"],
+            by_tag=sections["tag"],
+        )
+
+
+def quote(name: str) -> str:
+    """A SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def json_path(keys: Sequence[str]) -> str:
+    """A JSONPath for nested keys (digits index arrays)."""
+    parts = ["$"]
+    for key in keys:
+        parts.append(f"[{key}]" if key.isdigit() else "." + json.dumps(key))
+    return "".join(parts)
+
+
+def _case_map(expr: str, mapping: Mapping[str, str]) -> str | None:
+    if not mapping:
+        return None
+    whens = " ".join(f"WHEN {sql_str(k)} THEN {sql_str(v)}" for k, v in sorted(mapping.items()))
+    return f"CASE {expr} {whens} END"
+
+
+def use_case_sql(shape: Shape, rules: UseCaseRules | None) -> str:
+    """The use-case expression over ``_rec``: the record's own, then mappings, then default."""
+    options = ["x_use_case" if "use_case" in shape.sources else "NULL::VARCHAR"]
+    if rules is not None:
+        if "aux_model_group" in shape.sources:
+            options.append(_case_map("x_aux_model_group", rules.by_model_group) or "")
+        if "aux_key_alias" in shape.sources:
+            options.append(_case_map("x_aux_key_alias", rules.by_key_alias) or "")
+        if "aux_tags" in shape.sources and rules.by_tag:
+            tags = ", ".join(sql_str(t) for t in sorted(rules.by_tag))
+            first = (
+                "list_filter(CASE WHEN json_valid(x_aux_tags) THEN CAST(json_extract_string("
+                f"x_aux_tags, '$[*]') AS VARCHAR[]) END, lambda t: t IN ({tags}))[1]"
+            )
+            options.append(_case_map(first, rules.by_tag) or "")
+        if rules.default:
+            options.append(sql_str(rules.default))
+    options = [o for o in options if o]
+    return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
+
+
+def _pre_reason_sql() -> str:
+    return (
+        "CASE WHEN pre IS NOT NULL THEN pre WHEN NOT coalesce(json_valid(raw), false)"
+        " THEN 'malformed_json' WHEN json_type(raw) <> 'OBJECT' THEN 'malformed_json' END"
+    )
+
+
+def _field_options(shape: Shape, keys: list[str]) -> dict[str, list[tuple[str, str | None]]]:
+    """Per extracted name, its (SQL value, top-level key or None when nested) in order."""
+    result: dict[str, list[tuple[str, str | None]]] = {}
+    for name, alternatives in shape.sources.items():
+        options: list[tuple[str, str | None]] = []
+        for path in alternatives:
+            base = f"v[{keys.index(path[0]) + 1}]"
+            if len(path) == 1:
+                options.append((f"nullif({base}, '')", path[0]))
+            else:
+                nested = sql_str(json_path(path[1:]))
+                options.append(
+                    (
+                        f"CASE WHEN json_valid({base}) THEN nullif(json_extract_string({base},"
+                        f" {nested}), '') END",
+                        None,
+                    )
+                )
+        result[name] = options
+    return result
+
+
+def _used_keys_sql(
+    shape: Shape, options: dict[str, list[tuple[str, str | None]]]
+) -> tuple[list[str], str]:
+    """(keys always consumed, SQL list of the keys consumed by this record's fallbacks)."""
+    static: list[str] = []
+    dynamic: list[str] = []
+    for name, opts in options.items():
+        if name.startswith("aux_"):
+            continue
+        singles = [key for _, key in opts if key is not None]
+        if not singles:
+            continue
+        if len(opts) == 1:
+            static.append(singles[0])
+            continue
+        primary = opts[0][1]
+        whens = " ".join(
+            f"WHEN {expr} IS NOT NULL THEN {sql_str(key) if key else 'NULL'}" for expr, key in opts
+        )
+        dynamic.append(f"CASE {whens} ELSE {sql_str(primary) if primary else 'NULL'} END")
+    if shape.metadata_key:
+        static.append(shape.metadata_key)
+    return static, "[" + ", ".join(dynamic) + "]"
+
+
+def _record_metadata_sql(shape: Shape, keys: list[str]) -> str:
+    """The record's own metadata object (JSON) or NULL; a non-object is wrapped."""
+    if not shape.metadata_key:
+        return "NULL::JSON"
+    md_text = f"v[{keys.index(shape.metadata_key) + 1}]"
+    md_json = f"json_extract(doc, {sql_str(json_path([shape.metadata_key]))})"
+    return (
+        f"CASE WHEN {md_text} IS NULL THEN NULL"
+        f" WHEN json_type({md_json}) = 'OBJECT' THEN {md_json}"
+        f" WHEN json_valid({md_text}) AND json_type({md_text}::JSON) = 'OBJECT'"
+        f" THEN {md_text}::JSON"
+        f" ELSE json_object('metadata', {md_json}) END"
+    )
+
+
+def merged_metadata_sql(md: str, pairs: str) -> str:
+    """``md`` (a JSON object or NULL) plus ``pairs`` (``"k":v,...`` text) as one object text.
+
+    Text-level: unlike ``json_merge_patch``, a null value is kept, not deleted.
+    """
+    inner = f"CAST({md} AS VARCHAR)[2:-2]"
+    return (
+        f"nullif('{{' || concat_ws(',', nullif({inner}, ''), nullif({pairs}, '')) || '}}', '{{}}')"
+    )
+
+
+def text_records_sql(shape: Shape) -> str:
+    """``_rec`` from ``_chunk`` for JSON text records: x_* values as text, extras as JSON.
+
+    Args:
+        shape: the log shape.
+
+    Returns:
+        A SELECT over ``_chunk`` (``__file, __file_no, line_no, raw, pre``).
+    """
+    docs = (
+        otel_docs_sql()
+        if shape.name == "otel"
+        else (
+            "SELECT __file, __file_no, line_no, 0 AS rec_no, raw, raw AS doc,"
+            f" {_pre_reason_sql()} AS pre_reason, NULL AS pre_detail"
+            " FROM _chunk WHERE length(trim(raw)) > 0"
+        )
+    )
+    keys = shape.top_level_keys()
+    options = _field_options(shape, keys)
+    columns = [
+        f"{opts[0][0] if len(opts) == 1 else 'coalesce(' + ', '.join(e for e, _ in opts) + ')'}"
+        f" AS x_{name}"
+        for name, opts in options.items()
+    ]
+    static, dynamic = _used_keys_sql(shape, options)
+    consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
+    pointer = "'/' || replace(replace(k, '~', '~0'), '/', '~1')"
+    label = f"CASE WHEN list_contains(mk, k) THEN '{COLLISION_PREFIX}' || k ELSE k END"
+    pairs = (
+        f"array_to_string(list_transform(ek, lambda k: to_json({label}) || ':'"
+        f" || json_extract(doc, {pointer})::VARCHAR), ',')"
+    )
+    return f"""
+    SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
+           {", ".join(columns)},
+           CASE WHEN pre_reason IS NULL THEN {merged_metadata_sql("md", pairs)} END AS x_metadata
+    FROM (
+        SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
+               list_filter(keys, lambda k: NOT list_contains({consumed}, k)
+                   AND NOT coalesce(list_contains({dynamic}, k), false)) AS ek
+        FROM (
+            SELECT *, {_record_metadata_sql(shape, keys)} AS md
+            FROM (
+                SELECT *,
+                       CASE WHEN pre_reason IS NULL THEN json_extract_string(doc,
+                            [{", ".join(sql_str(json_path([k])) for k in keys)}]) END AS v,
+                       CASE WHEN pre_reason IS NULL THEN json_keys(doc) END AS keys
+                FROM ({docs})
+            )
+        )
+    )
+    """
+
+
+def _attr_object(expr: str) -> str:
+    """OTLP ``[{key, value: {stringValue|intValue|...}}]`` -> a flat JSON object text."""
+    value = (
+        "coalesce(a->'value'->'stringValue', a->'value'->'intValue', a->'value'->'doubleValue',"
+        " a->'value'->'boolValue', a->'value'->'arrayValue', a->'value'->'kvlistValue',"
+        " 'null'::JSON)::VARCHAR"
+    )
+    return (
+        f"('{{' || array_to_string(list_transform(coalesce(json_extract({expr}, '$[*]'), []),"
+        f" lambda a: to_json(a->>'key') || ':' || {value}), ',') || '}}')::JSON"
+    )
+
+
+def _otlp_flat_sql() -> str:
+    """One OTLP span (``s.span``, ``s.rattrs``) as a flat object: attributes plus ``otel.*``."""
+    evaluation = (
+        "list_filter(coalesce(json_extract(s.span, '$.events[*]'), []),"
+        " lambda e: e->>'name' = 'gen_ai.evaluation.result')[1]->'attributes'"
+    )
+    span_attrs = _attr_object("s.span->'attributes'")
+    return (
+        f"json_merge_patch({_attr_object('s.rattrs')}, {_attr_object(evaluation)}, {span_attrs},"
+        " json_object('otel.span_id', s.span->>'spanId', 'otel.trace_id', s.span->>'traceId',"
+        " 'otel.parent_span_id', s.span->>'parentSpanId', 'otel.kind', s.span->>'kind',"
+        " 'otel.name', s.span->>'name', 'otel.start_ns', s.span->>'startTimeUnixNano',"
+        " 'otel.end_ns', s.span->>'endTimeUnixNano',"
+        " 'otel.status_code', s.span->'status'->>'code',"
+        " 'otel.status_message', s.span->'status'->>'message'))"
+    )
+
+
+def _console_flat_sql() -> str:
+    """A console-exporter span (plain ``attributes``, ISO times) as a flat object."""
+    ns = "CAST(epoch_ns(TRY_CAST(raw->>'{}' AS TIMESTAMPTZ)) AS VARCHAR)"
+    return (
+        "json_merge_patch(coalesce(raw->'resource'->'attributes', '{}'::JSON),"
+        " coalesce(raw->'attributes', '{}'::JSON),"
+        " json_object('otel.span_id', raw->'context'->>'span_id',"
+        " 'otel.trace_id', raw->'context'->>'trace_id', 'otel.parent_span_id', raw->>'parent_id',"
+        " 'otel.kind', raw->>'kind', 'otel.name', raw->>'name',"
+        f" 'otel.start_ns', {ns.format('start_time')}, 'otel.end_ns', {ns.format('end_time')},"
+        " 'otel.status_code', raw->'status'->>'status_code',"
+        " 'otel.status_message', raw->'status'->>'description'))"
+    )
+
+
+def otel_docs_sql() -> str:
+    """One row per span (flattened attributes) or per unusable line, from ``_chunk``."""
+    spans = (
+        "flatten(list_transform(coalesce(json_extract(raw, '$.resourceSpans[*]'), []),"
+        " lambda rs: flatten(list_transform(coalesce(json_extract(rs, '$.scopeSpans[*]'), []),"
+        " lambda ss: list_transform(coalesce(json_extract(ss, '$.spans[*]'), []),"
+        " lambda sp: {'span': sp, 'rattrs': json_extract(rs, '$.resource.attributes')})))))"
+    )
+    console = (
+        "CASE WHEN pre_reason IS NULL THEN coalesce(json_type(raw, '$.attributes') = 'OBJECT'"
+        " AND json_type(raw, '$.context') = 'OBJECT', false) ELSE false END"
+    )
+    return f"""
+    WITH lines AS (
+        SELECT __file, __file_no, line_no, raw, {_pre_reason_sql()} AS pre_reason
+        FROM _chunk WHERE length(trim(raw)) > 0
+    ), exploded AS (
+        SELECT __file, __file_no, line_no, raw, pre_reason,
+               CASE WHEN pre_reason IS NULL AND NOT ({console}) THEN {spans} END AS spans,
+               {console} AS is_console
+        FROM lines
+    ), one_span AS (
+        SELECT __file, __file_no, line_no, generate_subscripts(spans, 1) - 1 AS rec_no,
+               unnest(spans) AS s
+        FROM exploded WHERE len(spans) > 0
+    ), flat AS (
+        SELECT __file, __file_no, line_no, rec_no, s.span::VARCHAR AS raw,
+               {_otlp_flat_sql()}::VARCHAR AS doc
+        FROM one_span
+        UNION ALL
+        SELECT __file, __file_no, line_no, 0, raw, {_console_flat_sql()}::VARCHAR
+        FROM exploded WHERE is_console
+    )
+    SELECT __file, __file_no, line_no, rec_no, raw, doc,
+           CASE WHEN len(list_filter(json_keys(doc), lambda k: starts_with(k, 'gen_ai.'))) = 0
+                THEN 'not_genai_span' END AS pre_reason,
+           'spans' AS pre_detail
+    FROM flat
+    UNION ALL
+    SELECT __file, __file_no, line_no, 0, raw, NULL, coalesce(pre_reason, 'missing_field'),
+           CASE WHEN pre_reason IS NULL THEN 'resourceSpans[].scopeSpans[].spans[]' END
+    FROM exploded WHERE coalesce(len(spans), 0) = 0 AND NOT coalesce(is_console, false)
+    """
+
+
+def _typed_columns(shape: Shape, schema: pa.Schema, names: list[str]) -> tuple[list[str], str]:
+    """x_* expressions over a typed chunk's columns, and the timestamp mode."""
+    stringly = bool(shape.exprs)  # shape expressions work on text
+    columns = []
+    ts_mode = "text"
+    for name, alternatives in shape.sources.items():
+        options = []
+        for path in alternatives:
+            if path[0] not in names:
+                continue
+            col = quote(path[0])
+            col_type = schema.field(path[0]).type
+            if len(path) > 1:
+                text = col if pa.types.is_string(col_type) else f"to_json({col})::VARCHAR"
+                options.append(
+                    f"CASE WHEN json_valid({text}) THEN json_extract_string({text},"
+                    f" {sql_str(json_path(path[1:]))}) END"
+                )
+            elif name == "timestamp" and pa.types.is_timestamp(col_type):
+                ts_mode = "tz" if col_type.tz else "naive"
+                options.append(col)
+            elif stringly or pa.types.is_string(col_type) or pa.types.is_large_string(col_type):
+                options.append(f"nullif(CAST({col} AS VARCHAR), '')")
+            else:
+                options.append(col)
+        expr = (
+            "NULL::VARCHAR"
+            if not options
+            else options[0]
+            if len(options) == 1
+            else f"coalesce({', '.join(options)})"
+        )
+        columns.append(f"{expr} AS x_{name}")
+    return columns, ts_mode
+
+
+def typed_records_sql(shape: Shape, schema: pa.Schema) -> tuple[str, str]:
+    """``_rec`` from a typed (Parquet) ``_chunk``.
+
+    Columns that are the only source of a field leave the record; every other column (fallbacks
+    included, even when used) is kept in metadata, nulls as null.
+
+    Args:
+        shape: the log shape.
+        schema: the chunk's Arrow schema.
+
+    Returns:
+        (SELECT over ``_chunk``, timestamp mode ``text`` | ``tz`` | ``naive``).
+    """
+    names = [n for n in schema.names if n not in ("__line_no", "__file", "__file_no")]
+    columns, ts_mode = _typed_columns(shape, schema, names)
+    consumed = {
+        alts[0][0]
+        for name, alts in shape.sources.items()
+        if not name.startswith("aux_") and len(alts[0]) == 1
+    }
+    if shape.metadata_key:
+        consumed.add(shape.metadata_key)
+    extra = [n for n in names if n not in consumed]
+    md_key = shape.metadata_key
+    record_md = "NULL::JSON"
+    if md_key and md_key in names:
+        col = quote(md_key)
+        record_md = (
+            f"CASE WHEN {col} IS NULL OR {col} = '' THEN NULL WHEN json_valid({col})"
+            f" AND json_type({col}::JSON) = 'OBJECT' THEN {col}::JSON"
+            f" ELSE json_object('metadata', {col}) END"
+            if pa.types.is_string(schema.field(md_key).type)
+            else f"to_json({col})"
+        )
+    label = "CASE WHEN list_contains(mk, {k}) THEN {r} ELSE {p} END"
+    pairs = (
+        " || ',' || ".join(
+            label.format(
+                k=sql_str(n),
+                r=sql_str(json.dumps(COLLISION_PREFIX + n) + ":"),
+                p=sql_str(json.dumps(n) + ":"),
+            )
+            + f" || coalesce(to_json({quote(n)})::VARCHAR, 'null')"
+            for n in extra
+        )
+        or "NULL"
+    )
+    sql = f"""
+    SELECT __file, __file_no, __line_no AS line_no, 0 AS rec_no, NULL::VARCHAR AS raw,
+           NULL::VARCHAR AS pre_reason, NULL::VARCHAR AS pre_detail,
+           {", ".join(columns)}, {merged_metadata_sql("md", pairs)} AS x_metadata
+    FROM (SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk
+          FROM (SELECT *, {record_md} AS md FROM _chunk))
+    """
+    return sql, ts_mode
