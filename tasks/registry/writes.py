@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasks.registry.errors import (
@@ -51,6 +52,13 @@ class StoreWrites(StoreReads):
             )
         )
 
+    def _locked_head(self, conn: Connection, use_case: str) -> Any:
+        """The head row, locked until commit (PostgreSQL ``FOR UPDATE``; SQLite already holds
+        the database write lock): writers of one use case queue here, and everything they read
+        afterwards is what the previous writer committed."""
+        query = sa.select(self.heads).where(self.heads.c.use_case == use_case).with_for_update()
+        return conn.execute(query).first()
+
     def _bump(self, conn: Connection, head: Any, **values: Any) -> None:
         h = self.heads.c
         result = conn.execute(
@@ -84,7 +92,7 @@ class StoreWrites(StoreReads):
         run_id: str | None,
         evidence_json: str,
     ) -> int:
-        head = self._head(conn, use_case)
+        head = self._locked_head(conn, use_case)
         latest = 0 if head is None else int(head.latest_version)
         if expected_version != latest:
             raise StaleVersionError(
@@ -165,7 +173,7 @@ class StoreWrites(StoreReads):
         reason: str,
         expected_production: Any = UNSET,
     ) -> None:
-        head = self._head(conn, use_case)
+        head = self._locked_head(conn, use_case)
         row = self._version_row(conn, use_case, version) if head is not None else None
         if head is None or row is None:
             raise NotFoundError(f"use case {use_case!r} has no version {version}")
