@@ -8,6 +8,9 @@ Entry points for the nightly flow:
 * :func:`contextual_allocation` -> :class:`ContextualAllocation`: per context cell (task type,
   segment, input-length bucket, hour bucket) the LinUCB scores and weights; the per arm x cell
   counts and reward sums are aggregated in DuckDB.
+* :func:`objective_exploration` -> :class:`strategies.exploration.ExplorationWeights`: how the
+  exploration budget is shared, on the use case's objective (clearly worse candidates dropped,
+  proven better ones flagged for promotion).
 * :func:`simulator_regret` -> :class:`SimulatedRegret`: a replay of nights against the simulated
   world's true mean qualities, Thompson beside uniform (the figures in the README).
 """
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import duckdb
+import pandas as pd
 
 from strategies.bandits import (
     ArmStats,
@@ -31,6 +35,9 @@ from strategies.bandits import (
     ThompsonSampling,
     apply_floor,
 )
+from strategies.exploration import ExplorationWeights, exploration_weights
+from strategies.objective import Objective
+from strategies.search import ConfigStats
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, config_metrics
 from tasks.warehouse.connection import require_connection
 
@@ -42,6 +49,7 @@ __all__ = [
     "ContextualAllocation",
     "bandit_allocation",
     "contextual_allocation",
+    "objective_exploration",
 ]
 
 Reward = Literal["quality", "success", "feedback"]
@@ -344,4 +352,48 @@ def contextual_allocation(
         cells=out,
         alpha=alpha,
         floor=floor,
+    )
+
+
+def objective_exploration(
+    objective: Objective,
+    window: pd.DataFrame,
+    *,
+    production_id: str,
+    candidates: Sequence[str],
+    seed: int = 0,
+) -> ExplorationWeights:
+    """Exploration weights on the use case's objective from the window's per-config statistics.
+
+    Args:
+        objective: the use case's objective (value and standard error per configuration).
+        window: per-configuration rows of :func:`config_metrics` (the night's shared window).
+        production_id: production's config key.
+        candidates: exploration candidates (search proposals, exploration arms).
+        seed: posterior-draw seed.
+
+    Returns:
+        :class:`strategies.exploration.ExplorationWeights`; a candidate without enough data to be
+        scored keeps the neutral weight of an untried arm. Without a scorable production, every
+        candidate is untried (nothing can be shown worse).
+    """
+    scores = {
+        str(row["config_key"]): objective.score(ConfigStats.from_row(row))
+        for row in window.to_dict("records")
+    }
+
+    def posterior(key: str) -> tuple[float, float] | None:
+        score = scores.get(key)
+        if score is None or score.status != "ok":
+            return None
+        return score.value, score.se
+
+    prod = posterior(production_id)
+    if prod is None:
+        return exploration_weights(production=(0.0, math.inf), candidates=dict.fromkeys(candidates))
+    return exploration_weights(
+        production=prod,
+        candidates={c: posterior(c) for c in candidates if c != production_id},
+        confidence=objective.level,
+        seed=seed,
     )
