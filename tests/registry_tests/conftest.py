@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -91,3 +94,40 @@ def principals(settings: Settings) -> dict[str, str]:
         add_principal(path, name, roles)
     book = load_tokens(path)
     return {name: str(book.token_of(name)) for name in PRINCIPALS}
+
+
+class Api:
+    """A tiny keep-alive HTTP helper that sends paths exactly as given (no normalisation)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        parts = urlsplit(base_url)
+        self.host, self.port, self.token = parts.hostname or "", parts.port or 80, token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = "default",
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        all_headers = dict(headers or {})
+        if token == "default":
+            token = self.token
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        conn.request(method, path, body=payload, headers=all_headers)
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+
+@pytest.fixture
+def make_api() -> type[Api]:
+    """``make_api(base_url, token)``: a raw keep-alive HTTP helper (paths sent as given)."""
+    return Api

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,46 +17,19 @@ from tasks.registry.store import RegistryStore
 UC = "support-summarize"
 
 
-class Api:
-    """A tiny keep-alive HTTP helper that sends paths exactly as given (no normalisation)."""
-
-    def __init__(self, base_url: str, token: str) -> None:
-        parts = urlsplit(base_url)
-        self.host, self.port, self.token = parts.hostname or "", parts.port or 80, token
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        token: str | None = "default",
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        all_headers = dict(headers or {})
-        if token == "default":
-            token = self.token
-        if token is not None:
-            all_headers["Authorization"] = f"Bearer {token}"
-        payload = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        conn.request(method, path, body=payload, headers=all_headers)
-        response = conn.getresponse()
-        data = response.read()
-        conn.close()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-
-
 @pytest.fixture
 def api(
-    settings: Settings, sqlite_store: RegistryStore, make_config: Any, principals: dict[str, str]
-) -> Iterator[Api]:
+    settings: Settings,
+    sqlite_store: RegistryStore,
+    make_config: Any,
+    principals: dict[str, str],
+    make_api: Any,
+) -> Iterator[Any]:
     sqlite_store.publish(UC, make_config(), expected_version=0, actor="a", reason="v1")
     sqlite_store.approve(UC, 1, actor="a", comment="ok")
     sqlite_store.promote(UC, 1, actor="a", comment="ship")
     with serve_in_background(settings, store=sqlite_store, refresh_interval=0.0) as url:
-        yield Api(url, principals["ops"])
+        yield make_api(url, principals["ops"])
 
 
 def _publish_body(make_config: Any, expected: int = 1, **overrides: Any) -> dict[str, Any]:
@@ -72,7 +43,7 @@ def _publish_body(make_config: Any, expected: int = 1, **overrides: Any) -> dict
     }
 
 
-def test_read_production_with_etag_and_304(api: Api, sqlite_store: RegistryStore) -> None:
+def test_read_production_with_etag_and_304(api: Any, sqlite_store: RegistryStore) -> None:
     status, headers, body = api.request("GET", f"/v1/configs/{UC}", token=None)
     assert status == 200
     doc = ConfigVersion.from_document(json.loads(body))
@@ -99,7 +70,7 @@ def test_read_production_with_etag_and_304(api: Api, sqlite_store: RegistryStore
     assert [e["action"] for e in json.loads(body)["history"]][-1] == "promote"
 
 
-def test_health_use_cases_and_metrics(api: Api) -> None:
+def test_health_use_cases_and_metrics(api: Any) -> None:
     status, _, body = api.request("GET", "/health")
     assert status == 200 and json.loads(body) == {"status": "ok", "use_cases": 1}
     api.request("GET", f"/v1/configs/{UC}")
@@ -115,7 +86,7 @@ def test_health_use_cases_and_metrics(api: Api) -> None:
     assert 'llmopt_registry_request_seconds_count{endpoint="config"} 1.0' in text
 
 
-def test_authorised_writes_walk_the_lifecycle(api: Api, make_config: Any) -> None:
+def test_authorised_writes_walk_the_lifecycle(api: Any, make_config: Any) -> None:
     status, _, body = api.request("POST", f"/v1/configs/{UC}", _publish_body(make_config))
     assert status == 201 and json.loads(body)["version"] == 2
     status, _, body = api.request("POST", f"/v1/configs/{UC}", _publish_body(make_config))
@@ -156,7 +127,7 @@ BAD_PATHS = [
 
 @pytest.mark.parametrize("path", BAD_PATHS)
 def test_path_tricks_are_refused_on_read_and_write(
-    api: Api, sqlite_store: RegistryStore, make_config: Any, path: str
+    api: Any, sqlite_store: RegistryStore, make_config: Any, path: str
 ) -> None:
     before = _state(sqlite_store)
     status, _, body = api.request("GET", path)
@@ -170,7 +141,7 @@ def test_path_tricks_are_refused_on_read_and_write(
     ("token", "detail"), [(None, "missing"), ("wrong-token", "wrong"), ("", "missing")]
 )
 def test_missing_or_wrong_token(
-    api: Api, sqlite_store: RegistryStore, make_config: Any, token: str | None, detail: str
+    api: Any, sqlite_store: RegistryStore, make_config: Any, token: str | None, detail: str
 ) -> None:
     before = _state(sqlite_store)
     status, headers, body = api.request(
@@ -205,7 +176,7 @@ def _bad_bodies(make_config: Any) -> list[tuple[bytes, int]]:
 
 
 def test_malformed_and_wrongly_typed_bodies(
-    api: Api, sqlite_store: RegistryStore, make_config: Any
+    api: Any, sqlite_store: RegistryStore, make_config: Any
 ) -> None:
     before = _state(sqlite_store)
     for raw, expected in _bad_bodies(make_config):
@@ -224,7 +195,7 @@ def test_malformed_and_wrongly_typed_bodies(
     assert _state(sqlite_store) == before
 
 
-def test_huge_and_unsized_bodies(api: Api, sqlite_store: RegistryStore) -> None:
+def test_huge_and_unsized_bodies(api: Any, sqlite_store: RegistryStore) -> None:
     before = _state(sqlite_store)
     headers = (
         f"POST /v1/configs/{UC} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.token}\r\n"
@@ -247,7 +218,7 @@ def test_huge_and_unsized_bodies(api: Api, sqlite_store: RegistryStore) -> None:
     assert _state(sqlite_store) == before
 
 
-def test_unknown_things_are_404(api: Api) -> None:
+def test_unknown_things_are_404(api: Any) -> None:
     assert api.request("GET", "/v1/configs/nobody-here")[0] == 404
     assert api.request("GET", f"/v1/configs/{UC}/99")[0] == 404
     assert api.request("GET", f"/v1/configs/{UC}/candidate")[0] == 404
@@ -261,10 +232,14 @@ def test_unknown_things_are_404(api: Api) -> None:
 
 
 def test_api_on_postgresql_store(
-    settings: Settings, pg_store: RegistryStore, make_config: Any, principals: dict[str, str]
+    settings: Settings,
+    pg_store: RegistryStore,
+    make_config: Any,
+    principals: dict[str, str],
+    make_api: Any,
 ) -> None:
     with serve_in_background(settings, store=pg_store, refresh_interval=0.0) as url:
-        api = Api(url, principals["ops"])
+        api = make_api(url, principals["ops"])
         assert api.request("POST", f"/v1/configs/{UC}", _publish_body(make_config, 0))[0] == 201
         approve = {"comment": "ok"}
         assert api.request("POST", f"/v1/configs/{UC}/1/approve", approve)[0] == 200
