@@ -34,7 +34,47 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def _precheck(args: argparse.Namespace) -> None:
+    """Refuse at once (before any Prefect server starts) when the night cannot run: nothing to
+    ingest and an empty warehouse, or a use case the warehouse has never seen."""
+    import duckdb
+
+    from tasks.core.settings import load_settings
+
+    settings = load_settings()
+    if args.input:
+        return  # tonight's ingest decides; the flow reports what it found
+    hint = (
+        "hint: put log files in <LLMOPT_HOME>/data/incoming and run "
+        "`llmopt nightly run --input data/incoming`, or `llmopt ingest PATH` first"
+    )
+    if not settings.warehouse_path.exists():
+        raise CommandError(f"no warehouse at {settings.warehouse_path} yet ({hint})")
+    try:
+        con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    except duckdb.Error:
+        return  # busy (a night or an ingest is writing): the flow's own lock handles it
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        known = (
+            [r[0] for r in con.execute("SELECT DISTINCT use_case FROM usage_logs").fetchall()]
+            if "usage_logs" in tables
+            else []
+        )
+    finally:
+        con.close()
+    if not known:
+        raise CommandError(f"the warehouse {settings.warehouse_path} has no usage logs ({hint})")
+    unknown = sorted(set(args.use_case or []) - set(known))
+    if unknown:
+        raise CommandError(
+            f"unknown use case(s) {', '.join(unknown)}: the warehouse has "
+            f"{', '.join(sorted(known))} (hint: check the spelling, or ingest its logs)"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
+    _precheck(args)
     _prefect_defaults()
     from flows.nightly import NightlyParameters, StrategySwitches, nightly_optimization
 

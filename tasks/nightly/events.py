@@ -106,6 +106,24 @@ def emit_alerts(use_case: str, as_of: str, alerts: Iterable[Mapping[str, Any]]) 
     )
 
 
+def decision_event(status: str) -> str | None:
+    """The event name for a publish step's ``status`` (None: not a decision worth an event).
+
+    Args:
+        status: ``publish`` / ``rollback`` (published), ``rejected``, ``candidate`` (pending).
+
+    Returns:
+        The event name, or None (dry run, a night already published).
+    """
+    if status in ("publish", "rollback"):
+        return CONFIG_PUBLISHED
+    if status == "rejected":
+        return CONFIG_REJECTED
+    if status == "candidate":
+        return CONFIG_PENDING
+    return None
+
+
 def emit_decision(use_case: str, as_of: str, result: Mapping[str, Any]) -> str | None:
     """Emit the event matching a publish result (published, rejected, pending); its name.
 
@@ -119,13 +137,8 @@ def emit_decision(use_case: str, as_of: str, result: Mapping[str, Any]) -> str |
         The event name emitted, or None for results that are not a decision (dry run, kept).
     """
     status = str(result.get("status", ""))
-    if status in ("publish", "rollback"):
-        event = CONFIG_PUBLISHED
-    elif status == "rejected":
-        event = CONFIG_REJECTED
-    elif status == "candidate":
-        event = CONFIG_PENDING
-    else:
+    event = decision_event(status)
+    if event is None:
         return None
     emit(
         event,
@@ -143,6 +156,7 @@ __all__ = [
     "CONFIG_PUBLISHED",
     "CONFIG_REJECTED",
     "alerts_of",
+    "decision_event",
     "emit",
     "emit_alerts",
     "emit_decision",

@@ -13,6 +13,8 @@ from tasks.nightly.use_case import _jsonable
 
 log = logging.getLogger(__name__)
 
+PROPOSER = "nightly-flow"  # the registry's proposer of every nightly version
+
 # --------------------------------------------------------------------------------------------
 # approval and publishing
 # --------------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ def publish_outcome(
                 outcome.use_case,
                 config,
                 expected_version=outcome.base_version,
-                actor=approved_by,
+                actor=PROPOSER,  # the flow proposes, the approver approves (four eyes)
                 reason=outcome.headline,
                 run_id=mlflow_run_id,
                 evidence=_jsonable(
@@ -130,7 +132,7 @@ def leave_as_candidate(
             outcome.use_case,
             RegistryConfig.from_dict(outcome.proposed_config),
             expected_version=outcome.base_version,
-            actor="nightly-flow",
+            actor=PROPOSER,
             reason=f"{outcome.headline} ({reason})",
             run_id=mlflow_run_id,
             evidence=_jsonable({"reasons": outcome.reasons, "guardrails": outcome.guardrails}),
@@ -175,7 +177,7 @@ def record_rejection(
             outcome.use_case,
             RegistryConfig.from_dict(outcome.proposed_config),
             expected_version=outcome.base_version,
-            actor="nightly-flow",
+            actor=PROPOSER,
             reason=outcome.headline,
             run_id=mlflow_run_id,
             evidence=_jsonable({"reasons": outcome.reasons, "guardrails": outcome.guardrails}),

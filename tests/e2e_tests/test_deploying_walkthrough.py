@@ -83,7 +83,7 @@ def test_prefect_yaml_and_nightly_serve_share_one_parameter_set() -> None:
 
 def _incoming_month(home: Path, scratch: Path) -> None:
     """21 days of one use case (its A/B test ships on the 21st) into the incoming folder."""
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.simulation import SimulationSpec, write_simulation
 
     spec = SimulationSpec(days=21, requests_per_day={USE_CASE: 4000}, drift=False, cost_spike=False)
     sim = write_simulation(spec, scratch, fmt="parquet")

@@ -35,7 +35,7 @@ TREATMENT = "gpt-4o|summarize-v2|t=0.7|p=1.0|mt=512"
 @pytest.fixture(scope="module")
 def month(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The default simulated world's first 21 days, as daily Parquet files."""
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.simulation import SimulationSpec, write_simulation
 
     out = tmp_path_factory.mktemp("month")
     sim = write_simulation(SimulationSpec(), out, fmt="parquet", days=list(range(21)))
