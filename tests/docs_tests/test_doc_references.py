@@ -60,8 +60,19 @@ def doc_files() -> list[Path]:
 
 def code_spans(text: str) -> tuple[list[str], list[str]]:
     """``(inline code spans, lines of fenced code blocks)`` of a Markdown text."""
+    inline, block, _ = _split(text)
+    return inline, block
+
+
+def prose_words(text: str) -> list[str]:
+    """Words of the text outside code and link targets (``DESIGN.md §3`` in a sentence)."""
+    return [w for line in _split(text)[2] for w in _LINK.sub("]", line).split()]
+
+
+def _split(text: str) -> tuple[list[str], list[str], list[str]]:
     inline: list[str] = []
     block: list[str] = []
+    prose: list[str] = []
     fenced = False
     for line in text.splitlines():
         if _FENCE.match(line):
@@ -70,8 +81,10 @@ def code_spans(text: str) -> tuple[list[str], list[str]]:
         if fenced:
             block.append(line)
         else:
-            inline += re.findall(r"`([^`]+)`", line)
-    return inline, block
+            prose.append(re.sub(r"`[^`]+`", " ", line))
+            # "\|" is a literal "|" inside a Markdown table cell
+            inline += [span.replace("\\|", "|") for span in re.findall(r"`([^`]+)`", line)]
+    return inline, block, prose
 
 
 @cache
@@ -235,6 +248,8 @@ def page_problems(page: Path) -> list[str]:
             problems.append(make_problem(tokens) or "")
         for word in words:
             problems.append(path_problem(word, page) or "")
+    for word in prose_words(text):
+        problems.append(path_problem(word.strip("*_[]"), page) or "")
     for span in inline:
         problems.append(module_problem(span) or "")
     for target in _LINK.findall(text):
@@ -269,11 +284,12 @@ def test_checker_flags_a_missing_path_a_stale_module_target_and_command(tmp_path
     bad = tmp_path / "bad.md"
     bad.write_text(
         "Run `make tests`, then `llmopt monitr --as-of D`.\n"
-        "See [the guide](nowhere.md) and `DESIGN.md`.\n"
+        "See [the guide](nowhere.md) and `DESIGN.md`, or tasks/core/gone.py (DESIGN.md §3).\n"
         "```bash\nmake demo\n.venv/bin/llmopt config chek\n```\n"
     )
     found = page_problems(bad)
-    assert len(found) == 5, found
+    assert len(found) == 6, found
+    assert "path `tasks/core/gone.py` does not exist" in found
     assert any("config chek" in p for p in found) and any("monitr" in p for p in found)
 
 
