@@ -1,4 +1,4 @@
--- Experiment analysis tables (tasks/experiment_analysis.py). Applied idempotently.
+-- Experiment analysis tables (tasks/experiments/). Applied idempotently.
 -- Every row carries the run id that produced it and the as-of date analysed; a re-run with the
 -- same (run_id, as_of) replaces its rows, so the nightly flow is idempotent.
 
@@ -71,4 +71,25 @@ CREATE TABLE IF NOT EXISTS experiment_decisions (
     report        JSON NOT NULL,
     created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, as_of, experiment_id)
+);
+
+-- Sticky stops and their resets (audit trail: rows are never deleted). A stop decided by a
+-- nightly look (stop: SRM, stop: harm) stays in force for every later night until a person
+-- resets it (`llmopt experiments reset ID --reason TEXT`); the reset fills the reset_* columns.
+-- The SRM test restarts after a reset: it counts the units first seen after reset_on
+-- (reset_units holds the units per arm up to that day).
+CREATE TABLE IF NOT EXISTS experiment_stops (
+    experiment_id VARCHAR NOT NULL,
+    stopped_on    DATE NOT NULL,          -- the night (as_of) the stop was first decided
+    action        VARCHAR NOT NULL,       -- stop: SRM | stop: harm
+    variant_id    VARCHAR,                -- the harmful arm
+    reasons       JSON NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reset_at      TIMESTAMPTZ,            -- NULL while the stop is in force
+    reset_by      VARCHAR,
+    reset_reason  VARCHAR,
+    reset_on      DATE,                   -- last day with the experiment's data at the reset
+    reset_units   JSON,                   -- units per arm up to reset_on (the SRM baseline)
+    PRIMARY KEY (experiment_id, stopped_on, created_at)
 );

@@ -18,13 +18,14 @@ from strategies.experiments.analysis import (
     stack_stats,
 )
 from strategies.experiments.bayesian import BayesianTest
-from strategies.experiments.cuped import cuped_adjust, variance_reduction
+from strategies.experiments.cuped import cuped_adjust, observed_control_base, variance_reduction
 from strategies.experiments.decide import (
     ACTIONS,
     CANNOT_ANALYSE,
     INCONCLUSIVE,
     KEEP_RUNNING,
     METHODS,
+    SCALES,
     SHIP,
     STOP_HARM,
     STOP_SRM,
@@ -36,9 +37,21 @@ from strategies.experiments.decide import (
     SrmCheck,
     decide,
 )
-from strategies.experiments.effects import EffectResult, EffectTest, prepare
+from strategies.experiments.effects import EffectResult, EffectTest, RelativeBase, prepare
 from strategies.experiments.frequentist import WelchTest
 from strategies.experiments.multiple_testing import adjust_pvalues
+from strategies.experiments.nightly import (
+    LOOKS,
+    NIGHTLY_LOOKS,
+    SINGLE_LOOK,
+    STICKY_ACTIONS,
+    ActiveStop,
+    analysis_days,
+    nightly_decision,
+    nightly_refusal,
+    reset_command,
+    sticky_decision,
+)
 from strategies.experiments.power import (
     days_needed,
     detection_power,
@@ -46,7 +59,12 @@ from strategies.experiments.power import (
     required_n,
 )
 from strategies.experiments.sequential import DEFAULT_N_STAR, SequentialTest, cumulate
-from strategies.experiments.srm import DEFAULT_SRM_ALPHA, SrmResult, srm_test
+from strategies.experiments.srm import (
+    DEFAULT_SRM_ALPHA,
+    SrmResult,
+    sequential_srm_test,
+    srm_test,
+)
 from strategies.experiments.stats import (
     ArmStats,
     CupedStats,
@@ -64,10 +82,16 @@ __all__ = [
     "INCONCLUSIVE",
     "KEEP_RUNNING",
     "KINDS",
+    "LOOKS",
     "METHODS",
+    "NIGHTLY_LOOKS",
+    "SCALES",
     "SHIP",
+    "SINGLE_LOOK",
+    "STICKY_ACTIONS",
     "STOP_HARM",
     "STOP_SRM",
+    "ActiveStop",
     "ArmStats",
     "BayesianTest",
     "Comparison",
@@ -83,11 +107,13 @@ __all__ = [
     "Moments",
     "ProportionStats",
     "RatioStats",
+    "RelativeBase",
     "SequentialTest",
     "SrmCheck",
     "SrmResult",
     "WelchTest",
     "adjust_pvalues",
+    "analysis_days",
     "analyze_experiment",
     "cumulate",
     "cuped_adjust",
@@ -97,9 +123,15 @@ __all__ = [
     "make_test",
     "metric_effects",
     "minimum_detectable_effect",
+    "nightly_decision",
+    "nightly_refusal",
+    "observed_control_base",
     "prepare",
     "required_n",
+    "reset_command",
+    "sequential_srm_test",
     "srm_test",
     "stack_stats",
+    "sticky_decision",
     "variance_reduction",
 ]

@@ -5,19 +5,42 @@ CSV of sums from elsewhere gets exactly the nightly flow's statistics. Work is v
 arms and looks: each metric is one call of the configured test on arrays of shape
 ``(treatment arms, looks)``; the sequential method then makes the look history always-valid
 (running-min p-value, intersected intervals) and the last look is reported.
+
+``looks="nightly"`` (the warehouse) adds what repeated looks need: the always-valid SRM test,
+the per-method nightly rules and sticky stops (:mod:`strategies.experiments.nightly`).
+
+Example:
+    >>> from strategies.experiments.decide import ExperimentSpec
+    >>> from strategies.experiments.stats import ProportionStats
+    >>> arms = ("control", "b")
+    >>> data = MetricData(metric="success", kind="proportion", arms=arms,
+    ...     stats=(ProportionStats(n=[4000], successes=[2000]),
+    ...            ProportionStats(n=[4000], successes=[2200])))
+    >>> spec = ExperimentSpec(experiment_id="e", primary="success", method="fixed", max_days=14)
+    >>> report = analyze_experiment(spec, [data], unit_counts={"control": 4000, "b": 4000})
+    >>> report.decision.label, round(report.comparisons[0].relative, 3)
+    ('ship b', 0.1)
+    >>> nightly = analyze_experiment(spec, [data], unit_counts={"control": 4000, "b": 4000},
+    ...                              days_elapsed=3, looks="nightly")
+    >>> nightly.decision.action, nightly.srm.method
+    ('keep running', 'sequential')
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from strategies.experiments.bayesian import BayesianTest
-from strategies.experiments.cuped import cuped_adjust, variance_reduction
+from strategies.experiments.cuped import (
+    cuped_adjust,
+    observed_control_base,
+    variance_reduction,
+)
 from strategies.experiments.decide import (
     Comparison,
     Decision,
@@ -31,9 +54,17 @@ from strategies.experiments.decide import (
 from strategies.experiments.effects import EffectResult, EffectTest
 from strategies.experiments.frequentist import WelchTest
 from strategies.experiments.multiple_testing import adjust_pvalues
+from strategies.experiments.nightly import (
+    LOOKS,
+    NIGHTLY_LOOKS,
+    SINGLE_LOOK,
+    ActiveStop,
+    nightly_decision,
+    sticky_decision,
+)
 from strategies.experiments.power import days_needed, required_n
 from strategies.experiments.sequential import SequentialTest, cumulate
-from strategies.experiments.srm import srm_test
+from strategies.experiments.srm import sequential_srm_test, srm_test
 from strategies.experiments.stats import (
     ArmStats,
     CupedStats,
@@ -51,9 +82,18 @@ KINDS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MetricData:
-    """One metric of one experiment: per-arm statistics over looks (time order, last = now)."""
+    """One metric of one experiment: per-arm statistics over looks (time order, last = now).
+
+    Args:
+        metric: the metric's name.
+        kind: ``mean`` | ``proportion`` | ``ratio`` | ``cuped`` (the statistics' class).
+        arms: variant ids, one per statistics object.
+        stats: per-arm statistics, arrays over looks.
+        higher_is_better: the metric's direction.
+        p95: per-arm 95th percentile to report beside the mean (latency), or None.
+    """
 
     metric: str
     kind: str
@@ -73,40 +113,72 @@ class MetricData:
 
 
 def make_test(spec: ExperimentSpec) -> EffectTest:
-    """The configured method as an :class:`EffectTest` instance."""
+    """The configured method as an :class:`EffectTest` instance.
+
+    Args:
+        spec: the experiment's configuration (method, alpha, n_star, prior).
+    """
     if spec.method == "fixed":
         return WelchTest(alpha=spec.alpha)
     if spec.method == "bayesian":
-        return BayesianTest(alpha=spec.alpha, prior_mean=spec.prior_mean, prior_sd=spec.prior_sd)
+        return BayesianTest(
+            alpha=spec.alpha,
+            prior_mean=spec.prior_mean,
+            prior_sd=spec.prior_sd,
+            scale=spec.prior_scale,
+        )
     return SequentialTest(alpha=spec.alpha, n_star=spec.n_star)
 
 
 def stack_stats(items: Sequence[ArmStats]) -> ArmStats:
-    """Stack same-kind statistics along a new leading axis (arms)."""
+    """Stack same-kind statistics along a new leading axis (arms).
+
+    Args:
+        items: statistics of one kind, one per arm.
+    """
     cls = type(items[0])
     values = {f.name: np.stack([getattr(s, f.name) for s in items]) for f in fields(cls)}
     return cls(**values)
 
 
+def _run(test: EffectTest, control: Moments, treatment: Moments, **kw: Any) -> EffectResult:
+    result = test.compute(control, treatment, **kw)
+    if isinstance(test, SequentialTest):
+        result = cumulate(result, axis=-1)
+    return _take_last(result)
+
+
 def metric_effects(
     test: EffectTest, data: MetricData, control_index: int
 ) -> tuple[EffectResult, list[str], dict[str, np.ndarray]]:
-    """Compare every non-control arm with control, over all looks; return the last look."""
+    """Compare every non-control arm with control, over all looks; return the last look.
+
+    For CUPED the effect is the adjusted one, its relative lift divides by the observed control
+    mean, and ``extra`` carries the unadjusted effect, interval, relative lift and p-value.
+
+    Args:
+        test: the configured method.
+        data: one metric's per-arm statistics over looks.
+        control_index: position of control in ``data.arms``.
+
+    Returns:
+        The last look's results (one entry per treatment arm), the treatment arms, and extras.
+    """
     treat_idx = [i for i in range(len(data.arms)) if i != control_index]
     control = stack_stats([data.stats[control_index]])
     treatment = stack_stats([data.stats[i] for i in treat_idx])
     extra: dict[str, np.ndarray] = {}
-    if data.kind == "cuped":
-        assert isinstance(control, CupedStats) and isinstance(treatment, CupedStats)
-        mc, mt, theta = cuped_adjust(control, treatment)
-        extra["cuped_theta"] = theta[..., -1]
-        extra["cuped_variance_reduction"] = variance_reduction(control, treatment)[..., -1]
-    else:
-        mc, mt = control.moments(), treatment.moments()
-    result = test.compute(mc, mt)
-    if isinstance(test, SequentialTest):
-        result = cumulate(result, axis=-1)
-    last = _take_last(result)
+    if data.kind != "cuped":
+        last = _run(test, control.moments(), treatment.moments())
+        return last, [data.arms[i] for i in treat_idx], extra
+    assert isinstance(control, CupedStats) and isinstance(treatment, CupedStats)
+    mc, mt, theta = cuped_adjust(control, treatment)
+    last = _run(test, mc, mt, reference=observed_control_base(control, treatment))
+    raw = _run(test, control.moments(), treatment.moments())
+    extra["cuped_theta"] = theta[..., -1]
+    extra["cuped_variance_reduction"] = variance_reduction(control, treatment)[..., -1]
+    for name in ("effect", "ci_low", "ci_high", "relative", "p_value"):
+        extra[f"unadjusted_{name}"] = getattr(raw, name)
     return last, [data.arms[i] for i in treat_idx], extra
 
 
@@ -125,6 +197,102 @@ def _f(x: object) -> float:
         return math.nan
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Row:
+    """One comparison before correction: metric data, role, arm, the test's record, extras."""
+
+    data: MetricData
+    role: str
+    variant: str
+    rec: dict[str, Any]
+    extra: dict[str, float]
+
+
+def _rows(
+    spec: ExperimentSpec, metrics: Sequence[MetricData], control: str, notes: list[str]
+) -> list[_Row]:
+    """Every comparison of every metric (a metric that is also a guardrail gives two rows)."""
+    test = make_test(spec)
+    roles = {spec.primary: "primary"}
+    roles.update({m: "secondary" for m in spec.secondary if m != spec.primary})
+    guards = {g.metric for g in spec.guardrails}
+    rows: list[_Row] = []
+    for data in metrics:
+        if control not in data.arms or len(data.arms) < 2:
+            notes.append(f"cannot analyse {data.metric}: needs control and at least one other arm")
+            continue
+        result, variants, extra = metric_effects(test, data, data.arms.index(control))
+        role_list = [roles[data.metric]] if data.metric in roles else []
+        role_list += ["guardrail"] if data.metric in guards else []
+        for role in role_list or ["report"]:
+            for i, variant in enumerate(variants):
+                rows.append(
+                    _Row(
+                        data=data,
+                        role=role,
+                        variant=variant,
+                        rec=result.record(i),
+                        extra={k: _f(v.ravel()[i]) for k, v in extra.items()},
+                    )
+                )
+    return rows
+
+
+def _adjusted(spec: ExperimentSpec, rows: Sequence[_Row]) -> dict[int, float]:
+    """Holm / BH over primary + secondary comparisons, on the scale the spec names."""
+    key = "relative_p_value" if spec.correction_scale == "relative" else "p_value"
+    family = [r for r in rows if r.role in ("primary", "secondary")]
+    if not family:
+        return {}
+    adjusted = adjust_pvalues(np.array([_f(r.rec[key]) for r in family]), method=spec.correction)
+    return {id(r): float(a) for r, a in zip(family, adjusted, strict=True)}
+
+
+def _comparison(spec: ExperimentSpec, r: _Row, control: str, p_adj: float) -> Comparison:
+    data, rec = r.data, r.rec
+    hib = data.higher_is_better
+    win, loss = _f(rec["chance_to_win"]), _f(rec["expected_loss"])
+    if not hib:
+        win, loss = 1.0 - win, _f(rec["expected_loss_lower"])
+    guard = {g.metric: g for g in spec.guardrails}.get(data.metric)
+    guard = guard if r.role == "guardrail" else None
+    p95 = data.p95 or ()
+    idx = {a: k for k, a in enumerate(data.arms)}
+    comp = Comparison(
+        metric=data.metric,
+        role=r.role,
+        kind=data.kind,
+        variant=r.variant,
+        control=control,
+        method=spec.method,
+        higher_is_better=hib,
+        n_control=_f(rec["n_control"]),
+        n_treatment=_f(rec["n_treatment"]),
+        mean_control=_f(rec["mean_control"]),
+        mean_treatment=_f(rec["mean_treatment"]),
+        effect=_f(rec["effect"]),
+        ci_low=_f(rec["ci_low"]),
+        ci_high=_f(rec["ci_high"]),
+        relative=_f(rec["relative"]),
+        relative_ci_low=_f(rec["relative_ci_low"]),
+        relative_ci_high=_f(rec["relative_ci_high"]),
+        p_value=_f(rec["p_value"]),
+        relative_p_value=_f(rec["relative_p_value"]),
+        p_adjusted=p_adj,
+        chance_to_win=win,
+        expected_loss=loss,
+        analysable=bool(rec["ok"]),
+        message=str(rec["message"]),
+        margin=guard.margin if guard else None,
+        margin_relative=guard.relative if guard else None,
+        p95_control=_opt(p95, idx.get(control)),
+        p95_treatment=_opt(p95, idx.get(r.variant)),
+        extra=r.extra,
+    )
+    verdict = guardrail_verdict(comp) if guard else primary_verdict(spec, comp)
+    return replace(comp, verdict=verdict)
+
+
 def analyze_experiment(
     spec: ExperimentSpec,
     metrics: Sequence[MetricData],
@@ -132,121 +300,66 @@ def analyze_experiment(
     unit_counts: Mapping[str, float],
     days_elapsed: int | None = None,
     as_of: str | None = None,
+    looks: str = SINGLE_LOOK,
+    stop: ActiveStop | None = None,
 ) -> ExperimentReport:
     """Analyse one experiment: SRM, effects per metric and arm, correction, decision.
 
-    ``unit_counts`` are randomization units per arm (for SRM and traffic rate);
-    ``days_elapsed`` (None when unknown, e.g. a CSV) drives min/max duration and days needed.
     Never raises on degenerate data: the report says what could not be analysed.
+
+    Args:
+        spec: the experiment's configuration.
+        metrics: per-metric, per-arm statistics over looks (last look = now).
+        unit_counts: randomization units per arm (SRM and traffic rate); for nightly looks
+            the units since the last reset of a stop (the SRM test restarts there).
+        days_elapsed: days since the first traffic (None when unknown, e.g. a CSV); drives
+            min/max duration and days needed.
+        as_of: the last day analysed (ISO date), for the report.
+        looks: ``single`` (one look: chi-square SRM, every method decides) or ``nightly``
+            (repeated looks: sequential SRM and :mod:`strategies.experiments.nightly` rules).
+        stop: a stop from an earlier night that nobody has reset (reported instead).
+
+    Returns:
+        The report, with the decision and its reasons.
     """
+    if looks not in LOOKS:
+        raise ValueError(f"looks must be one of {LOOKS}, got {looks!r}")
     notes: list[str] = []
     by_name = {m.metric: m for m in metrics}
     arms = list(dict.fromkeys(a for m in metrics for a in m.arms)) or list(unit_counts)
     control = spec.control if spec.control in arms else (arms[0] if arms else spec.control)
     if control != spec.control:
         notes.append(f"configured control {spec.control!r} has no data; using {control!r}")
-    srm = _srm(spec, arms, unit_counts)
-    test = make_test(spec)
-    roles = {spec.primary: "primary"}
-    roles.update({m: "secondary" for m in spec.secondary if m != spec.primary})
-    guards = {g.metric: g for g in spec.guardrails}
-    rows: list[dict[str, object]] = []
-    for metric_name in [spec.primary, *spec.secondary, *guards]:
+    srm = _srm(spec, arms, unit_counts, sequential=looks == NIGHTLY_LOOKS)
+    for metric_name in [spec.primary, *spec.secondary, *(g.metric for g in spec.guardrails)]:
         if metric_name not in by_name:
             notes.append(f"metric {metric_name} has no data")
-    for metric in metrics:
-        data = metric
-        if control not in data.arms or len(data.arms) < 2:
-            notes.append(f"cannot analyse {data.metric}: needs control and at least one other arm")
-            continue
-        result, variants, extra = metric_effects(test, data, data.arms.index(control))
-        role_list = []
-        if data.metric in roles:
-            role_list.append(roles[data.metric])
-        if data.metric in guards:
-            role_list.append("guardrail")
-        for role in role_list or ["report"]:
-            for i, variant in enumerate(variants):
-                rows.append(
-                    {
-                        "data": data,
-                        "role": role,
-                        "variant": variant,
-                        "rec": result.record(i),
-                        "extra": {k: _f(v.ravel()[i]) for k, v in extra.items()},
-                    }
-                )
-    # Multiple testing over primary + secondary comparisons of this experiment.
-    family = [r for r in rows if r["role"] in ("primary", "secondary")]
-    p_family = np.array([_f(r["rec"]["p_value"]) for r in family])  # type: ignore[index]
-    adjusted = adjust_pvalues(p_family, method=spec.correction) if family else p_family
-    p_adj = {id(r): float(a) for r, a in zip(family, adjusted, strict=True)}
-    comparisons: list[Comparison] = []
-    for r in rows:
-        row_data = r["data"]
-        assert isinstance(row_data, MetricData)
-        data = row_data
-        rec = r["rec"]
-        assert isinstance(rec, dict)
-        hib = data.higher_is_better
-        win, loss = _f(rec["chance_to_win"]), _f(rec["expected_loss"])
-        if not hib:
-            win, loss = 1.0 - win, _f(rec["expected_loss_lower"])
-        guard = guards.get(data.metric) if r["role"] == "guardrail" else None
-        p95 = data.p95 or ()
-        idx = {a: k for k, a in enumerate(data.arms)}
-        comp = Comparison(
-            metric=data.metric,
-            role=str(r["role"]),
-            kind=data.kind,
-            variant=str(r["variant"]),
-            control=control,
-            method=spec.method,
-            higher_is_better=hib,
-            n_control=_f(rec["n_control"]),
-            n_treatment=_f(rec["n_treatment"]),
-            mean_control=_f(rec["mean_control"]),
-            mean_treatment=_f(rec["mean_treatment"]),
-            effect=_f(rec["effect"]),
-            ci_low=_f(rec["ci_low"]),
-            ci_high=_f(rec["ci_high"]),
-            relative=_f(rec["relative"]),
-            relative_ci_low=_f(rec["relative_ci_low"]),
-            relative_ci_high=_f(rec["relative_ci_high"]),
-            p_value=_f(rec["p_value"]),
-            p_adjusted=p_adj.get(id(r), _f(rec["p_value"])),
-            chance_to_win=win,
-            expected_loss=loss,
-            analysable=bool(rec["ok"]),
-            message=str(rec["message"]),
-            margin=guard.margin if guard else None,
-            margin_relative=guard.relative if guard else None,
-            p95_control=_opt(p95, idx.get(control)),
-            p95_treatment=_opt(p95, idx.get(str(r["variant"]))),
-            extra=r["extra"],  # type: ignore[arg-type]
-        )
-        verdict = guardrail_verdict(comp) if guard else primary_verdict(spec, comp)
-        comparisons.append(_replace(comp, verdict=verdict))
+    rows = _rows(spec, metrics, control, notes)
+    p_adj = _adjusted(spec, rows)
+    key = "relative_p_value" if spec.correction_scale == "relative" else "p_value"
+    comparisons = tuple(
+        _comparison(spec, r, control, p_adj.get(id(r), _f(r.rec[key]))) for r in rows
+    )
     days, units = _days_needed(spec, by_name.get(spec.primary), control, days_elapsed)
     decision: Decision = decide(
-        spec,
-        tuple(comparisons),
-        srm,
-        days_elapsed=days_elapsed,
-        days_needed=days,
-        units_needed=units,
+        spec, comparisons, srm, days_elapsed=days_elapsed, days_needed=days, units_needed=units
     )
+    if looks == NIGHTLY_LOOKS:
+        decision = nightly_decision(spec, decision, days_elapsed=days_elapsed)
+        decision = sticky_decision(decision, stop, experiment_id=spec.experiment_id)
     return ExperimentReport(
         experiment_id=spec.experiment_id,
         method=spec.method,
         alpha=spec.alpha,
         correction=spec.correction,
+        correction_scale=spec.correction_scale,
         as_of=as_of,
         days_elapsed=days_elapsed,
         decision=decision,
         srm=srm,
-        comparisons=tuple(comparisons),
+        comparisons=comparisons,
         notes=tuple(notes),
+        looks=looks,
     )
 
 
@@ -256,18 +369,15 @@ def _opt(values: tuple[float | None, ...], index: int | None) -> float | None:
     return float(values[index])  # type: ignore[arg-type]
 
 
-def _replace(comp: Comparison, **changes: object) -> Comparison:
-    from dataclasses import replace
-
-    return replace(comp, **changes)  # type: ignore[arg-type]
-
-
-def _srm(spec: ExperimentSpec, arms: list[str], unit_counts: Mapping[str, float]) -> SrmCheck:
+def _srm(
+    spec: ExperimentSpec, arms: list[str], unit_counts: Mapping[str, float], *, sequential: bool
+) -> SrmCheck:
     configured = dict(spec.weights)
     weights = [configured.get(a, 0.0) if configured else 1.0 for a in arms]
     counts = [float(unit_counts.get(a, 0.0)) for a in arms]
     unconfigured = [a for a, w in zip(arms, weights, strict=True) if w <= 0]
-    result = srm_test([counts], [weights], alpha=spec.srm_alpha)
+    test = sequential_srm_test if sequential else srm_test
+    result = test([counts], [weights], alpha=spec.srm_alpha)
     message = str(result.message[0])
     if unconfigured:
         message = (message + "; " if message else "") + f"arms without a weight: {unconfigured}"
@@ -279,6 +389,7 @@ def _srm(spec: ExperimentSpec, arms: list[str], unit_counts: Mapping[str, float]
         or bool(unconfigured and any(unit_counts.get(a, 0) > 0 for a in unconfigured)),
         analysable=bool(result.ok[0]),
         message=message,
+        method="sequential" if sequential else "chi-square",
     )
 
 

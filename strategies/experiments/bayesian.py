@@ -32,6 +32,7 @@ from scipy import stats as sps
 from strategies.experiments.effects import (
     EffectResult,
     EffectTest,
+    RelativeBase,
     check_alpha,
     normal_win_and_loss,
     prepare,
@@ -54,10 +55,20 @@ class BayesianTest(EffectTest):
         draws: int = 0,
         seed: int | None = 0,
     ) -> None:
+        """Args:
+        alpha: one minus the credible level of the intervals, in (0, 1).
+        prior_mean: prior mean of the effect (finite), on ``scale``.
+        prior_sd: prior standard deviation (> 0; ``inf`` for a flat prior), on ``scale``.
+        scale: ``absolute`` (metric units) or ``relative`` (share of control, like GrowthBook).
+        draws: Monte Carlo draws for the ratio chance to win (0: closed form only).
+        seed: seed of the instance's generator (reproducible draws).
+        """
         self.alpha = check_alpha(alpha)
         self.alternative = "two-sided"
-        if not prior_sd > 0:
+        if not (prior_sd > 0 and not np.isnan(prior_sd)):
             raise ValueError("prior_sd must be positive (inf for a flat prior)")
+        if not np.isfinite(prior_mean):
+            raise ValueError("prior_mean must be a finite number")
         if scale not in ("absolute", "relative"):
             raise ValueError("scale must be 'absolute' or 'relative'")
         self.prior_mean = float(prior_mean)
@@ -76,8 +87,10 @@ class BayesianTest(EffectTest):
             post_mean = post_var * (estimate / var + self.prior_mean * prior_prec)
         return post_mean, post_var
 
-    def compute(self, control: Moments, treatment: Moments) -> EffectResult:
-        prep = prepare(control, treatment)
+    def compute(
+        self, control: Moments, treatment: Moments, *, reference: RelativeBase | None = None
+    ) -> EffectResult:
+        prep = prepare(control, treatment, reference=reference)
         q = float(sps.norm.ppf(1.0 - self.alpha / 2.0))
         if self.scale == "absolute":
             post_mean, post_var = self._posterior(prep.effect, prep.var)
@@ -96,7 +109,7 @@ class BayesianTest(EffectTest):
         else:
             rel_mean, rel_var = self._posterior(prep.relative, prep.relative_var)
             rel_sd = np.sqrt(rel_var)
-            mc = prep.control.mean
+            mc = prep.relative_base
             # Absolute interval follows the relative posterior scaled by the control mean.
             lo, hi = (rel_mean - q * rel_sd) * mc, (rel_mean + q * rel_sd) * mc
             result = self._result(

@@ -15,7 +15,18 @@ The policy, in order (safety first, then evidence, then time):
 6. ``keep running`` otherwise, with the estimated days still needed.
 
 Guardrails are judged with the method's own intervals (always-valid for the sequential method),
-so a nightly harm check cannot fire on noise more often than alpha.
+so a nightly harm check cannot fire on noise more often than alpha. Nightly looks at the fixed
+and Bayesian methods follow :mod:`strategies.experiments.nightly`; once stopped, an experiment
+stays stopped until a person resets it (:func:`sticky_decision`).
+
+Example:
+    >>> spec = ExperimentSpec(experiment_id="e", weights=(("control", 0.5), ("b", 0.5)))
+    >>> spec.weight_of("b"), spec.correction_scale
+    (0.5, 'absolute')
+    >>> ExperimentSpec(experiment_id="e", n_star=float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: e: n_star must be a finite number > 0
 """
 
 from __future__ import annotations
@@ -34,11 +45,18 @@ INCONCLUSIVE = "inconclusive at max duration"
 CANNOT_ANALYSE = "cannot analyse"
 ACTIONS: tuple[str, ...] = (SHIP, KEEP_RUNNING, STOP_HARM, STOP_SRM, INCONCLUSIVE, CANNOT_ANALYSE)
 METHODS: tuple[str, ...] = ("sequential", "fixed", "bayesian")
+SCALES: tuple[str, ...] = ("absolute", "relative")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Guardrail:
-    """A metric that must not get worse than ``margin`` (relative share or absolute units)."""
+    """A metric that must not get worse than ``margin`` (relative share or absolute units).
+
+    Args:
+        metric: the metric's name.
+        margin: the degradation allowed (finite, >= 0).
+        relative: ``margin`` is a share of control (True) or metric units (False).
+    """
 
     metric: str
     margin: float
@@ -49,9 +67,33 @@ class Guardrail:
             raise ValueError(f"guardrail {self.metric}: margin must be a finite number >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExperimentSpec:
-    """Everything configured per experiment (``data/config/experiments.toml``)."""
+    """Everything configured per experiment (``experiments.toml``).
+
+    Args:
+        experiment_id: the id the logs carry.
+        primary: the metric that decides.
+        control: the control arm's variant id.
+        weights: configured traffic shares per arm (for SRM; empty: equal shares).
+        secondary: metrics in the correction family beside the primary.
+        guardrails: non-inferiority checks.
+        method: ``sequential`` | ``fixed`` | ``bayesian``.
+        alpha: significance level, in (0, 1).
+        srm_alpha: level of the sample-ratio check, in (0, 1).
+        correction: ``none`` | ``holm`` | ``bh`` over primary + secondary comparisons.
+        correction_scale: ``absolute`` or ``relative``: which p-values decide and are corrected.
+        n_star: sequential tuning (units per arm where the sequence is tightest; finite, > 0).
+        power: target power for the days-needed estimate, in (0, 1).
+        mde: effect worth detecting (finite, > 0), or None for the observed effect.
+        min_days: no ship before this many days.
+        max_days: ``inconclusive`` after this many days (the fixed method's horizon).
+        chance_threshold: Bayesian chance to win needed, in [0.5, 1).
+        prior_mean: Bayesian prior mean on ``prior_scale`` (finite).
+        prior_sd: Bayesian prior standard deviation (> 0; inf for flat).
+        prior_scale: ``absolute`` or ``relative``: the scale of the Bayesian prior.
+        use_case: the use case the experiment runs in (optional).
+    """
 
     experiment_id: str
     primary: str = "quality"
@@ -63,6 +105,7 @@ class ExperimentSpec:
     alpha: float = 0.05
     srm_alpha: float = 0.001
     correction: str = "holm"
+    correction_scale: str = "absolute"
     n_star: float = 10_000.0
     power: float = 0.8
     mde: float | None = None
@@ -71,25 +114,55 @@ class ExperimentSpec:
     chance_threshold: float = 0.95
     prior_mean: float = 0.0
     prior_sd: float = float("inf")
+    prior_scale: str = "absolute"
     use_case: str | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"{self.experiment_id}: method must be one of {METHODS}")
-        if not 0 < self.alpha < 1 or not 0 < self.srm_alpha < 1:
-            raise ValueError(f"{self.experiment_id}: alpha and srm_alpha must lie in (0, 1)")
-        if self.correction not in ("none", "holm", "bh"):
-            raise ValueError(f"{self.experiment_id}: correction must be none, holm or bh")
-        if not 0 < self.power < 1 or not 0.5 <= self.chance_threshold < 1:
-            raise ValueError(f"{self.experiment_id}: power or chance_threshold out of range")
+        for problem in _spec_problems(self):
+            raise ValueError(f"{self.experiment_id}: {problem}")
 
     def weight_of(self, variant: str) -> float | None:
+        """The configured traffic share of ``variant`` (None when not configured)."""
         return dict(self.weights).get(variant)
 
 
-@dataclass(frozen=True)
+def _spec_problems(spec: ExperimentSpec) -> list[str]:
+    """Every unusable value, in field order (the first is raised)."""
+    out: list[str] = []
+    if spec.method not in METHODS:
+        out.append(f"method must be one of {METHODS}")
+    if not 0 < spec.alpha < 1 or not 0 < spec.srm_alpha < 1:
+        out.append("alpha and srm_alpha must lie in (0, 1)")
+    if spec.correction not in ("none", "holm", "bh"):
+        out.append("correction must be none, holm or bh")
+    for name in ("correction_scale", "prior_scale"):
+        if getattr(spec, name) not in SCALES:
+            out.append(f"{name} must be one of {SCALES}")
+    if not (math.isfinite(spec.n_star) and spec.n_star > 0):
+        out.append("n_star must be a finite number > 0")
+    if not 0 < spec.power < 1 or not 0.5 <= spec.chance_threshold < 1:
+        out.append("power or chance_threshold out of range")
+    if spec.mde is not None and not (math.isfinite(spec.mde) and spec.mde > 0):
+        out.append("mde must be a finite number > 0")
+    if spec.min_days < 0 or (spec.max_days is not None and spec.max_days < 1):
+        out.append("min_days must be >= 0 and max_days >= 1")
+    if not math.isfinite(spec.prior_mean) or not (spec.prior_sd > 0):
+        out.append("prior_mean must be finite and prior_sd > 0 (inf for a flat prior)")
+    for arm, weight in spec.weights:
+        if not (math.isfinite(weight) and weight >= 0):
+            out.append(f"weight of {arm!r} must be a finite number >= 0")
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
 class Comparison:
-    """One treatment arm against control on one metric (plain floats; NaN shown as null)."""
+    """One treatment arm against control on one metric (plain floats; NaN shown as null).
+
+    ``p_value`` / ``relative_p_value`` are on the absolute / relative scale; ``p_adjusted`` is
+    the corrected p-value on the scale the spec names (``correction_scale``), the one that
+    decides. For CUPED, ``effect`` is the adjusted difference, ``relative`` divides it by the
+    observed control mean, and ``extra`` holds the unadjusted effect beside it.
+    """
 
     metric: str
     role: str  # primary | secondary | guardrail
@@ -120,32 +193,40 @@ class Comparison:
     p95_control: float | None = None
     p95_treatment: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    relative_p_value: float = math.nan
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SrmCheck:
+    """The sample-ratio check: ``chi-square`` for one look, ``sequential`` (always valid, a
+    Dirichlet-multinomial mixture) for nightly looks; counts are units since the last reset."""
+
     p_value: float
     counts: dict[str, float]
     expected: dict[str, float]
     mismatch: bool
     analysable: bool
     message: str = ""
+    method: str = "chi-square"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Decision:
+    """The action with its reasons; ``since`` is the day a sticky stop was first decided."""
+
     action: str
-    variant: str | None
-    reasons: tuple[str, ...]
+    variant: str | None = None
+    reasons: tuple[str, ...] = ()
     days_needed: float | None = None
     units_needed: float | None = None
+    since: str | None = None
 
     @property
     def label(self) -> str:
         return f"{self.action} {self.variant}" if self.action == SHIP else self.action
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExperimentReport:
     """What the nightly flow stores, logs to MLflow and prints: JSON-serialisable."""
 
@@ -159,6 +240,8 @@ class ExperimentReport:
     srm: SrmCheck
     comparisons: tuple[Comparison, ...]
     notes: tuple[str, ...] = ()
+    correction_scale: str = "absolute"
+    looks: str = "single"  # single (one look, e.g. a CSV) | nightly (repeated warehouse looks)
 
     def comparison(self, metric: str, variant: str) -> Comparison:
         for c in self.comparisons:
@@ -257,10 +340,11 @@ def primary_verdict(spec: ExperimentSpec, c: Comparison) -> str:
 
 def _describe(spec: ExperimentSpec, c: Comparison) -> str:
     rel = f" ({_fmt(100 * c.relative)}%)" if math.isfinite(c.relative) else ""
+    scale = " (relative)" if spec.correction_scale == "relative" else ""
     stat = (
         f"chance to win {_fmt(c.chance_to_win)}"
         if spec.method == "bayesian"
-        else f"p={_fmt(c.p_adjusted)}"
+        else f"p{scale}={_fmt(c.p_adjusted)}"
     )
     return (
         f"{c.metric} {c.variant} vs {c.control}: effect {_fmt(c.effect)}{rel}, "
@@ -284,13 +368,12 @@ def decide(
         why = sorted({c.message for c in primary if c.message}) or [
             f"no treatment arm with data on primary metric {spec.primary}"
         ]
-        return Decision(CANNOT_ANALYSE, None, tuple(f"{spec.primary}: {w}" for w in why))
+        return Decision(action=CANNOT_ANALYSE, reasons=tuple(f"{spec.primary}: {w}" for w in why))
     if srm.analysable and srm.mismatch:
         return Decision(
-            STOP_SRM,
-            None,
-            (
-                f"sample ratio mismatch: chi-square p={_fmt(srm.p_value)} < {spec.srm_alpha}; "
+            action=STOP_SRM,
+            reasons=(
+                f"sample ratio mismatch: {srm.method} p={_fmt(srm.p_value)} < {spec.srm_alpha}; "
                 f"units {srm.counts}, expected {srm.expected}",
             ),
         )
@@ -312,7 +395,7 @@ def decide(
         if c.role == "primary" and c.verdict == "worse":
             harmed.append((c.variant, "primary metric significantly worse: " + _describe(spec, c)))
     if harmed:
-        return Decision(STOP_HARM, harmed[0][0], tuple(r for _, r in harmed))
+        return Decision(action=STOP_HARM, variant=harmed[0][0], reasons=tuple(r for _, r in harmed))
     winners = [c for c in usable if c.verdict == "better"]
     for c in winners:
         blocked = [
@@ -344,14 +427,13 @@ def decide(
             for g in comparisons
             if g.role == "guardrail" and g.variant == best.variant
         ]
-        return Decision(SHIP, best.variant, tuple(why))
+        return Decision(action=SHIP, variant=best.variant, reasons=tuple(why))
     for c in usable:
         reasons.append(_describe(spec, c))
     if spec.max_days is not None and days_elapsed is not None and days_elapsed >= spec.max_days:
         return Decision(
-            INCONCLUSIVE,
-            None,
-            (f"ran {days_elapsed} days (max {spec.max_days}) without a decision", *reasons),
+            action=INCONCLUSIVE,
+            reasons=(f"ran {days_elapsed} days (max {spec.max_days}) without a decision", *reasons),
         )
     if winners:
         reasons.append("primary metric decided; waiting for the guardrails above")
@@ -368,7 +450,12 @@ def decide(
             and days_elapsed + days_needed > spec.max_days
         ):
             reasons.append(f"unlikely to conclude before max duration ({spec.max_days} days)")
-    return Decision(KEEP_RUNNING, None, tuple(reasons), days_needed, units_needed)
+    return Decision(
+        action=KEEP_RUNNING,
+        reasons=tuple(reasons),
+        days_needed=days_needed,
+        units_needed=units_needed,
+    )
 
 
 __all__ = [

@@ -9,6 +9,25 @@ A zero control mean leaves the absolute effect valid but marks the relative effe
 (``relative_ok == False``).
 
 All arrays broadcast: one entry per comparison (and, for the sequential cumulation, per look).
+
+Relative effects divide by the observed control mean. For CUPED the effect is the adjusted
+difference while the denominator stays the observed (unadjusted) control mean (the usual
+convention, e.g. Deng et al. 2013; Eppo, Statsig): pass it as a :class:`RelativeBase`, whose
+covariance with the adjusted control mean enters the delta-method variance.
+Every test also gives a p-value on the relative scale (``relative_p_value``), from the same
+reference distribution as its relative interval, so a relative p below alpha is exactly a
+relative interval that excludes 0.
+
+Example:
+    >>> from strategies.experiments.stats import MeanStats
+    >>> c = MeanStats(n=[100], sum=[50.0], sum_squares=[30.0]).moments()
+    >>> t = MeanStats(n=[100], sum=[60.0], sum_squares=[40.0]).moments()
+    >>> p = prepare(c, t)
+    >>> round(float(p.effect[0]), 3), round(float(p.relative[0]), 3)
+    (0.1, 0.2)
+    >>> base = RelativeBase(mean=[0.4], se2=[0.0004], cov=[0.0004])
+    >>> round(float(prepare(c, t, reference=base).relative[0]), 3)
+    0.25
 """
 
 from __future__ import annotations
@@ -18,6 +37,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as sps
 
 from strategies.experiments.stats import FloatArray, Moments
@@ -61,6 +81,7 @@ class EffectResult:
     statistic: FloatArray
     df: FloatArray
     p_value: FloatArray
+    relative_p_value: FloatArray
     chance_to_win: FloatArray
     expected_loss: FloatArray
     expected_loss_lower: FloatArray
@@ -87,6 +108,26 @@ class EffectResult:
         return [self.record(i) for i in range(len(self))]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RelativeBase:
+    """The denominator of a relative effect when it is not the control moments' own mean.
+
+    Args:
+        mean: the observed control mean (the denominator).
+        se2: its squared standard error.
+        cov: covariance of the control arm's (adjusted) mean with ``mean``; the treatment arm
+            is independent of it.
+    """
+
+    mean: FloatArray
+    se2: FloatArray
+    cov: FloatArray
+
+    def __init__(self, *, mean: ArrayLike, se2: ArrayLike, cov: ArrayLike) -> None:
+        for name, value in (("mean", mean), ("se2", se2), ("cov", cov)):
+            object.__setattr__(self, name, np.asarray(value, dtype=np.float64))
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Quantities every method shares, computed once."""
@@ -98,13 +139,26 @@ class Prepared:
     df: FloatArray
     relative: FloatArray
     relative_var: FloatArray
+    relative_base: FloatArray  # the denominator of ``relative``
     ok: np.ndarray
     relative_ok: np.ndarray
     message: np.ndarray
 
 
-def prepare(control: Moments, treatment: Moments) -> Prepared:
-    """Effect, its variance, Welch-Satterthwaite df and the delta-method relative effect."""
+def prepare(
+    control: Moments, treatment: Moments, *, reference: RelativeBase | None = None
+) -> Prepared:
+    """Effect, its variance, Welch-Satterthwaite df and the delta-method relative effect.
+
+    Args:
+        control: control-arm moments.
+        treatment: treatment-arm moments (broadcast against control).
+        reference: the relative effect's denominator when it is not ``control.mean`` (CUPED:
+            the observed control mean); None divides by ``control.mean``.
+
+    Returns:
+        The shared quantities; not-analysable entries are NaN with a message.
+    """
     shape = np.broadcast_shapes(control.n.shape, treatment.n.shape)
     nc, mc, vc = (np.broadcast_to(a, shape) for a in (control.n, control.mean, control.variance))
     nt, mt, vt = (
@@ -118,8 +172,18 @@ def prepare(control: Moments, treatment: Moments) -> Prepared:
             df = np.full(shape, np.inf)
         else:
             df = var**2 / (se2_c**2 / (nc - 1.0) + se2_t**2 / (nt - 1.0))
-        relative = effect / mc
-        relative_var = se2_t / mc**2 + mt**2 * se2_c / mc**4
+        if reference is None:
+            base = mc
+            relative = effect / mc
+            relative_var = se2_t / mc**2 + mt**2 * se2_c / mc**4
+        else:  # D / Y with Cov(D, Y) = -Cov(adjusted control mean, Y)
+            base = np.broadcast_to(reference.mean, shape)
+            ref_se2 = np.broadcast_to(reference.se2, shape)
+            ref_cov = np.broadcast_to(reference.cov, shape)
+            relative = effect / base
+            relative_var = (
+                var / base**2 + effect**2 * ref_se2 / base**4 + 2.0 * effect * ref_cov / base**3
+            )
     finite = np.isfinite(nc) & np.isfinite(nt) & np.isfinite(mc) & np.isfinite(mt)
     finite &= np.isfinite(vc) & np.isfinite(vt)
     small = (nc < 2) | (nt < 2)
@@ -131,8 +195,8 @@ def prepare(control: Moments, treatment: Moments) -> Prepared:
     message[zero_var] = MSG_ZERO_VAR
     # A zero-width delta-method interval (e.g. no errors at all in one arm) is degenerate: it
     # would freeze a sequential intersection at that single point for the rest of the test.
-    relative_ok = ok & (mc != 0) & (relative_var > 0)
-    message[ok & (mc == 0)] = MSG_ZERO_CONTROL
+    relative_ok = ok & (base != 0) & (relative_var > 0)
+    message[ok & (base == 0)] = MSG_ZERO_CONTROL
     nan = np.nan
     return Prepared(
         control=Moments(nc, mc, vc, control.normal),
@@ -142,6 +206,7 @@ def prepare(control: Moments, treatment: Moments) -> Prepared:
         df=np.where(ok, df, nan),
         relative=np.where(relative_ok, relative, nan),
         relative_var=np.where(relative_ok, relative_var, nan),
+        relative_base=np.asarray(base, dtype=np.float64),
         ok=ok,
         relative_ok=relative_ok,
         message=message,
@@ -177,8 +242,17 @@ class EffectTest(abc.ABC):
     alternative: str
 
     @abc.abstractmethod
-    def compute(self, control: Moments, treatment: Moments) -> EffectResult:
-        """Compare treatment with control, entry by entry; never raises on degenerate data."""
+    def compute(
+        self, control: Moments, treatment: Moments, *, reference: RelativeBase | None = None
+    ) -> EffectResult:
+        """Compare treatment with control, entry by entry; never raises on degenerate data.
+
+        Args:
+            control: control-arm moments.
+            treatment: treatment-arm moments.
+            reference: the relative effect's denominator when it is not the control mean
+                (see :class:`RelativeBase`).
+        """
 
     def _result(
         self,
@@ -189,6 +263,7 @@ class EffectTest(abc.ABC):
         multiplier: FloatArray,
         statistic: FloatArray,
         p_value: FloatArray,
+        relative_p_value: FloatArray | None = None,
         win_mean: FloatArray | None = None,
         win_sd: FloatArray | None = None,
     ) -> EffectResult:
@@ -226,6 +301,11 @@ class EffectTest(abc.ABC):
             statistic=np.where(prep.ok, statistic, nan),
             df=prep.df,
             p_value=np.where(prep.ok, p_value, nan),
+            relative_p_value=(
+                np.full(prep.effect.shape, nan)
+                if relative_p_value is None
+                else np.where(prep.relative_ok, np.minimum(relative_p_value, 1.0), nan)
+            ),
             chance_to_win=np.where(prep.ok, win, nan),
             expected_loss=np.where(prep.ok, loss, nan),
             expected_loss_lower=np.where(prep.ok, loss_lower, nan),
@@ -245,6 +325,7 @@ __all__ = [
     "EffectResult",
     "EffectTest",
     "Prepared",
+    "RelativeBase",
     "check_alpha",
     "check_alternative",
     "normal_win_and_loss",

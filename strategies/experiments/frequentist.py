@@ -23,11 +23,12 @@ from scipy import stats as sps
 from strategies.experiments.effects import (
     EffectResult,
     EffectTest,
+    RelativeBase,
     check_alpha,
     check_alternative,
     prepare,
 )
-from strategies.experiments.stats import Moments
+from strategies.experiments.stats import FloatArray, Moments
 
 
 class WelchTest(EffectTest):
@@ -36,31 +37,39 @@ class WelchTest(EffectTest):
     name = "fixed"
 
     def __init__(self, *, alpha: float = 0.05, alternative: str = "two-sided") -> None:
+        """Args:
+        alpha: significance level of the intervals, in (0, 1).
+        alternative: ``two-sided``, ``greater`` (treatment above control) or ``less``.
+        """
         self.alpha = check_alpha(alpha)
         self.alternative = check_alternative(alternative)
 
-    def compute(self, control: Moments, treatment: Moments) -> EffectResult:
-        prep = prepare(control, treatment)
+    def _p(self, stat: FloatArray, df: FloatArray) -> FloatArray:
+        if self.alternative == "two-sided":
+            return np.asarray(2.0 * sps.t.sf(np.abs(stat), df))
+        if self.alternative == "greater":
+            return np.asarray(sps.t.sf(stat, df))
+        return np.asarray(sps.t.cdf(stat, df))
+
+    def compute(
+        self, control: Moments, treatment: Moments, *, reference: RelativeBase | None = None
+    ) -> EffectResult:
+        prep = prepare(control, treatment, reference=reference)
         se = np.sqrt(prep.var)
         with np.errstate(divide="ignore", invalid="ignore"):
             stat = prep.effect / se
+            rel_stat = prep.relative / np.sqrt(prep.relative_var)
         df = np.where(prep.ok, prep.df, 1.0)  # placeholder df where not analysable
-        if self.alternative == "two-sided":
-            p = 2.0 * sps.t.sf(np.abs(stat), df)
-            q = sps.t.ppf(1.0 - self.alpha / 2.0, df)
-        elif self.alternative == "greater":
-            p = sps.t.sf(stat, df)
-            q = sps.t.ppf(1.0 - self.alpha, df)
-        else:
-            p = sps.t.cdf(stat, df)
-            q = sps.t.ppf(1.0 - self.alpha, df)
+        two_sided = self.alternative == "two-sided"
+        q = sps.t.ppf(1.0 - (self.alpha / 2.0 if two_sided else self.alpha), df)
         return self._result(
             prep,
             ci_low=prep.effect - q * se,
             ci_high=prep.effect + q * se,
             multiplier=q,
             statistic=stat,
-            p_value=np.minimum(p, 1.0),
+            p_value=np.minimum(self._p(stat, df), 1.0),
+            relative_p_value=self._p(np.nan_to_num(rel_stat), df),
         )
 
 

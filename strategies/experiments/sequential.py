@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 from strategies.experiments.effects import (
     EffectResult,
     EffectTest,
+    RelativeBase,
     check_alpha,
     check_alternative,
     prepare,
@@ -76,6 +77,18 @@ def log_mixture_lr(effect: FloatArray, var: FloatArray, tau2: FloatArray) -> Flo
         return 0.5 * np.log(var / (var + tau2)) + tau2 * effect**2 / (2.0 * var * (var + tau2))
 
 
+def mixture_p_value(z: FloatArray, var: FloatArray, tau2: FloatArray) -> FloatArray:
+    """``min(1, 1 / Lambda)`` for a standardized estimate ``z`` (two-sided).
+
+    With ``z = d / sqrt(V)`` this is the always-valid p-value of the effect; with the relative
+    effect's ``z`` it is the level at which the relative sequence (``relative +/- radius / sqrt(V)
+    * relative se``) just touches 0, so both scales agree with their own intervals.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_lr = 0.5 * np.log(var / (var + tau2)) + tau2 * z**2 / (2.0 * (var + tau2))
+        return np.asarray(np.minimum(1.0, np.exp(-log_lr)))
+
+
 class SequentialTest(EffectTest):
     """Mixture-SPRT p-values and confidence sequences, valid under continuous monitoring."""
 
@@ -84,10 +97,15 @@ class SequentialTest(EffectTest):
     def __init__(
         self, *, alpha: float = 0.05, n_star: float = DEFAULT_N_STAR, alternative: str = "two-sided"
     ) -> None:
+        """Args:
+        alpha: level of the confidence sequence, in (0, 1).
+        n_star: units per arm where the sequence is tightest (finite, > 0).
+        alternative: ``two-sided``, ``greater`` or ``less``.
+        """
         self.alpha = check_alpha(alpha)
         self.alternative = check_alternative(alternative)
-        if not n_star > 0:
-            raise ValueError(f"n_star must be positive, got {n_star}")
+        if not (np.isfinite(n_star) and n_star > 0):
+            raise ValueError(f"n_star must be a finite positive number, got {n_star}")
         self.n_star = float(n_star)
 
     @property
@@ -101,30 +119,34 @@ class SequentialTest(EffectTest):
         with np.errstate(invalid="ignore"):
             return r_star * (control.variance + treatment.variance) / self.n_star
 
-    def compute(self, control: Moments, treatment: Moments) -> EffectResult:
-        prep = prepare(control, treatment)
+    def _sided(self, p_two: FloatArray, estimate: FloatArray) -> FloatArray:
+        if self.alternative == "two-sided":
+            return p_two
+        if self.alternative == "greater":
+            return np.where(estimate > 0, p_two / 2.0, 1.0)
+        return np.where(estimate < 0, p_two / 2.0, 1.0)
+
+    def compute(
+        self, control: Moments, treatment: Moments, *, reference: RelativeBase | None = None
+    ) -> EffectResult:
+        prep = prepare(control, treatment, reference=reference)
         a = self.level_alpha
         tau2 = self.tau2(prep.control, prep.treatment)
         radius = cs_radius(prep.var, tau2, a)
-        log_lr = log_mixture_lr(prep.effect, prep.var, tau2)
-        with np.errstate(over="ignore", invalid="ignore"):
-            p_two = np.minimum(1.0, np.exp(-log_lr))
-        if self.alternative == "two-sided":
-            p = p_two
-        elif self.alternative == "greater":
-            p = np.where(prep.effect > 0, p_two / 2.0, 1.0)
-        else:
-            p = np.where(prep.effect < 0, p_two / 2.0, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             multiplier = radius / np.sqrt(prep.var)
             stat = prep.effect / np.sqrt(prep.var)
+            rel_stat = prep.relative / np.sqrt(prep.relative_var)
+        p_two = mixture_p_value(stat, prep.var, tau2)
+        rel_two = mixture_p_value(rel_stat, prep.var, tau2)
         return self._result(
             prep,
             ci_low=prep.effect - radius,
             ci_high=prep.effect + radius,
             multiplier=multiplier,
             statistic=stat,
-            p_value=p,
+            p_value=self._sided(p_two, prep.effect),
+            relative_p_value=self._sided(rel_two, prep.relative),
         )
 
     def required_n(
@@ -188,6 +210,9 @@ def cumulate(result: EffectResult, axis: int = -1) -> EffectResult:
     return replace(
         result,
         p_value=run(result.p_value, np.minimum, 1.0),
+        relative_p_value=np.where(
+            result.relative_ok, run(result.relative_p_value, np.minimum, 1.0), np.nan
+        ),
         ci_low=np.where(empty, result.ci_low, lo),
         ci_high=np.where(empty, result.ci_high, hi),
         relative_ci_low=np.where(rempty | ~result.relative_ok, result.relative_ci_low, rlo),
@@ -201,5 +226,6 @@ __all__ = [
     "cs_radius",
     "cumulate",
     "log_mixture_lr",
+    "mixture_p_value",
     "optimal_mixing_ratio",
 ]

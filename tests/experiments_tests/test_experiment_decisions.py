@@ -21,19 +21,19 @@ def _mean(n: float, mean: float, sd: float) -> MeanStats:
 
 def _quality(control: float, treatment: float, n: float = 5000) -> MetricData:
     return MetricData(
-        "quality",
-        "mean",
-        ("control", "treatment"),
-        (_mean(n, control, 0.2), _mean(n, treatment, 0.2)),
+        metric="quality",
+        kind="mean",
+        arms=("control", "treatment"),
+        stats=(_mean(n, control, 0.2), _mean(n, treatment, 0.2)),
     )
 
 
 def _errors(control: float, treatment: float, n: float = 5000) -> MetricData:
     return MetricData(
-        "error_rate",
-        "proportion",
-        ("control", "treatment"),
-        (
+        metric="error_rate",
+        kind="proportion",
+        arms=("control", "treatment"),
+        stats=(
             ProportionStats(n=[n], successes=[n * control]),
             ProportionStats(n=[n], successes=[n * treatment]),
         ),
@@ -47,7 +47,7 @@ UNITS = {"control": 5000.0, "treatment": 5000.0}
 def test_ship_needs_guardrails_proven_and_minimum_days() -> None:
     spec = ExperimentSpec(
         experiment_id="e",
-        guardrails=(Guardrail("error_rate", 0.01, relative=False),),
+        guardrails=(Guardrail(metric="error_rate", margin=0.01, relative=False),),
         min_days=7,
         method="fixed",
     )
@@ -99,12 +99,14 @@ def test_lower_is_better_metric_flips_chance_to_win() -> None:
 
 def test_one_arm_and_unconfigured_arm() -> None:
     spec = ExperimentSpec(experiment_id="e", weights=(("control", 0.5), ("treatment", 0.5)))
-    one = MetricData("quality", "mean", ("control",), (_mean(100, 0.7, 0.2),))
+    one = MetricData(
+        metric="quality", kind="mean", arms=("control",), stats=(_mean(100, 0.7, 0.2),)
+    )
     report = analyze_experiment(spec, [one], unit_counts={"control": 100})
     assert report.decision.action == "cannot analyse"
     three = MetricData(
-        "quality", "mean", ("control", "treatment", "rogue"),
-        (_mean(5000, 0.7, 0.2), _mean(5000, 0.7, 0.2), _mean(300, 0.7, 0.2)),
+        metric="quality", kind="mean", arms=("control", "treatment", "rogue"),
+        stats=(_mean(5000, 0.7, 0.2), _mean(5000, 0.7, 0.2), _mean(300, 0.7, 0.2)),
     )  # fmt: skip
     units = {"control": 5000.0, "treatment": 5000.0, "rogue": 300.0}
     rogue = analyze_experiment(spec, [three], unit_counts=units)
