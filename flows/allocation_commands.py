@@ -179,7 +179,8 @@ def _objective_for(use_case: str) -> Any:
 
 def _routing_entry(con: Any, use_case: str, as_of: dt.date, args: Any, config: Any) -> Any:
     """One use case's contextual routing as a plain dict (``table`` is a routing table)."""
-    from tasks.allocation.routing import CannotRoute, use_case_routing
+    from tasks.allocation.routing import CannotRoute
+    from tasks.allocation.routing_nightly import use_case_routing
     from tasks.core.jsonable import to_jsonable
 
     objective = _objective_for(use_case)

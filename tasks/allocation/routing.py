@@ -18,13 +18,11 @@ Rewards: an errored call scores quality 0 (as in :mod:`tasks.allocation.offpolic
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import duckdb
 from scipy import stats
 
 from strategies.objective import Objective, monthly_from_daily
@@ -36,7 +34,6 @@ from strategies.routing import (
     RoutingPolicy,
     learn_routing,
 )
-from tasks.allocation.budget import budget_report, use_case_settings
 from tasks.allocation.context_stats import (
     DEFAULT_CONTEXT_COLUMNS,
     ColumnData,
@@ -56,7 +53,6 @@ __all__ = [
     "context_sql",
     "plan_contextual_routing",
     "routing_inputs",
-    "use_case_routing",
 ]
 
 
@@ -334,7 +330,19 @@ def _decide(
     budget: RoutingBudget | None,
     reasons: list[str],
 ) -> Literal["proposed", "not_proposed"]:
-    """Proposed when the gain's lower bound is above 0, or production breaks the cost cap."""
+    """Proposed when the gain's lower bound is above 0, or production breaks the cost cap.
+
+    A table whose every row (and default) leads with the same arm is not a routing: it is one
+    configuration for everyone, which promotion handles (with its rollout), so it is not proposed.
+    """
+    leaders = {max(row, key=row.__getitem__) for row in (*policy.rows.values(), policy.default)}
+    if len(leaders) == 1 and len(policy.rows) > 0:
+        (only,) = leaders
+        reasons.append(
+            f"{only} leads in every context: one configuration for all is a promotion, "
+            "not a routing table"
+        )
+        return "not_proposed"
     cap = objective.max_cost_per_request
     if cap is not None and not policy.feasible:
         reasons.append("no routing meets the cost cap: not proposed")
@@ -363,62 +371,3 @@ def _decide(
             f"[{gain.lower:+.4f}, {gain.upper:+.4f}]"
         )
     return "not_proposed"
-
-
-def use_case_routing(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    use_case: str,
-    as_of: dt.date,
-    objective: Objective,
-    budget_config: Mapping[str, Any],
-    columns: Sequence[str] | None = None,
-    production: str | Mapping[str, float] | None = None,
-    seed: int = 0,
-) -> RoutingProposal | CannotRoute:
-    """Routing for one use case with its settings (``budget.toml`` ``[routing]`` and budget).
-
-    Args:
-        con: the warehouse.
-        use_case: the use case.
-        as_of: last day of the window.
-        objective: the use case's objective (``nightly.toml`` ``[objective]``).
-        budget_config: the parsed ``budget.toml``: ``[routing]`` options, the use case's
-            ``context_columns`` and ``monthly_budget_usd`` (a budget caps the mix).
-        columns: context columns to consider (default: the use case's, else ``[routing]``'s).
-        production: production's config id or weights (``None``: best single configuration).
-        seed: posterior-draw seed.
-
-    Returns:
-        What :func:`plan_contextual_routing` returns.
-    """
-    opts = dict(budget_config.get("routing", {}))
-    mine = use_case_settings(budget_config, use_case)
-    window = int(opts.get("window_days", 14))
-    chosen = (
-        columns or mine.get("context_columns") or opts.get("context_columns")
-    ) or DEFAULT_CONTEXT_COLUMNS
-    start = as_of - dt.timedelta(days=window - 1)
-    inputs = routing_inputs(
-        con, use_case=use_case, start=start, end=as_of, objective=objective, columns=list(chosen)
-    )
-    budget = None
-    monthly = objective.monthly_budget_usd or mine.get("monthly_budget_usd")
-    if monthly is not None:
-        report = budget_report(con, as_of=as_of, config=budget_config, use_cases=[use_case])[0]
-        remaining = report.projected_monthly_requests - report.requests_to_date
-        if remaining > 0:
-            budget = RoutingBudget(
-                monthly_budget_usd=float(monthly),
-                month_to_date_usd=report.month_to_date_usd,
-                remaining_requests=remaining,
-            )
-    return plan_contextual_routing(
-        inputs,
-        production=production,
-        budget=budget,
-        floor=float(opts.get("floor", 0.0)),
-        confidence=float(opts.get("confidence", 0.95)),
-        min_ess=float(opts.get("min_ess", 200.0)),
-        seed=seed,
-    )

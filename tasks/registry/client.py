@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +46,7 @@ from tasks.core.errors import LlmoptError
 from tasks.core.settings import Settings
 from tasks.registry.assignment import assign_arm
 from tasks.registry.model import Arm, ConfigValidationError, ConfigVersion, validate_use_case
+from tasks.registry.routing import routing_of
 from tasks.registry.snapshot import atomic_write_bytes, read_snapshot, snapshot_path
 
 __all__ = [
@@ -90,11 +91,13 @@ class Assignment:
     config_id: str
     source: str = "cache"
     age_seconds: float = 0.0
+    routed_weight: float | None = None  # the arm's weight in the routing row that applied
+    context_row: str | None = None  # that row's context value ("*": the default row)
 
     @property
     def propensity(self) -> float:
         """The probability this unit's arm had (its weight): log it for off-policy estimates."""
-        return self.arm.weight
+        return self.arm.weight if self.routed_weight is None else self.routed_weight
 
 
 @dataclass
@@ -221,18 +224,31 @@ class RegistryClient:
         """
         return self.lookup(use_case).version
 
-    def assign(self, use_case: str, unit_id: str) -> Assignment:
+    def assign(
+        self, use_case: str, unit_id: str, *, context: Mapping[str, object] | None = None
+    ) -> Assignment:
         """The arm serving ``unit_id``: the same answer in every process (see assignment.py).
 
         Args:
             use_case: the use case.
             unit_id: the randomisation unit (user, session, conversation).
+            context: the request's context fields; used when the configuration carries a
+                routing table (``tasks.registry.routing``), unseen values take its default row.
 
         Returns:
             The assignment with the lookup's ``source`` and ``age_seconds``.
         """
         found = self.lookup(use_case)
         version = found.version
+        table = routing_of(version.config)
+        if table is not None:
+            row, weights = table.row_for(context)
+            chosen = table.assign(unit_id, context=context)
+            arm = next(a for a in version.config.arms if (a.config_id or a.arm_id) == chosen)
+            return Assignment(
+                use_case, version.version, arm, chosen, found.source, found.age_seconds,
+                routed_weight=weights[chosen], context_row=row,
+            )  # fmt: skip
         arm = assign_arm(version.config, unit_id)
         config_id = arm.config_id or f"{use_case}/v{version.version}/{arm.arm_id}"
         return Assignment(

@@ -1,0 +1,306 @@
+"""Contextual routing with a use case's settings: the CLI command and the nightly flow's two hooks.
+
+* :func:`use_case_routing` (``llmopt bandit --contextual``): window, context columns and budget
+  from ``budget.toml``, then :func:`tasks.allocation.routing.plan_contextual_routing`.
+* The nightly flow aggregates once and decides without a connection:
+  :func:`routing_inputs_for` in the aggregate step, :func:`nightly_routing` in the per-use-case
+  step (it refuses to publish while an experiment, a rollout or a safety action holds the
+  traffic), and :func:`attach_routing` turns the proposed registry configuration into one that
+  carries the routing table (``metadata.routing``; its arms are the routed configurations with
+  their overall shares, role ``bandit``), resolved by serving with
+  :func:`tasks.registry.routing.assign_routed`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from strategies.objective import Objective
+from tasks.allocation.budget import BudgetReport, budget_report, use_case_settings
+from tasks.allocation.routing import (
+    DEFAULT_CONTEXT_COLUMNS,
+    CannotRoute,
+    RoutingBudget,
+    RoutingInputs,
+    RoutingProposal,
+    plan_contextual_routing,
+    routing_inputs,
+)
+from tasks.registry.model import Arm, ModelParams, RegistryConfig
+from tasks.registry.routing import METADATA_KEY, RoutingTable
+
+__all__ = [
+    "NightlyRouting",
+    "attach_routing",
+    "budget_from_report",
+    "nightly_routing",
+    "routing_inputs_for",
+    "use_case_routing",
+]
+
+
+def routing_inputs_for(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str,
+    as_of: dt.date,
+    objective: Objective,
+    budget_config: Mapping[str, Any],
+    columns: Sequence[str] | None = None,
+) -> RoutingInputs:
+    """The aggregate step: :func:`routing_inputs` over the ``[routing]`` window.
+
+    Args:
+        con: the warehouse.
+        use_case: the use case.
+        as_of: last day of the window.
+        objective: the use case's objective.
+        budget_config: the parsed ``budget.toml`` (``[routing]`` and the use case's
+            ``context_columns``).
+        columns: context columns (default: the use case's, else ``[routing]``'s, else all four
+            canonical ones).
+
+    Returns:
+        The aggregated :class:`RoutingInputs`.
+    """
+    opts = dict(budget_config.get("routing", {}))
+    mine = use_case_settings(budget_config, use_case)
+    chosen = columns or mine.get("context_columns") or opts.get("context_columns")
+    start = as_of - dt.timedelta(days=int(opts.get("window_days", 14)) - 1)
+    return routing_inputs(
+        con,
+        use_case=use_case,
+        start=start,
+        end=as_of,
+        objective=objective,
+        columns=list(chosen or DEFAULT_CONTEXT_COLUMNS),
+    )
+
+
+def budget_from_report(
+    report: BudgetReport | None, monthly_budget_usd: float | None
+) -> RoutingBudget | None:
+    """Where the month stands, for the routing LP (``None`` without a budget or a volume)."""
+    if report is None or monthly_budget_usd is None:
+        return None
+    remaining = report.projected_monthly_requests - report.requests_to_date
+    if remaining <= 0:
+        return None
+    return RoutingBudget(
+        monthly_budget_usd=float(monthly_budget_usd),
+        month_to_date_usd=report.month_to_date_usd,
+        remaining_requests=remaining,
+    )
+
+
+def _monthly_budget(
+    objective: Objective, budget_config: Mapping[str, Any], use_case: str
+) -> float | None:
+    value = objective.monthly_budget_usd or use_case_settings(budget_config, use_case).get(
+        "monthly_budget_usd"
+    )
+    return None if value is None else float(value)
+
+
+def _plan(
+    inputs: RoutingInputs,
+    budget_config: Mapping[str, Any],
+    *,
+    production: str | Mapping[str, float] | None,
+    budget: RoutingBudget | None,
+    seed: int,
+) -> RoutingProposal | CannotRoute:
+    opts = dict(budget_config.get("routing", {}))
+    return plan_contextual_routing(
+        inputs,
+        production=production,
+        budget=budget,
+        floor=float(opts.get("floor", 0.0)),
+        confidence=float(opts.get("confidence", 0.95)),
+        min_ess=float(opts.get("min_ess", 200.0)),
+        seed=seed,
+    )
+
+
+def use_case_routing(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str,
+    as_of: dt.date,
+    objective: Objective,
+    budget_config: Mapping[str, Any],
+    columns: Sequence[str] | None = None,
+    production: str | Mapping[str, float] | None = None,
+    seed: int = 0,
+) -> RoutingProposal | CannotRoute:
+    """Routing for one use case with its settings (``budget.toml`` ``[routing]`` and budget).
+
+    Args:
+        con: the warehouse.
+        use_case: the use case.
+        as_of: last day of the window.
+        objective: the use case's objective (``nightly.toml`` ``[objective]``).
+        budget_config: the parsed ``budget.toml``: ``[routing]`` options, the use case's
+            ``context_columns`` and ``monthly_budget_usd`` (a budget caps the mix).
+        columns: context columns to consider (default: the use case's, else ``[routing]``'s).
+        production: production's config id or weights (``None``: best single configuration).
+        seed: posterior-draw seed.
+
+    Returns:
+        What :func:`plan_contextual_routing` returns.
+    """
+    inputs = routing_inputs_for(
+        con,
+        use_case=use_case,
+        as_of=as_of,
+        objective=objective,
+        budget_config=budget_config,
+        columns=columns,
+    )
+    monthly = _monthly_budget(objective, budget_config, use_case)
+    report = None
+    if monthly is not None:
+        report = budget_report(con, as_of=as_of, config=budget_config, use_cases=[use_case])[0]
+    budget = budget_from_report(report, monthly)
+    return _plan(inputs, budget_config, production=production, budget=budget, seed=seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NightlyRouting:
+    """Tonight's routing for one use case: the proposal and whether the night may publish it."""
+
+    publish: bool
+    reasons: tuple[str, ...]
+    proposal: RoutingProposal | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+def nightly_routing(
+    inputs: RoutingInputs | None,
+    *,
+    objective: Objective,
+    production_id: str,
+    budget_config: Mapping[str, Any],
+    budget: BudgetReport | None = None,
+    held_by: str | None = None,
+    seed: int = 0,
+) -> NightlyRouting:
+    """The per-use-case step: learn, check off-policy against production, decide to publish.
+
+    Args:
+        inputs: from :func:`routing_inputs_for` in the aggregate step (``None``: not computed).
+        objective: the use case's objective.
+        production_id: tonight's production configuration.
+        budget_config: the parsed ``budget.toml``.
+        budget: the use case's budget report from the aggregate step.
+        held_by: why the traffic is not free tonight (an experiment, a rollout, a safety
+            action); a proposal is then recorded but not published.
+        seed: posterior-draw seed.
+
+    Returns:
+        :class:`NightlyRouting`; ``metrics`` are comparable across nights (MLflow).
+    """
+    if inputs is None:
+        return NightlyRouting(publish=False, reasons=("routing not computed tonight",))
+    monthly = _monthly_budget(objective, budget_config, inputs.use_case)
+    result = _plan(
+        inputs,
+        budget_config,
+        production=production_id,
+        budget=budget_from_report(budget, monthly),
+        seed=seed,
+    )
+    if isinstance(result, CannotRoute):
+        return NightlyRouting(
+            publish=False, reasons=result.reasons, metrics={"routing_proposed": 0.0}
+        )
+    gain = result.dr_gain
+    metrics: dict[str, float | None] = {
+        "routing_proposed": 1.0 if result.status == "proposed" else 0.0,
+        "routing_dr_gain": None if gain is None else gain.value,
+        "routing_dr_gain_lower": None if gain is None else gain.lower,
+        "routing_expected_cost_usd": result.policy.expected_cost,
+        "routing_expected_quality": result.policy.expected_quality,
+    }
+    reasons = list(result.reasons)
+    publish = result.status == "proposed"
+    if publish and held_by:
+        reasons.append(f"not published tonight: {held_by}")
+        publish = False
+    return NightlyRouting(publish=publish, reasons=tuple(reasons), proposal=result, metrics=metrics)
+
+
+def _safe_id(text: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch in "._:-" else "-" for ch in text)
+    return cleaned.strip("-.")[:190] or "arm"
+
+
+def attach_routing(
+    proposed_config: Mapping[str, Any],
+    routing: NightlyRouting,
+    params_for: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The proposed registry configuration with the routing table and its arms.
+
+    Args:
+        proposed_config: the night's proposed configuration (``RegistryConfig.to_dict()``).
+        routing: tonight's routing (must be publishable).
+        params_for: model parameters per config id (the night's catalogue).
+
+    Returns:
+        A validated configuration document: traffic = one ``bandit`` arm per routed
+        configuration with its overall share, ``metadata.routing`` = the table.
+
+    Raises:
+        ValueError: nothing to publish, or a routed configuration without parameters.
+    """
+    if not routing.publish or routing.proposal is None:
+        raise ValueError("no publishable routing table")
+    proposal = routing.proposal
+    table = RoutingTable.from_dict(proposal.table)
+    shares = proposal.policy.shares
+    marginal: dict[str, float] = {}
+    for value, row in table.rows.items():
+        for arm, weight in row.items():
+            marginal[arm] = marginal.get(arm, 0.0) + shares.get(value, 0.0) * weight
+    total = math.fsum(marginal.values())
+    missing = sorted(a for a in marginal if a not in params_for)
+    if missing:
+        raise ValueError(f"routed configuration(s) without parameters: {missing}")
+    ordered = sorted(marginal)
+    weights = [marginal[a] / total for a in ordered]
+    weights[-1] = 1.0 - math.fsum(weights[:-1])  # exact sum for the registry's check
+    arms = tuple(
+        Arm(
+            arm_id=_safe_id(config_id),
+            params=ModelParams(**dict(params_for[config_id])),
+            weight=max(weight, 0.0),
+            role="bandit",
+            config_id=config_id,
+        )
+        for config_id, weight in zip(ordered, weights, strict=True)
+    )
+    base = RegistryConfig.from_dict(proposed_config)
+    metadata = dict(base.metadata)
+    metadata[METADATA_KEY] = table.to_dict()
+    metadata["routing_evidence"] = {
+        "context": proposal.context,
+        "objective": proposal.objective,
+        "dr_gain": None if proposal.dr_gain is None else vars(proposal.dr_gain),
+        "reasons": list(routing.reasons),
+    }
+    config = RegistryConfig(
+        use_case=base.use_case,
+        params=base.params,
+        traffic=arms,
+        salt=base.salt,
+        allocation="bandit",
+        metadata=metadata,
+    )
+    return config.to_dict()
