@@ -145,7 +145,7 @@ def _field_options(shape: Shape, keys: list[str]) -> dict[str, list[tuple[str, s
     for name, alternatives in shape.sources.items():
         options: list[tuple[str, str | None]] = []
         for path in alternatives:
-            base = f"v[{keys.index(path[0]) + 1}]"
+            base = f"struct_extract(v, {sql_str(path[0])})"
             if len(path) == 1:
                 options.append((f"nullif({base}, '')", path[0]))
             else:
@@ -190,7 +190,7 @@ def _record_metadata_sql(shape: Shape, keys: list[str]) -> str:
     """The record's own metadata object (JSON) or NULL; a non-object is wrapped."""
     if not shape.metadata_key:
         return "NULL::JSON"
-    md_text = f"v[{keys.index(shape.metadata_key) + 1}]"
+    md_text = f"struct_extract(v, {sql_str(shape.metadata_key)})"
     md_json = f"json_extract(doc, {sql_str(json_path([shape.metadata_key]))})"
     return (
         f"CASE WHEN {md_text} IS NULL THEN NULL"
@@ -257,8 +257,8 @@ def text_records_sql(shape: Shape) -> str:
             SELECT *, {_record_metadata_sql(shape, keys)} AS md
             FROM (
                 SELECT *,
-                       CASE WHEN pre_reason IS NULL THEN json_extract_string(doc,
-                            [{", ".join(sql_str(json_path([k])) for k in keys)}]) END AS v,
+                       CASE WHEN pre_reason IS NULL THEN json_transform(doc,
+                            {sql_str(json.dumps(dict.fromkeys(keys, "VARCHAR")))}) END AS v,
                        CASE WHEN pre_reason IS NULL THEN json_keys(doc) END AS keys
                 FROM ({docs})
             )

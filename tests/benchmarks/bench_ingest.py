@@ -1,13 +1,14 @@
 """Ingest benchmark: our ingest vs a bare DuckDB load of the same files, in the same run.
 
-Generates N canonical rows (DuckDB SQL, seeded arithmetic: no simulator needed) as Parquet and
-JSONL, then measures, each in a fresh child process (so peak RSS is per method):
+Generates N canonical rows (DuckDB SQL, seeded arithmetic: no simulator needed) as Parquet, JSONL
+and CSV, then measures, each in a fresh child process (so peak RSS is per method):
 
-* bare DuckDB ``CREATE TABLE AS SELECT * FROM read_parquet(...)`` / ``read_json(...)``
+* bare DuckDB ``CREATE TABLE AS SELECT * FROM read_parquet / read_json(format =
+  'newline_delimited') / read_csv``
 * ``tasks.ingest.pipeline.ingest_paths`` (mapping, pricing, checks, dedupe, quarantine, manifest)
 
 Both use ``threads=2`` and ``memory_limit=1500MB``. Prints a markdown table and writes
-``data/benchmarks/ingest.json``.
+``data/benchmarks/ingest.json`` (``ingest.quick.json`` for ``--quick``) through the shared harness.
 
     .venv/bin/python tests/benchmarks/bench_ingest.py --quick      # 1 M rows
     .venv/bin/python tests/benchmarks/bench_ingest.py              # 10 M rows
@@ -15,19 +16,14 @@ Both use ``threads=2`` and ``memory_limit=1500MB``. Prints a markdown table and 
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
-import resource
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from tasks.core.settings import REPO_ROOT
+from harness import Clock, bench_parser, markdown_table, peak_rss_mib, write_result
 
-OUT = REPO_ROOT / "data" / "benchmarks" / "ingest.json"
 DUCKDB_SETTINGS = "SET threads = 2; SET memory_limit = '1500MB';"
 
 ROWS_SQL = """
@@ -52,8 +48,13 @@ FROM range({n}) t(i)
 """
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+_READERS = {
+    "parquet": "read_parquet('{}')",
+    "jsonl": "read_json('{}', format = 'newline_delimited')",
+    "csv": "read_csv('{}')",
+}
+_SUFFIX = {"parquet": "parquet", "jsonl": "jsonl", "csv": "csv"}
+_COPY = {"parquet": "(FORMAT parquet)", "jsonl": "(FORMAT json)", "csv": "(FORMAT csv, HEADER)"}
 
 
 def _bare(kind: str, source: Path, db: Path) -> dict[str, Any]:
@@ -61,17 +62,15 @@ def _bare(kind: str, source: Path, db: Path) -> dict[str, Any]:
 
     con = duckdb.connect(str(db))
     con.execute(DUCKDB_SETTINGS)
-    reader = (
-        f"read_parquet('{source}')"
-        if kind == "parquet"
-        else f"read_json('{source}', format = 'newline_delimited')"
-    )
-    start = time.perf_counter()
-    con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}")
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        con.execute(f"CREATE TABLE t AS SELECT * FROM {_READERS[kind].format(source)}")
     rows = con.execute("SELECT count(*) FROM t").fetchone()
     con.close()
-    return {"seconds": seconds, "rows": int(rows[0]) if rows else 0, "peak_rss_mb": _peak_mb()}
+    return {
+        "seconds": clock.seconds,
+        "rows": int(rows[0]) if rows else 0,
+        "peak_rss_mb": peak_rss_mib(),
+    }
 
 
 def _ours(source: Path, db: Path) -> dict[str, Any]:
@@ -80,12 +79,11 @@ def _ours(source: Path, db: Path) -> dict[str, Any]:
 
     con = connect(path=db)
     con.execute(DUCKDB_SETTINGS)
-    start = time.perf_counter()
-    report = ingest_paths([source], con=con, validate=False)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        report = ingest_paths([source], con=con, validate=False)
     con.close()
     assert report.balanced and not report.failed, report.to_dict()
-    return {"seconds": seconds, "rows": report.ingested, "peak_rss_mb": _peak_mb()}
+    return {"seconds": clock.seconds, "rows": report.ingested, "peak_rss_mb": peak_rss_mib()}
 
 
 def _run(method: str, kind: str, source: Path, work: Path) -> dict[str, Any]:
@@ -111,27 +109,26 @@ def _generate(n: int, work: Path, kinds: list[str]) -> dict[str, Path]:
     con.execute(DUCKDB_SETTINGS)
     paths = {}
     for kind in kinds:
-        path = work / f"rows.{'parquet' if kind == 'parquet' else 'jsonl'}"
-        fmt = "parquet" if kind == "parquet" else "json"
-        con.execute(f"COPY ({ROWS_SQL.format(n=n)}) TO '{path}' (FORMAT {fmt})")
+        path = work / f"rows.{_SUFFIX[kind]}"
+        con.execute(f"COPY ({ROWS_SQL.format(n=n)}) TO '{path}' {_COPY[kind]}")
         paths[kind] = path
     con.close()
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1 M rows instead of 10 M")
-    parser.add_argument("--rows", type=int, default=None)
-    parser.add_argument("--formats", default="parquet,jsonl")
+    """Run the benchmark; see the module docstring."""
+    parser = bench_parser(__doc__)
+    parser.add_argument("--rows", type=int, default=None, help="rows (default 10 M, 1 M quick)")
+    parser.add_argument("--formats", default="parquet,jsonl,csv")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     n = args.rows or (1_000_000 if args.quick else 10_000_000)
     kinds = [k for k in args.formats.split(",") if k]
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_", dir=args.workdir))
+    results = []
     try:
         sources = _generate(n, work, kinds)
-        results = []
         for kind in kinds:
             bare = _in_child("bare", kind, sources[kind], work)
             ours = _in_child("ours", kind, sources[kind], work)
@@ -140,30 +137,19 @@ def main(argv: list[str] | None = None) -> int:
                     "format": kind,
                     "rows": n,
                     "file_mb": round(sources[kind].stat().st_size / 1e6, 1),
-                    "bare_seconds": round(bare["seconds"], 2),
-                    "bare_rows_per_s": round(n / bare["seconds"]),
-                    "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
-                    "ingest_seconds": round(ours["seconds"], 2),
-                    "ingest_rows_per_s": round(n / ours["seconds"]),
-                    "ingest_peak_rss_mb": round(ours["peak_rss_mb"]),
+                    "bare_s": round(bare["seconds"], 2),
+                    "ingest_s": round(ours["seconds"], 2),
                     "ratio_to_bare": round(ours["seconds"] / bare["seconds"], 2),
+                    "ingest_rows_per_s": round(n / ours["seconds"]),
+                    "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
+                    "ingest_peak_rss_mb": round(ours["peak_rss_mb"]),
                 }
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("| format | rows | file MB | bare s | ingest s | ingest rows/s | ratio | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['format']} | {r['rows']:,} | {r['file_mb']} | {r['bare_seconds']} |"
-            f" {r['ingest_seconds']} | {r['ingest_rows_per_s']:,} | {r['ratio_to_bare']}x |"
-            f" {r['ingest_peak_rss_mb']} (bare {r['bare_peak_rss_mb']}) |"
-        )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(
-        json.dumps({"rows": n, "duckdb_settings": DUCKDB_SETTINGS, "results": results}, indent=2),
-        encoding="utf-8",
-    )
+    print(markdown_table(results))
+    payload = {"rows": n, "duckdb_settings": DUCKDB_SETTINGS, "results": results}
+    print(write_result("ingest", payload, quick=args.quick, out=args.out))
     return 0
 
 

@@ -1,0 +1,79 @@
+"""Property: every input key that does not land in a column lands in metadata, unchanged.
+
+Generated canonical records carry extra keys (any JSON value, null included) and sometimes their
+own ``metadata`` object whose keys may collide with the extras; after ingest each stored row's
+metadata holds the record's metadata untouched plus every extra key (a colliding one as
+``record.<key>``).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tasks.ingest.log_formats import FIELD_NAMES
+from tasks.ingest.pipeline import ingest_paths
+from tasks.warehouse.connection import apply_schema
+
+_KEY = st.text(alphabet=string.ascii_letters + string.digits + "_.-/~ é", min_size=1, max_size=12)
+_KEYS = _KEY.filter(lambda k: k not in FIELD_NAMES and k != "metadata" and k.strip() == k)
+_SCALAR = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=20)
+_VALUE = st.recursive(
+    _SCALAR | st.sampled_from([0.5, -1.25, 1e-3]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEY, inner, max_size=3),
+    max_leaves=6,
+)
+_RECORD = st.fixed_dictionaries(
+    {
+        "extras": st.dictionaries(_KEYS, _VALUE, max_size=5),
+        "metadata": st.none()
+        | st.dictionaries(_KEYS | st.sampled_from(["team", "a"]), _VALUE, max_size=4),
+    }
+)
+
+
+def _base(i: int) -> dict[str, Any]:
+    return {
+        "request_id": f"p-{i}",
+        "timestamp": "2026-10-01T00:00:00Z",
+        "use_case": "support-summarize",
+        "model": "gpt-4o-mini",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "latency_ms": 100.0,
+        "status": "success",
+    }
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_RECORD, min_size=1, max_size=4))
+def test_every_input_field_lands_in_a_column_or_in_metadata(records: list[dict[str, Any]]) -> None:
+    con = duckdb.connect()
+    apply_schema(con)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "gen.jsonl"
+        lines = []
+        for i, rec in enumerate(records):
+            row = {**_base(i), **rec["extras"]}
+            if rec["metadata"] is not None:
+                row["metadata"] = rec["metadata"]
+            lines.append(json.dumps(row))
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        report = ingest_paths([path], con=con, validate=False)
+    assert report.ingested == len(records), report.to_dict()
+    stored = dict(con.execute("SELECT request_id, metadata FROM usage_logs").fetchall())
+    for i, rec in enumerate(records):
+        metadata = json.loads(stored[f"p-{i}"]) if stored[f"p-{i}"] else {}
+        own = rec["metadata"] or {}
+        expected = dict(own)
+        for key, value in rec["extras"].items():
+            expected["record." + key if key in own else key] = value
+        assert metadata == expected
+    con.close()

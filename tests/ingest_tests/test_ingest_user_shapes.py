@@ -1,0 +1,149 @@
+"""Shapes users really have: BOM exports, older LiteLLM and OTel versions, console spans,
+provider-prefixed models, cached / reasoning tokens, and use cases from configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from genai_prices import Usage, calc_price
+
+from tasks.ingest.pipeline import UseCaseRules, ingest_paths
+
+
+def _rows(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    cursor = con.execute("SELECT * FROM usage_logs")
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:
+        row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
+    return {row["request_id"]: row for row in rows}
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, kit: Any, name: str, **options: Any) -> Any:
+    report = ingest_paths([kit.FIXTURES / name], con=con, validate=False, now=kit.NOW, **options)
+    kit.assert_balanced(report)
+    return report
+
+
+def test_litellm_bom_export_without_status_or_tags_uses_configured_use_cases(
+    con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
+) -> None:
+    rules = UseCaseRules(
+        by_model_group={"support-mini": "support-summarize"},
+        by_key_alias={"dev-bot": "code-review"},
+    )
+    report = _ingest(
+        con, kit, "litellm_spend_logs_bom.jsonl", use_cases=rules, price_overrides=no_overrides
+    )
+    (item,) = report.files
+    assert item.shape == "litellm" and item.ingested == 2
+    # the third row has no tag, no metadata.use_case and no mapping: a clear reason, not a guess
+    assert item.quarantine_by_reason == {"no_use_case": 1}
+    detail, request_id = con.execute("SELECT detail, request_id FROM quarantine").fetchone()  # type: ignore[misc]
+    assert "--use-case" in detail and request_id == "chatcmpl-b7e1-0003"
+    rows = _rows(con)
+    first, second = rows["chatcmpl-b7e1-0001"], rows["chatcmpl-b7e1-0002"]
+    assert (first["use_case"], second["use_case"]) == ("support-summarize", "code-review")
+    assert (first["status"], second["status"]) == ("success", "error")  # metadata.status
+    # openai/gpt-4o-mini resolves through genai-prices' provider matching; 800 of 1000 input
+    # tokens were cached: genai-prices' own figure, not the full input rate
+    expected = calc_price(
+        Usage(input_tokens=1000, cache_read_tokens=800, output_tokens=500),
+        model_ref="gpt-4o-mini",
+        provider_id="openai",
+    ).total_price
+    assert (
+        first["cost_usd"] == pytest.approx(float(expected))
+        and first["cost_source"] == "price_table"
+    )
+    assert first["cost_usd"] == pytest.approx(0.00039)
+    assert (first["cache_read_tokens"], second["reasoning_tokens"]) == (800, 256)
+    # unused fallbacks and unmapped columns are kept: user (end_user was used), model_group
+    assert first["unit_id"] == "cust-1" and first["metadata"]["user"] == "svc-support"
+    assert first["metadata"]["model_group"] == "support-mini"
+    assert first["metadata"]["session_id"] == "sess-9"
+    assert second["metadata"]["end_user"] is None  # a null value is kept, not dropped
+    assert second["unit_id"] == "sess-10" and second["metadata"]["user"] is None
+
+
+def test_default_use_case_applies_only_where_the_record_has_none(
+    con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
+) -> None:
+    report = _ingest(
+        con,
+        kit,
+        "litellm_spend_logs_bom.jsonl",
+        use_cases=UseCaseRules(default="litellm-default"),
+        price_overrides=no_overrides,
+    )
+    assert report.ingested == 3 and report.quarantined == 0
+    assert {r["use_case"] for r in _rows(con).values()} == {"litellm-default"}
+    report = _ingest(
+        con,
+        kit,
+        "litellm_spend_logs.json",
+        use_cases=UseCaseRules(default="litellm-default"),
+        price_overrides=no_overrides,
+    )
+    uses = {r["request_id"]: r["use_case"] for r in _rows(con).values()}
+    assert uses["chatcmpl-9f1c2a7e-0001"] == "support-summarize"  # its own metadata.use_case
+
+
+def test_otel_older_semantic_conventions_from_the_file_exporter(
+    con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
+) -> None:
+    report = _ingest(con, kit, "otel_old_semconv_file_exporter.jsonl", price_overrides=no_overrides)
+    assert report.files[0].shape == "otel" and report.ingested == 2
+    rows = _rows(con)
+    first = rows["chatcmpl-otel-old-1a2b"]
+    assert (first["input_tokens"], first["output_tokens"], first["cache_read_tokens"]) == (
+        1000,
+        500,
+        800,
+    )
+    assert first["provider"] == "openai" and first["use_case"] == "ticket-classify"
+    assert first["cost_usd"] == pytest.approx(0.00039)
+    # fallbacks that did not fill a column stay in metadata
+    assert first["metadata"]["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert first["metadata"]["otel.span_id"] == "1a2b1a2b1a2b1a2b"
+    assert first["metadata"]["service.name"] == "litellm-proxy"
+    second = rows["chatcmpl-otel-old-3c4d"]
+    assert second["use_case"] == "litellm-proxy" and "service.name" not in second["metadata"]
+    assert second["latency_ms"] == pytest.approx(1000.0)
+
+
+def test_console_exporter_spans_with_flat_attributes(
+    con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
+) -> None:
+    report = _ingest(con, kit, "otel_console_spans.json", price_overrides=no_overrides)
+    assert report.files[0].shape == "otel" and report.ingested == 2
+    rows = _rows(con)
+    ok, failed = rows["msg_01console"], rows["0x1234abcd"]
+    assert ok["provider"] == "anthropic" and ok["max_tokens"] == 512
+    assert ok["latency_ms"] == pytest.approx(1250.0) and ok["status"] == "success"
+    assert ok["ts"].isoformat().startswith("2026-10-06T12:00:00")
+    assert ok["metadata"]["otel.span_id"] == "0x051581bf3cb55c13"
+    assert failed["status"] == "error" and failed["error_type"] == "timeout"
+    assert failed["use_case"] == "support-api"  # service.name as the last resort
+
+
+def test_excel_csv_with_bom_and_crlf(con: duckdb.DuckDBPyConnection, kit: Any) -> None:
+    report = _ingest(con, kit, "canonical_excel_bom.csv")
+    assert report.ingested == 2 and report.quarantined == 0
+    rows = _rows(con)
+    assert rows["x-1"]["metadata"] == {"team": "blue"} and rows["x-2"]["status"] == "error"
+
+
+def test_bom_jsonl_of_canonical_records(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + b"\n".join(json.dumps(kit.record(i)).encode() for i in range(3))
+    )
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
+    assert report.ingested == 3 and report.quarantined == 0
