@@ -1,0 +1,146 @@
+"""Operations: appended files, quarantine without repeats, id rules, gzip truncation, locks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from tasks.core.settings import REPO_ROOT
+from tasks.ingest.pipeline import ingest_paths
+from tasks.ingest.report import read_status
+from tasks.warehouse.connection import WarehouseBusyError, connect
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, path: Path, kit: Any) -> Any:
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
+    kit.assert_balanced(report)
+    return report
+
+
+def test_an_appended_file_reads_only_its_new_lines_and_quarantines_nothing_twice(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    path = tmp_path / "growing.jsonl"
+    kit.write_jsonl(path, [kit.record(i) for i in range(5)] + ["{not json"])
+    first = _ingest(con, path, kit).files[0]
+    assert (first.lines_read, first.ingested, first.quarantined) == (6, 5, 1)
+    size = path.stat().st_size
+    with path.open("a", encoding="utf-8") as handle:
+        for line in [kit.record(10), kit.record(11), kit.record(0), "{also broken"]:
+            handle.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+    second = _ingest(con, path, kit).files[0]
+    assert second.status == "ingested" and second.resumed_at_byte == size
+    assert (second.lines_read, second.ingested, second.duplicates, second.quarantined) == (
+        4,
+        2,
+        1,
+        1,
+    )
+    lines = con.execute("SELECT source_line FROM quarantine ORDER BY 1").fetchall()
+    assert lines == [(6,), (10,)]  # the new bad line keeps its true line number
+    assert kit.counts(con) == (7, 2)
+    # the same bytes again: skipped; a rewritten file (prefix changed) is read in full, and
+    # its bad lines already held are not quarantined again
+    assert _ingest(con, path, kit).files[0].status == "skipped"
+    text = path.read_text(encoding="utf-8").replace('"r-1"', '"r-1b"')
+    path.write_text(text, encoding="utf-8")
+    third = _ingest(con, path, kit).files[0]
+    assert third.resumed_at_byte == 0 and third.lines_read == 10 and third.ingested == 1
+    assert kit.counts(con) == (8, 2)
+
+
+def test_blank_and_non_scalar_request_ids_are_quarantined_and_malformed_lines_keep_theirs(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    path = kit.write_jsonl(
+        tmp_path / "ids.jsonl",
+        [
+            kit.record(1, request_id="   "),
+            kit.record(2, request_id={"id": 2}),
+            kit.record(3, request_id=[3]),
+            '{"request_id": "req-broken-4", "timestamp": "2026-10-01T00:00:00Z", "model": ',
+            kit.record(5),
+        ],
+    )
+    report = _ingest(con, path, kit)
+    assert report.ingested == 1
+    rows = con.execute(
+        "SELECT source_line, reason, detail, request_id FROM quarantine ORDER BY 1"
+    ).fetchall()
+    assert [(line, reason) for line, reason, _, _ in rows] == [
+        (1, "missing_field"),
+        (2, "bad_type"),
+        (3, "bad_type"),
+        (4, "malformed_json"),
+    ]
+    assert rows[0][2] == "request_id" and rows[1][2] == "request_id"
+    assert rows[3][3] == "req-broken-4"  # readable id of a malformed line
+
+
+def test_truncated_gzip_names_the_true_last_good_line(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    payload = b"".join(
+        json.dumps(kit.record(i, region="r" * 100)).encode() + b"\n" for i in range(5000)
+    )
+    whole = gzip.compress(payload)
+    cut = whole[: len(whole) * 2 // 3]
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(cut)
+    inflated = zlib.decompressobj(wbits=31).decompress(cut)  # what is recoverable, checked apart
+    report = _ingest(con, path, kit)
+    (item,) = report.files
+    assert item.status == "failed" and item.error is not None
+    complete = inflated.count(b"\n")
+    assert complete > 1000 and f"the last complete line is {complete}" in item.error
+    assert kit.counts(con) == (0, 0)
+
+
+def _hold_warehouse(warehouse: Path) -> subprocess.Popen[str]:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from tasks.warehouse.connection import connect
+        con = connect(path={str(warehouse)!r})
+        print("HOLDING", flush=True)
+        time.sleep(60)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "HOLDING"
+    return proc
+
+
+def test_status_reads_while_another_process_writes_and_a_second_writer_gets_one_line(
+    tmp_path: Path, kit: Any
+) -> None:
+    warehouse = tmp_path / "wh.duckdb"
+    con = connect(path=warehouse)
+    _ingest(con, kit.write_jsonl(tmp_path / "a.jsonl", [kit.record(i) for i in range(4)]), kit)
+    con.execute("CHECKPOINT")
+    con.close()
+    holder = _hold_warehouse(warehouse)
+    try:
+        status = read_status(warehouse)
+        assert status.snapshot is True and status.rows == 4 and status.files_ingested == 1
+        with pytest.raises(WarehouseBusyError) as caught:
+            connect(path=warehouse)
+        message = str(caught.value)
+        assert "\n" not in message and f"PID {holder.pid}" in message
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert read_status(warehouse).snapshot is False
