@@ -73,6 +73,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Malformed requests the standard library refuses itself (bad request line, header
+        too long, unsupported method) get the same one-line JSON error as everything else."""
+        self.close_connection = True
+        if code == 501:  # "Unsupported method": the client's mistake, not ours
+            code, message = 405, f"method {self.command!r:.40} is not supported"
+        detail = message or self.responses.get(code, ("error",))[0]
+        error = HTTPError(code, "bad_request" if code < 500 else "internal", detail)
+        with contextlib.suppress(OSError):
+            self._send("error", error_response(error), time.perf_counter())
+
     def _send(self, endpoint: str, response: Response, started: float) -> None:
         status, body, content_type, headers = response
         self.send_response_only(status)
@@ -85,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
-        self.app.record(endpoint, self.command, status, time.perf_counter() - started)
+        self.app.record(endpoint, self.command or "-", status, time.perf_counter() - started)
 
     def do_GET(self) -> None:
         started = time.perf_counter()
