@@ -20,7 +20,7 @@ from tasks.core.config import CONFIG_NAMES, ConfigError, check_config, config_pa
 from tasks.core.config_schema import SCHEMAS
 from tasks.core.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
 from tasks.experiments.analyze import _SPEC_KEYS
-from tasks.monitoring.run import MonitoringConfig, NotifierConfig, load_monitoring_config
+from tasks.monitoring.run import MonitoringConfig, load_monitoring_config
 from tasks.registry.policy import ApprovalPolicy, load_policies, policy_for
 from tasks.search.study import _SEARCH_KEYS, load_search_config, resolve_space
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
@@ -195,7 +195,7 @@ def test_schema_matches_what_the_capabilities_accept() -> None:
     assert _keys("rules", name="monitoring") == _fields(DegradationRules)
     assert _keys("policy", name="monitoring") == _fields(RecoveryPolicy)
     assert _keys("anomaly", name="monitoring") == _fields(AnomalyThresholds) | {"alert"}
-    assert _keys("notifier", name="monitoring") == _fields(NotifierConfig)
+    assert _keys("notifier", name="monitoring") == _fields(type(MonitoringConfig().notifier))
     drift = _fields(DriftThresholds) | {"numeric", "categorical", "quantile_bins"}
     assert _keys("drift", name="monitoring") == drift
     assert _keys("windows", name="monitoring") <= _fields(MonitoringConfig)
