@@ -118,7 +118,7 @@ def _insert_typed(
 
 
 def _insert_text(
-    con: duckdb.DuckDBPyConnection, run_id: str, now: dt.datetime
+    con: duckdb.DuckDBPyConnection, run_id: str, now: dt.datetime, by_line: bool
 ) -> dict[int, Counts]:
     """Materialized ``_cls`` (text records of one or several files) into the tables."""
     per_file = con.execute(
@@ -144,7 +144,7 @@ def _insert_text(
         by_file = "SELECT __file_no, count(*) FROM _ins GROUP BY 1"
         inserted = {int(k): int(v) for k, v in con.execute(by_file).fetchall()}
         con.execute("DROP TABLE _ins")
-    con.execute(quarantine_sql(typed=False), [run_id, now])
+    con.execute(quarantine_sql(typed=False, by_line=by_line), [run_id, now])
     result = {int(f): Counts() for f, _, _ in per_file}
     for file_no, n_records, ok in per_file:
         entry = result[int(file_no)]
@@ -177,6 +177,7 @@ def process_chunk(
     now: dt.datetime,
     counts: dict[int, Counts],
     use_cases: UseCaseRules | None = None,
+    by_line: bool = True,
 ) -> None:
     """Classify, price, dedupe and insert one chunk (of one file, or of many small files).
 
@@ -188,6 +189,9 @@ def process_chunk(
         now: the clock for the future-timestamp rule.
         counts: per file number, the running counts (updated).
         use_cases: where records without a use case get one.
+        by_line: a quarantined record is "already held" when its file, line and text match
+            (files); False matches on source and text only (a pull re-reads rows at other
+            positions).
     """
     use_case = use_case_sql(shape, use_cases)
     kind = "VIEW" if isinstance(chunk, ParquetSlice) else "TABLE"
@@ -212,7 +216,7 @@ def process_chunk(
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _cls AS {classify_sql(shape, 'text', now, use_case)}"
         )
-        for file_no, part in _insert_text(con, run_id, now).items():
+        for file_no, part in _insert_text(con, run_id, now, by_line).items():
             _add(counts[file_no], part)
     finally:
         # after a failed statement the transaction is aborted: its rollback drops these

@@ -265,12 +265,17 @@ def candidates_sql(first_only: str, not_seen: str) -> str:
     """
 
 
-def quarantine_sql(*, typed: bool) -> str:
+def quarantine_sql(*, typed: bool, by_line: bool = True) -> str:
     """Bad rows of ``_cls`` into the quarantine, skipping a line it already holds.
 
     Args:
         typed: the chunk is a Parquet slice (raw text is the row as JSON).
+        by_line: "already held" means same file, line, index, reason and text; False drops
+            the line and index (a database pull reads a row at a new position each time).
     """
+    same_place = (
+        "AND q.source_line = n.source_line AND q.record_index = n.record_index" if by_line else ""
+    )
     raw = (
         'json_merge_patch(to_json(ch), \'{"__file": null, "__file_no": null,'
         ' "__line_no": null}\')::VARCHAR'
@@ -285,11 +290,10 @@ def quarantine_sql(*, typed: bool) -> str:
     once = (
         ""
         if typed  # a Parquet file is never re-read in part: no line can be held already
-        else """WHERE NOT EXISTS (
+        else f"""WHERE NOT EXISTS (
             SELECT 1 FROM quarantine q
-            WHERE q.source_file = n.source_file AND q.source_line = n.source_line
-              AND q.record_index = n.record_index AND q.reason = n.reason
-              AND q.raw IS NOT DISTINCT FROM n.raw
+            WHERE q.source_file = n.source_file {same_place}
+              AND q.reason = n.reason AND q.raw IS NOT DISTINCT FROM n.raw
         )"""
     )
     return f"""

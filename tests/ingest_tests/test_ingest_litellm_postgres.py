@@ -1,0 +1,203 @@
+"""The LiteLLM PostgreSQL pull against the real PostgreSQL service: a database of our own with
+``LiteLLM_SpendLogs`` created from LiteLLM's schema; incremental, idempotent, crash-safe."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+
+from tasks.core.settings import REPO_ROOT
+from tasks.ingest.errors import SourceError
+from tasks.ingest.postgres import pull_litellm
+from tasks.ingest.source import ingest_source
+from tasks.ingest.sql_records import UseCaseRules
+
+T0 = dt.datetime(2026, 10, 5, 8, 0, 0)
+
+
+@pytest.fixture
+def litellm_db(pg_url: str, kit: Any) -> Iterator[str]:
+    """A fresh database ``llmopt_ingest_<hex>`` holding an empty LiteLLM_SpendLogs table."""
+    admin = pg_url.replace("postgresql+psycopg", "postgresql")
+    name = f"llmopt_ingest_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as pg:
+        pg.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    try:
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute((kit.FIXTURES / "litellm_spend_logs_table.sql").read_text(encoding="utf-8"))
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as pg:
+            pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _insert(url: str, start: int, count: int, *, at: dt.datetime = T0, step_s: int = 1) -> None:
+    """Spend-log rows as LiteLLM's proxy writes them (naive UTC times, JSONB metadata)."""
+    rows = []
+    for i in range(start, start + count):
+        begin = at + dt.timedelta(seconds=step_s * (i - start))
+        rows.append(
+            (
+                f"chatcmpl-pg-{i:05d}",
+                "acompletion",
+                "88dc28d0f030",
+                0.0,
+                150,
+                100,
+                50,
+                begin,
+                begin + dt.timedelta(milliseconds=900),
+                900,
+                "gpt-4o-mini",
+                "support-mini",
+                "openai",
+                f"user-{i % 7}",
+                json.dumps(
+                    {"user_api_key_alias": "support-bot", "status": "success", "use_case": None}
+                ),
+                json.dumps(["support-summarize"] if i % 2 else []),
+                f"cust-{i % 5}",
+                "success",
+            )
+        )
+    with psycopg.connect(url, autocommit=True) as pg, pg.cursor() as cursor:
+        cursor.executemany(
+            'INSERT INTO "LiteLLM_SpendLogs" (request_id, call_type, api_key, spend,'
+            ' total_tokens, prompt_tokens, completion_tokens, "startTime", "endTime",'
+            ' request_duration_ms, model, model_group, custom_llm_provider, "user", metadata,'
+            " request_tags, end_user, status)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+
+
+def _pull(con: duckdb.DuckDBPyConnection, url: str, kit: Any, **options: Any) -> Any:
+    report = pull_litellm(
+        url,
+        con=con,
+        validate=False,
+        now=kit.NOW,
+        use_cases=UseCaseRules(by_model_group={"support-mini": "support-summarize"}),
+        **options,
+    )
+    kit.assert_balanced(report)
+    return report
+
+
+def test_pull_is_incremental_with_an_overlap_and_idempotent(
+    con: duckdb.DuckDBPyConnection, litellm_db: str, kit: Any
+) -> None:
+    _insert(litellm_db, 0, 120)
+    first = _pull(con, litellm_db, kit, batch_rows=50)
+    assert first.ingested == 120 and first.files[0].file_format == "postgresql"
+    row = con.execute(
+        "SELECT use_case, unit_id, cost_usd, metadata FROM usage_logs"
+        " WHERE request_id = 'chatcmpl-pg-00003'"
+    ).fetchone()
+    assert row is not None and row[0] == "support-summarize" and row[1] == "cust-3"
+    assert row[2] == 0.0  # LiteLLM's spend column is the logged cost, even 0.0
+    assert json.loads(row[3])["user"] == "user-3"
+    # new rows, one of them committed late with a start inside the overlap window
+    _insert(litellm_db, 200, 30, at=T0 + dt.timedelta(minutes=10))
+    _insert(litellm_db, 500, 1, at=T0 + dt.timedelta(seconds=100))
+    second = _pull(con, litellm_db, kit, overlap=dt.timedelta(minutes=30))
+    assert second.ingested == 31 and second.duplicates == 120  # the overlap re-read
+    third = _pull(con, litellm_db, kit, overlap=dt.timedelta(seconds=1))
+    assert third.ingested == 0 and third.lines_read <= 2
+    total, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT request_id) FROM usage_logs"
+    ).fetchone()  # type: ignore[misc]
+    assert total == distinct == 151
+    mark = con.execute("SELECT watermark_id FROM source_watermarks").fetchall()
+    assert mark == [("chatcmpl-pg-00229",)]
+    assert "secret" not in str(con.execute("SELECT source FROM source_watermarks").fetchone())
+
+
+def test_rows_arriving_during_a_pull_come_with_the_next_one(
+    con: duckdb.DuckDBPyConnection, litellm_db: str, kit: Any
+) -> None:
+    _insert(litellm_db, 0, 60)
+    arrived: list[int] = []
+
+    def during(batches: int) -> None:
+        if batches == 1:  # another LiteLLM worker commits while we read
+            _insert(litellm_db, 1000, 5, at=T0 + dt.timedelta(hours=1))
+            arrived.append(batches)
+
+    first = _pull(con, litellm_db, kit, batch_rows=20, on_batch=during)
+    assert arrived == [1] and first.ingested == 60  # the pull's snapshot
+    second = _pull(con, litellm_db, kit, overlap=dt.timedelta(seconds=0))
+    assert second.ingested == 5
+    assert con.execute("SELECT count(*) FROM usage_logs").fetchone() == (65,)
+
+
+def test_a_pull_killed_between_batches_resumes_without_loss_or_duplicates(
+    litellm_db: str, tmp_path: Path, kit: Any
+) -> None:
+    _insert(litellm_db, 0, 100)
+    warehouse = tmp_path / "wh.duckdb"
+    script = textwrap.dedent(
+        f"""
+        import os
+        from tasks.ingest.postgres import pull_litellm
+        from tasks.ingest.sql_records import UseCaseRules
+        from tasks.warehouse.connection import connect
+
+        def die(batches):
+            if batches == 2:
+                os._exit(9)  # as a kill -9 would, after two committed batches
+
+        con = connect(path={str(warehouse)!r})
+        pull_litellm({litellm_db!r}, con=con, validate=False, batch_rows=30, on_batch=die,
+                     use_cases=UseCaseRules(default="support-summarize"))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, timeout=120, check=False)
+    assert done.returncode == 9
+    from tasks.warehouse.connection import connect
+
+    con = connect(path=warehouse)
+    try:
+        assert con.execute("SELECT count(*) FROM usage_logs").fetchone() == (60,)
+        report = pull_litellm(
+            litellm_db,
+            con=con,
+            validate=False,
+            now=kit.NOW,
+            use_cases=UseCaseRules(default="support-summarize"),
+        )
+        kit.assert_balanced(report)
+        assert report.ingested == 40
+        total, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT request_id) FROM usage_logs"
+        ).fetchone()  # type: ignore[misc]
+        assert total == distinct == 100
+    finally:
+        con.close()
+
+
+def test_ingest_source_routes_a_url_and_a_missing_table_is_one_line(
+    con: duckdb.DuckDBPyConnection, litellm_db: str, kit: Any
+) -> None:
+    _insert(litellm_db, 0, 3)
+    report = ingest_source(None, litellm_db, con=con, validate=False, now=kit.NOW)
+    assert report.ingested == 1 and report.quarantine_by_reason == {"no_use_case": 2}
+    with psycopg.connect(litellm_db, autocommit=True) as pg:
+        pg.execute('DROP TABLE "LiteLLM_SpendLogs"')
+    with pytest.raises(SourceError) as caught:
+        ingest_source(None, litellm_db, con=con, validate=False)
+    assert "LiteLLM_SpendLogs" in str(caught.value) and "\n" not in str(caught.value)
