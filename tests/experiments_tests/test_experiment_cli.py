@@ -181,3 +181,48 @@ def test_experiments_analyze_on_the_warehouse(
     assert code == 0 and "exp-summarize-prompt-v2: ship treatment" in out
     code, _, err = _run(["stats", str(tmp_path / "missing.csv")], capsys)
     assert code == 1 and "file not found" in err
+
+
+def test_non_utf8_file_and_non_finite_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latin = tmp_path / "latin1.csv"
+    text = HEADER + "exp,qualité,mean,control,10,5,3,\n"
+    latin.write_bytes(text.encode("latin-1"))
+    code, _, err = _run(["stats", str(latin)], capsys)
+    assert code == 1
+    where = text.index("é")
+    assert err.strip().splitlines() == [
+        f"llmopt: error: {latin}: not UTF-8 text (byte 0xe9 at offset {where}); save it as UTF-8"
+    ]
+    rows = "exp,quality,mean,control,10,5,3,\nexp,quality,mean,b,10,6,4,\n"
+    good = _write(tmp_path, HEADER + rows)
+    for option, value in (("--n-star", "inf"), ("--n-star", "nan"), ("--prior-mean", "inf")):
+        with pytest.raises(SystemExit) as exc:
+            main(["stats", str(good), option, value])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2
+        assert err.strip().splitlines()[-1].endswith(f"must be a finite number, got '{value}'")
+    code, out, _ = _run(["stats", str(good), "--json", "--method", "bayesian", "--prior-sd", "inf",
+                         "--prior-scale", "relative"], capsys)  # fmt: skip
+    assert code == 0 and json.loads(out)["experiments"][0]["method"] == "bayesian"
+
+
+def test_human_table_keeps_columns_apart_and_shows_relative_p(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "exp,cost_usd,mean,control,1350,9.1275,0.09,\nexp,cost_usd,mean,b,1400,9.6,0.095,\n"
+    path = _write(tmp_path, HEADER + rows)
+    code, out, _ = _run(["stats", str(path), "--method", "fixed"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.strip().startswith("metric"))
+    assert lines[head].split() == [
+        "metric", "role", "arm", "effect", "CI", "low", "CI", "high", "rel", "%", "p", "p",
+        "rel", "p", "adj", "win", "verdict",
+    ]  # fmt: skip
+    cells = lines[head + 2].split()
+    assert cells[:3] == ["cost_usd", "primary", "b"]
+    assert cells[11:] == ["no", "difference", "yet"]
+    for cell in cells[3:11]:
+        float(cell)  # every number parses alone: nothing ran together

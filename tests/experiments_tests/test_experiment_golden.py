@@ -302,3 +302,122 @@ def test_docstring_examples_run(module: str) -> None:
     mod = importlib.import_module(f"strategies.experiments.{module}")
     result = doctest.testmod(mod, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------- issue 14: new outputs
+
+
+def test_sequential_srm_bayes_factor_matches_scipy_dirichlet_multinomial() -> None:
+    weights = np.array([0.25, 0.25, 0.5])
+    for counts in ([480, 530, 990], [120, 80, 200], [5000, 5600, 10000]):
+        x = np.array(counts)
+        ref = sps.dirichlet_multinomial(100 * weights, x.sum()).logpmf(x) - sps.multinomial(
+            x.sum(), weights
+        ).logpmf(x)
+        got = ex.sequential_srm_test([x], [weights], alpha=0.001)
+        assert got.statistic[0] == pytest.approx(ref, rel=1e-10)
+        assert got.p_value[0] == pytest.approx(min(1.0, np.exp(-ref)), rel=1e-10)
+    # a gross mismatch is found; the chi-square p of the same counts is smaller (it is one look)
+    gross = ex.sequential_srm_test([[5000, 5600, 10000]], [weights])
+    assert bool(gross.mismatch[0])
+    assert srm_test([[5000, 5600, 10000]], [weights]).p_value[0] < gross.p_value[0]
+
+
+def _delta_relative(t: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """Relative lift and its delta-method standard error from raw samples."""
+    mt, mc = t.mean(), c.mean()
+    vt, vc = t.var(ddof=1) / len(t), c.var(ddof=1) / len(c)
+    return (mt - mc) / mc, float(np.sqrt(vt / mc**2 + mt**2 * vc / mc**4))
+
+
+def test_relative_p_values_match_the_delta_method_and_holm_runs_on_them() -> None:
+    rng = np.random.default_rng(11)
+    control = rng.normal(0.70, 0.2, 800)
+    arms = [rng.normal(0.70 + lift, 0.25, 900) for lift in (0.03, 0.0, 0.015)]
+    c = _mean_stats([control] * 3).moments()
+    t = _mean_stats(arms).moments()
+    fixed = WelchTest(alpha=0.05).compute(c, t)
+    for i, arm in enumerate(arms):
+        rel, se = _delta_relative(arm, control)
+        df = fixed.df[i]
+        assert fixed.relative[i] == pytest.approx(rel, rel=1e-12)
+        assert fixed.relative_p_value[i] == pytest.approx(2 * sps.t.sf(abs(rel / se), df))
+        # the relative p is below alpha exactly when the relative interval excludes 0
+        excludes = fixed.relative_ci_low[i] > 0 or fixed.relative_ci_high[i] < 0
+        assert (fixed.relative_p_value[i] < 0.05) == excludes
+    seq = SequentialTest(alpha=0.05, n_star=2000).compute(c, t)
+    for i in range(3):
+        excludes = seq.relative_ci_low[i] > 0 or seq.relative_ci_high[i] < 0
+        assert (seq.relative_p_value[i] < 0.05) == excludes
+        assert seq.relative_p_value[i] >= fixed.relative_p_value[i]  # always-valid is wider
+    spec = ex.ExperimentSpec(
+        experiment_id="e", method="fixed", correction="holm", correction_scale="relative"
+    )
+    data = ex.MetricData(
+        metric="quality", kind="mean", arms=("control", "a", "b", "c"),
+        stats=tuple(_mean_stats([x]) for x in [control, *arms]),
+    )  # fmt: skip
+    report = ex.analyze_experiment(spec, [data], unit_counts={})
+    holm = multipletests(fixed.relative_p_value, method="holm")[1]
+    assert [cmp.p_adjusted for cmp in report.comparisons] == pytest.approx(holm, rel=1e-10)
+    assert [cmp.relative_p_value for cmp in report.comparisons] == pytest.approx(
+        fixed.relative_p_value, rel=1e-12
+    )
+
+
+def _cuped_stats(y: np.ndarray, x: np.ndarray) -> CupedStats:
+    return CupedStats(
+        n=[len(y)], sum=[y.sum()], sum_squares=[(y * y).sum()], pre_sum=[x.sum()],
+        pre_sum_squares=[(x * x).sum()], sum_products=[(x * y).sum()],
+    )  # fmt: skip
+
+
+def test_cuped_relative_lift_divides_by_the_observed_control_mean_and_covers() -> None:
+    rng = np.random.default_rng(5)
+    true_rel, reps, hits = 0.04, 600, 0
+    for k in range(reps):
+        xc, xt = rng.normal(1.0, 0.3, 400), rng.normal(1.0, 0.3, 400)
+        yc = 0.5 + 0.8 * xc + rng.normal(0, 0.1, 400)
+        yt = (0.5 + 0.8 * xt + rng.normal(0, 0.1, 400)) * (1 + true_rel)
+        spec = ex.ExperimentSpec(experiment_id="e", primary="y", method="fixed")
+        data = ex.MetricData(
+            metric="y", kind="cuped", arms=("control", "t"),
+            stats=(_cuped_stats(yc, xc), _cuped_stats(yt, xt)),
+        )  # fmt: skip
+        (cmp,) = ex.analyze_experiment(spec, [data], unit_counts={}).comparisons
+        hits += cmp.relative_ci_low <= true_rel <= cmp.relative_ci_high
+        if k == 0:
+            assert cmp.relative == pytest.approx(cmp.effect / yc.mean(), rel=1e-12)
+            raw = WelchTest().compute(_mean_stats([yc]).moments(), _mean_stats([yt]).moments())
+            assert cmp.extra["unadjusted_effect"] == pytest.approx(raw.effect[0], rel=1e-12)
+            assert cmp.extra["unadjusted_p_value"] == pytest.approx(raw.p_value[0], rel=1e-10)
+            assert cmp.ci_high - cmp.ci_low < raw.ci_high[0] - raw.ci_low[0]  # CUPED narrower
+    coverage = hits / reps
+    assert abs(coverage - 0.95) <= 3 * np.sqrt(0.95 * 0.05 / reps), coverage
+
+
+def test_bayesian_prior_scale_is_wired_through_the_spec() -> None:
+    c = ProportionStats(n=[2000], successes=[200])
+    t = ProportionStats(n=[2000], successes=[240])
+    data = ex.MetricData(metric="m", kind="proportion", arms=("control", "t"), stats=(c, t))
+    wins = {}
+    for scale in ("absolute", "relative"):
+        spec = ex.ExperimentSpec(
+            experiment_id="e", primary="m", method="bayesian", prior_sd=0.05, prior_scale=scale
+        )
+        (cmp,) = ex.analyze_experiment(spec, [data], unit_counts={}).comparisons
+        direct = BayesianTest(prior_sd=0.05, scale=scale).compute(c.moments(), t.moments())
+        assert cmp.chance_to_win == pytest.approx(direct.chance_to_win[0], rel=1e-12)
+        wins[scale] = cmp.chance_to_win
+    # sd 0.05 is tight for a relative lift of 20% and loose for an absolute 0.02
+    assert wins["relative"] < wins["absolute"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("n_star", float("inf")), ("n_star", float("nan")), ("mde", float("inf")),
+     ("prior_mean", float("nan")), ("correction_scale", "log"), ("prior_scale", "odds")],
+)  # fmt: skip
+def test_spec_rejects_non_finite_and_unknown_options(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        ex.ExperimentSpec(experiment_id="e", **{field: value})  # type: ignore[arg-type]
