@@ -1,14 +1,20 @@
-"""Benchmark of the registry read path: client cache, HTTP API, snapshot, with baselines.
+"""Benchmark of the registry: client cache, HTTP API, snapshot, writes, with baselines.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_registry.py [--quick]``. Prints a markdown table
-and writes ``data/benchmarks/registry.json``.
+and writes ``data/benchmarks/registry.json`` (``registry.quick.json``) through the shared harness.
 
 What is measured, in one run on this machine:
 
 - client cached lookup (``RegistryClient.get`` inside its TTL) and ``assign`` (hash per arm);
+- the client's lookup while its registry is hung (TTL expired, a background refresh stuck on a
+  socket that never answers): what a serving process pays during an outage;
 - the HTTP API, started as its own process (``llmopt registry serve``), driven by a bounded
   thread load generator on keep-alive connections: closed loop (max throughput) and paced at
-  1,000 requests/s (latency at the target load), plus conditional GETs answered 304;
+  1,000 requests/s. Paced latency is reported twice: from when the request was sent, and from
+  when it was *scheduled* to be sent (a generator that falls behind its schedule shows up there:
+  no coordinated omission); plus conditional GETs answered 304;
+- a write (rollback: one transaction, audit rows, then the snapshot re-derived under its lock)
+  beside a raw ``sqlite3`` UPDATE + COMMIT on the same WAL database;
 - baselines in the same run: a bare stdlib ``http.server`` returning the same bytes, a raw
   ``sqlite3`` read of the stored payload, and reading + validating the snapshot file.
 
@@ -17,11 +23,9 @@ The load generator shares the 2 cores with the server, so throughput figures are
 
 from __future__ import annotations
 
-import argparse
 import http.client
-import json
 import os
-import resource
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -32,6 +36,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from harness import bench_parser, markdown_table, peak_rss_mib, write_result
 
 from tasks.core.settings import REPO_ROOT, load_settings
 from tasks.registry.client import RegistryClient
@@ -75,8 +81,10 @@ def _load(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Closed loop (``rate=None``) or paced at ``rate`` requests/s in total; keep-alive."""
-    stop_at = time.monotonic() + seconds
+    clock = time.perf_counter
+    stop_at = clock() + seconds
     latencies: list[float] = []
+    from_schedule: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     interval = None if rate is None else threads / rate
@@ -84,25 +92,30 @@ def _load(
     def worker(offset: float) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         mine: list[float] = []
+        mine_sched: list[float] = []
         mine_status: dict[int, int] = {}
-        next_at = time.monotonic() + offset
+        next_at = clock() + offset
         while True:
+            scheduled = next_at
             if interval is not None:
-                delay = next_at - time.monotonic()
+                delay = next_at - clock()
                 if delay > 0:
                     time.sleep(delay)
                 next_at += interval
-            if time.monotonic() >= stop_at:
+            if clock() >= stop_at:
                 break
-            start = time.perf_counter()
+            start = clock()
             conn.request("GET", path, headers=headers or {})
             response = conn.getresponse()
             response.read()
-            mine.append(time.perf_counter() - start)
+            end = clock()
+            mine.append(end - start)
+            mine_sched.append(end - (scheduled if interval is not None else start))
             mine_status[response.status] = mine_status.get(response.status, 0) + 1
         conn.close()
         with lock:
             latencies.extend(mine)
+            from_schedule.extend(mine_sched)
             for k, v in mine_status.items():
                 statuses[k] = statuses.get(k, 0) + v
 
@@ -110,18 +123,20 @@ def _load(
         threading.Thread(target=worker, args=(0 if interval is None else i * interval / threads,))
         for i in range(threads)
     ]
-    started = time.monotonic()
+    started = clock()
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    elapsed = time.monotonic() - started
+    elapsed = clock() - started
     return {
         "requests": len(latencies),
         "throughput_rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(_pct(latencies, 0.5) * 1000, 3),
         "p99_ms": round(_pct(latencies, 0.99) * 1000, 3),
+        "p99_from_schedule_ms": round(_pct(from_schedule, 0.99) * 1000, 3),
         "max_ms": round(max(latencies) * 1000, 3),
+        "max_from_schedule_ms": round(max(from_schedule) * 1000, 3),
         "threads": threads,
         "target_rps": rate or 0,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -224,9 +239,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        results["server_peak_rss_mib"] = round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
-        )
+        results["server_peak_rss_mib"] = round(peak_rss_mib(children=True), 1)
+        results["client_lookup_hung_registry"] = _hung_lookup(client, n // 10)
 
         body_file = home / "body.json"
         body_file.write_bytes(body)
@@ -247,45 +261,90 @@ def run(quick: bool = False) -> dict[str, Any]:
         db.close()
         snap = settings.registry_snapshot_dir / f"{UC}.json"
         results["snapshot_read_validate"] = _micro(lambda: read_snapshot(snap), 5_000)
-    results["loadgen_peak_rss_mib"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-    )
+        results.update(_writes(settings, 50 if quick else 300))
+    results["loadgen_peak_rss_mib"] = round(peak_rss_mib(), 1)
     return results
 
 
+def _hung_lookup(client: RegistryClient, n: int) -> dict[str, float]:
+    """Lookups after the TTL while the registry accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.listen(64)
+    client.base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client.ttl_seconds, client.timeout = 0.0, 1.0
+    try:
+        figures = _micro(lambda: client.lookup(UC), n)
+        figures["refresh_failures"] = float(client.counters["refresh_failures"])
+    finally:
+        client.wait_for_refreshes(5)
+        listener.close()
+    return figures
+
+
+def _writes(settings: Any, n: int) -> dict[str, Any]:
+    """A rollback (transaction + audit + snapshot under its lock) against a raw UPDATE+COMMIT."""
+    store = RegistryStore.from_settings(settings)
+    config = store.get(UC).config
+    store.publish(UC, config, expected_version=1, actor="bench", reason="second")
+    store.approve(UC, 2, actor="bench", comment="ok")
+    store.promote(UC, 2, actor="bench", comment="ship")
+    state = {"current": 2}
+
+    def swing() -> None:
+        target = 3 - state["current"]
+        store.rollback(UC, actor="bench", reason="swing", to_version=target)
+        state["current"] = target
+
+    figures = {"write_rollback_with_snapshot": _micro(swing, n)}
+    store.dispose()
+    db = sqlite3.connect(settings.registry_url.removeprefix("sqlite:///"), isolation_level=None)
+    db.execute("PRAGMA synchronous=NORMAL")
+
+    def raw_update() -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE registry_heads SET revision = revision + 1 WHERE use_case = ?", (UC,))
+        db.execute("COMMIT")
+
+    figures["baseline_raw_sqlite_update_commit"] = _micro(raw_update, n)
+    db.close()
+    return figures
+
+
 def _table(r: dict[str, Any]) -> str:
-    rows = ["| measurement | throughput (req/s) | p50 | p99 |", "|---|---|---|---|"]
-    for key in ("client_cached_get", "client_assign", "baseline_raw_sqlite_read"):
+    rows: list[dict[str, Any]] = []
+    for key in ("client_cached_get", "client_assign", "client_lookup_hung_registry",
+                "snapshot_read_validate", "baseline_raw_sqlite_read",
+                "write_rollback_with_snapshot", "baseline_raw_sqlite_update_commit"):  # fmt: skip
         m = r[key]
-        rows.append(f"| {key} | - | {m['p50_us']} µs | {m['p99_us']} µs |")
-    m = r["snapshot_read_validate"]
-    rows.append(f"| snapshot_read_validate | - | {m['p50_us']} µs | {m['p99_us']} µs |")
-    for key in (
-        "http_closed_loop",
-        "http_paced_1000",
-        "http_304_closed_loop",
-        "baseline_stdlib_http_closed_loop",
-    ):
+        rows.append({"measurement": key, "req/s": "-", "p50": f"{m['p50_us']} µs",
+                     "p99": f"{m['p99_us']} µs", "p99 from schedule": "-"})  # fmt: skip
+    for key in ("http_closed_loop", "http_paced_1000", "http_304_closed_loop",
+                "baseline_stdlib_http_closed_loop"):  # fmt: skip
         m = r[key]
-        rows.append(f"| {key} | {m['throughput_rps']} | {m['p50_ms']} ms | {m['p99_ms']} ms |")
-    rows.append(
-        f"\nserver peak RSS {r['server_peak_rss_mib']} MiB, load generator peak RSS "
+        paced = f"{m['p99_from_schedule_ms']} ms" if m["target_rps"] else "-"
+        rows.append({"measurement": key, "req/s": m["throughput_rps"], "p50": f"{m['p50_ms']} ms",
+                     "p99": f"{m['p99_ms']} ms", "p99 from schedule": paced})  # fmt: skip
+    return markdown_table(rows) + (
+        f"\n\nserver peak RSS {r['server_peak_rss_mib']} MiB, load generator peak RSS "
         f"{r['loadgen_peak_rss_mib']} MiB, document {r['document_bytes']} bytes, "
         f"{r['cpus']} CPUs, quick={r['quick']}"
     )
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="shorter runs (about 15 s)")
-    args = parser.parse_args(argv)
+    """Run the benchmark, print the table, write the result file.
+
+    Args:
+        argv: command-line arguments (``--quick``, ``--out``).
+
+    Returns:
+        The exit code.
+    """
+    args = bench_parser(__doc__).parse_args(argv)
     results = run(quick=args.quick)
-    out = REPO_ROOT / "data" / "benchmarks" / "registry.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    path = write_result("registry", results, quick=args.quick, out=args.out)
     print(_table(results))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {path}")
     return 0
 
 
