@@ -192,7 +192,10 @@ def test_dedup_one_alert_per_incident_however_long_it_lasts() -> None:
         )
         raised_on += [as_of for _ in new]
         history += [PastAlert(incident_key=a.incident_key, as_of=as_of, raised=True) for a in new]
-        history += [PastAlert(incident_key=s.alert.incident_key, as_of=as_of, raised=False) for s in suppressed]
+        history += [
+            PastAlert(incident_key=s.alert.incident_key, as_of=as_of, raised=False)
+            for s in suppressed
+        ]
     assert raised_on == [start]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -21,6 +22,8 @@ import pyarrow.compute as pc
 import pytest
 
 from strategies.monitor.degradation import ApprovedConfig
+from tasks.core.settings import load_settings
+from tasks.monitoring import histograms
 from tasks.monitoring.run import (
     CATEGORICAL_FIELDS,
     NUMERIC_FIELDS,
@@ -42,7 +45,7 @@ from tasks.monitoring.run import (
     series_range,
     window_stats,
 )
-from tasks.monitoring import run as monitoring
+from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 from tasks.simulation.generate import SimulationSpec, ground_truth, simulate
 from tasks.warehouse.connection import MeasuredConnection, apply_schema
 
@@ -126,13 +129,17 @@ def world(load_rows: Callable[[Any, Any], int]) -> Iterator[dict[str, Any]]:
 
 
 def _config(**changes: Any) -> MonitoringConfig:
-    """The repository's monitoring config, hourly series on, every monitored field."""
+    """The demo's monitoring config (the simulated use cases' rules), hourly series on, every
+    monitored field."""
     options: dict[str, Any] = {
         "hourly": True,
         "numeric_fields": NUMERIC_FIELDS,
         "categorical_fields": CATEGORICAL_FIELDS,
     }
-    return dataclasses.replace(load_monitoring_config(None), **(options | changes))
+    home = tempfile.mkdtemp(prefix="monitor-")
+    env = {"LLMOPT_HOME": home, "LLMOPT_CONFIG_DIR": str(DEMO_CONFIG_DIR)}
+    config = load_monitoring_config(load_settings(env=env))
+    return dataclasses.replace(config, **(options | changes))
 
 
 def _known(world: dict[str, Any], name: str, config: MonitoringConfig) -> str | None:
@@ -253,8 +260,8 @@ def test_bin_counts_split_over_several_statements_are_the_same(
     config = _config()
     known = {name: _known(world, name, config) for name in NAMES}
     results, statements = [], []
-    for max_edges in (monitoring.HISTOGRAM_MAX_EDGES, 150):  # 150: about one use case each
-        monkeypatch.setattr(monitoring, "HISTOGRAM_MAX_EDGES", max_edges)
+    for max_edges in (histograms.HISTOGRAM_MAX_EDGES, 150):  # 150: about one use case each
+        monkeypatch.setattr(histograms, "HISTOGRAM_MAX_EDGES", max_edges)
         counting = MeasuredConnection(world["con"])
         results.append(
             fetch_monitoring_inputs(

@@ -61,7 +61,9 @@ def _approved(truth: Any) -> dict[str, list[ApprovedConfig]]:
 
 @pytest.fixture(scope="module")
 def month(
-    tmp_path_factory: pytest.TempPathFactory, load_rows: Callable[[Any, Any], int]
+    tmp_path_factory: pytest.TempPathFactory,
+    load_rows: Callable[[Any, Any], int],
+    demo_config_settings: Settings,
 ) -> Iterator[dict[str, Any]]:
     spec = simulator.SimulationSpec(
         include_cost=True, requests_per_day=dict.fromkeys(simulator.w.USE_CASES, ROWS_PER_DAY)
@@ -71,7 +73,7 @@ def month(
     apply_schema(con)
     apply_monitoring_schema(con)
     load_rows(con, simulator.simulate(spec))
-    config = load_monitoring_config(None)
+    config = load_monitoring_config(demo_config_settings)  # the simulated use cases' rules
     approved = _approved(truth)
     reports: list[MonitoringReport] = []
     for night in range(FIRST_NIGHT, spec.days):
@@ -145,8 +147,12 @@ def test_one_incident_one_alert_and_no_false_alarms(month: dict[str, Any]) -> No
     assert len(keys) == len(set(keys)), keys  # each incident raised once over ten nights
     later = [r for r in reports if r.as_of > drift_start]
     held = [next(u for u in r.use_cases if u.use_case == "sales-email").action for r in later]
-    # while the incident lasts the optimizer stays paused and nothing is rolled back twice
-    assert all(a is not None and a.kind == "pause_optimizer" for a in held)
+    # while the rule fires the optimizer stays paused and nothing is rolled back twice; the
+    # baseline is the 14 days before each night, so once it holds enough degraded days the
+    # lasting drop is the new normal and the rule stops firing (documented in docs/monitoring.md)
+    assert all(a is None or a.kind == "pause_optimizer" for a in held)
+    firing = [a for a in held if a is not None]
+    assert len(firing) >= 2 and held[: len(firing)] == firing
 
 
 def test_alerts_and_reports_are_stored_and_rerunning_a_night_is_idempotent(
