@@ -9,7 +9,9 @@ non-inferiority margin, on the harmful side:
 * **undecided** (None) otherwise, or when either side has fewer than ``min_requests``.
 
 Guardrails: mean quality (higher is better, absolute margin), error rate (lower is better,
-absolute margin) and mean latency (lower is better, relative margin ``latency_ratio_limit - 1``).
+absolute margin; Agresti-Caffo interval, one error and one success added per side, so two clean
+arms with no errors at all still get an interval) and mean latency (lower is better, relative
+margin ``latency_ratio_limit - 1``).
 A step accumulates its traffic night after night (the statistics passed in cover every night
 of the current stage), so a step looks at most ``max_nights`` times; each look uses
 ``alpha / max_nights`` (Bonferroni over the looks), which keeps the chance of a wrong "held" or a
@@ -27,7 +29,7 @@ guardrail.
 Example:
     >>> guard = RolloutGuard(min_requests=50, max_nights=1)
     >>> quality = MeanStats(n=[400, 400], sum=[280.0, 284.0], sum_squares=[200.0, 205.0])
-    >>> errors = ProportionStats(n=[400, 400], successes=[2, 2])
+    >>> errors = ProportionStats(n=[400, 400], successes=[0, 0])  # no errors at all
     >>> latency = MeanStats(n=[400, 400], sum=[4e5, 4.1e5], sum_squares=[4.1e8, 4.3e8])
     >>> judgement = guard.judge(quality=quality, errors=errors, latency=latency)
     >>> judgement.held
@@ -171,7 +173,11 @@ class RolloutGuard:
         findings = (
             self._finding("quality", test, quality, -self.quality_margin, higher_is_better=True),
             self._finding(
-                "error_rate", test, errors, self.error_rate_margin, higher_is_better=False
+                "error_rate",
+                test,
+                _agresti_caffo(errors),
+                self.error_rate_margin,
+                higher_is_better=False,
             ),
             self._finding(
                 "latency_ms", test, latency, self.latency_ratio_limit - 1.0, relative=True
@@ -261,3 +267,10 @@ def _needed(variance: np.ndarray, margin: float, z: float, ratio: float) -> floa
     if var.shape != (2,) or not np.all(np.isfinite(var)) or not margin > 0:
         return math.nan
     return float(math.ceil(z * z * (var[1] + var[0] / ratio) / (margin * margin)))
+
+
+def _agresti_caffo(errors: ProportionStats) -> ProportionStats:
+    """Add one error and one success per side (Agresti & Caffo 2000): the Wald interval of the
+    difference then keeps its coverage near 0 and exists when no side has an error."""
+    n = np.asarray(errors.n, dtype=float)
+    return ProportionStats(n=n + 2.0, successes=np.asarray(errors.successes, dtype=float) + 1.0)

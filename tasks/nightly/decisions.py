@@ -120,9 +120,24 @@ def promotion_step(
     first_night: bool,
     safety: SafetyOverride | None,
     decided: ExperimentDecisions,
+    ended_rollout: str | None = None,
 ) -> tuple[PromotionDecision | None, str]:
     """Propose a configuration that beats production on the objective (same approval and
-    rollout path as an experiment winner), or say why nothing is proposed."""
+    rollout path as an experiment winner), or say why nothing is proposed.
+
+    Args:
+        objective: the use case's objective.
+        inputs: the night's inputs of the use case.
+        night: the night.
+        options: the night's options (guard margins for the proposal's guardrails).
+        production_id: production after tonight's rollout step.
+        first_night: no production version yet (bootstrapped tonight: nothing to beat).
+        safety: a monitoring override (no proposal while it holds).
+        decided: tonight's experiment decisions (a shipped winner or a rollout goes first);
+            a proposal is written into it.
+        ended_rollout: the candidate whose rollout stopped or rolled back tonight: it is not
+            proposed again on the same night.
+    """
     history = inputs.history(night.as_of)
     in_experiments = {c for exp in decided.running for c, _ in exp.arms} - {production_id}
     decision = promotion_from_logs(
@@ -141,6 +156,11 @@ def promotion_step(
         return decision, f"no proposal: {why} is in progress"
     if decision.action != "propose" or decision.candidate_config_id is None:
         return decision, decision.reason
+    if decision.candidate_config_id == ended_rollout:
+        return decision, (
+            f"no proposal: {ended_rollout} still beats production on the logs, but its rollout "
+            "ended tonight; it is proposed again on a later night if the evidence holds"
+        )
     winner = decision.candidate_config_id
     stats = {s.config_key: s for s in config_stats(history)}
     guardrails, notes = promotion_guardrails(

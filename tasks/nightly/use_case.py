@@ -239,6 +239,11 @@ def optimize_use_case(
         first_night=registry.current_version is None,
         safety=safety.override,
         decided=decided,
+        ended_rollout=(
+            registry.rollout.candidate_config_id
+            if registry.rollout is not None and step is not None and step.state is None
+            else None
+        ),
     )
     reasons.append(f"objective {objective.name}: {proposed_why}")
 

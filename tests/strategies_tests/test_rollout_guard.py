@@ -141,3 +141,23 @@ def test_a_true_winner_at_low_traffic_is_held_then_stopped_never_rolled_back() -
         if verdict.action != "hold":
             break
     assert "rollback" not in actions and actions[-1] == "stop"
+
+
+def test_error_rate_interval_is_agresti_caffo_and_exists_without_errors() -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    quality = MeanStats(n=[3_000, 600], sum=[2_100.0, 430.0], sum_squares=[1_540.0, 320.0])
+    latency = MeanStats(n=[3_000, 600], sum=[2.7e6, 5.4e5], sum_squares=[2.5e9, 5.0e8])
+    for errs in ([0, 0], [12, 5]):
+        errors = ProportionStats(n=[3_000, 600], successes=errs)
+        judgement = RolloutGuard(max_nights=1).judge(
+            quality=quality, errors=errors, latency=latency
+        )
+        finding = judgement.findings[1]
+        low, high = confint_proportions_2indep(
+            errs[1], 600, errs[0], 3_000, method="agresti-caffo", compare="diff", alpha=0.05
+        )
+        assert finding.metric == "error_rate"
+        assert finding.ci_low == pytest.approx(low, abs=1e-4)
+        assert finding.ci_high == pytest.approx(high, abs=1e-4)
+    assert finding.verdict in {"held", "undecided"}
