@@ -1,7 +1,9 @@
 """``llmopt monitor``: drift / change / anomaly status of every use case, and the alerts.
 
 Read-only by default (nothing stored, nobody notified): it shows what tonight's run would say.
-``--record`` stores the alerts and sends the notifications, as the nightly flow does.
+``--record`` stores the alerts and sends the notifications, as the nightly flow does. Alerts that
+another run of the same night (the nightly flow) already raised are listed as that night's alerts,
+naming the run, not as suppressed.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def _human(payload: dict[str, Any]) -> str:
         for r in uc["rules_fired"]:
             lines.append(f"  rule fired: {r}")
         for a in uc["alerts"]:
-            lines.append(f"  ALERT [{a['severity']}] {a['message']}")
+            by = f" (raised by run {a['raised_by']})" if a.get("raised_by") else ""
+            lines.append(f"  ALERT [{a['severity']}] {a['message']}{by}")
         for s in uc["suppressed"]:
             lines.append(f"  (suppressed) {s}")
         if uc["action"]:
@@ -62,29 +65,20 @@ def _human(payload: dict[str, Any]) -> str:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    # lazy: `llmopt --help` and the other commands must not import DuckDB and the monitoring
     from flows.cli_support import to_jsonable
-    from tasks.core.config import ConfigError
     from tasks.core.settings import load_settings
-    from tasks.monitoring.run import (
-        latest_day,
-        load_monitoring_config,
-        plot_monitoring,
-        run_monitoring,
-    )
-    from tasks.warehouse.connection import connect
+    from tasks.monitoring import load_monitoring_config, plot_monitoring, run_monitoring
+    from tasks.warehouse.connection import open_existing
+    from tasks.warehouse.queries import latest_day
 
     settings = load_settings()
-    if not settings.warehouse_path.exists():
-        raise CommandError(f"no warehouse at {settings.warehouse_path}: ingest or simulate first")
     try:
         as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
     except ValueError as exc:
         raise CommandError(f"--as-of: {exc}") from exc
-    try:
-        config = load_monitoring_config(settings)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
-    con = connect(settings)
+    config = load_monitoring_config(settings)  # a ConfigError is printed as one line
+    con = open_existing(settings)
     try:
         as_of = as_of or latest_day(con)
         if as_of is None:
@@ -127,8 +121,14 @@ def _monitor(args: argparse.Namespace) -> int:
                 ],
                 "rules_fired": [r.reason for r in uc.rules if r.fired],
                 "rules": to_jsonable(list(uc.rules)),
-                "alerts": to_jsonable(list(uc.alerts)),
-                "suppressed": [f"{s.alert.incident_key}: {s.reason}" for s in uc.suppressed],
+                "alerts": [
+                    to_jsonable(alert) | {"raised_by": run_id} for alert, run_id in uc.night_alerts
+                ],
+                "suppressed": [
+                    f"{s.alert.incident_key}: {s.reason}"
+                    for s in uc.suppressed
+                    if s.kind != "raised_tonight"
+                ],
                 "action": to_jsonable(uc.action),
                 "notes": list(uc.notes),
             }
