@@ -1,4 +1,4 @@
--- Monitoring tables (tasks/monitoring.py). Applied idempotently after schema.sql.
+-- Monitoring tables (tasks/monitoring/store.py). Applied idempotently after schema.sql.
 -- One row per alert raised (after de-duplication); repeats of an incident within the cooldown
 -- are not stored again, they show up as "suppressed" in the nightly report.
 CREATE TABLE IF NOT EXISTS monitoring_alerts (
