@@ -302,43 +302,27 @@ def _serve(args: argparse.Namespace) -> None:
         raise CommandError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "registry", help="config registry: init, approve, reject, rollback, history, show, serve"
-    )
-    sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+Adder = Callable[[str, str, Callable[[argparse.Namespace], None]], Any]
 
-    def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], None]) -> Any:
-        p = sub.add_parser(name, help=help_text)
-        p.set_defaults(handler=guarded(handler))
-        return p
 
-    def who(p: argparse.ArgumentParser, reason_flag: str) -> None:
-        p.add_argument(
-            "--as", dest="as_name", default=None,
-            help="principal in the tokens file (default: LLMOPT_REGISTRY_TOKEN's, or the only one)",
-        )  # fmt: skip
-        p.add_argument(reason_flag, required=True, help="why (audit)")
-        add_json_flag(p)
-
-    def precondition(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--expected-production", default=None,
-            help="refuse unless production is this version (or 'none')",
-        )  # fmt: skip
-
-    p = add("show", "show a version (default: production)", _show)
-    p.add_argument("use_case")
-    p.add_argument("--version", default="production", help="number or production|candidate|latest")
+def _who(p: argparse.ArgumentParser, reason_flag: str) -> None:
+    p.add_argument(
+        "--as", dest="as_name", default=None,
+        help="principal in the tokens file (default: LLMOPT_REGISTRY_TOKEN's, or the only one)",
+    )  # fmt: skip
+    p.add_argument(reason_flag, required=True, help="why (audit)")
     add_json_flag(p)
 
-    p = add("list", "use cases with their production and latest versions", _list)
-    add_json_flag(p)
 
-    p = add("history", "audit trail of a use case", _history)
-    p.add_argument("use_case")
-    add_json_flag(p)
+def _precondition(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--expected-production", default=None,
+        help="refuse unless production is this version (or 'none')",
+    )  # fmt: skip
 
+
+def _register_writes(add: Adder) -> None:
+    """approve, reject, promote, rollback, publish: the commands that act as a principal."""
     for action, text in (
         ("approve", "approve a candidate"),
         ("reject", "reject a candidate"),
@@ -347,17 +331,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p = add(action, text, _transition(action))
         p.add_argument("use_case")
         p.add_argument("version", type=int)
-        who(p, "--comment")
+        _who(p, "--comment")
         if action == "approve":
             p.add_argument("--promote", action="store_true", help="also make it production")
         if action != "reject":
-            precondition(p)
+            _precondition(p)
 
     p = add("rollback", "put an earlier approved version back in production", _rollback)
     p.add_argument("use_case")
     p.add_argument("--to-version", type=int, default=None, help="default: last good approved")
-    precondition(p)
-    who(p, "--reason")
+    _precondition(p)
+    _who(p, "--reason")
 
     p = add("publish", "publish a candidate from a JSON config file", _publish)
     p.add_argument("use_case")
@@ -372,7 +356,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="apply the approval policy: name=pass|fail,... (omit to only publish)",
     )
-    who(p, "--reason")
+    _who(p, "--reason")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``llmopt registry ...`` and its actions.
+
+    Args:
+        subparsers: the CLI's top-level subcommands.
+    """
+    parser = subparsers.add_parser(
+        "registry", help="config registry: init, approve, reject, rollback, history, show, serve"
+    )
+    sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+
+    def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], None]) -> Any:
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(handler=guarded(handler))
+        return p
+
+    p = add("show", "show a version (default: production)", _show)
+    p.add_argument("use_case")
+    p.add_argument("--version", default="production", help="number or production|candidate|latest")
+    add_json_flag(p)
+
+    p = add("list", "use cases with their production and latest versions", _list)
+    add_json_flag(p)
+
+    p = add("history", "audit trail of a use case", _history)
+    p.add_argument("use_case")
+    add_json_flag(p)
+
+    _register_writes(add)
 
     p = add("snapshot", "rewrite the JSON snapshot files of production versions", _snapshot)
     p.add_argument("use_case", nargs="*")

@@ -21,11 +21,8 @@ Endpoints (``{uc}`` must match the use-case pattern; anything else is a 400, nev
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -36,9 +33,10 @@ from typing import Any
 
 from tasks.core.errors import LlmoptError
 from tasks.core.settings import Settings
-from tasks.registry.app import HTTPError, RegistryApp, error_response
+from tasks.registry.app import RegistryApp
 from tasks.registry.auth import TokenBook, load_tokens, tokens_path
-from tasks.registry.errors import RegistryError
+from tasks.registry.processes import check_bind_host, serve_in_subprocess, settings_env
+from tasks.registry.responses import HTTPError, Response, error_response
 from tasks.registry.store import RegistryStore
 
 __all__ = [
@@ -53,7 +51,6 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1 << 20
-Response = tuple[int, bytes, str, dict[str, str]]
 
 
 def _reject_constant(name: str) -> Any:
@@ -194,28 +191,6 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def check_bind_host(host: str, *, allow_remote: bool) -> None:
-    """Refuse to listen beyond loopback unless the operator said so explicitly.
-
-    Args:
-        host: the address to bind.
-        allow_remote: the explicit ``--allow-remote`` flag.
-
-    Raises:
-        RegistryError: a one-line refusal naming the flag.
-    """
-    if host == "localhost" or allow_remote:
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise RegistryError(
-            f"refusing to serve the registry on {host} (beyond loopback) without --allow-remote"
-        )
-
-
 def make_server(
     app: RegistryApp,
     host: str = "127.0.0.1",
@@ -339,64 +314,6 @@ def serve(
     finally:
         server.server_close()
         app.store.dispose()
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment variables that make another process resolve the same registry settings."""
-    return {
-        "LLMOPT_HOME": str(settings.home),
-        "LLMOPT_CONFIG_DIR": str(settings.config_dir),
-        "LLMOPT_REGISTRY_URL": settings.registry_url,
-        "LLMOPT_REGISTRY_SNAPSHOT_DIR": str(settings.registry_snapshot_dir),
-        "LLMOPT_REGISTRY_TOKENS_FILE": str(tokens_path(settings)),
-    }
-
-
-@contextmanager
-def serve_in_subprocess(
-    settings: Settings,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    refresh_interval: float = 0.25,
-    startup_timeout: float = 60.0,
-) -> Iterator[str]:
-    """Run the API in its own process (``python -m tasks.registry.api``); yields its base URL.
-
-    Args:
-        settings: resolved settings, passed on through the environment.
-        host: address to bind.
-        port: port (0: the child picks a free one and prints its URL, no race).
-        refresh_interval: revision-check interval of the document cache.
-        startup_timeout: seconds to wait for the URL.
-
-    Yields:
-        The base URL; the child gets SIGTERM on exit (killed after 10 s).
-    """
-    command = [sys.executable, "-m", "tasks.registry.api", "--host", host, "--port", str(port)]
-    command += ["--refresh-interval", str(refresh_interval)]
-    env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        stdout = proc.stdout
-        assert stdout is not None
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(startup_timeout)
-        line = ready[0].strip() if ready else ""
-        if not line.startswith("http://"):
-            raise RuntimeError(f"registry API did not start (exit code {proc.poll()}): {line!r}")
-        yield line
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def main(argv: list[str] | None = None) -> int:

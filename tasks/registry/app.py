@@ -14,7 +14,6 @@ Cache entries only move forward, so loads finishing out of order never bring an 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -26,15 +25,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
-from tasks.core.errors import LlmoptError
 from tasks.registry.auth import Principal, TokenBook
 from tasks.registry.errors import (
-    FourEyesError,
-    InvalidTransitionError,
     NotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
-    StaleVersionError,
     TokensNotConfiguredError,
 )
 from tasks.registry.model import (
@@ -43,75 +38,26 @@ from tasks.registry.model import (
     canonical_json,
     validate_use_case,
 )
+from tasks.registry.responses import (
+    JSON_TYPE,
+    HTTPError,
+    Response,
+    error_response,
+    etag_matches,
+    etag_of,
+    json_response,
+)
 from tasks.registry.store import RegistryStore
 
 __all__ = ["HTTPError", "RegistryApp", "Response", "error_response"]
 
-_JSON = "application/json"
-Response = tuple[int, bytes, str, dict[str, str]]
 _ROLE_OF = {"publish": "propose", "approve": "approve", "reject": "approve"}
 _ROLE_OF |= {"promote": "promote", "rollback": "promote"}
-
-
-class HTTPError(Exception):
-    """A refusal with its status, machine code and one-line detail."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
-def json_response(status: int, payload: Any, extra: dict[str, str] | None = None) -> Response:
-    """A JSON response tuple."""
-    return status, canonical_json(payload), _JSON, extra or {}
 
 
 def _is_version(text: str) -> bool:
     """A plain ASCII version number of sane size (no '²', no 30-digit overflow)."""
     return text.isascii() and text.isdigit() and len(text) <= 9
-
-
-def etag_of(body: bytes) -> str:
-    """The strong ETag of a rendered document."""
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    """Whether an ``If-None-Match`` / ``If-Match`` header names ``etag`` (or ``*``)."""
-    if not header:
-        return False
-    return any(t.strip() == "*" or t.strip().removeprefix("W/") == etag for t in header.split(","))
-
-
-_ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
-    (TokensNotConfiguredError, 403, "writes_disabled"),
-    (PermissionDeniedError, 403, "forbidden"),
-    (FourEyesError, 403, "four_eyes"),
-    (NotFoundError, 404, "not_found"),
-    (PreconditionFailedError, 409, "precondition_failed"),
-    (StaleVersionError, 409, "stale_version"),
-    (InvalidTransitionError, 409, "invalid_transition"),
-    (RecursionError, 400, "too_deep"),
-    (ConfigValidationError, 422, "invalid"),
-    (LlmoptError, 422, "invalid"),
-    (TypeError, 422, "invalid"),
-    (ValueError, 422, "invalid"),
-    (SQLAlchemyError, 503, "store_unavailable"),
-)
-
-
-def error_response(exc: BaseException) -> Response:
-    """The one-line JSON error for ``exc`` (500 only for a bug, never for a client's input)."""
-    if isinstance(exc, HTTPError):
-        status, code, detail = exc.status, exc.code, exc.detail
-    else:
-        status, code = next(
-            ((s, c) for t, s, c in _ERRORS if isinstance(exc, t)), (500, "internal")
-        )
-        detail = str(exc) if status < 500 else type(exc).__name__
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    one_line = " ".join(detail.split())[:500]
-    return json_response(status, {"error": code, "detail": one_line}, headers)
 
 
 class RegistryApp:
@@ -265,8 +211,8 @@ class RegistryApp:
             body, etag = self._document(use_case, ref)
             headers = {"ETag": etag, "Cache-Control": "no-cache"}
             if etag_matches(if_none_match, etag):
-                return endpoint, (304, b"", _JSON, headers)
-            return endpoint, (200, body, _JSON, headers)
+                return endpoint, (304, b"", JSON_TYPE, headers)
+            return endpoint, (200, body, JSON_TYPE, headers)
         raise HTTPError(404, "not_found", "no such endpoint")
 
     # -- writes ---------------------------------------------------------------------------------
