@@ -37,6 +37,7 @@ from strategies.experiments.decide import (
     SrmCheck,
     decide,
 )
+from strategies.experiments.duration import days_to_decision
 from strategies.experiments.effects import EffectResult, EffectTest, RelativeBase, prepare
 from strategies.experiments.frequentist import WelchTest
 from strategies.experiments.multiple_testing import adjust_pvalues
@@ -63,6 +64,7 @@ from strategies.experiments.srm import (
     DEFAULT_SRM_ALPHA,
     SrmResult,
     sequential_srm_test,
+    srm_check,
     srm_test,
 )
 from strategies.experiments.stats import (
@@ -118,6 +120,7 @@ __all__ = [
     "cumulate",
     "cuped_adjust",
     "days_needed",
+    "days_to_decision",
     "decide",
     "detection_power",
     "make_test",
@@ -130,6 +133,7 @@ __all__ = [
     "required_n",
     "reset_command",
     "sequential_srm_test",
+    "srm_check",
     "srm_test",
     "stack_stats",
     "sticky_decision",

@@ -46,11 +46,11 @@ from strategies.experiments.decide import (
     Decision,
     ExperimentReport,
     ExperimentSpec,
-    SrmCheck,
     decide,
     guardrail_verdict,
     primary_verdict,
 )
+from strategies.experiments.duration import days_to_decision
 from strategies.experiments.effects import EffectResult, EffectTest
 from strategies.experiments.frequentist import WelchTest
 from strategies.experiments.multiple_testing import adjust_pvalues
@@ -62,9 +62,8 @@ from strategies.experiments.nightly import (
     nightly_decision,
     sticky_decision,
 )
-from strategies.experiments.power import days_needed, required_n
 from strategies.experiments.sequential import SequentialTest, cumulate
-from strategies.experiments.srm import sequential_srm_test, srm_test
+from strategies.experiments.srm import srm_check
 from strategies.experiments.stats import (
     ArmStats,
     CupedStats,
@@ -330,7 +329,7 @@ def analyze_experiment(
     control = spec.control if spec.control in arms else (arms[0] if arms else spec.control)
     if control != spec.control:
         notes.append(f"configured control {spec.control!r} has no data; using {control!r}")
-    srm = _srm(spec, arms, unit_counts, sequential=looks == NIGHTLY_LOOKS)
+    srm = srm_check(spec, arms, unit_counts, sequential=looks == NIGHTLY_LOOKS)
     for metric_name in [spec.primary, *spec.secondary, *(g.metric for g in spec.guardrails)]:
         if metric_name not in by_name:
             notes.append(f"metric {metric_name} has no data")
@@ -340,7 +339,7 @@ def analyze_experiment(
     comparisons = tuple(
         _comparison(spec, r, control, p_adj.get(id(r), _f(r.rec[key]))) for r in rows
     )
-    days, units = _days_needed(spec, by_name.get(spec.primary), control, days_elapsed)
+    days, units = days_to_decision(spec, by_name.get(spec.primary), control, days_elapsed)
     decision: Decision = decide(
         spec, comparisons, srm, days_elapsed=days_elapsed, days_needed=days, units_needed=units
     )
@@ -367,67 +366,6 @@ def _opt(values: tuple[float | None, ...], index: int | None) -> float | None:
     if index is None or index >= len(values) or values[index] is None:
         return None
     return float(values[index])  # type: ignore[arg-type]
-
-
-def _srm(
-    spec: ExperimentSpec, arms: list[str], unit_counts: Mapping[str, float], *, sequential: bool
-) -> SrmCheck:
-    configured = dict(spec.weights)
-    weights = [configured.get(a, 0.0) if configured else 1.0 for a in arms]
-    counts = [float(unit_counts.get(a, 0.0)) for a in arms]
-    unconfigured = [a for a, w in zip(arms, weights, strict=True) if w <= 0]
-    test = sequential_srm_test if sequential else srm_test
-    result = test([counts], [weights], alpha=spec.srm_alpha)
-    message = str(result.message[0])
-    if unconfigured:
-        message = (message + "; " if message else "") + f"arms without a weight: {unconfigured}"
-    return SrmCheck(
-        p_value=_f(result.p_value[0]),
-        counts=dict(zip(arms, counts, strict=True)),
-        expected={a: _f(e) for a, e in zip(arms, result.expected[0], strict=True)},
-        mismatch=bool(result.mismatch[0])
-        or bool(unconfigured and any(unit_counts.get(a, 0) > 0 for a in unconfigured)),
-        analysable=bool(result.ok[0]),
-        message=message,
-        method="sequential" if sequential else "chi-square",
-    )
-
-
-def _days_needed(
-    spec: ExperimentSpec, data: MetricData | None, control: str, days_elapsed: int | None
-) -> tuple[float | None, float | None]:
-    """Days (and control-arm units) until the primary metric can decide, at current traffic."""
-    if data is None or control not in data.arms:
-        return None, None
-    ci = data.arms.index(control)
-    moments: list[Moments] = []
-    for st in data.stats:
-        m = st.moments()
-        moments.append(Moments(m.n[..., -1], m.mean[..., -1], m.variance[..., -1], m.normal))
-    mc = moments[ci]
-    worst_units, worst_days = 0.0, 0.0
-    for i, mt in enumerate(moments):
-        if i == ci or not (mc.n[0] > 1 and mt.n[0] > 1):
-            continue
-        target = spec.mde if spec.mde is not None else abs(float(mt.mean[0] - mc.mean[0]))
-        ratio = float(mt.n[0] / mc.n[0])
-        if spec.method == "sequential":
-            seq = SequentialTest(alpha=spec.alpha, n_star=spec.n_star)
-            need = seq.required_n(
-                mc.variance, mt.variance, np.array([target]), power=spec.power, ratio=ratio
-            )
-        else:
-            need = required_n(
-                mc.variance, mt.variance, target, ratio=ratio, alpha=spec.alpha, power=spec.power
-            )
-        units = float(need[0])
-        worst_units = max(worst_units, units)
-        if days_elapsed:
-            rate = float(mc.n[0]) / days_elapsed
-            worst_days = max(worst_days, float(days_needed(units, mc.n[0], rate)[0]))
-    if days_elapsed is None:
-        return None, worst_units
-    return worst_days, worst_units
 
 
 __all__ = [

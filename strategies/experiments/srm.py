@@ -33,6 +33,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,7 @@ from numpy.typing import ArrayLike
 from scipy import special as spf
 from scipy import stats as sps
 
+from strategies.experiments.report import ExperimentSpec, SrmCheck
 from strategies.experiments.stats import FloatArray
 
 DEFAULT_SRM_ALPHA = 0.001
@@ -160,10 +163,52 @@ def sequential_srm_test(
     )
 
 
+def _float(x: object) -> float:
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def srm_check(
+    spec: ExperimentSpec, arms: list[str], unit_counts: Mapping[str, float], *, sequential: bool
+) -> SrmCheck:
+    """One experiment's SRM check against its configured weights (equal when none).
+
+    Arms without a configured weight that have units are a mismatch by themselves.
+
+    Args:
+        spec: the experiment's configuration (weights, srm_alpha).
+        arms: the arms seen.
+        unit_counts: units per arm (since the last reset, for nightly looks).
+        sequential: the always-valid test (nightly looks) instead of chi-square (one look).
+    """
+    configured = dict(spec.weights)
+    weights = [configured.get(a, 0.0) if configured else 1.0 for a in arms]
+    counts = [float(unit_counts.get(a, 0.0)) for a in arms]
+    unconfigured = [a for a, w in zip(arms, weights, strict=True) if w <= 0]
+    test = sequential_srm_test if sequential else srm_test
+    result = test([counts], [weights], alpha=spec.srm_alpha)
+    message = str(result.message[0])
+    if unconfigured:
+        message = (message + "; " if message else "") + f"arms without a weight: {unconfigured}"
+    return SrmCheck(
+        p_value=_float(result.p_value[0]),
+        counts=dict(zip(arms, counts, strict=True)),
+        expected={a: _float(e) for a, e in zip(arms, result.expected[0], strict=True)},
+        mismatch=bool(result.mismatch[0])
+        or bool(unconfigured and any(unit_counts.get(a, 0) > 0 for a in unconfigured)),
+        analysable=bool(result.ok[0]),
+        message=message,
+        method="sequential" if sequential else "chi-square",
+    )
+
+
 __all__ = [
     "DEFAULT_SRM_ALPHA",
     "DEFAULT_SRM_CONCENTRATION",
     "SrmResult",
     "sequential_srm_test",
+    "srm_check",
     "srm_test",
 ]
