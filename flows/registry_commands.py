@@ -104,22 +104,12 @@ def _show(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from tasks.registry.store import NotFoundError
-
-    rows = []
     with _store() as store:
-        for use_case in store.use_cases():
-            try:
-                production: int | None = store.get(use_case).version
-            except NotFoundError:
-                production = None
-            rows.append(
-                {
-                    "use_case": use_case,
-                    "production_version": production,
-                    "latest_version": store.latest_version(use_case),
-                }
-            )
+        rows = [
+            {"use_case": use_case, "production_version": production,
+             "latest_version": store.latest_version(use_case)}
+            for use_case, production in store.production_versions().items()
+        ]  # fmt: skip
 
     def human(items: list[dict[str, Any]]) -> str:
         if not items:

@@ -26,6 +26,9 @@ Example (needs a running registry)::
     client = RegistryClient("http://127.0.0.1:8765", cache_dir=Path("/var/cache/llmopt"))
     chosen = client.assign("support-summarize", unit_id="user-42")
     call_llm(**chosen.arm.params.to_dict()); log(config_id=chosen.config_id)
+
+Size: one class whose methods share one small state machine per use case (entry, in-flight
+refresh, failing flag); split, the locking rules would live in two places.
 """
 
 from __future__ import annotations

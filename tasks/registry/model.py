@@ -18,6 +18,9 @@ Example:
     True
     >>> checksum_of(cfg.to_dict())[:7]
     'sha256:'
+
+Size: the payload classes validate each other (params inside arms inside a config inside a
+version document); one module keeps every rule a reader and a writer share in one place.
 """
 
 from __future__ import annotations
