@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tasks.core.settings import Settings
-from tasks.registry.api import check_bind_host, serve_in_background
+from tasks.core.settings import REPO_ROOT, Settings
+from tasks.registry.api import check_bind_host, serve_in_background, settings_env
 from tasks.registry.auth import TokensFileError, add_principal, load_tokens, tokens_path
 from tasks.registry.errors import FourEyesError, RegistryError
 from tasks.registry.policy import ApprovalPolicy, PolicyBook
@@ -200,3 +203,13 @@ def test_a_short_body_gets_408_after_the_body_timeout(
             reply = sock.recv(65536).decode("latin-1")
         assert reply.startswith("HTTP/1.1 408 ") and time.monotonic() - started < 3
     assert sqlite_store.use_cases() == []
+
+
+def test_serving_beyond_loopback_is_refused_in_one_line(settings: Settings) -> None:
+    env = {**os.environ, **settings_env(settings)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.registry.api", "--host", "0.0.0.0", "--port", "0"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "--allow-remote" in done.stderr
