@@ -51,8 +51,9 @@ def candidate_config_id(params: CandidateParams | Mapping[str, Any]) -> str:
     """The config id the serving side logs for a candidate: ``model|prompt|t=..|p=..|mt=..``.
 
     It is deliberately the same text as the warehouse's fallback configuration key
-    (``tasks.warehouse.config_metrics.CONFIG_KEY_SQL``) for the same parameters, so a candidate's traffic is
-    attributed to its trial whether serving logs this id as ``config_id`` or logs no id at all.
+    (``tasks.warehouse.config_metrics.CONFIG_KEY_SQL``) for the same parameters, so a
+    candidate's traffic is attributed to its trial whether serving logs this id as
+    ``config_id`` or logs no id at all.
 
     >>> candidate_config_id({"model": "gpt-4o", "prompt_id": "p-v2", "temperature": 0.7,
     ...                      "top_p": 0.95, "max_tokens": 512})

@@ -26,6 +26,7 @@ from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 __all__ = [
     "DEFAULT_CONTEXT_COLUMNS",
     "ColumnData",
+    "RoutingBudget",
     "RoutingInputs",
     "context_sql",
     "routing_inputs",
@@ -61,6 +62,24 @@ class ColumnData:
     column: str
     stats: tuple[ContextArmStats, ...]
     logged: tuple[LoggedCell, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingBudget:
+    """A monthly budget and where the month stands (from :func:`budget_report`)."""
+
+    monthly_budget_usd: float
+    month_to_date_usd: float
+    remaining_requests: float
+
+    def cost_cap(self) -> float:
+        """Mean cost per request the rest of the month can afford (0 when already spent)."""
+        left = self.monthly_budget_usd - self.month_to_date_usd
+        return max(left, 0.0) / max(self.remaining_requests, 1.0)
+
+    def forecast(self, cost_per_request: float) -> float:
+        """Month-end spend if the rest of the month costs ``cost_per_request`` a request."""
+        return self.month_to_date_usd + cost_per_request * self.remaining_requests
 
 
 @dataclass(frozen=True, kw_only=True)

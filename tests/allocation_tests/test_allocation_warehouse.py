@@ -1,4 +1,4 @@
-"""tasks.allocation.budget / bandit_allocation / offpolicy_evaluation on hand-made warehouse rows."""
+"""tasks.allocation budget / bandit_allocation / offpolicy_evaluation on hand-made rows."""
 
 from __future__ import annotations
 
