@@ -253,10 +253,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     stats.add_argument("file", help="CSV: experiment,metric,kind,variant,n,sum,sum_squares,...")
     methods = ("sequential", "fixed", "bayesian")
-    stats.add_argument("--method", choices=methods, default="sequential")
-    stats.add_argument("--alpha", type=_alpha, default=0.05)
-    stats.add_argument("--srm-alpha", type=_alpha, default=0.001)
-    stats.add_argument("--correction", choices=("none", "holm", "bh"), default="holm")
+    stats.add_argument(
+        "--method", choices=methods, default="sequential", help="how effects are tested (one look)"
+    )
+    stats.add_argument("--alpha", type=_alpha, default=0.05, help="significance level, in (0, 1)")
+    stats.add_argument(
+        "--srm-alpha", type=_alpha, default=0.001, help="level of the sample-ratio check"
+    )
+    stats.add_argument(
+        "--correction",
+        choices=("none", "holm", "bh"),
+        default="holm",
+        help="multiple-testing correction over primary + secondary comparisons",
+    )
     stats.add_argument(
         "--correction-scale",
         choices=("absolute", "relative"),

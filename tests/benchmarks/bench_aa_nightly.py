@@ -21,15 +21,11 @@ stopped or shipped. Each rate comes with its exact (Clopper-Pearson) 95% interva
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Clock, bench_parser, markdown_table, peak_rss_mib, write_result
+from scipy import stats as sps
 
 from strategies.experiments import (
     ExperimentSpec,

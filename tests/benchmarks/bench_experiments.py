@@ -1,7 +1,7 @@
 """Experiment-analysis figures: vectorized statistics against per-comparison library calls.
 
 ``python tests/benchmarks/bench_experiments.py [--quick]`` prints markdown tables and writes
-``data/benchmarks/experiments.json``:
+``data/benchmarks/experiments.json`` (through the shared harness: date and machine included):
 
 1. **10,000 experiment-metric comparisons** (two arms each, sufficient statistics): our
    vectorized Welch test (+ relative effect, CI, chance to win) + Holm correction, the
@@ -13,22 +13,21 @@
    synthetic experiment table, beside a bare DuckDB ``GROUP BY`` of per-request sums (what a
    row-level, single-look analysis would compute).
 
+3. **SRM on 10,000 experiments**: the vectorized always-valid sequential test and chi-square
+   beside a loop of ``scipy.stats.chisquare`` calls.
+
 Peak memory: tracemalloc for the numpy part, ``ru_maxrss`` for the process.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import resource
 import time
 import tracemalloc
 from typing import Any
 
 import numpy as np
-
-from tasks.core.settings import REPO_ROOT
+from harness import Clock, bench_parser, markdown_table, peak_rss_mib, write_result
 
 COMPARISONS = 10_000
 
@@ -144,10 +143,32 @@ def _warehouse(rows: int) -> dict[str, Any]:
     }
 
 
+def _srm(n: int) -> dict[str, Any]:
+    from scipy import stats as sps
+
+    from strategies.experiments import sequential_srm_test, srm_test
+
+    rng = np.random.default_rng(3)
+    units = rng.integers(1000, 50_000, n)
+    treated = rng.binomial(units, 0.5)
+    counts = np.stack([units - treated, treated], axis=1).astype(float)
+    with Clock() as seq:
+        sequential_srm_test(counts, [[0.5, 0.5]])
+    with Clock() as chi:
+        ours = srm_test(counts, [[0.5, 0.5]]).p_value
+    with Clock() as loop:
+        ref = np.array([sps.chisquare(row).pvalue for row in counts])
+    return {
+        "experiments": n,
+        "sequential_srm_s": seq.seconds,
+        "chi_square_vectorized_s": chi.seconds,
+        "scipy_chisquare_loop_s": loop.seconds,
+        "max_abs_p_difference": float(np.max(np.abs(ours - ref))),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller warehouse table")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     x = _inputs(COMPARISONS)
     _vectorized(x)  # warm-up (imports, scipy distribution objects)
     vec = _vectorized(x)
@@ -171,38 +192,56 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "numpy_peak_mib": peak / 2**20,
     }
     warehouse = _warehouse(200_000 if args.quick else 2_000_000)
-    result = {
-        "quick": args.quick,
-        "comparisons": stats,
-        "warehouse": warehouse,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
-    print("| 10,000 comparisons | seconds |")
-    print("|---|---|")
-    print(f"| vectorized Welch + relative + CI + Holm | {fixed:.4f} |")
-    print(f"| vectorized sequential (mSPRT) | {vec['timings']['sequential_s']:.4f} |")
-    print(f"| vectorized Bayesian | {vec['timings']['bayesian_s']:.4f} |")
-    print(f"| loop: scipy ttest_ind_from_stats + statsmodels Holm | {base['seconds']:.4f} |")
-    print(f"| loop: our engine one comparison at a time | {engine_loop:.4f} |")
+    srm = _srm(COMPARISONS)
+    print(
+        markdown_table(
+            [
+                {"10,000 comparisons": "vectorized Welch + relative + CI + Holm", "s": fixed},
+                {"10,000 comparisons": "vectorized sequential (mSPRT)",
+                 "s": vec["timings"]["sequential_s"]},
+                {"10,000 comparisons": "vectorized Bayesian", "s": vec["timings"]["bayesian_s"]},
+                {"10,000 comparisons": "loop: scipy ttest_ind_from_stats + statsmodels Holm",
+                 "s": base["seconds"]},
+                {"10,000 comparisons": "loop: our engine one comparison at a time",
+                 "s": engine_loop},
+            ]
+        )
+    )  # fmt: skip
     print(
         f"\nspeed-up vs scipy loop: {stats['speedup_vs_scipy_loop']:.0f}x; max |p diff| {agree:.2e}"
     )
-    print("\n| warehouse | rows | seconds |")
-    print("|---|---|---|")
+    print()
     print(
-        f"| per-unit per-look statistics SQL | {warehouse['rows']:,} | "
-        f"{warehouse['per_unit_per_look_sql_s']:.3f} |"
-    )
+        markdown_table(
+            [
+                {"warehouse": "per-unit per-look statistics SQL", "rows": warehouse["rows"],
+                 "s": warehouse["per_unit_per_look_sql_s"]},
+                {"warehouse": "bare DuckDB per-request GROUP BY", "rows": warehouse["rows"],
+                 "s": warehouse["bare_duckdb_group_by_s"]},
+            ]
+        )
+    )  # fmt: skip
+    print()
     print(
-        f"| bare DuckDB per-request GROUP BY | {warehouse['rows']:,} | "
-        f"{warehouse['bare_duckdb_group_by_s']:.3f} |"
-    )
-    print(
-        f"\npeak RSS {result['peak_rss_mib']:.0f} MiB; numpy peak {stats['numpy_peak_mib']:.1f} MiB"
-    )
-    out = REPO_ROOT / "data" / "benchmarks" / "experiments.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        markdown_table(
+            [
+                {"SRM, 10,000 experiments": "sequential (vectorized)",
+                 "s": srm["sequential_srm_s"]},
+                {"SRM, 10,000 experiments": "chi-square (vectorized)",
+                 "s": srm["chi_square_vectorized_s"]},
+                {"SRM, 10,000 experiments": "loop: scipy.stats.chisquare",
+                 "s": srm["scipy_chisquare_loop_s"]},
+            ]
+        )
+    )  # fmt: skip
+    result = {
+        "comparisons": stats,
+        "warehouse": warehouse,
+        "srm": srm,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    print(f"\npeak RSS {result['peak_rss_mib']:.0f} MiB; numpy peak {peak / 2**20:.1f} MiB")
+    print(f"written {write_result('experiments', result, quick=args.quick, out=args.out)}")
     return result
 
 
