@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ __all__ = [
     "RegistryStore",
     "StaleVersionError",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class RegistryStore(StoreWrites):
@@ -122,7 +125,10 @@ class RegistryStore(StoreWrites):
             kwargs["policies"] = PolicyBook.from_settings(settings)
         store = cls(settings.registry_url, **kwargs)
         if reconcile and store.snapshot_dir is not None:
-            store.reconcile_snapshots()
+            try:
+                store.reconcile_snapshots()
+            except OSError as exc:  # a read-only host still reads the database
+                log.warning("registry snapshots in %s not reconciled: %s", store.snapshot_dir, exc)
         return store
 
     def dispose(self) -> None:
@@ -137,8 +143,6 @@ class RegistryStore(StoreWrites):
     def _after_write(self, use_case: str) -> None:
         if self.snapshot_dir is not None:
             snapshot_sync.sync_snapshot(self, use_case, self.snapshot_dir)
-
-    # -- publish --------------------------------------------------------------------------------
 
     def publish(
         self,
@@ -231,8 +235,6 @@ class RegistryStore(StoreWrites):
             raise StaleVersionError(f"{use_case}: version {expected_version + 1} exists") from exc
         self._after_write(use_case)
         return self.get(use_case, version)
-
-    # -- transitions ----------------------------------------------------------------------------
 
     def _transition(self, use_case: str, version: int, **kwargs: Any) -> ConfigVersion:
         validate_use_case(use_case)
