@@ -28,6 +28,7 @@ __all__ = [
     "Safety",
     "experiment_decisions",
     "experiment_guardrails",
+    "keep_promising",
     "promotion_step",
     "safety_from_monitoring",
 ]
@@ -194,3 +195,25 @@ def experiment_guardrails(exp: Mapping[str, Any]) -> dict[str, bool]:
         elif comparison["role"] == "primary":
             out[name] = comparison.get("verdict") == "better"
     return out
+
+
+def keep_promising(
+    promotion: PromotionDecision | None,
+    exploration: list[str],
+    weights: dict[str, float] | None,
+    *,
+    paused: bool,
+) -> tuple[list[str], dict[str, float] | None]:
+    """A candidate ahead of production but not yet shown keeps exploration traffic, so the
+    evidence the promotion test asks for keeps arriving (no experiment is created for it: its
+    share comes out of the exploration budget, and the report says how many requests it needs)."""
+    if promotion is None or paused:
+        return exploration, weights
+    promising = [c.config_key for c in promotion.promising if c.config_key not in exploration]
+    if not promising:
+        return exploration, weights
+    merged = list(exploration) + promising
+    if weights is not None:
+        neutral = 1.0 / max(len(merged), 1)
+        weights = dict(weights) | dict.fromkeys(promising, neutral)
+    return merged, weights

@@ -25,6 +25,7 @@ from tasks.nightly import inputs as night_inputs
 from tasks.nightly.decisions import (
     Safety,
     experiment_decisions,
+    keep_promising,
     promotion_step,
     safety_from_monitoring,
 )
@@ -257,6 +258,9 @@ def optimize_use_case(
         paused=safety.override is not None,
         catalogue=catalogue,
         results=results,
+    )
+    exploration, exploration_weights = keep_promising(
+        promotion, exploration, exploration_weights, paused=safety.override is not None
     )
     plots += _frontier_and_budget(
         settings,
