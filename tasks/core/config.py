@@ -30,6 +30,7 @@ from tasks.core.settings import Settings, load_settings
 __all__ = [
     "CONFIG_NAMES",
     "ConfigError",
+    "ConfigNotFoundError",
     "ConfigProblem",
     "check_config",
     "config_path",
@@ -43,6 +44,11 @@ CONFIG_NAMES: tuple[str, ...] = tuple(sorted(SCHEMAS))
 
 class ConfigError(LlmoptError, ValueError):
     """A configuration file is missing or malformed; the message names the file and key."""
+
+
+class ConfigNotFoundError(ConfigError):
+    """No ``<name>.toml`` in any configuration folder (a capability may then use its defaults;
+    a malformed file is a plain :class:`ConfigError` and must never be treated so)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +100,9 @@ def load_config(name: str, settings: Settings | None = None) -> dict[str, Any]:
     path = config_path(name, settings)
     if not path.is_file():
         searched = ", ".join(str(d) for d in settings.config_dirs())
-        raise ConfigError(f"configuration file not found: {name}.toml (looked in {searched})")
+        raise ConfigNotFoundError(
+            f"configuration file not found: {name}.toml (looked in {searched})"
+        )
     text, data = _read(path)
     problems = validate_config(name, data, path=path, text=text)
     if problems:

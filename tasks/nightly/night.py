@@ -20,7 +20,7 @@ from strategies.rollout_guard import RolloutGuard
 from strategies.traffic import (
     TrafficPolicy,
 )
-from tasks.core.config import ConfigError, load_config
+from tasks.core.config import ConfigNotFoundError, load_config
 from tasks.core.errors import LlmoptError
 from tasks.core.settings import Settings
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
@@ -67,7 +67,7 @@ class NightOptions:
         """Flow parameters on top of ``data/config/nightly.toml`` (missing file: defaults)."""
         try:
             config = load_config("nightly", settings)
-        except ConfigError:
+        except ConfigNotFoundError:  # a malformed file must fail, not fall back to defaults
             config = {}
         traffic = config.get("traffic", {})
         rollout = dict(config.get("rollout", {}))

@@ -204,3 +204,20 @@ def test_schema_matches_what_the_capabilities_accept() -> None:
     assert _keys("search", name="search") == _SEARCH_KEYS
     assert _keys("defaults", name="registry") == _fields(ApprovalPolicy)
     assert _keys("defaults", name="budget") == set(BUDGET_DEFAULTS)
+
+
+def test_a_malformed_nightly_file_fails_and_only_a_missing_one_means_defaults(
+    tmp_path: Path,
+) -> None:
+    from tasks.core.config import ConfigNotFoundError
+    from tasks.nightly.night import NightOptions
+
+    settings = _write(tmp_path, "nightly", "[traffic]\nmax_exploration = 0.5\n")
+    with pytest.raises(ConfigError, match=r"nightly.toml:2: unknown key 'max_exploration'"):
+        NightOptions.from_parameters({}, settings)
+    nowhere = dataclasses.replace(
+        settings, config_dir=tmp_path / "none", default_config_dir=tmp_path / "none"
+    )
+    with pytest.raises(ConfigNotFoundError):
+        load_config("nightly", nowhere)
+    assert NightOptions.from_parameters({}, nowhere).policy.max_exploration_share == 0.10
