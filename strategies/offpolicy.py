@@ -161,6 +161,82 @@ def _normal(value: float, se: float, z: float) -> Estimate:
     return Estimate(value, se, value - z * se, value + z * se)
 
 
+def _input_refusals(
+    logged: Sequence[LoggedCell],
+    target: Mapping[str, Mapping[str, float]],
+    counts: tuple[int, int, int],
+) -> list[str]:
+    """Reasons to refuse before any arithmetic (unusable rows, uncovered cells, unseen arms)."""
+    missing_p, invalid_p, missing_r = counts
+    reasons: list[str] = []
+    if missing_p:
+        reasons.append(f"{missing_p} logged row(s) have no propensity")
+    if invalid_p:
+        reasons.append(f"{invalid_p} logged row(s) have a propensity outside (0, 1]")
+    if missing_r:
+        reasons.append(f"{missing_r} logged row(s) have no reward value")
+    if round(math.fsum(c.n for c in logged)) == 0:
+        reasons.append("no logged rows with a usable propensity and reward in the window")
+    if reasons:
+        return reasons
+    cells = {c.cell for c in logged}
+    uncovered = sorted(cell for cell in cells if _target(target, cell) is None)
+    if uncovered:
+        return [f"policy gives no distribution for cell(s) {uncovered} (add '*')"]
+    wanted = {a for cell in cells for a in (_target(target, cell) or {})}
+    never = sorted(wanted - {c.arm for c in logged})
+    if never:
+        return [f"target arm(s) {never} never served in the logged window"]
+    return []
+
+
+def _weighted_sums(
+    logged: Sequence[LoggedCell], target: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Importance-weight and DR sums over the (cell, arm) groups (reward model: group means)."""
+    by_cell: dict[str, dict[str, LoggedCell]] = {}
+    arm_n: dict[str, float] = {}
+    arm_sum: dict[str, float] = {}
+    for c in logged:
+        by_cell.setdefault(c.cell, {})[c.arm] = c
+        arm_n[c.arm] = arm_n.get(c.arm, 0.0) + c.n
+        arm_sum[c.arm] = arm_sum.get(c.arm, 0.0) + c.reward_sum
+
+    def rhat(cell: str, arm: str) -> float:
+        group = by_cell[cell].get(arm)
+        if group is not None and group.n > 0:
+            return group.reward_mean
+        return arm_sum[arm] / arm_n[arm]  # the cell lacks the arm: its pooled mean
+
+    t = dict.fromkeys(
+        ("unsupported", "w", "w2", "wr", "w2r", "w2r2", "z", "z2", "direct", "max_w"), 0.0
+    )
+    for cell, groups in by_cell.items():
+        dist = _target(target, cell) or {}
+        n_cell = math.fsum(g.n for g in groups.values())
+        t["unsupported"] += n_cell * math.fsum(p for a, p in dist.items() if a not in groups)
+        dm = math.fsum(p * rhat(cell, a) for a, p in dist.items())
+        t["direct"] += n_cell * dm
+        t["z"] += n_cell * dm
+        t["z2"] += n_cell * dm * dm
+        for arm, g in groups.items():
+            pi = dist.get(arm, 0.0)
+            if pi == 0.0:
+                continue
+            m = rhat(cell, arm)
+            t["w"] += pi * g.inv_p_sum
+            t["w2"] += pi * pi * g.inv_p2_sum
+            t["wr"] += pi * g.r_inv_p_sum
+            t["w2r"] += pi * pi * g.r_inv_p2_sum
+            t["w2r2"] += pi * pi * g.r2_inv_p2_sum
+            resid = g.r_inv_p_sum - m * g.inv_p_sum  # sum (r - m)/p
+            resid2 = g.r2_inv_p2_sum - 2 * m * g.r_inv_p2_sum + m * m * g.inv_p2_sum
+            t["z"] += pi * resid
+            t["z2"] += 2 * dm * pi * resid + pi * pi * resid2
+            t["max_w"] = max(t["max_w"], pi * g.max_inv_p)
+    return t
+
+
 def estimate_policy_value(
     logged: Sequence[LoggedCell],
     policy: Policy,
@@ -174,88 +250,34 @@ def estimate_policy_value(
 ) -> PolicyValueEstimate:
     """IPS / SNIPS / DR estimates of ``policy`` from logged sufficient statistics.
 
-    ``policy`` maps cell -> {arm: probability}; the key ``"*"`` covers cells not listed.
-    ``missing_propensity_rows`` / ``invalid_propensity_rows`` are counts of rows in the window
-    that lack a usable propensity, ``missing_reward_rows`` those without a reward: any such row
-    makes the estimate refuse (dropping them would bias it silently).
+    Args:
+        logged: per (cell, arm) sums (:func:`aggregate_logged` or the warehouse SQL).
+        policy: cell -> {arm: probability}; the key ``"*"`` covers cells not listed.
+        level: two-sided level of the normal intervals.
+        min_ess: refuse below this effective sample size.
+        max_unsupported_mass: refuse when more of the policy's mass is on unlogged pairs.
+        missing_propensity_rows: rows in the window without a propensity.
+        invalid_propensity_rows: rows with a propensity outside (0, 1].
+        missing_reward_rows: rows without a reward. Any such row makes the estimate refuse
+            (dropping them would bias it silently).
+
+    Returns:
+        :class:`PolicyValueEstimate` (``cannot_estimate`` with the reasons when refused).
     """
     target = validate_policy(policy)
     n_total = round(math.fsum(c.n for c in logged))
-    reasons: list[str] = []
-    if missing_propensity_rows:
-        reasons.append(f"{missing_propensity_rows} logged row(s) have no propensity")
-    if invalid_propensity_rows:
-        reasons.append(f"{invalid_propensity_rows} logged row(s) have a propensity outside (0, 1]")
-    if missing_reward_rows:
-        reasons.append(f"{missing_reward_rows} logged row(s) have no reward value")
-    if n_total == 0:
-        reasons.append("no logged rows with a usable propensity and reward in the window")
+    counts = (missing_propensity_rows, invalid_propensity_rows, missing_reward_rows)
+    reasons = _input_refusals(logged, target, counts)
     if reasons:
         return PolicyValueEstimate("cannot_estimate", tuple(reasons), n_total, level)
-
-    by_cell: dict[str, dict[str, LoggedCell]] = {}
-    for c in logged:
-        by_cell.setdefault(c.cell, {})[c.arm] = c
-    uncovered = sorted(cell for cell in by_cell if _target(target, cell) is None)
-    if uncovered:
-        reasons.append(f"policy gives no distribution for cell(s) {uncovered} (add '*')")
-        return PolicyValueEstimate("cannot_estimate", tuple(reasons), n_total, level)
-
-    logged_arms = {c.arm for c in logged}
-    wanted = {a for cell in by_cell for a in (_target(target, cell) or {})}
-    never = sorted(wanted - logged_arms)
-    if never:
-        reasons.append(f"target arm(s) {never} never served in the logged window")
-        return PolicyValueEstimate("cannot_estimate", tuple(reasons), n_total, level)
-
-    # Reward model for DR: per (cell, arm) mean; per-arm mean where the cell lacks the arm.
-    arm_n: dict[str, float] = {}
-    arm_sum: dict[str, float] = {}
-    for c in logged:
-        arm_n[c.arm] = arm_n.get(c.arm, 0.0) + c.n
-        arm_sum[c.arm] = arm_sum.get(c.arm, 0.0) + c.reward_sum
-
-    def rhat(cell: str, arm: str) -> float:
-        group = by_cell[cell].get(arm)
-        if group is not None and group.n > 0:
-            return group.reward_mean
-        return arm_sum[arm] / arm_n[arm]
-
-    unsupported = 0.0
-    sum_w = sum_w2 = sum_wr = sum_w2r = sum_w2r2 = 0.0
-    sum_z = sum_z2 = direct = 0.0
-    max_weight = 0.0
-    for cell, groups in by_cell.items():
-        dist = _target(target, cell) or {}
-        n_cell = math.fsum(g.n for g in groups.values())
-        unsupported += n_cell * math.fsum(p for a, p in dist.items() if a not in groups)
-        dm = math.fsum(p * rhat(cell, a) for a, p in dist.items())
-        direct += n_cell * dm
-        sum_z += n_cell * dm
-        sum_z2 += n_cell * dm * dm
-        for arm, g in groups.items():
-            pi = dist.get(arm, 0.0)
-            if pi == 0.0:
-                continue
-            m = rhat(cell, arm)
-            sum_w += pi * g.inv_p_sum
-            sum_w2 += pi * pi * g.inv_p2_sum
-            sum_wr += pi * g.r_inv_p_sum
-            sum_w2r += pi * pi * g.r_inv_p2_sum
-            sum_w2r2 += pi * pi * g.r2_inv_p2_sum
-            resid = g.r_inv_p_sum - m * g.inv_p_sum  # sum (r - m)/p
-            resid2 = g.r2_inv_p2_sum - 2 * m * g.r_inv_p2_sum + m * m * g.inv_p2_sum
-            sum_z += pi * resid
-            sum_z2 += 2 * dm * pi * resid + pi * pi * resid2
-            max_weight = max(max_weight, pi * g.max_inv_p)
-    unsupported_mass = unsupported / n_total
-    ess = sum_w**2 / sum_w2 if sum_w2 > 0 else 0.0
-    logged_value = math.fsum(c.reward_sum for c in logged) / n_total
+    t = _weighted_sums(logged, target)
+    unsupported_mass = t["unsupported"] / n_total
+    ess = t["w"] ** 2 / t["w2"] if t["w2"] > 0 else 0.0
     common: dict[str, Any] = {
         "ess": ess,
         "unsupported_mass": unsupported_mass,
-        "max_weight": max_weight,
-        "logged_value": logged_value,
+        "max_weight": t["max_w"],
+        "logged_value": math.fsum(c.reward_sum for c in logged) / n_total,
     }
     if unsupported_mass > max_unsupported_mass:
         reasons.append(
@@ -271,22 +293,22 @@ def estimate_policy_value(
 
     z = float(stats.norm.ppf(0.5 + level / 2.0))
     n = float(n_total)
-    ips_v = sum_wr / n
-    ips_var = max(sum_w2r2 - n * ips_v**2, 0.0) / (n - 1)
-    sn_v = sum_wr / sum_w
-    sn_num = max(sum_w2r2 - 2 * sn_v * sum_w2r + sn_v**2 * sum_w2, 0.0)
-    dr_v = sum_z / n
-    dr_var = max(sum_z2 - n * dr_v**2, 0.0) / (n - 1)
+    ips_v = t["wr"] / n
+    ips_var = max(t["w2r2"] - n * ips_v**2, 0.0) / (n - 1)
+    sn_v = t["wr"] / t["w"]
+    sn_num = max(t["w2r2"] - 2 * sn_v * t["w2r"] + sn_v**2 * t["w2"], 0.0)
+    dr_v = t["z"] / n
+    dr_var = max(t["z2"] - n * dr_v**2, 0.0) / (n - 1)
     return PolicyValueEstimate(
         "ok",
         (f"{n_total} logged rows, effective sample size {ess:.0f}",),
         n_total,
         level,
         ips=_normal(ips_v, math.sqrt(ips_var / n), z),
-        snips=_normal(sn_v, math.sqrt(sn_num) / sum_w, z),
+        snips=_normal(sn_v, math.sqrt(sn_num) / t["w"], z),
         dr=_normal(dr_v, math.sqrt(dr_var / n), z),
-        direct=direct / n,
-        details={"sum_w": sum_w, "sum_w2": sum_w2, "mean_w": sum_w / n},
+        direct=t["direct"] / n,
+        details={"sum_w": t["w"], "sum_w2": t["w2"], "mean_w": t["w"] / n},
         **common,
     )
 
