@@ -165,11 +165,11 @@ def _bandit_human(payload: dict[str, Any]) -> str:
 def _objective_for(use_case: str) -> Any:
     """The use case's objective from ``nightly.toml`` (the balanced preset without one)."""
     from strategies.objective import objective_from_config
-    from tasks.core.config import ConfigError, load_config
+    from tasks.core.config import ConfigNotFoundError, load_config
 
     try:
         section = load_config("nightly").get("objective")
-    except ConfigError:
+    except ConfigNotFoundError:  # a malformed file is an error, not the default objective
         section = None
     try:
         return objective_from_config(section, use_case)
