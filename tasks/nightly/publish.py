@@ -77,7 +77,7 @@ def publish_outcome(
                 outcome.use_case,
                 config,
                 expected_version=outcome.base_version,
-                actor=PROPOSER,  # the flow proposes, the approver approves (four eyes)
+                actor=_proposer_for(approved_by),
                 reason=outcome.headline,
                 run_id=mlflow_run_id,
                 evidence=_jsonable(
@@ -99,6 +99,14 @@ def publish_outcome(
         }
     finally:
         store.dispose()
+
+
+def _proposer_for(approved_by: str) -> str:
+    """Who proposes the version: the flow when a person approves it (four eyes: the approver
+    must differ from the proposer); the automated approver itself otherwise."""
+    from tasks.registry.policy import is_automated
+
+    return approved_by if is_automated(approved_by) else PROPOSER
 
 
 def _already_published(store: Any, outcome: UseCaseOutcome) -> dict[str, Any] | None:
