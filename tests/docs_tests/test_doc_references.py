@@ -299,3 +299,18 @@ def test_page_names_only_existing_files_targets_and_commands(page: Path) -> None
         pytest.xfail(f"{page.relative_to(REPO_ROOT)} is not written yet (issue 11)")
     problems = page_problems(page)
     assert problems == [], f"{page.relative_to(REPO_ROOT)}:\n  " + "\n  ".join(problems)
+
+
+def test_readme_stays_a_newcomers_page() -> None:
+    lines = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; reference goes to docs/"
+    headings = {line[3:].strip() for line in lines if line.startswith("## ")}
+    for needed in ("The two commands", "The loop", "Configuration", "Development"):
+        assert needed in headings
+
+
+def test_every_docs_page_is_in_the_index() -> None:
+    index = (REPO_ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    linked = set(_LINK.findall(index))
+    pages = {p.name for p in (REPO_ROOT / "docs").glob("*.md") if p.name != "README.md"}
+    assert sorted(pages - linked) == []
