@@ -12,7 +12,7 @@ Example:
     >>> values = np.r_[np.full(25, 0.80), np.full(3, 0.55)]
     >>> s = analyse_series("quality", days, values, MonitoringConfig())
     >>> s.analysable, s.recent_change_points
-    (True, ('2026-11-27',))
+    (True, ('2026-11-26',))
 """
 
 from __future__ import annotations
@@ -24,21 +24,20 @@ from typing import Any
 import numpy as np
 
 from strategies.monitor.anomaly import detect_anomalies
+from strategies.monitor.candidates import alert_candidates
 from strategies.monitor.change import consensus_changes, detect_changes, standardise_details
 from strategies.monitor.degradation import (
-    ACTION_SEVERITY,
     AlertCandidate,
     ApprovedConfig,
     PastAlert,
     RecoveryAction,
     RuleEvaluation,
     Suppressed,
-    decide_recovery,
     deduplicate,
     evaluate_rules,
-    hold_open_incident,
 )
 from strategies.monitor.drift import DriftResult, categorical_drift, numeric_drift
+from strategies.monitor.recovery import decide_recovery, hold_open_incident
 from strategies.monitor.report import (
     AnomalyFlag,
     Granularity,
@@ -149,110 +148,6 @@ def drift_results(inputs: MonitoringInputs, config: MonitoringConfig) -> list[Dr
     return results
 
 
-def _rule_alerts(
-    use_case: str, rules: Sequence[RuleEvaluation], action: RecoveryAction | None
-) -> list[AlertCandidate]:
-    out: list[AlertCandidate] = []
-    for rule in rules:
-        if not rule.fired:
-            continue
-        acting = action if action is not None and action.rule == rule.rule else None
-        critical = acting is not None and ACTION_SEVERITY[acting.kind] >= 2
-        out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|rule|{rule.rule}",
-                use_case=use_case,
-                kind="rule",
-                name=rule.rule,
-                severity="critical" if critical else "warning",
-                message=f"{use_case}: {rule.reason}",
-                details={
-                    "observed": rule.observed,
-                    "baseline": rule.baseline,
-                    "threshold": rule.threshold,
-                    "action": acting.kind if acting else None,
-                    "target_config_id": acting.target_config_id if acting else None,
-                },
-            )
-        )
-    return out
-
-
-def alert_candidates(
-    use_case: str,
-    *,
-    windows: Windows,
-    drift: Sequence[DriftResult],
-    series: Sequence[SeriesResult],
-    rules: Sequence[RuleEvaluation],
-    action: RecoveryAction | None,
-    config: MonitoringConfig,
-) -> list[AlertCandidate]:
-    """One alert per fired rule, one per use case for drift / change / anomaly (listing fields).
-
-    Args:
-        use_case: the use case.
-        windows: the night's windows (named in the drift message).
-        drift: the drift results.
-        series: the analysed series.
-        rules: the rule evaluations.
-        action: the recovery action (makes its rule's alert critical when it switches).
-        config: ``alert_on_anomalies`` and ``reference_days``.
-
-    Returns:
-        The candidates, before de-duplication.
-    """
-    out = _rule_alerts(use_case, rules, action)
-    drifted = [d for d in drift if d.drift_detected]
-    if drifted:
-        out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|drift",
-                use_case=use_case,
-                kind="drift",
-                name="drift",
-                severity="warning",
-                message=f"{use_case}: distribution drift on "
-                f"{windows.current_start}..{windows.as_of} "
-                f"vs the {config.reference_days} days before: "
-                + "; ".join(f"{d.feature}: {d.reason}" for d in drifted),
-                details={d.feature: d.psi for d in drifted},
-            )
-        )
-    changed = [s for s in series if s.recent_change_points]
-    if changed:
-        out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|change",
-                use_case=use_case,
-                kind="change",
-                name="change",
-                severity="warning",
-                message=f"{use_case}: change detected in "
-                + ", ".join(
-                    f"{s.metric} ({s.granularity}) at {s.recent_change_points[-1]}" for s in changed
-                ),
-                details={s.metric: s.recent_change_points[-1] for s in changed},
-            )
-        )
-    last_period = {s.metric: s.periods[-1] if s.periods else None for s in series}
-    today = [a for s in series for a in s.anomalies if a.period == last_period.get(a.metric)]
-    if config.alert_on_anomalies and today:
-        out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|anomaly",
-                use_case=use_case,
-                kind="anomaly",
-                name="anomaly",
-                severity="info",
-                message=f"{use_case}: anomalous "
-                + ", ".join(f"{a.metric}={a.value:.4g} ({'+'.join(a.methods)})" for a in today),
-                details={a.metric: a.value for a in today},
-            )
-        )
-    return out
-
-
 def check_inputs(
     inputs: MonitoringInputs, use_case: str, windows: Windows, config: MonitoringConfig
 ) -> None:
@@ -356,6 +251,19 @@ def _status(
     return "warning"
 
 
+def _hold_if_open(
+    action: RecoveryAction | None, suppressed: Sequence[Suppressed], use_case: str
+) -> RecoveryAction | None:
+    """An action whose incident was already open on an earlier night is not repeated."""
+    if action is None or action.rule is None:
+        return action
+    key = f"{use_case}|rule|{action.rule}"
+    held = next(
+        (s for s in suppressed if s.alert.incident_key == key and s.kind == "open_incident"), None
+    )
+    return action if held is None else hold_open_incident(action, held.reason)
+
+
 def judge_use_case(
     inputs: MonitoringInputs,
     *,
@@ -420,14 +328,7 @@ def judge_use_case(
     new, suppressed = deduplicate(
         candidates, history, as_of=windows.as_of, cooldown_days=policy.cooldown_days
     )
-    if action is not None and action.rule is not None:
-        key = f"{use_case}|rule|{action.rule}"
-        held = next(
-            (s for s in suppressed if s.alert.incident_key == key and s.kind == "open_incident"),
-            None,
-        )
-        if held is not None:
-            action = hold_open_incident(action, held.reason)
+    action = _hold_if_open(action, suppressed, use_case)
     return UseCaseReport(
         **frame,
         status=_status(new, suppressed, action),
@@ -442,7 +343,6 @@ def judge_use_case(
 
 
 __all__ = [
-    "alert_candidates",
     "analyse_series",
     "check_inputs",
     "drift_results",

@@ -327,9 +327,7 @@ def numeric_bins_many(
     if not names or not fields:
         return out
     value_of = {f"x{i}": f"CAST({column} AS DOUBLE) AS x{i}" for i, column in enumerate(fields)}
-    edges = _edges_many(
-        con, names, fields, value_of, windows=windows, quantile_bins=quantile_bins
-    )
+    edges = _edges_many(con, names, fields, value_of, windows=windows, quantile_bins=quantile_bins)
     counts: dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]] = {}
     for chunk in _chunks(edges, fields):
         counts |= _histograms(con, chunk, fields, value_of, edges=edges, windows=windows)

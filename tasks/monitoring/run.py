@@ -159,8 +159,8 @@ def run_monitoring(
             key: ``config_id`` or ``model|prompt|t=..|p=..|mt=..``).
         use_cases: only these use cases.
         record: store alerts and reports and notify (default); without it nothing is written
-            (the CLI's read-only view), and alerts another run raised for the same night come
-            back as that run's (``UseCaseReport.night_alerts``), not as open incidents.
+            (the CLI's read-only view). Either way, alerts another run raised for the same night
+            come back as that run's (``UseCaseReport.night_alerts``), not as open incidents.
 
     Returns:
         The :class:`MonitoringReport`.
@@ -181,20 +181,17 @@ def run_monitoring(
     approved = approved_configs or {}
     production = production_configs or {}
     # every use case's aggregates at once: a constant number of statements, not ~12 per use case
+    known = {
+        name: known_production_config(
+            name,
+            config,
+            production_config_id=production.get(name),
+            approved_configs=approved.get(name, ()),
+        )
+        for name in names
+    }
     inputs = fetch_monitoring_inputs(
-        con,
-        names,
-        as_of=as_of,
-        config=config,
-        production_configs={
-            name: known_production_config(
-                name,
-                config,
-                production_config_id=production.get(name),
-                approved_configs=approved.get(name, ()),
-            )
-            for name in names
-        },
+        con, names, as_of=as_of, config=config, production_configs=known
     )
     reports = [
         analyse_use_case(

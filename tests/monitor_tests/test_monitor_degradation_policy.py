@@ -14,11 +14,10 @@ from strategies.monitor.degradation import (
     PastAlert,
     RecoveryPolicy,
     WindowStats,
-    decide_recovery,
     deduplicate,
     evaluate_rules,
-    hold_open_incident,
 )
+from strategies.monitor.recovery import decide_recovery, hold_open_incident
 
 BASE = WindowStats(
     n=14_000,
