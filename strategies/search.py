@@ -151,7 +151,12 @@ class ConfigStats:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ConfigStats:
-        """Build from one row of ``tasks.warehouse.config_metrics.config_metrics`` (a dict / Series)."""
+        """Build from one row of ``tasks.warehouse.config_metrics.config_metrics`` (dict / Series).
+
+        Args:
+            row: the row, with ``config_key``, ``n``, ``successes``, the quality and cost sums
+                and sums of squares, ``latency_mean`` and ``latency_p95``.
+        """
         params = None
         try:
             params = CandidateParams.from_mapping(row)
