@@ -26,11 +26,12 @@ FOUR_EYES = PolicyBook(defaults=ApprovalPolicy(approval="human", four_eyes=True)
 
 @pytest.fixture
 def served(
-    settings: Settings, sqlite_store: RegistryStore, principals: dict[str, str]
+    settings: Settings, any_store: RegistryStore, principals: dict[str, str]
 ) -> Iterator[tuple[str, RegistryStore]]:
-    sqlite_store.policies = FOUR_EYES
-    with serve_in_background(settings, store=sqlite_store, refresh_interval=0.0) as url:
-        yield url, sqlite_store
+    """The API over a four-eyes store, on SQLite and on PostgreSQL."""
+    any_store.policies = FOUR_EYES
+    with serve_in_background(settings, store=any_store, refresh_interval=0.0) as url:
+        yield url, any_store
 
 
 def _publish(api: Any, make_config: Any, token: str, expected: int = 0) -> tuple[int, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -11,6 +12,8 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -116,15 +119,38 @@ while True:
 """
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    """Settings whose registry is the default SQLite file, or a PostgreSQL database of its own
+    (``registry_kill_<hex>``, dropped afterwards): a child process opens it by settings alone."""
+    if request.param == "sqlite":
+        yield settings
+        return
+    import psycopg
+
+    base = request.getfixturevalue("pg_url")
+    name = f"registry_kill_{uuid.uuid4().hex[:10]}"
+    admin = base.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield dataclasses.replace(settings, registry_url=base.rsplit("/", 1)[0] + "/" + name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def test_kill_between_commit_and_snapshot_is_repaired_on_restart(
-    settings: Settings, sqlite_store: RegistryStore, make_config: Any
+    own_settings: Settings, make_config: Any
 ) -> None:
-    _seed_two(sqlite_store, make_config)
+    settings = own_settings
+    store = RegistryStore.from_settings(settings)  # on either backend
+    _seed_two(store, make_config)
     # a writer that commits without writing the snapshot: what a crash right after commit leaves
-    blind = RegistryStore(sqlite_store.url, snapshot_dir=None)
+    blind = RegistryStore(store.url, snapshot_dir=None)
     blind.rollback(UC, actor="blind", reason="commit, then crash", to_version=1)
     blind.dispose()
-    path = sqlite_store.snapshot_file(UC)
+    path = store.snapshot_file(UC)
     assert path is not None and json.loads(path.read_bytes())["version"] == 2  # stale
     leftover = path.parent / f".{path.name}.x1y2z3.tmp"
     leftover.write_bytes(b'{"half": ')
@@ -152,6 +178,7 @@ def test_kill_between_commit_and_snapshot_is_repaired_on_restart(
         again.dispose()
     assert len([e for e in restarted.history(UC) if e.actor == "child"]) > 3
     restarted.dispose()
+    store.dispose()
 
 
 def test_postgresql_documents_never_contradict_their_aliases(
