@@ -149,6 +149,112 @@ def most_served_config(
     )
 
 
+def _panel_artists(
+    result: FrontierResult,
+    *,
+    x_name: str,
+    se_name: str,
+    z: float,
+    selected: Any,
+    box: tuple[float, float, float, float],
+    ticks: tuple[Sequence[float], Sequence[float]],
+    ceiling: float | None,
+) -> list[Any]:
+    """The data artists of one panel: grid, error bars, points, frontier line, marks, limits."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+
+    x_lo, x_hi, y_lo, y_hi = box
+    styles = dict(_FRONTIER_LEGEND)
+    grid = [[(x, y_lo), (x, y_hi)] for x in ticks[0]] + [[(x_lo, y), (x_hi, y)] for y in ticks[1]]
+    artists: list[Any] = [LineCollection(grid, colors="0.9", linewidths=0.6, zorder=0.5)]
+    for on_frontier, colour, marker, size, alpha in (
+        (False, "tab:grey", "x", 5.0, 0.6),
+        (True, "tab:blue", "o", 6.0, 1.0),
+    ):
+        pts = [p for p in result.points if p.on_frontier is on_frontier]
+        if not pts:
+            continue
+        bars = []
+        for p in pts:
+            x, y = getattr(p, x_name), p.quality
+            ex, ey = _finite(z * getattr(p, se_name)), _finite(z * p.quality_se)
+            bars += [[(x - ex, y), (x + ex, y)], [(x, y - ey), (x, y + ey)]]
+        artists.append(LineCollection(bars, colors=colour, linewidths=0.7, alpha=alpha))
+        xs, ys = [getattr(p, x_name) for p in pts], [p.quality for p in pts]
+        artists.append(
+            Line2D(xs, ys, ls="none", marker=marker, ms=size, color=colour, alpha=alpha, zorder=2)
+        )
+    front = sorted((p for p in result.points if p.on_frontier), key=lambda p: getattr(p, x_name))
+    if front:
+        xy = ([getattr(p, x_name) for p in front], [p.quality for p in front])
+        artists.append(Line2D(*xy, color="tab:blue", alpha=0.4, lw=1))
+    for point, name in ((result.production, "production"), (selected, "selected")):
+        if point is not None:
+            artists.append(
+                Line2D([getattr(point, x_name)], [point.quality], **styles[name], zorder=5)
+            )
+    if result.quality_floor is not None:
+        floor = [result.quality_floor] * 2
+        artists.append(Line2D([x_lo, x_hi], floor, **styles["quality floor"]))
+    if ceiling is not None:
+        artists.append(Line2D([ceiling] * 2, [y_lo, y_hi], **styles["latency ceiling"]))
+    return artists
+
+
+def _panel_frame(
+    fig: Any,
+    texts: list[PlacedText],
+    *,
+    origin: tuple[float, float, float, float],
+    box: tuple[float, float, float, float],
+    ticks: tuple[tuple[Sequence[float], Sequence[str]], tuple[Sequence[float], Sequence[str]]],
+    label: str,
+) -> None:
+    """A panel's frame, tick marks and tick labels (in inches); the y labels only when given."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Rectangle
+
+    x0, y0, panel_w, panel_h = origin
+    x_lo, x_hi, y_lo, y_hi = box
+    (x_ticks, x_labels), (y_ticks, y_labels) = ticks
+    inches, tick = fig.dpi_scale_trans, 3 / 72
+    fig.add_artist(Rectangle((x0, y0), panel_w, panel_h, fill=False, lw=0.8, transform=inches))
+    x_at = [x0 + (x - x_lo) / (x_hi - x_lo) * panel_w for x in x_ticks]
+    y_at = [y0 + (y - y_lo) / (y_hi - y_lo) * panel_h for y in y_ticks]
+    marks = [[(x, y0), (x, y0 - tick)] for x in x_at] + [[(x0, y), (x0 - tick, y)] for y in y_at]
+    fig.add_artist(LineCollection(marks, colors="black", linewidths=0.8, transform=inches))
+    for x, text in zip(x_at, x_labels, strict=True):
+        texts.append((text, (x, y0 - tick - 2 / 72), 7.5, "center", "top", "black", False))
+    for y, text in zip(y_at, y_labels, strict=False):
+        texts.append((text, (x0 - tick - 2 / 72, y), 7.5, "right", "center", "black", False))
+    texts.append((label, (x0 + panel_w / 2, y0 - 0.24), 8.5, "center", "top", "black", False))
+
+
+def _title(result: FrontierResult) -> str:
+    window = (
+        "all days"
+        if result.start is None and result.end is None
+        else f"{result.start or 'first day'} to {result.end or 'last day'}"
+    )
+    return (
+        f"{result.use_case}: frontier ({len(result.frontier)} of {len(result.points)} configs, "
+        f"z={result.z}), {window}; {result.selection.status}"
+    )
+
+
+def _legend_entries(result: FrontierResult, has_selection: bool) -> list[tuple[str, Any]]:
+    shown = {
+        "frontier": any(p.on_frontier for p in result.points),
+        "dominated": any(not p.on_frontier for p in result.points),
+        "production": result.production is not None,
+        "selected": has_selection,
+        "quality floor": result.quality_floor is not None,
+        "latency ceiling": result.latency_ceiling_ms is not None,
+    }
+    return [(label, style) for label, style in _FRONTIER_LEGEND if shown[label]]
+
+
 def plot_frontier(result: FrontierResult, path: Path | str) -> Path:
     """PNG: quality vs cost and quality vs latency p95; frontier, candidates, production, pick.
 
@@ -158,10 +264,7 @@ def plot_frontier(result: FrontierResult, path: Path | str) -> Path:
     margins, panels, ticks and text drawn as a few artists: ~30 ms per plot.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +273,6 @@ def plot_frontier(result: FrontierResult, path: Path | str) -> Path:
         ("cost_usd", "cost_se", "cost per request (USD)"),
         ("latency_p95_ms", "latency_p95_se", "latency p95 (ms)"),
     )
-    styles = dict(_FRONTIER_LEGEND)
     selected = result.point(result.selection.config_key or "")
     marked = [p for p in (result.production, selected) if p is not None]
     ys = [v for p in (*result.points, *marked) for v in _spread(p.quality, z * p.quality_se)]
@@ -182,21 +284,10 @@ def plot_frontier(result: FrontierResult, path: Path | str) -> Path:
     panel_h = fig_h - top - bottom
     fig = Figure(figsize=(fig_w, fig_h), dpi=_PLOT_DPI)
     FigureCanvasAgg(fig)
-    inches = fig.dpi_scale_trans
-    window = (
-        "all days"
-        if result.start is None and result.end is None
-        else f"{result.start or 'first day'} to {result.end or 'last day'}"
-    )
-    title = (
-        f"{result.use_case}: frontier ({len(result.frontier)} of {len(result.points)} configs, "
-        f"z={result.z}), {window}; {result.selection.status}"
-    )
     texts: list[PlacedText] = [
-        (title, (0.1, fig_h - 0.1), 10.5, "left", "top", "black", True),
+        (_title(result), (0.1, fig_h - 0.1), 10.5, "left", "top", "black", True),
         ("mean quality", (0.1, fig_h - top + 0.08), 8.0, "left", "baseline", "black", False),
     ]
-    tick = 3 / 72
     for k, (x_name, se_name, label) in enumerate(panels):
         x0, y0 = left + k * (panel_w + gap), bottom
         xs = [
@@ -210,78 +301,30 @@ def plot_frontier(result: FrontierResult, path: Path | str) -> Path:
         data, clip = panel_transform(fig, (x0, y0, panel_w, panel_h), (x_lo, x_hi), (y_lo, y_hi))
         x_ticks, x_labels = nice_ticks(x_lo, x_hi, 6)
 
-        grid = [[(x, y_lo), (x, y_hi)] for x in x_ticks] + [[(x_lo, y), (x_hi, y)] for y in y_ticks]
-        artists: list[Any] = [LineCollection(grid, colors="0.9", linewidths=0.6, zorder=0.5)]
-        for on_frontier, colour, marker, size, alpha in (
-            (False, "tab:grey", "x", 5.0, 0.6),
-            (True, "tab:blue", "o", 6.0, 1.0),
-        ):
-            pts = [p for p in result.points if p.on_frontier is on_frontier]
-            if not pts:
-                continue
-            bars = []
-            for p in pts:
-                x, y = getattr(p, x_name), p.quality
-                ex, ey = _finite(z * getattr(p, se_name)), _finite(z * p.quality_se)
-                bars += [[(x - ex, y), (x + ex, y)], [(x, y - ey), (x, y + ey)]]
-            artists.append(LineCollection(bars, colors=colour, linewidths=0.7, alpha=alpha))
-            artists.append(
-                Line2D(
-                    [getattr(p, x_name) for p in pts],
-                    [p.quality for p in pts],
-                    ls="none",
-                    marker=marker,
-                    ms=size,
-                    color=colour,
-                    alpha=alpha,
-                    zorder=2,
-                )
-            )
-        front = sorted(
-            (p for p in result.points if p.on_frontier), key=lambda p: getattr(p, x_name)
+        artists = _panel_artists(
+            result,
+            x_name=x_name,
+            se_name=se_name,
+            z=z,
+            selected=selected,
+            box=(x_lo, x_hi, y_lo, y_hi),
+            ticks=(x_ticks, y_ticks),
+            ceiling=ceiling,
         )
-        if front:
-            xy = ([getattr(p, x_name) for p in front], [p.quality for p in front])
-            artists.append(Line2D(*xy, color="tab:blue", alpha=0.4, lw=1))
-        for point, name in ((result.production, "production"), (selected, "selected")):
-            if point is not None:
-                xy = ([getattr(point, x_name)], [point.quality])
-                artists.append(Line2D(*xy, **styles[name], zorder=5))
-        if result.quality_floor is not None:
-            floor = [result.quality_floor] * 2
-            artists.append(Line2D([x_lo, x_hi], floor, **styles["quality floor"]))
-        if ceiling is not None:
-            artists.append(Line2D([ceiling] * 2, [y_lo, y_hi], **styles["latency ceiling"]))
         for artist in artists:
             artist.set_transform(data)
             artist.set_clip_box(clip)
             fig.add_artist(artist)
 
-        frame = Rectangle((x0, y0), panel_w, panel_h, fill=False, lw=0.8, transform=inches)
-        fig.add_artist(frame)
-        x_at = [x0 + (x - x_lo) / (x_hi - x_lo) * panel_w for x in x_ticks]
-        y_at = [y0 + (y - y_lo) / (y_hi - y_lo) * panel_h for y in y_ticks]
-        marks = [[(x, y0), (x, y0 - tick)] for x in x_at] + [
-            [(x0, y), (x0 - tick, y)] for y in y_at
-        ]
-        fig.add_artist(LineCollection(marks, colors="black", linewidths=0.8, transform=inches))
-        for x, text in zip(x_at, x_labels, strict=True):
-            texts.append((text, (x, y0 - tick - 2 / 72), 7.5, "center", "top", "black", False))
-        if k == 0:
-            for y, text in zip(y_at, y_labels, strict=True):
-                texts.append(
-                    (text, (x0 - tick - 2 / 72, y), 7.5, "right", "center", "black", False)
-                )
-        texts.append((label, (x0 + panel_w / 2, y0 - 0.24), 8.5, "center", "top", "black", False))
-    shown = {
-        "frontier": any(p.on_frontier for p in result.points),
-        "dominated": any(not p.on_frontier for p in result.points),
-        "production": result.production is not None,
-        "selected": selected is not None,
-        "quality floor": result.quality_floor is not None,
-        "latency ceiling": result.latency_ceiling_ms is not None,
-    }
-    entries = [(label, style) for label, style in _FRONTIER_LEGEND if shown[label]]
+        _panel_frame(
+            fig,
+            texts,
+            origin=(x0, y0, panel_w, panel_h),
+            box=(x_lo, x_hi, y_lo, y_hi),
+            ticks=((x_ticks, x_labels), (y_ticks, y_labels if k == 0 else [])),
+            label=label,
+        )
+    entries = _legend_entries(result, selected is not None)
     if not result.points:
         note = f"no configuration to place: {result.selection.reason}"[:110]
         texts.append((note, (left, bottom + panel_h / 2), 9.0, "left", "center", "dimgrey", False))
