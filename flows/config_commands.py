@@ -91,11 +91,11 @@ def _capability_checks(
     """Each capability's own parser over its file: value problems the schema cannot see."""
     # lazy: these pull in optuna, duckdb and scipy; `llmopt --help` should not
     from strategies.objective import objective_from_config
-    from tasks.experiments.analyze import experiment_spec
+    from tasks.experiments.spec import experiment_spec
     from tasks.monitoring.run import parse_monitoring_config
     from tasks.nightly.night import NightOptions
     from tasks.registry.policy import load_policies
-    from tasks.search.study import search_config_from_mapping
+    from tasks.search.space import search_config_from_mapping
 
     checks: list[tuple[str, Callable[[], object]]] = [
         ("monitoring.toml", lambda: parse_monitoring_config(docs["monitoring"])),

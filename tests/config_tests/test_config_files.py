@@ -19,10 +19,10 @@ from tasks.allocation.budget import use_case_settings
 from tasks.core.config import CONFIG_NAMES, ConfigError, check_config, config_path, load_config
 from tasks.core.config_schema import SCHEMAS
 from tasks.core.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
-from tasks.experiments.analyze import _SPEC_KEYS
+from tasks.experiments.spec import _SPEC_KEYS
 from tasks.monitoring.run import MonitoringConfig, load_monitoring_config
 from tasks.registry.policy import ApprovalPolicy, load_policies, policy_for
-from tasks.search.study import _SEARCH_KEYS, load_search_config, resolve_space
+from tasks.search.space import _SEARCH_KEYS, load_search_config, resolve_space
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 from tasks.simulation.world import AA_EXPERIMENT_ID, AB_EXPERIMENT_ID, USE_CASE_NAMES
 
