@@ -193,6 +193,7 @@ def _human_summary(summary: dict[str, Any]) -> str:
     lines = [f"night {summary.get('as_of')}  run {summary.get('run_key')}"]
     for use_case, item in summary.get("use_cases", {}).items():
         lines.append(f"  {use_case}: {item.get('headline', '')}")
+        lines += [f"    ALERT {line}" for line in item.get("alerts", [])]
     for use_case, error in summary.get("failures", {}).items():
         lines.append(f"  {use_case}: FAILED {error}")
     if summary.get("mlflow_parent_run_id"):

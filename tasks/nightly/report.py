@@ -197,12 +197,22 @@ def summary_dict(summary: NightSummary) -> dict[str, Any]:
                     "published": summary.published.get(o.use_case),
                     "reasons": list(o.reasons),
                     "loop": o.strategies.get("loop"),
+                    "alerts": _alert_lines(o.strategies.get("monitoring")),
                 }
                 for o in summary.outcomes
             },
             "failures": summary.failures,
         }
     )
+
+
+def _alert_lines(monitoring: Mapping[str, Any] | None) -> list[str]:
+    """One line per monitoring alert of the night (the monitoring report, as JSON)."""
+    return [
+        f"[{a['severity']}] {a['message']}"
+        for uc in (monitoring or {}).get("use_cases", [])
+        for a in uc.get("alerts", [])
+    ]
 
 
 def _weights_by_config(plan: Mapping[str, Any]) -> dict[str, float]:

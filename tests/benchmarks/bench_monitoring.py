@@ -1,8 +1,10 @@
 """Monitoring figures: false alarms, detection delays and the cost of a nightly pass.
 
 ``python tests/benchmarks/bench_monitoring.py [--quick] [--only SECTION ...] [--warehouse PATH
---as-of DAY]`` prints markdown tables and writes ``data/benchmarks/monitoring.json`` (with
-``--only``: ``monitoring-<sections>.json``):
+--as-of DAY] [--out DIR]`` prints markdown tables and writes ``data/benchmarks/monitoring.json``
+(``monitoring.quick.json`` with ``--quick``; with ``--only``: ``monitoring-<sections>.json``),
+through the shared harness (``tests/benchmarks/harness.py``). Simulated worlds are judged with the
+simulator's configuration (``tasks/simulation/demo_config``: its use cases' rules).
 
 1. **False alarms of the change detectors, run the nightly way**: stationary months of the four
    daily metrics; every night the last 28 days are standardised on their first 14 and an alarm
@@ -25,28 +27,36 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import resource
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
+from harness import Clock, bench_parser, peak_rss_mib, write_result
 
-from tasks.core.settings import REPO_ROOT
-from tasks.warehouse.connection import MeasuredConnection, StatementTally
+from strategies.monitor.analysis import analyse_series
+from strategies.monitor.settings import MonitoringConfig
+from tasks.core.settings import load_settings
+from tasks.monitoring import apply_monitoring_schema, load_monitoring_config, run_monitoring
+from tasks.simulation.demo_config import DEMO_CONFIG_DIR
+from tasks.simulation.generate import SimulationSpec, ground_truth, load_simulated, simulate
+from tasks.simulation.world import USE_CASES
+from tasks.warehouse.connection import MeasuredConnection, StatementTally, apply_schema
+from tasks.warehouse.queries import latest_day
+
+
+def _demo_config() -> MonitoringConfig:
+    """The monitoring configuration the simulated worlds are meant for (the demo's)."""
+    home = tempfile.mkdtemp(prefix="bench-monitoring-home-")
+    env = {"LLMOPT_HOME": home, "LLMOPT_CONFIG_DIR": str(DEMO_CONFIG_DIR)}
+    return load_monitoring_config(load_settings(env=env))
 
 
 def _warehouse(spec: Any) -> duckdb.DuckDBPyConnection:
-    from tasks.monitoring.run import apply_monitoring_schema
-    from tasks.simulation.generate import load_simulated, simulate
-    from tasks.warehouse.connection import apply_schema
 
     con = duckdb.connect()
     apply_schema(con)
@@ -56,7 +66,6 @@ def _warehouse(spec: Any) -> duckdb.DuckDBPyConnection:
 
 
 def detector_false_alarms(months: int, seed: int = 2026) -> dict[str, Any]:
-    from tasks.monitoring.run import MonitoringConfig, analyse_series
 
     config = MonitoringConfig()
     rng = np.random.default_rng(seed)
@@ -87,11 +96,8 @@ def detector_false_alarms(months: int, seed: int = 2026) -> dict[str, Any]:
 
 
 def pipeline_false_alarms(seeds: int, rows_per_day: int) -> dict[str, Any]:
-    from tasks.monitoring.run import load_monitoring_config, run_monitoring
-    from tasks.simulation.generate import SimulationSpec
-    from tasks.simulation.world import USE_CASES
 
-    config = load_monitoring_config(None)
+    config = _demo_config()
     months = 0
     alarmed: dict[str, int] = dict.fromkeys(USE_CASES, 0)
     kinds: dict[str, int] = {}
@@ -125,22 +131,19 @@ def pipeline_false_alarms(seeds: int, rows_per_day: int) -> dict[str, Any]:
 
 
 def detection_delays(rows_per_day: int) -> dict[str, Any]:
-    from tasks.monitoring.run import load_monitoring_config, run_monitoring
-    from tasks.simulation.generate import SimulationSpec, ground_truth
-    from tasks.simulation.world import USE_CASES
 
     spec = SimulationSpec(
         include_cost=True, requests_per_day=dict.fromkeys(USE_CASES, rows_per_day)
     )
     truth = ground_truth(spec)
     con = _warehouse(spec)
-    config = load_monitoring_config(None)
+    config = _demo_config()
     first: dict[tuple[str, str], dt.date] = {}
     timings = []
     for night in range(14, spec.days):
-        started = time.perf_counter()
-        report = run_monitoring(con, as_of=spec.day(night), config=config)
-        timings.append(time.perf_counter() - started)
+        with Clock() as clock:
+            report = run_monitoring(con, as_of=spec.day(night), config=config)
+        timings.append(clock.seconds)
         for alert in report.alerts:
             first.setdefault((alert.use_case, alert.kind), report.as_of)
     assert truth.drift is not None and truth.cost_spike is not None
@@ -157,15 +160,15 @@ def detection_delays(rows_per_day: int) -> dict[str, Any]:
             for kind in ("rule", "drift", "change")
         }
     # bare baseline: the same daily aggregates in one DuckDB pass, nothing else
-    started = time.perf_counter()
-    con.execute(
-        """
-        SELECT use_case, day, avg(quality), avg((status = 'success')::INT), avg(cost_usd),
-               quantile_cont(latency_ms, 0.95), count(*)
-        FROM usage_logs GROUP BY ALL
-        """
-    ).fetchall()
-    bare = time.perf_counter() - started
+    with Clock() as bare_clock:
+        con.execute(
+            """
+            SELECT use_case, day, avg(quality), avg((status = 'success')::INT), avg(cost_usd),
+                   quantile_cont(latency_ms, 0.95), count(*)
+            FROM usage_logs GROUP BY ALL
+            """
+        ).fetchall()
+    bare = bare_clock.seconds
     rows = con.execute("SELECT count(*) FROM usage_logs").fetchone()
     con.close()
     return {
@@ -178,9 +181,6 @@ def detection_delays(rows_per_day: int) -> dict[str, Any]:
 
 def _widened_world(rows: int) -> duckdb.DuckDBPyConnection:
     """A simulated month (4 use cases) widened to 20 use cases as bench_nightly does."""
-    from tasks.monitoring.run import apply_monitoring_schema
-    from tasks.simulation.generate import SimulationSpec, load_simulated, simulate
-    from tasks.warehouse.connection import apply_schema
 
     con = duckdb.connect()
     apply_schema(con)
@@ -197,9 +197,7 @@ def many_use_cases(
     *, warehouse: Path | None, as_of: dt.date | None, rows: int, repeat: int
 ) -> dict[str, Any]:
     """Section 5: one night over all use cases, batched vs one by one vs bare DuckDB."""
-    from bench_nightly import bare_queries
-
-    from tasks.monitoring.run import latest_day, load_monitoring_config, run_monitoring
+    from bench_nightly import bare_queries  # lazy: only section 5 needs the nightly bench
 
     work = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
     try:
@@ -217,7 +215,7 @@ def many_use_cases(
             for r in con.execute("SELECT DISTINCT use_case FROM usage_logs ORDER BY 1").fetchall()
         ]
         n_rows = con.execute("SELECT count(*) FROM usage_logs").fetchall()[0][0]
-        config = load_monitoring_config(None)
+        config = _demo_config()
         options: dict[str, Any] = {"as_of": night, "config": config, "record": False}
         run_monitoring(con, use_cases=names[:1], **options)  # warm: schema, caches
 
@@ -227,22 +225,22 @@ def many_use_cases(
         bare_runs: list[dict[str, float]] = []
         for _ in range(repeat):  # interleaved: a busy neighbour slows both alike
             counting.tally = StatementTally()
-            started = time.perf_counter()
-            run_monitoring(counting, use_cases=names, **options)  # type: ignore[arg-type]
-            batched.append(time.perf_counter() - started)
+            with Clock() as clock:
+                run_monitoring(counting, use_cases=names, **options)  # type: ignore[arg-type]
+            batched.append(clock.seconds)
             timings = {}
             for name, (sql, params) in queries.items():
-                started = time.perf_counter()
-                con.execute(sql, params).fetchall()
-                timings[name] = time.perf_counter() - started
+                with Clock() as clock:
+                    con.execute(sql, params).fetchall()
+                timings[name] = clock.seconds
             bare_runs.append(timings)
         batched_statements = counting.tally.statements
 
         counting.tally = StatementTally()
-        started = time.perf_counter()
-        for name in names:
-            run_monitoring(counting, use_cases=[name], **options)  # type: ignore[arg-type]
-        one_by_one = time.perf_counter() - started
+        with Clock() as clock:
+            for name in names:
+                run_monitoring(counting, use_cases=[name], **options)  # type: ignore[arg-type]
+        one_by_one = clock.seconds
         one_by_one_statements = counting.tally.statements
         con.close()
     finally:
@@ -277,8 +275,7 @@ SECTIONS = ("detectors", "pipeline", "delays", "many")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser = bench_parser(__doc__)
     parser.add_argument(
         "--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run"
     )
@@ -290,28 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     months = 100 if args.quick else 500
     seeds = 2 if args.quick else 5
     rows = 300 if args.quick else 1000
-    started = time.perf_counter()
-    result: dict[str, Any] = {"quick": args.quick}
-    if "detectors" in args.only:
-        result["detectors"] = detector_false_alarms(months)
-    if "pipeline" in args.only:
-        result["pipeline"] = pipeline_false_alarms(seeds, rows)
-    if "delays" in args.only:
-        result["delays"] = detection_delays(rows)
-    if "many" in args.only:
-        result["many"] = many_use_cases(
-            warehouse=args.warehouse,
-            as_of=args.as_of,
-            rows=200_000 if args.quick else 1_000_000,
-            repeat=1 if args.quick else 5,
-        )
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["total_seconds"] = time.perf_counter() - started
+    result: dict[str, Any] = {}
+    with Clock() as total:
+        if "detectors" in args.only:
+            result["detectors"] = detector_false_alarms(months)
+        if "pipeline" in args.only:
+            result["pipeline"] = pipeline_false_alarms(seeds, rows)
+        if "delays" in args.only:
+            result["delays"] = detection_delays(rows)
+        if "many" in args.only:
+            result["many"] = many_use_cases(
+                warehouse=args.warehouse,
+                as_of=args.as_of,
+                rows=200_000 if args.quick else 1_000_000,
+                repeat=1 if args.quick else 5,
+            )
+    result["peak_rss_mib"] = peak_rss_mib()
+    result["total_seconds"] = total.seconds
     _print_tables(result)
     name = "monitoring" if set(args.only) == set(SECTIONS) else "-".join(["monitoring", *args.only])
-    out = REPO_ROOT / "data" / "benchmarks" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    print(f"wrote {write_result(name, result, quick=args.quick, out=args.out)}")
     return 0
 
 
