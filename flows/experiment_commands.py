@@ -227,6 +227,11 @@ def _human(payload: dict[str, Any]) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``experiments analyze|reset`` and ``stats`` to the CLI.
+
+    Args:
+        subparsers: the top-level ``llmopt`` subcommands.
+    """
     exp = subparsers.add_parser("experiments", help="analyse A/B experiments in the warehouse")
     exp_sub = exp.add_subparsers(dest="experiments_command", metavar="ACTION", required=True)
     analyze = exp_sub.add_parser(

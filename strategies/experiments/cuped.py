@@ -73,7 +73,7 @@ def cuped_adjust(control: CupedStats, treatment: CupedStats) -> tuple[Moments, M
             mean = stats.sum / n - theta * (stats.pre_sum / n - x_bar)
             resid_ss = syy_k - 2.0 * theta * sxy_k + theta * theta * sxx_k
             var = np.where(n > 1, np.maximum(resid_ss, 0.0) / (n - 1.0), np.nan)
-        return Moments(n, mean, var, normal=False)
+        return Moments(n=n, mean=mean, variance=var, normal=False)
 
     return (
         adjusted(control, sxx_c, sxy_c, syy_c),

@@ -82,7 +82,11 @@ def _loser(spec: ExperimentSpec, c: Comparison) -> bool:
 
 
 def degradation_bounds(c: Comparison) -> tuple[float, float]:
-    """Interval of how much worse the arm is (positive = worse), in the margin's units."""
+    """Interval of how much worse the arm is (positive = worse), in the margin's units.
+
+    Args:
+        c: a guardrail comparison.
+    """
     if c.margin_relative:
         lo, hi = c.relative_ci_low, c.relative_ci_high
     else:
@@ -95,6 +99,9 @@ def guardrail_verdict(c: Comparison) -> str:
 
     Both arms constant (zero variance, e.g. no errors at all) is not noise: the degradation is
     known exactly and is compared with the margin directly.
+
+    Args:
+        c: a guardrail comparison (with its margin).
     """
     if c.margin is None:
         return "undetermined"
@@ -121,6 +128,12 @@ def guardrail_verdict(c: Comparison) -> str:
 
 
 def primary_verdict(spec: ExperimentSpec, c: Comparison) -> str:
+    """``better``, ``worse``, ``no difference yet`` or ``undetermined`` by the method's rule.
+
+    Args:
+        spec: the experiment's configuration (method, alpha, chance threshold).
+        c: a primary or secondary comparison with its adjusted p-value.
+    """
     if not c.analysable:
         return "undetermined"
     if _winner(spec, c):

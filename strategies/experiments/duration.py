@@ -54,7 +54,11 @@ def days_to_decision(
     moments: list[Moments] = []
     for st in data.stats:
         m = st.moments()
-        moments.append(Moments(m.n[..., -1], m.mean[..., -1], m.variance[..., -1], m.normal))
+        moments.append(
+            Moments(
+                n=m.n[..., -1], mean=m.mean[..., -1], variance=m.variance[..., -1], normal=m.normal
+            )
+        )
     mc = moments[ci]
     worst_units, worst_days = 0.0, 0.0
     for i, mt in enumerate(moments):

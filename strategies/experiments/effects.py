@@ -93,7 +93,11 @@ class EffectResult:
         return int(self.effect.size)
 
     def record(self, i: int) -> dict[str, Any]:
-        """Entry ``i`` as plain Python values (NaN where not analysable)."""
+        """Entry ``i`` as plain Python values (NaN where not analysable).
+
+        Args:
+            i: the comparison's index (flat).
+        """
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -199,8 +203,8 @@ def prepare(
     message[ok & (base == 0)] = MSG_ZERO_CONTROL
     nan = np.nan
     return Prepared(
-        control=Moments(nc, mc, vc, control.normal),
-        treatment=Moments(nt, mt, vt, treatment.normal),
+        control=Moments(n=nc, mean=mc, variance=vc, normal=control.normal),
+        treatment=Moments(n=nt, mean=mt, variance=vt, normal=treatment.normal),
         effect=np.where(ok, effect, nan),
         var=np.where(ok, var, nan),
         df=np.where(ok, df, nan),
@@ -214,7 +218,12 @@ def prepare(
 
 
 def normal_win_and_loss(mean: FloatArray, sd: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """P(delta > 0) and E[max(0, -delta)] for delta ~ N(mean, sd^2) (closed form)."""
+    """P(delta > 0) and E[max(0, -delta)] for delta ~ N(mean, sd^2) (closed form).
+
+    Args:
+        mean: mean of the normal effect distribution.
+        sd: its standard deviation.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         z = mean / sd
         win = sps.norm.cdf(z)
@@ -223,12 +232,22 @@ def normal_win_and_loss(mean: FloatArray, sd: FloatArray) -> tuple[FloatArray, F
 
 
 def check_alpha(alpha: float) -> float:
+    """``alpha`` as a float in (0, 1), else ValueError.
+
+    Args:
+        alpha: the level to check.
+    """
     if not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     return float(alpha)
 
 
 def check_alternative(alternative: str) -> str:
+    """``alternative`` when it is one of :data:`ALTERNATIVES`, else ValueError.
+
+    Args:
+        alternative: the alternative to check.
+    """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
     return alternative

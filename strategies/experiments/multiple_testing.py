@@ -25,7 +25,12 @@ METHODS: tuple[str, ...] = ("none", "holm", "bh")
 
 
 def adjust_pvalues(p_values: ArrayLike, *, method: str = "holm") -> FloatArray:
-    """Adjusted p-values, same shape as the input; ``method`` is none, holm or bh."""
+    """Adjusted p-values, same shape as the input.
+
+    Args:
+        p_values: one family per row (last axis); NaN entries are left out and stay NaN.
+        method: ``none``, ``holm`` or ``bh`` (Benjamini-Hochberg).
+    """
     if method not in METHODS:
         raise ValueError(f"correction must be one of {METHODS}, got {method!r}")
     p = np.asarray(p_values, dtype=np.float64)

@@ -85,7 +85,11 @@ class ActiveStop:
 
 
 def reset_command(experiment_id: str) -> str:
-    """The command a person runs to lift a stop (quoted in every sticky reason)."""
+    """The command a person runs to lift a stop (quoted in every sticky reason).
+
+    Args:
+        experiment_id: the stopped experiment.
+    """
     return f'llmopt experiments reset {experiment_id} --reason "..."'
 
 

@@ -49,7 +49,17 @@ def detection_power(
     alpha: float = 0.05,
     alternative: str = "two-sided",
 ) -> FloatArray:
-    """Probability of detecting ``effect`` with ``n_control`` control units."""
+    """Probability of detecting ``effect`` with ``n_control`` control units.
+
+    Args:
+        effect: true absolute effect(s).
+        var_control: per-unit variance in control.
+        var_treatment: per-unit variance in treatment.
+        n_control: control-arm units (treatment gets ``ratio`` times as many).
+        ratio: treatment-to-control size ratio.
+        alpha: significance level.
+        alternative: ``two-sided``, ``greater`` or ``less``.
+    """
     eff = np.atleast_1d(np.asarray(effect, dtype=np.float64))
     se = np.sqrt(
         np.asarray(var_control, dtype=np.float64) / np.asarray(n_control, dtype=np.float64)
@@ -79,6 +89,15 @@ def required_n(
 
     Two-sided: Newton steps on the standardized shift solve the exact two-tail power equation
     (as statsmodels' ``solve_power`` does), starting from the one-tail closed form.
+
+    Args:
+        var_control: per-unit variance in control.
+        var_treatment: per-unit variance in treatment.
+        effect: absolute effect to detect.
+        ratio: treatment-to-control size ratio.
+        alpha: significance level.
+        power: wanted probability of detection.
+        alternative: ``two-sided``, ``greater`` or ``less``.
     """
     shift = _shift(alpha, power, alternative)
     eff = np.abs(np.atleast_1d(np.asarray(effect, dtype=np.float64)))
@@ -101,7 +120,17 @@ def minimum_detectable_effect(
     power: float = 0.8,
     alternative: str = "two-sided",
 ) -> FloatArray:
-    """Smallest absolute effect detected with ``power`` at the given sizes."""
+    """Smallest absolute effect detected with ``power`` at the given sizes.
+
+    Args:
+        var_control: per-unit variance in control.
+        var_treatment: per-unit variance in treatment.
+        n_control: control-arm units.
+        ratio: treatment-to-control size ratio.
+        alpha: significance level.
+        power: wanted probability of detection.
+        alternative: ``two-sided``, ``greater`` or ``less``.
+    """
     z = _shift(alpha, power, alternative)
     n = np.asarray(n_control, dtype=np.float64)
     return np.atleast_1d(
@@ -116,7 +145,13 @@ def minimum_detectable_effect(
 def days_needed(
     units_needed: ArrayLike, units_now: ArrayLike, units_per_day: ArrayLike
 ) -> FloatArray:
-    """Whole days until ``units_needed`` at the current daily rate (0 if reached, inf if never)."""
+    """Whole days until ``units_needed`` at the current daily rate (0 if reached, inf if never).
+
+    Args:
+        units_needed: units wanted.
+        units_now: units so far.
+        units_per_day: current daily rate.
+    """
     need = np.asarray(units_needed, dtype=np.float64)
     now = np.asarray(units_now, dtype=np.float64)
     rate = np.asarray(units_per_day, dtype=np.float64)

@@ -126,7 +126,11 @@ class ExperimentSpec:
             raise ValueError(f"{self.experiment_id}: {problem}")
 
     def weight_of(self, variant: str) -> float | None:
-        """The configured traffic share of ``variant`` (None when not configured)."""
+        """The configured traffic share of ``variant`` (None when not configured).
+
+        Args:
+            variant: the arm's variant id.
+        """
         return dict(self.weights).get(variant)
 
 
@@ -248,6 +252,12 @@ class ExperimentReport:
     looks: str = "single"  # single (one look, e.g. a CSV) | nightly (repeated warehouse looks)
 
     def comparison(self, metric: str, variant: str) -> Comparison:
+        """The first comparison of ``variant`` on ``metric`` (KeyError when there is none).
+
+        Args:
+            metric: the metric's name.
+            variant: the treatment arm.
+        """
         for c in self.comparisons:
             if c.metric == metric and c.variant == variant:
                 return c

@@ -54,7 +54,11 @@ DEFAULT_N_STAR = 10_000
 
 
 def optimal_mixing_ratio(alpha: float) -> float:
-    """``r*`` solving ``r = log(1 + r) + 2 log(1 / alpha)`` (fixed point, contraction)."""
+    """``r*`` solving ``r = log(1 + r) + 2 log(1 / alpha)`` (fixed point, contraction).
+
+    Args:
+        alpha: level of the two-sided sequence.
+    """
     target = 2.0 * np.log(1.0 / alpha)
     r = target + 1.0
     for _ in range(200):
@@ -66,13 +70,25 @@ def optimal_mixing_ratio(alpha: float) -> float:
 
 
 def cs_radius(var: FloatArray, tau2: FloatArray, alpha: float) -> FloatArray:
-    """Half-width of the (1 - alpha) normal-mixture confidence sequence."""
+    """Half-width of the (1 - alpha) normal-mixture confidence sequence.
+
+    Args:
+        var: variance of the effect estimate.
+        tau2: mixing variance.
+        alpha: level of the sequence.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(var * (var + tau2) / tau2 * (np.log1p(tau2 / var) + 2.0 * np.log(1 / alpha)))
 
 
 def log_mixture_lr(effect: FloatArray, var: FloatArray, tau2: FloatArray) -> FloatArray:
-    """log Lambda(0) of the normal-mixture SPRT."""
+    """log Lambda(0) of the normal-mixture SPRT.
+
+    Args:
+        effect: the effect estimate minus the null value.
+        var: its variance.
+        tau2: mixing variance.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         return 0.5 * np.log(var / (var + tau2)) + tau2 * effect**2 / (2.0 * var * (var + tau2))
 
@@ -83,6 +99,11 @@ def mixture_p_value(z: FloatArray, var: FloatArray, tau2: FloatArray) -> FloatAr
     With ``z = d / sqrt(V)`` this is the always-valid p-value of the effect; with the relative
     effect's ``z`` it is the level at which the relative sequence (``relative +/- radius / sqrt(V)
     * relative se``) just touches 0, so both scales agree with their own intervals.
+
+    Args:
+        z: standardized estimate.
+        var: variance of the absolute effect estimate.
+        tau2: mixing variance.
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_lr = 0.5 * np.log(var / (var + tau2)) + tau2 * z**2 / (2.0 * (var + tau2))
@@ -114,7 +135,12 @@ class SequentialTest(EffectTest):
         return self.alpha if self.alternative == "two-sided" else min(2.0 * self.alpha, 0.999)
 
     def tau2(self, control: Moments, treatment: Moments) -> FloatArray:
-        """Mixing variance from the plug-in per-unit variances and ``n_star``."""
+        """Mixing variance from the plug-in per-unit variances and ``n_star``.
+
+        Args:
+            control: control-arm moments.
+            treatment: treatment-arm moments.
+        """
         r_star = optimal_mixing_ratio(self.level_alpha)
         with np.errstate(invalid="ignore"):
             return r_star * (control.variance + treatment.variance) / self.n_star
@@ -162,6 +188,13 @@ class SequentialTest(EffectTest):
 
         Solved by vectorized bisection on ``|effect| >= radius(n) + z_power * se(n)``
         (treatment arm gets ``ratio * n``). Infinite where ``effect`` is 0 or not finite.
+
+        Args:
+            var_control: per-unit variance in control.
+            var_treatment: per-unit variance in treatment.
+            effect: absolute effect to detect.
+            power: wanted probability of detection.
+            ratio: treatment-to-control size ratio.
         """
         from scipy import stats as sps
 
@@ -194,6 +227,10 @@ def cumulate(result: EffectResult, axis: int = -1) -> EffectResult:
     ``result`` holds one entry per look along ``axis`` (cumulative data up to each look, in
     time order). Looks that were not analysable are skipped. Point estimates stay those of each
     look; the last entry along ``axis`` is what the nightly flow reports.
+
+    Args:
+        result: per-look results of :class:`SequentialTest`.
+        axis: the looks axis.
     """
 
     def run(values: FloatArray, fn: np.ufunc, fill: float) -> FloatArray:

@@ -35,7 +35,11 @@ FloatArray = NDArray[np.float64]
 
 
 def as_float_array(value: ArrayLike) -> FloatArray:
-    """A float64 array of at least one dimension (scalars become shape ``(1,)``)."""
+    """A float64 array of at least one dimension (scalars become shape ``(1,)``).
+
+    Args:
+        value: a scalar or array-like.
+    """
     return np.atleast_1d(np.asarray(value, dtype=np.float64))
 
 
@@ -58,7 +62,7 @@ def _sample_cov(n: FloatArray, sx: FloatArray, sy: FloatArray, sxy: FloatArray) 
     return np.where(n > 1, cov, np.nan)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # positional construction is used outside this package
 class Moments:
     """What every test needs per arm: units ``n``, ``mean`` and per-unit ``variance``.
 
@@ -103,7 +107,7 @@ class MeanStats:
         return _sample_var(self.n, self.sum, self.sum_squares)
 
     def moments(self) -> Moments:
-        return Moments(self.n, self.mean, self.variance, normal=False)
+        return Moments(n=self.n, mean=self.mean, variance=self.variance, normal=False)
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class ProportionStats:
         return p * (1.0 - p)
 
     def moments(self) -> Moments:
-        return Moments(self.n, self.mean, self.variance, normal=True)
+        return Moments(n=self.n, mean=self.mean, variance=self.variance, normal=True)
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class RatioStats:
         return np.maximum(var, 0.0)
 
     def moments(self) -> Moments:
-        return Moments(self.n, self.mean, self.variance, normal=True)
+        return Moments(n=self.n, mean=self.mean, variance=self.variance, normal=True)
 
 
 @dataclass(frozen=True)
