@@ -4,7 +4,15 @@ Pure numpy / scipy, vectorized over many comparisons. Start with
 :func:`~strategies.experiments.analysis.analyze_experiment` for a whole experiment, or use a
 test directly (:class:`WelchTest`, :class:`SequentialTest`, :class:`BayesianTest`) on
 :class:`Moments` built from :class:`MeanStats`, :class:`ProportionStats`, :class:`RatioStats`
-(or :func:`cuped_adjust` on :class:`CupedStats`).
+(or :func:`cuped_adjust` on :class:`CupedStats`). Repeated (nightly) looks:
+:mod:`strategies.experiments.nightly` and :func:`sequential_srm_test`.
+
+Example:
+    >>> c = MeanStats(n=[2000], sum=[1400.0], sum_squares=[1060.0]).moments()
+    >>> t = MeanStats(n=[2000], sum=[1440.0], sum_squares=[1120.0]).moments()
+    >>> r = WelchTest(alpha=0.05).compute(c, t)
+    >>> round(float(r.relative[0]), 4), bool(r.relative_p_value[0] < 0.05)
+    (0.0286, True)
 """
 
 from __future__ import annotations

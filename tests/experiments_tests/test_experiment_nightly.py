@@ -175,3 +175,18 @@ def test_text_table_columns_never_touch() -> None:
     assert lines[3].split() == ["cost_usd", "-123456789", "x"]
     widths = [len(x) for x in lines[1].split("  ")]
     assert widths == [8, 10, 8]  # each column as wide as its widest cell
+
+
+def test_config_rejects_non_finite_and_unknown_scales_naming_the_key() -> None:
+    from tasks.core.config import ConfigError
+    from tasks.experiments import experiment_spec
+
+    for key, value in (("n_star", float("inf")), ("prior_scale", "odds"), ("mde", float("nan"))):
+        with pytest.raises(ConfigError, match=key):
+            experiment_spec("exp-mine", {"defaults": {key: value}})
+    spec = experiment_spec(
+        "exp-mine",
+        {"defaults": {"prior_scale": "relative", "correction_scale": "relative", "prior_sd": 0.1}},
+    )
+    assert spec is not None
+    assert (spec.prior_scale, spec.correction_scale, spec.prior_sd) == ("relative", "relative", 0.1)
