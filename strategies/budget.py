@@ -77,6 +77,43 @@ class SpendForecast:
         return self.days_in_month - self.days_elapsed
 
 
+def _checked_spend(
+    daily_spend: ArrayLike, days_in_month: int, method: str, window: int, level: float
+) -> np.ndarray:
+    spend = np.asarray(daily_spend, dtype=float)
+    if spend.ndim != 1:
+        raise ValueError("daily_spend must be one-dimensional")
+    if not np.all(np.isfinite(spend)) or np.any(spend < 0):
+        raise ValueError("daily_spend must be finite and >= 0")
+    if not 0.0 < level < 1.0:
+        raise ValueError("level must be in (0, 1)")
+    if method not in ("mean", "trend"):
+        raise ValueError(f"unknown forecast method {method!r}: use 'mean' or 'trend'")
+    if spend.size > days_in_month:
+        raise ValueError("more elapsed days than days in the month")
+    if window < 2:
+        raise ValueError("window must be >= 2")
+    return spend
+
+
+def _trend_sum(recent: np.ndarray, elapsed: int, days_in_month: int) -> tuple[float, float, int]:
+    """OLS ``spend = a + b*day`` on ``recent``: the future days' sum, its variance, the dof."""
+    n = recent.size
+    remaining = days_in_month - elapsed
+    t = np.arange(elapsed - n, elapsed, dtype=float)
+    x = np.column_stack([np.ones(n), t])
+    beta, *_ = np.linalg.lstsq(x, recent, rcond=None)
+    resid = recent - x @ beta
+    dof = n - 2
+    s2 = float(resid @ resid) / dof
+    tf = np.arange(elapsed, days_in_month, dtype=float)
+    xf_sum = np.array([remaining, tf.sum()])
+    xtx_inv = np.linalg.inv(x.T @ x)
+    # Spend cannot be negative: a falling trend is floored at zero per day.
+    future = float(np.clip(beta[0] + beta[1] * tf, 0.0, None).sum())
+    return future, s2 * (remaining + float(xf_sum @ xtx_inv @ xf_sum)), dof
+
+
 def forecast_month_spend(
     daily_spend: ArrayLike,
     *,
@@ -90,20 +127,8 @@ def forecast_month_spend(
     Fewer than 2 days (3 for ``trend``) cannot give an interval: the forecast then extrapolates
     the mean and the interval is unbounded above, with a reason saying so (never NaN).
     """
-    spend = np.asarray(daily_spend, dtype=float)
-    if spend.ndim != 1:
-        raise ValueError("daily_spend must be one-dimensional")
-    if not np.all(np.isfinite(spend)) or np.any(spend < 0):
-        raise ValueError("daily_spend must be finite and >= 0")
-    if not 0.0 < level < 1.0:
-        raise ValueError("level must be in (0, 1)")
-    if method not in ("mean", "trend"):
-        raise ValueError(f"unknown forecast method {method!r}: use 'mean' or 'trend'")
+    spend = _checked_spend(daily_spend, days_in_month, method, window, level)
     elapsed = spend.size
-    if elapsed > days_in_month:
-        raise ValueError("more elapsed days than days in the month")
-    if window < 2:
-        raise ValueError("window must be >= 2")
     mtd = math.fsum(spend)
     remaining = days_in_month - elapsed
     recent = spend[-window:]
@@ -137,21 +162,8 @@ def forecast_month_spend(
         future = remaining * mean
         var_sum = sd**2 * (remaining + remaining**2 / n)
         dof = n - 1
-    elif method == "trend":
-        t = np.arange(elapsed - n, elapsed, dtype=float)
-        x = np.column_stack([np.ones(n), t])
-        beta, *_ = np.linalg.lstsq(x, recent, rcond=None)
-        resid = recent - x @ beta
-        dof = n - 2
-        s2 = float(resid @ resid) / dof
-        tf = np.arange(elapsed, days_in_month, dtype=float)
-        xf_sum = np.array([remaining, tf.sum()])
-        xtx_inv = np.linalg.inv(x.T @ x)
-        # Spend cannot be negative: a falling trend is floored at zero per day.
-        future = float(np.clip(beta[0] + beta[1] * tf, 0.0, None).sum())
-        var_sum = s2 * (remaining + float(xf_sum @ xtx_inv @ xf_sum))
-    else:  # pragma: no cover - rejected above
-        raise AssertionError(method)
+    else:
+        future, var_sum, dof = _trend_sum(recent, elapsed, days_in_month)
     half = float(stats.t.ppf(0.5 + level / 2.0, dof)) * math.sqrt(max(var_sum, 0.0))
     total = mtd + future
     return SpendForecast(
