@@ -93,7 +93,12 @@ def _truth_prefers_strong(world: RoutingWorld, preset: str) -> bool:
 
 
 def _run(
-    tmp: Path, monkeypatch: pytest.MonkeyPatch, world: RoutingWorld, presets: list[str]
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    world: RoutingWorld,
+    presets: list[str],
+    *,
+    template: str = NIGHTLY_TOML,
 ) -> list[dict[str, Any]]:
     """One flow run per night; the registry's production after each."""
     from flows.nightly import NightlyParameters, nightly_optimization
@@ -110,7 +115,7 @@ def _run(
     pq.write_table(world.simulate(), logs)
     nights = []
     for index, preset in enumerate(presets):
-        (config / "nightly.toml").write_text(NIGHTLY_TOML.format(preset=preset))
+        (config / "nightly.toml").write_text(template.format(preset=preset))
         params = NightlyParameters(
             as_of=START + dt.timedelta(days=index),
             input_paths=[str(logs)],
@@ -192,3 +197,30 @@ def test_cost_focused_keeps_the_cheap_model(
     assert all(loop["promotion"] == "none" for loop in loops)
     assert all(loop["objective"] == "cost-focused" for loop in loops)
     assert loops[-1]["best_alternative_difference"] < 0  # the strong model is worse here
+
+
+def test_a_stage_that_cannot_gather_its_sample_stops_and_says_so(
+    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: not enough evidence is a stop with the numbers, never a failed guardrail."""
+    world = _world(0.5)
+    strict = NIGHTLY_TOML.replace("error_rate_margin = 0.01", "error_rate_margin = 0.001")
+    nights = _run(
+        tmp_path,
+        monkeypatch,
+        world,
+        ["cost-focused", "quality-focused", "quality-focused"],
+        template=strict,
+    )
+    assert nights[1]["rollout"]["candidate_config_id"] == world.strong.config_id
+    stopped = nights[2]
+    assert stopped["production"] == world.weak.config_id and stopped["rollout"] is None
+    published = stopped["versions"][-1]
+    assert "stopped: not enough traffic at 5%:" in published.reason
+    assert " of " in published.reason and "requests" in published.reason
+    text = " ".join(
+        [stopped["summary"]["headline"], *stopped["summary"]["reasons"], published.reason]
+    )
+    assert "guardrails failed" not in text and "harm" not in text
+    # the candidate that just stopped is not proposed again the same night
+    assert "its rollout ended tonight" in " ".join(stopped["summary"]["reasons"])
