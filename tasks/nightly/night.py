@@ -82,7 +82,7 @@ class NightOptions:
                 min_arm_share=float(traffic.get("min_arm_share", 0.01)),
                 rollout_stages=tuple(traffic.get("rollout_stages", (0.05, 0.25, 0.5, 1.0))),
             ),
-            guard=RolloutGuard(**rollout, max_nights=max_holds + 1),
+            guard=RolloutGuard(**({"max_nights": max_holds + 1} | rollout)),
             max_rollout_holds=max_holds,
         )
 
