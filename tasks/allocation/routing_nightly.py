@@ -3,19 +3,21 @@
 * :func:`use_case_routing` (``llmopt bandit --contextual``): window, context columns and budget
   from ``budget.toml``, then :func:`tasks.allocation.routing.plan_contextual_routing`.
 * The nightly flow aggregates once and decides without a connection:
-  :func:`routing_inputs_for` in the aggregate step, :func:`nightly_routing` in the per-use-case
-  step (it refuses to publish while an experiment, a rollout or a safety action holds the
-  traffic), and :func:`attach_routing` turns the proposed registry configuration into one that
-  carries the routing table (``metadata.routing``; its arms are the routed configurations with
-  their overall shares, role ``bandit``), resolved by serving with
+  :func:`with_routing_inputs` (:func:`routing_inputs_for` per use case) in the aggregate step,
+  :func:`routing_step` (:func:`nightly_routing`) in the per-use-case step. It records the
+  proposal and publishes it only when the traffic is free (no experiment, rollout or safety
+  action holds it) and ``[routing] publish = true``: :func:`attach_routing` then puts the table
+  in the proposed registry configuration (``metadata.routing``; its arms are the routed
+  configurations with their overall shares, role ``bandit``), resolved by serving with
   :func:`tasks.registry.routing.assign_routed`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +43,9 @@ __all__ = [
     "budget_from_report",
     "nightly_routing",
     "routing_inputs_for",
+    "routing_step",
     "use_case_routing",
+    "with_routing_inputs",
 ]
 
 
@@ -304,3 +308,90 @@ def attach_routing(
         metadata=metadata,
     )
     return config.to_dict()
+
+
+def with_routing_inputs(
+    con: duckdb.DuckDBPyConnection,
+    inputs_by_use_case: Mapping[str, Any],
+    *,
+    as_of: dt.date,
+    objective_for: Callable[[str], Objective],
+    budget_config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The aggregate step's hook: each use case's inputs with ``routing`` filled in.
+
+    Args:
+        con: the warehouse (the aggregate step's connection).
+        inputs_by_use_case: the night's per-use-case inputs (dataclasses with a ``routing``
+            field and a ``problem`` field; those with a problem are left as they are).
+        as_of: the night.
+        objective_for: the use case's objective.
+        budget_config: the parsed ``budget.toml``.
+
+    Returns:
+        The same mapping with ``routing`` set to :class:`RoutingInputs` where it could be built.
+    """
+    out: dict[str, Any] = {}
+    for use_case, inputs in inputs_by_use_case.items():
+        if getattr(inputs, "problem", None) is not None:
+            out[use_case] = inputs
+            continue
+        routing = routing_inputs_for(
+            con,
+            use_case=use_case,
+            as_of=as_of,
+            objective=objective_for(use_case),
+            budget_config=budget_config,
+        )
+        out[use_case] = dataclasses.replace(inputs, routing=routing)
+    return out
+
+
+def routing_step(
+    inputs: Any,
+    *,
+    objective: Objective,
+    production_id: str,
+    budget_config: Mapping[str, Any],
+    proposed_config: Mapping[str, Any],
+    params_for: Mapping[str, Mapping[str, Any]],
+    held_by: str | None,
+    seed: int = 0,
+) -> tuple[dict[str, Any], NightlyRouting]:
+    """The per-use-case hook: tonight's routing and the (maybe routed) proposed configuration.
+
+    Publishing also needs ``[routing] publish = true`` in ``budget.toml`` (the shipped default
+    file sets it; without it the table is evidence in the report only).
+
+    Args:
+        inputs: the use case's night inputs (``routing`` and ``budget`` fields).
+        objective: the use case's objective.
+        production_id: tonight's production configuration.
+        budget_config: the parsed ``budget.toml``.
+        proposed_config: the night's proposed registry configuration.
+        params_for: model parameters per config id (the night's catalogue).
+        held_by: why the traffic is not free tonight, or ``None``.
+        seed: posterior-draw seed.
+
+    Returns:
+        ``(proposed configuration, NightlyRouting)``; the configuration carries the table only
+        when it is published.
+    """
+    routed = nightly_routing(
+        getattr(inputs, "routing", None),
+        objective=objective,
+        production_id=production_id,
+        budget_config=budget_config,
+        budget=getattr(inputs, "budget", None),
+        held_by=held_by,
+        seed=seed,
+    )
+    if routed.publish and not budget_config.get("routing", {}).get("publish", False):
+        routed = dataclasses.replace(
+            routed,
+            publish=False,
+            reasons=(*routed.reasons, "not published: [routing] publish = false"),
+        )
+    if not routed.publish:
+        return dict(proposed_config), routed
+    return attach_routing(proposed_config, routed, params_for), routed

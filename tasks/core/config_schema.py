@@ -108,6 +108,7 @@ _BUDGET = Section(
                 "floor": _NUM,
                 "confidence": _NUM,
                 "min_ess": _NUM,
+                "publish": _BOOL,
             }
         ),
     },

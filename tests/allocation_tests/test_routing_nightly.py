@@ -13,7 +13,12 @@ import pytest
 
 from strategies.objective import Objective
 from strategies.routing import RoutingObjective
-from tasks.allocation.routing_nightly import attach_routing, nightly_routing, routing_inputs_for
+from tasks.allocation.routing_nightly import (
+    attach_routing,
+    nightly_routing,
+    routing_inputs_for,
+    routing_step,
+)
 from tasks.core.settings import Settings
 from tasks.registry.api import serve_in_background
 from tasks.registry.client import RegistryClient
@@ -107,3 +112,32 @@ def test_published_table_is_served_by_context_through_the_registry_api(
             table.assign(f"u{i}", context={"user_segment": "pro"}) for i in range(50)
         ]
     store.dispose()
+
+
+def test_routing_step_publishes_only_when_the_config_says_so(con: Any) -> None:
+    world, inputs = _night(con)
+
+    class NightInputs:  # the fields the hook reads from the night's per-use-case inputs
+        routing = inputs
+        budget = None
+
+    params = {a.config_id: {"model": a.model, "provider": a.provider} for a in world.arms}
+    base = RegistryConfig(use_case=world.use_case, params=ModelParams(model=world.weak.model))
+    kwargs: dict[str, Any] = {
+        "objective": OBJECTIVE,
+        "production_id": world.weak.config_id,
+        "proposed_config": base.to_dict(),
+        "params_for": params,
+        "held_by": None,
+    }
+    same, routed = routing_step(NightInputs(), budget_config=BUDGET_CONFIG, **kwargs)
+    assert not routed.publish and same == base.to_dict()
+    assert routed.reasons[-1] == "not published: [routing] publish = false"
+    config = {"routing": {**BUDGET_CONFIG["routing"], "publish": True}}
+    document, routed = routing_step(NightInputs(), budget_config=config, **kwargs)
+    assert routed.publish
+    assert routing_of(RegistryConfig.from_dict(document)) is not None
+    held, routed = routing_step(
+        NightInputs(), budget_config=config, **{**kwargs, "held_by": "a rollout"}
+    )
+    assert not routed.publish and routing_of(RegistryConfig.from_dict(held)) is None
