@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import urllib.error
@@ -151,7 +152,13 @@ class RegistryClient:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._first_fetch = threading.Lock()
-        self._inflight: dict[str, threading.Thread] = {}
+        self._inflight: set[str] = set()
+        self._idle = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        if background:  # one refresher for the client's life: a caller only enqueues
+            threading.Thread(
+                target=self._refresh_loop, daemon=True, name="registry-refresh"
+            ).start()
         self.counters: Counter[str] = Counter()
         self.last_source: str = "none"
         self.last_error: str | None = None
@@ -258,16 +265,17 @@ class RegistryClient:
             use_case, version.version, arm, config_id, found.source, found.age_seconds
         )
 
-    def wait_for_refreshes(self, timeout: float | None = None) -> None:
-        """Join the background refreshes in flight (tests, orderly shutdown).
+    def wait_for_refreshes(self, timeout: float | None = None) -> bool:
+        """Wait until no background refresh is queued or running (tests, orderly shutdown).
 
         Args:
-            timeout: seconds to wait for each.
+            timeout: seconds to wait at most (None: as long as it takes).
+
+        Returns:
+            True when idle, False on timeout.
         """
-        with self._lock:
-            threads = list(self._inflight.values())
-        for thread in threads:
-            thread.join(timeout)
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -298,21 +306,22 @@ class RegistryClient:
         with self._lock:
             if use_case in self._inflight:
                 return
-            thread = threading.Thread(
-                target=self._background_refresh, args=(use_case,), daemon=True,
-                name=f"registry-refresh-{use_case}",
-            )  # fmt: skip
-            self._inflight[use_case] = thread
-        thread.start()
+            self._inflight.add(use_case)
+        self._queue.put(use_case)  # never blocks: the refresher thread does the I/O
 
-    def _background_refresh(self, use_case: str) -> None:
-        try:
-            self._refresh(use_case)
-        except RegistryUnavailableError:
-            pass  # counted and logged by _refresh; the cached value keeps serving
-        finally:
-            with self._lock:
-                self._inflight.pop(use_case, None)
+    def _refresh_loop(self) -> None:
+        while True:
+            use_case = self._queue.get()
+            try:
+                self._refresh(use_case)
+            except RegistryUnavailableError:
+                pass  # counted and logged by _refresh; the cached value keeps serving
+            except Exception:  # the refresher must survive anything and keep serving
+                log.exception("registry %s: background refresh failed", use_case)
+            finally:
+                with self._idle:
+                    self._inflight.discard(use_case)
+                    self._idle.notify_all()
 
     def _fetch(
         self, use_case: str, entry: _Entry | None
