@@ -9,6 +9,7 @@ production bills 2.59x its usual cost and ``invoice-extract``'s production quali
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from tasks.core.settings import Settings, load_settings
 from tasks.monitoring import alert_lines, load_monitoring_config, run_monitoring
+from tasks.nightly.inputs import aggregate_night
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 from tasks.warehouse.connection import connect
 
@@ -28,7 +30,7 @@ NIGHT = START + dt.timedelta(days=DAYS - 1)  # 2026-11-20
 PER_DAY = 120
 PROD_COST, ALT_COST, SPIKE = 0.002, 0.0005, 2.59
 USE_CASES = ("claims-triage", "invoice-extract", "faq-answerer")
-NIGHTLY_RUN = f"nightly-{NIGHT.isoformat()}"
+NIGHTLY_RUN = f"night-{NIGHT.isoformat()}"  # tasks.nightly.night.run_key_for
 
 ROWS_SQL = """
 INSERT INTO usage_logs (request_id, ts, day, use_case, model, provider, prompt_id, temperature,
@@ -167,21 +169,27 @@ def test_monitor_after_the_nightly_run_lists_the_nights_alerts_as_raised_not_sup
     con = connect(user_home)
     try:
         keys = {name: _production_key(con, name) for name in USE_CASES}
-        # the nightly flow's call (tasks.nightly.inputs.aggregate_night): its run key, its keys
-        nightly = run_monitoring(
-            con,
+        # the nightly flow's aggregate step, where it runs monitoring for all its use cases
+        # (production bootstrapped from the logs by the flow itself, registry empty)
+        night_inputs = aggregate_night(
             user_home,
+            con,
             as_of=NIGHT,
-            run_id=NIGHTLY_RUN,
-            config=load_monitoring_config(user_home),
-            production_configs=keys,
             use_cases=list(USE_CASES),
+            run_key=NIGHTLY_RUN,
+            lookback_days=28,
+            budget=False,
         )
     finally:
         con.close()
+    reports = [night_inputs[name].monitoring for name in USE_CASES]
+    assert all(r is not None and r.run_id == NIGHTLY_RUN for r in reports)
+    nightly = dataclasses.replace(
+        reports[0], use_cases=tuple(r.use_cases[0] for r in reports if r is not None)
+    )
+    assert [u.production_config_id for u in nightly.use_cases] == [keys[n] for n in USE_CASES]
     raised = {a.incident_key for a in nightly.alerts}
     assert {"claims-triage|rule|cost_spike", "invoice-extract|rule|quality_drop"} <= raised
-    assert nightly.alerts_stored == len(raised)
     assert alert_lines(nightly) == [f"[{a.severity}] {a.message}" for a in nightly.alerts]
 
     assert main(["monitor", "--as-of", NIGHT.isoformat(), "--json"]) == 0
