@@ -241,11 +241,6 @@ def analyze_stats_csv(
     experiments: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for r in _csv_rows(path):
         experiments.setdefault(r["experiment"], {}).setdefault(r["metric"], []).append(r)
-    options = {
-        "method": method, "alpha": alpha, "srm_alpha": srm_alpha, "correction": correction,
-        "correction_scale": correction_scale, "n_star": n_star, "prior_mean": prior_mean,
-        "prior_sd": prior_sd, "prior_scale": prior_scale,
-    }  # fmt: skip
     reports: list[ExperimentReport] = []
     for exp_id, metrics in experiments.items():
         data = [_metric(path, exp_id, m, rows) for m, rows in metrics.items()]
@@ -263,8 +258,10 @@ def analyze_stats_csv(
                 control=primary_rows[0]["variant"],
                 secondary=tuple(m.metric for m in data[1:]),
                 weights=tuple((v, float(w)) for v, w in weights if w is not None),
-                **options,  # type: ignore[arg-type]
-            )
+                method=method, alpha=alpha, srm_alpha=srm_alpha, correction=correction,
+                correction_scale=correction_scale, n_star=n_star, prior_mean=prior_mean,
+                prior_sd=prior_sd, prior_scale=prior_scale,
+            )  # fmt: skip
         except ValueError as exc:
             raise StatsFileError(str(exc)) from exc
         counts = {r["variant"]: r["n"] for r in primary_rows}

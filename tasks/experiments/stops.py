@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from strategies.experiments import STICKY_ACTIONS, ActiveStop, ExperimentReport
+from strategies.experiments import NIGHTLY_LOOKS, STICKY_ACTIONS, ActiveStop, ExperimentReport
 from tasks.core.errors import LlmoptError
 from tasks.experiments.sql import apply_experiments_schema
 
@@ -115,7 +115,9 @@ def record_stops(
     new = [
         r
         for r in reports
-        if r.looks == "nightly" and r.decision.action in STICKY_ACTIONS and r.decision.since is None
+        if r.looks == NIGHTLY_LOOKS
+        and r.decision.action in STICKY_ACTIONS
+        and r.decision.since is None
     ]
     for rep in new:
         d = rep.decision
