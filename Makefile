@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench clean deploy-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
@@ -26,6 +26,11 @@ test: $(STAMP)
 # The edit loop: everything but the slow, end-to-end and PostgreSQL tests (under a minute).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not e2e and not postgres" $(PYTEST_ARGS)
+
+# docs/deploying.md's walkthrough against a real Prefect server, scheduler and worker (~2-4 min);
+# also part of `make test`.
+deploy-check: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/e2e_tests/test_deploying_walkthrough.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

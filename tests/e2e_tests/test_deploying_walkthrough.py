@@ -127,6 +127,22 @@ def _flow_runs(api_url: str) -> list[Any]:
     return asyncio.run(read())
 
 
+def _events(api_url: str, name: str) -> list[dict[str, Any]]:
+    """Events of one name from the server's event store (the events API the UI reads)."""
+    import httpx
+
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat()
+    body = {"filter": {"event": {"name": [name]}, "occurred": {"since": since}}, "limit": 50}
+    deadline = time.monotonic() + 20  # events are written by the server asynchronously
+    while True:
+        response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
+        response.raise_for_status()
+        found: list[dict[str, Any]] = response.json()["events"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
 def _wait_for_scheduled(api_url: str, seconds: float = 30.0) -> list[Any]:
     deadline = time.monotonic() + seconds
     while True:
@@ -190,6 +206,13 @@ def test_deploying_walkthrough_word_for_word(tmp_path: Path, services: Any) -> N
         )
         assert "llmopt critical alert" in _prefect(env, "automation", "ls")
         _prefect(env, "block", "ls")
+        published = _events(api, "llmopt.config.published")
+        assert any(
+            e["resource"]["prefect.resource.id"] == f"llmopt.use-case.{USE_CASE}"
+            and f"prefect.flow-run.{run.id}" in {r["prefect.resource.id"] for r in e["related"]}
+            and e["payload"]["approved_by"] == "alice"
+            for e in published
+        ), published
 
     _check_registry_and_mlflow(home, str(run.id))
 

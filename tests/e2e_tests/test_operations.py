@@ -46,6 +46,7 @@ def test_an_incoming_folder_that_does_not_exist_yet_is_nothing_new(settings: Set
     assert report["empty_inputs"] == ["data/incoming", "data/incoming/*.jsonl.gz"]
 
 
+@pytest.mark.slow  # an MLflow store, an ingest or a CLI start: seconds each
 def test_relative_inputs_resolve_under_the_home_and_empty_globs_are_skipped(
     settings: Settings,
 ) -> None:
@@ -118,6 +119,7 @@ def test_alerts_and_decisions_map_to_prefect_events() -> None:
 # ------------------------------------------------------------------------------ MLflow
 
 
+@pytest.mark.slow  # an MLflow store, an ingest or a CLI start: seconds each
 def test_night_metrics_chart_in_night_order_and_reruns_supersede(settings: Settings) -> None:
     from tasks.nightly.tracking import SUPERSEDED_BY, RunRecord, Tracker, open_night_run
 
@@ -252,6 +254,7 @@ def test_nightly_run_on_an_empty_home_is_one_line_with_a_hint(tmp_path: Path) ->
     assert "no warehouse" in line and "data/incoming" in line
 
 
+@pytest.mark.slow  # an MLflow store, an ingest or a CLI start: seconds each
 def test_unknown_use_case_is_one_line_naming_the_known_ones(settings: Settings) -> None:
     logs = _day_of_logs(settings.home / "logs")
     ingest_paths([str(p) for p in logs], settings=settings).to_dict()
@@ -259,6 +262,7 @@ def test_unknown_use_case_is_one_line_naming_the_known_ones(settings: Settings) 
     assert "unknown use case(s) suport" in line and "support-summarize" in line
 
 
+@pytest.mark.slow  # an MLflow store, an ingest or a CLI start: seconds each
 def test_demo_with_more_nights_than_days_is_one_line(tmp_path: Path) -> None:
     line = _one_line_error(_llmopt(tmp_path, "demo", "--nights", "40"))
     assert "--nights 40" in line and "--days 30" in line
