@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -26,7 +27,11 @@ from tasks.ingest.sql_records import (
     use_case_sql,
 )
 
-__all__ = ["Counts", "process_chunk", "tag_chunk"]
+__all__ = ["INGEST_MEMORY_LIMIT", "Counts", "ingest_settings", "process_chunk", "tag_chunk"]
+
+# DuckDB's buffer pool during an ingest: chunks are bounded, so more memory buys little, and
+# the process (Python chunk + DuckDB) then stays under ~1 GB RSS whatever the file size.
+INGEST_MEMORY_LIMIT = "512MB"
 
 _INSERT_SQL = f"INSERT INTO usage_logs ({USAGE_COLUMNS}) SELECT * EXCLUDE (__file_no) FROM"
 
@@ -59,6 +64,28 @@ def tag_chunk(table: pa.Table | ParquetSlice, path: str, file_no: int) -> pa.Tab
     )
     table = table.append_column("__file", name)
     return table.append_column("__file_no", pa.array(np.full(n, file_no, dtype=np.int32)))
+
+
+@contextlib.contextmanager
+def ingest_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Settings for an ingest on ``con`` (restored after): no insertion order, bounded memory.
+
+    Args:
+        con: the warehouse connection (possibly the caller's).
+    """
+    names = ("preserve_insertion_order", "memory_limit")
+    before = [con.execute(f"SELECT current_setting('{n}')").fetchone() for n in names]
+    # row order inside usage_logs carries no meaning; not keeping it speeds up inserts
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):  # a closed connection keeps nothing
+            if before[0] is not None:
+                con.execute(f"SET preserve_insertion_order = {bool(before[0][0])}")
+            if before[1] is not None:
+                con.execute(f"SET memory_limit = '{before[1][0]}'")
 
 
 def _mark_seen(con: duckdb.DuckDBPyConnection) -> str:

@@ -40,16 +40,14 @@ import duckdb
 import pyarrow as pa
 
 from tasks.core.settings import Settings
-from tasks.ingest.chunks import Counts, process_chunk, tag_chunk
+from tasks.ingest.chunks import Counts, ingest_settings, process_chunk, tag_chunk
 from tasks.ingest.errors import IngestError, IngestFileError
 from tasks.ingest.log_formats import FIELD_NAMES, SHAPE_BY_NAME, SHAPES
 from tasks.ingest.paths import (
-    detect_file_shape,
-    file_format,
     resolve_paths,
-    sha256_with_prefix,
     sniff_json,
 )
+from tasks.ingest.plans import Plan, plan_file, transaction_groups
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
 from tasks.ingest.readers import (
     ParquetSlice,
@@ -79,25 +77,8 @@ __all__ = [
     "warehouse_status",
 ]
 
-TEXT_CHUNK_ROWS = 200_000  # ~0.5-0.8 GB peak RSS whatever the file size
+TEXT_CHUNK_ROWS = 100_000  # with INGEST_MEMORY_LIMIT: under ~1 GB peak RSS whatever the file size
 PARQUET_CHUNK_ROWS = 2_000_000  # scanned in place by DuckDB: memory stays ~0.5 GB
-SMALL_FILE_BYTES = 1024 * 1024  # text files up to this size are grouped ...
-GROUP_BYTES = 32 * 1024 * 1024  # ... into one transaction of at most this many bytes
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """One file to ingest: what it is, before any row is read."""
-
-    path: Path
-    file_no: int
-    fmt: str
-    compressed: bool
-    size: int
-    digest: str
-    shape: str
-    resume_offset: int = 0  # an appended file: the bytes already ingested
-    resume_line: int = 1
 
 
 @dataclass(frozen=True)
@@ -110,51 +91,11 @@ class _Options:
     validate: bool
     use_cases: UseCaseRules | None
     on_chunk: Callable[[str, int], None] | None
-
-
-def _previous(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, str, int, int] | None:
-    """(size, hash, end offset, end line) of the latest complete read of ``path``, if any."""
-    row = con.execute(
-        "SELECT size_bytes, content_hash, end_offset, end_line FROM ingest_manifest"
-        " WHERE path = ? AND end_offset IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
-        [str(path)],
-    ).fetchone()
-    return None if row is None else (int(row[0]), str(row[1]), int(row[2]), int(row[3]))
-
-
-def _ends_with_newline(path: Path, size: int) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(size - 1)
-        return handle.read(1) == b"\n"
-
-
-def _plan(con: duckdb.DuckDBPyConnection, path: Path, file_no: int, shape: str) -> _Plan:
-    kind = file_format(path)
-    if kind is None:
-        raise IngestError(f"{path}: unsupported file type")
-    fmt, compressed = kind
-    size = path.stat().st_size
-    before = _previous(con, path) if fmt == "jsonl" and not compressed else None
-    grew = before is not None and 0 < before[0] == before[2] < size
-    digest, prefix = sha256_with_prefix(path, before[0] if grew and before else None)
-    resume = (
-        before is not None and grew and prefix == before[1] and _ends_with_newline(path, before[0])
-    )
-    return _Plan(
-        path=path,
-        file_no=file_no,
-        fmt=fmt,
-        compressed=compressed,
-        size=size,
-        digest=digest,
-        shape=shape if shape != "auto" else detect_file_shape(path, fmt, compressed),
-        resume_offset=before[0] if resume and before else 0,
-        resume_line=before[3] + 1 if resume and before else 1,
-    )
+    on_file: Callable[[FileIngestReport], None] | None = None
 
 
 def _chunks(
-    con: duckdb.DuckDBPyConnection, plan: _Plan, chunk_rows: int | None, cursor: TextCursor
+    con: duckdb.DuckDBPyConnection, plan: Plan, chunk_rows: int | None, cursor: TextCursor
 ) -> Iterator[pa.Table] | Iterator[ParquetSlice]:
     if plan.fmt == "parquet":
         return iter_parquet(plan.path, chunk_rows or PARQUET_CHUNK_ROWS)
@@ -168,7 +109,7 @@ def _chunks(
     return iter_jsonl(plan.path, plan.compressed, rows, cursor)
 
 
-def _report(plan: _Plan, status: str, **values: Any) -> FileIngestReport:
+def _report(plan: Plan, status: str, **values: Any) -> FileIngestReport:
     return FileIngestReport(
         path=str(plan.path),
         status=status,
@@ -183,7 +124,7 @@ def _report(plan: _Plan, status: str, **values: Any) -> FileIngestReport:
 
 def _write_manifest(
     con: duckdb.DuckDBPyConnection,
-    plan: _Plan,
+    plan: Plan,
     counts: Counts,
     options: _Options,
     *,
@@ -217,7 +158,7 @@ def _write_manifest(
 
 
 def _read_small(
-    con: duckdb.DuckDBPyConnection, plans: Sequence[_Plan], chunk_rows: int | None
+    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], chunk_rows: int | None
 ) -> tuple[list[pa.Table], dict[int, str]]:
     """Every chunk of a group of small files, read before their shared transaction."""
     tables: list[pa.Table] = []
@@ -235,7 +176,7 @@ def _read_small(
 
 def _load(
     con: duckdb.DuckDBPyConnection,
-    plans: Sequence[_Plan],
+    plans: Sequence[Plan],
     tables: list[pa.Table],
     options: _Options,
     counts: dict[int, Counts],
@@ -267,7 +208,7 @@ def _load(
 
 def _validate(
     con: duckdb.DuckDBPyConnection,
-    plans: Sequence[_Plan],
+    plans: Sequence[Plan],
     counts: dict[int, Counts],
     options: _Options,
 ) -> dict[str, Any] | None:
@@ -278,7 +219,7 @@ def _validate(
 
 
 def _ingest_plans(
-    con: duckdb.DuckDBPyConnection, plans: Sequence[_Plan], options: _Options
+    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], options: _Options
 ) -> tuple[list[FileIngestReport], dict[str, Any] | None]:
     """One transaction for one file (streamed) or for a group of small files (read first).
 
@@ -337,43 +278,6 @@ def _ingest_plans(
             )
         )
     return reports, validation
-
-
-def _groups(
-    con: duckdb.DuckDBPyConnection, plans: Sequence[_Plan], reports: dict[int, FileIngestReport]
-) -> Iterator[list[_Plan]]:
-    """Transactions to run: a big file alone; small text files of one shape together.
-
-    Files already in the manifest (same content hash) are reported as skipped instead.
-    """
-    known = {
-        str(digest): str(ingest_id)
-        for digest, ingest_id in con.execute(
-            "SELECT content_hash, any_value(ingest_id) FROM ingest_manifest"
-            " WHERE list_contains(?, content_hash) GROUP BY 1",
-            [[p.digest for p in plans]],
-        ).fetchall()
-    }
-    group: list[_Plan] = []
-    group_bytes = 0
-    for plan in plans:
-        if plan.digest in known:
-            reports[plan.file_no] = _report(plan, "skipped", ingest_id=known[plan.digest])
-            continue
-        known[plan.digest] = f"{plan.file_no}"
-        small = plan.fmt != "parquet" and plan.size <= SMALL_FILE_BYTES and not plan.resume_offset
-        if group and (
-            not small or group[0].shape != plan.shape or group_bytes + plan.size > GROUP_BYTES
-        ):
-            yield group
-            group, group_bytes = [], 0
-        if not small:
-            yield [plan]
-            continue
-        group.append(plan)
-        group_bytes += plan.size
-    if group:
-        yield group
 
 
 def _merge_validations(results: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -436,41 +340,55 @@ def ingest_paths(
     if shape not in ("auto", *SHAPES):
         raise IngestError(f"unknown format {shape!r}: use auto, {', '.join(SHAPES)}")
     files = resolve_paths(paths)
-    started = time.perf_counter()
+    options = _Options(
+        run_id=uuid.uuid4().hex[:16],
+        now=now or dt.datetime.now(dt.UTC),
+        chunk_rows=chunk_rows,
+        validate=validate,
+        use_cases=use_cases,
+        on_chunk=on_chunk,
+        on_file=on_file,
+    )
     own = con is None
     con = connect(settings) if con is None else con
-    order = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
     try:
-        # row order inside usage_logs carries no meaning; not keeping it speeds up inserts
-        con.execute("SET preserve_insertion_order = false")
-        apply_ingest_schema(con)
-        sync_price_overrides(con, price_overrides or overrides_path(settings))
-        options = _Options(
-            run_id=uuid.uuid4().hex[:16],
-            now=now or dt.datetime.now(dt.UTC),
-            chunk_rows=chunk_rows,
-            validate=validate,
-            use_cases=use_cases,
-            on_chunk=on_chunk,
-        )
-        plans = [_plan(con, path, index, shape) for index, path in enumerate(files)]
-        reports: dict[int, FileIngestReport] = {}
-        validations: list[dict[str, Any]] = []
-        for group in _groups(con, plans, reports):
-            done, validation = _ingest_plans(con, group, options)
-            validations += [validation] if validation else []
-            for item, report in zip(group, done, strict=True):
-                reports[item.file_no] = report
-                if on_file is not None:
-                    on_file(report)
-        return IngestReport(
-            run_id=options.run_id,
-            files=tuple(reports[plan.file_no] for plan in plans),
-            validation=_merge_validations(validations),
-            seconds=time.perf_counter() - started,
-        )
+        with ingest_settings(con):
+            overrides = price_overrides or overrides_path(settings)
+            return _ingest_files(con, files, shape=shape, overrides=overrides, options=options)
     finally:
         if own:
             con.close()
-        elif order is not None:
-            con.execute(f"SET preserve_insertion_order = {bool(order[0])}")
+
+
+def _ingest_files(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    *,
+    shape: str,
+    overrides: Path,
+    options: _Options,
+) -> IngestReport:
+    """The body of :func:`ingest_paths` once the connection is set up."""
+    started = time.perf_counter()
+    apply_ingest_schema(con)
+    sync_price_overrides(con, overrides)
+    plans = [plan_file(con, path, index, shape) for index, path in enumerate(files)]
+    reports: dict[int, FileIngestReport] = {}
+    validations: list[dict[str, Any]] = []
+
+    def skipped(plan: Plan, holder: str) -> None:
+        reports[plan.file_no] = _report(plan, "skipped", ingest_id=holder)
+
+    for group in transaction_groups(con, plans, skipped):
+        done, validation = _ingest_plans(con, group, options)
+        validations += [validation] if validation else []
+        for item, report in zip(group, done, strict=True):
+            reports[item.file_no] = report
+            if options.on_file is not None:
+                options.on_file(report)
+    return IngestReport(
+        run_id=options.run_id,
+        files=tuple(reports[plan.file_no] for plan in plans),
+        validation=_merge_validations(validations),
+        seconds=time.perf_counter() - started,
+    )

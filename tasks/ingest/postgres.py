@@ -33,7 +33,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from tasks.core.settings import Settings
-from tasks.ingest.chunks import Counts, process_chunk, tag_chunk
+from tasks.ingest.chunks import Counts, ingest_settings, process_chunk, tag_chunk
 from tasks.ingest.errors import SourceError
 from tasks.ingest.log_formats import LITELLM
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
@@ -247,9 +247,10 @@ def pull_litellm(
         apply_ingest_schema(con)
         sync_price_overrides(con, price_overrides or overrides_path(settings))
         try:
-            total = _stream(
-                con, url, pull, overlap=overlap, batch_rows=batch_rows, on_batch=on_batch
-            )
+            with ingest_settings(con):
+                total = _stream(
+                    con, url, pull, overlap=overlap, batch_rows=batch_rows, on_batch=on_batch
+                )
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SourceError(f"{pull.key}: cannot read {SPEND_LOGS_TABLE}: {first}") from None

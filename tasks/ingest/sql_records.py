@@ -7,9 +7,7 @@ primary key when none had a value); unused fallbacks (LiteLLM ``user`` when ``en
 OTel ``gen_ai.response.model``) stay. A top-level key that collides with a key of the record's
 own ``metadata`` object is kept as ``record.<key>``: neither overwrites the other.
 
-OTel input is first flattened to one object per span (:func:`otel_docs_sql`): OTLP JSON (the
-collector's file exporter writes one such document per line) and the SDK console exporter's
-span objects.
+OTel input is first flattened to one object per span (:mod:`tasks.ingest.sql_otel`).
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import pyarrow as pa
 
 from tasks.ingest.log_formats import Shape
 from tasks.ingest.readers import sql_str
+from tasks.ingest.sql_otel import otel_docs_sql, pre_reason_sql
 
 __all__ = [
     "UseCaseRules",
@@ -132,13 +131,6 @@ def use_case_sql(shape: Shape, rules: UseCaseRules | None) -> str:
     return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
 
 
-def _pre_reason_sql() -> str:
-    return (
-        "CASE WHEN pre IS NOT NULL THEN pre WHEN NOT coalesce(json_valid(raw), false)"
-        " THEN 'malformed_json' WHEN json_type(raw) <> 'OBJECT' THEN 'malformed_json' END"
-    )
-
-
 def _field_options(shape: Shape, keys: list[str]) -> dict[str, list[tuple[str, str | None]]]:
     """Per extracted name, its (SQL value, top-level key or None when nested) in order."""
     result: dict[str, list[tuple[str, str | None]]] = {}
@@ -226,7 +218,7 @@ def text_records_sql(shape: Shape) -> str:
         if shape.name == "otel"
         else (
             "SELECT __file, __file_no, line_no, 0 AS rec_no, raw, raw AS doc,"
-            f" {_pre_reason_sql()} AS pre_reason, NULL AS pre_detail"
+            f" {pre_reason_sql()} AS pre_reason, NULL AS pre_detail"
             " FROM _chunk WHERE length(trim(raw)) > 0"
         )
     )
@@ -264,97 +256,6 @@ def text_records_sql(shape: Shape) -> str:
             )
         )
     )
-    """
-
-
-def _attr_object(expr: str) -> str:
-    """OTLP ``[{key, value: {stringValue|intValue|...}}]`` -> a flat JSON object text."""
-    value = (
-        "coalesce(a->'value'->'stringValue', a->'value'->'intValue', a->'value'->'doubleValue',"
-        " a->'value'->'boolValue', a->'value'->'arrayValue', a->'value'->'kvlistValue',"
-        " 'null'::JSON)::VARCHAR"
-    )
-    return (
-        f"('{{' || array_to_string(list_transform(coalesce(json_extract({expr}, '$[*]'), []),"
-        f" lambda a: to_json(a->>'key') || ':' || {value}), ',') || '}}')::JSON"
-    )
-
-
-def _otlp_flat_sql() -> str:
-    """One OTLP span (``s.span``, ``s.rattrs``) as a flat object: attributes plus ``otel.*``."""
-    evaluation = (
-        "list_filter(coalesce(json_extract(s.span, '$.events[*]'), []),"
-        " lambda e: e->>'name' = 'gen_ai.evaluation.result')[1]->'attributes'"
-    )
-    span_attrs = _attr_object("s.span->'attributes'")
-    return (
-        f"json_merge_patch({_attr_object('s.rattrs')}, {_attr_object(evaluation)}, {span_attrs},"
-        " json_object('otel.span_id', s.span->>'spanId', 'otel.trace_id', s.span->>'traceId',"
-        " 'otel.parent_span_id', s.span->>'parentSpanId', 'otel.kind', s.span->>'kind',"
-        " 'otel.name', s.span->>'name', 'otel.start_ns', s.span->>'startTimeUnixNano',"
-        " 'otel.end_ns', s.span->>'endTimeUnixNano',"
-        " 'otel.status_code', s.span->'status'->>'code',"
-        " 'otel.status_message', s.span->'status'->>'message'))"
-    )
-
-
-def _console_flat_sql() -> str:
-    """A console-exporter span (plain ``attributes``, ISO times) as a flat object."""
-    ns = "CAST(epoch_ns(TRY_CAST(raw->>'{}' AS TIMESTAMPTZ)) AS VARCHAR)"
-    return (
-        "json_merge_patch(coalesce(raw->'resource'->'attributes', '{}'::JSON),"
-        " coalesce(raw->'attributes', '{}'::JSON),"
-        " json_object('otel.span_id', raw->'context'->>'span_id',"
-        " 'otel.trace_id', raw->'context'->>'trace_id', 'otel.parent_span_id', raw->>'parent_id',"
-        " 'otel.kind', raw->>'kind', 'otel.name', raw->>'name',"
-        f" 'otel.start_ns', {ns.format('start_time')}, 'otel.end_ns', {ns.format('end_time')},"
-        " 'otel.status_code', raw->'status'->>'status_code',"
-        " 'otel.status_message', raw->'status'->>'description'))"
-    )
-
-
-def otel_docs_sql() -> str:
-    """One row per span (flattened attributes) or per unusable line, from ``_chunk``."""
-    spans = (
-        "flatten(list_transform(coalesce(json_extract(raw, '$.resourceSpans[*]'), []),"
-        " lambda rs: flatten(list_transform(coalesce(json_extract(rs, '$.scopeSpans[*]'), []),"
-        " lambda ss: list_transform(coalesce(json_extract(ss, '$.spans[*]'), []),"
-        " lambda sp: {'span': sp, 'rattrs': json_extract(rs, '$.resource.attributes')})))))"
-    )
-    console = (
-        "CASE WHEN pre_reason IS NULL THEN coalesce(json_type(raw, '$.attributes') = 'OBJECT'"
-        " AND json_type(raw, '$.context') = 'OBJECT', false) ELSE false END"
-    )
-    return f"""
-    WITH lines AS (
-        SELECT __file, __file_no, line_no, raw, {_pre_reason_sql()} AS pre_reason
-        FROM _chunk WHERE length(trim(raw)) > 0
-    ), exploded AS (
-        SELECT __file, __file_no, line_no, raw, pre_reason,
-               CASE WHEN pre_reason IS NULL AND NOT ({console}) THEN {spans} END AS spans,
-               {console} AS is_console
-        FROM lines
-    ), one_span AS (
-        SELECT __file, __file_no, line_no, generate_subscripts(spans, 1) - 1 AS rec_no,
-               unnest(spans) AS s
-        FROM exploded WHERE len(spans) > 0
-    ), flat AS (
-        SELECT __file, __file_no, line_no, rec_no, s.span::VARCHAR AS raw,
-               {_otlp_flat_sql()}::VARCHAR AS doc
-        FROM one_span
-        UNION ALL
-        SELECT __file, __file_no, line_no, 0, raw, {_console_flat_sql()}::VARCHAR
-        FROM exploded WHERE is_console
-    )
-    SELECT __file, __file_no, line_no, rec_no, raw, doc,
-           CASE WHEN len(list_filter(json_keys(doc), lambda k: starts_with(k, 'gen_ai.'))) = 0
-                THEN 'not_genai_span' END AS pre_reason,
-           'spans' AS pre_detail
-    FROM flat
-    UNION ALL
-    SELECT __file, __file_no, line_no, 0, raw, NULL, coalesce(pre_reason, 'missing_field'),
-           CASE WHEN pre_reason IS NULL THEN 'resourceSpans[].scopeSpans[].spans[]' END
-    FROM exploded WHERE coalesce(len(spans), 0) = 0 AND NOT coalesce(is_console, false)
     """
 
 
