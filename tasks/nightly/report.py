@@ -129,7 +129,11 @@ def track_night(settings: Settings, summary: NightSummary, parent_run_id: str) -
         ]
         record = RunRecord(
             name=outcome.use_case,
-            tags={"use_case": outcome.use_case, "as_of": outcome.as_of.isoformat()},
+            tags={
+                "use_case": outcome.use_case,
+                "as_of": outcome.as_of.isoformat(),
+                **_decision_tags(outcome),
+            },
             params={
                 "chosen_config": outcome.production_config_id,
                 "chosen_params": outcome.proposed_config.get("params", {}),
@@ -148,6 +152,21 @@ def track_night(settings: Settings, summary: NightSummary, parent_run_id: str) -
         ids.update(tracker.log_tree(record, parent_run_id))
     tracker.end_run(parent_run_id, status="FAILED" if summary.failures else "FINISHED")
     return ids
+
+
+def _decision_tags(outcome: UseCaseOutcome) -> dict[str, str]:
+    """What happened, in the words of the decision (MLflow tags are searchable per night):
+    the headline, the rollout step's action and reason, the objective and the promotion."""
+    tags = {"decision": outcome.headline[:5000]}
+    step = (outcome.strategies.get("rollout") or {}).get("step") or {}
+    if step:
+        tags["rollout_step"] = str(step.get("action", ""))
+        tags["rollout_reason"] = str(step.get("reason", ""))[:5000]
+    loop = outcome.strategies.get("loop") or {}
+    if loop:
+        tags["objective"] = str(loop.get("objective", ""))
+        tags["promotion"] = str(loop.get("promotion", ""))
+    return tags
 
 
 def _strategy_metrics(name: str, result: Any) -> dict[str, float | None]:

@@ -224,3 +224,20 @@ def test_a_stage_that_cannot_gather_its_sample_stops_and_says_so(
     assert "guardrails failed" not in text and "harm" not in text
     # the candidate that just stopped is not proposed again the same night
     assert "its rollout ended tonight" in " ".join(stopped["summary"]["reasons"])
+    # MLflow says the same: the use case's run of that night is tagged with what happened
+    from tasks.nightly.tracking import Tracker
+
+    tracker = Tracker(load_settings())
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id()],
+        filter_string=f"tags.use_case = '{UC}' and tags.as_of = '2026-10-03' "
+        "and tags.rollout_step = 'stop'",
+    )
+    assert runs, "no MLflow run tagged rollout_step=stop for the night"
+    tags = runs[0].data.tags
+    assert tags["rollout_reason"].startswith("stopped: not enough traffic at 5%:")
+    assert tags["objective"] == "quality-focused"
+    assert (
+        runs[0].data.metrics["objective_best_alternative_value"]
+        > (runs[0].data.metrics["objective_production_value"])
+    )
