@@ -21,6 +21,9 @@ at ``level``; a constraint is *met* on the point estimate and *met with confiden
 :meth:`Objective.best` ranks by the lower confidence bound among feasible configurations, ties to
 the cheaper, and returns an explicit "cannot analyse" result when nothing qualifies.
 
+Size: one concept (the objective) with its three forms, their validation, scoring with
+uncertainty, reporting and config parsing; about half of it is docstrings.
+
 Example:
     >>> import numpy as np
     >>> from strategies.search import ConfigStats
