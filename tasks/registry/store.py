@@ -1,9 +1,7 @@
 """The registry store: versioned configurations, lifecycle, aliases and audit in SQL.
 
-SQLAlchemy Core over any URL (see :mod:`tasks.registry.schema`): a SQLite file in WAL mode by
-default, a PostgreSQL URL for a shared deployment, the same code.
-
-Rules the store enforces:
+SQLAlchemy Core over any URL (:mod:`tasks.registry.schema`): SQLite in WAL mode by default,
+PostgreSQL for a shared deployment, the same code. Rules the store enforces:
 
 - payloads are validated on write and never updated (only the lifecycle ``state`` column moves);
 - versions count 1, 2, 3... per use case; ``publish`` states the version it expects to be the
@@ -336,7 +334,9 @@ class RegistryStore(StoreWrites):
         Returns:
             The target version, now ``production``.
         """
-        if to_version is None:
+        if to_version is not None:
+            check_version(to_version, "to_version")
+        else:
             current = self.get(use_case, "production")
             target = self.last_good_approved(use_case, before=current.version)
             if target is None:

@@ -250,3 +250,37 @@ def test_api_on_postgresql_store(
         etag = headers["etag"]
         assert api.request("GET", f"/v1/configs/{UC}", headers={"If-None-Match": etag})[0] == 304
     assert pg_store.get(UC).run_id == "run-9"
+
+
+def test_the_inputs_that_used_to_give_500s_are_4xx_on_both_backends(
+    settings: Settings,
+    any_store: RegistryStore,
+    make_config: Any,
+    principals: dict[str, str],
+    make_api: Any,
+) -> None:
+    any_store.publish(UC, make_config(), expected_version=0, actor="p", reason="v1")
+    any_store.approve(UC, 1, actor="a", comment="ok")
+    any_store.promote(UC, 1, actor="a", comment="ship")
+    before = _state(any_store)
+    with serve_in_background(settings, store=any_store, body_timeout=0.5) as url:
+        api = make_api(url, principals["ops"])
+        assert api.request("GET", "/v1/configs/%ff", token=None)[0] == 400
+        assert api.request("POST", f"/v1/configs/{UC}", raw=b"[" * 100_000)[0] == 400
+        deep = b'{"a":' * 5000 + b"{}" + b"}" * 5000  # parses, but too deep to re-encode
+        nested = json.dumps(_publish_body(make_config, evidence={"x": 1})).encode()
+        nested = nested.replace(b'{"x": 1}', deep)
+        assert api.request("POST", f"/v1/configs/{UC}", raw=nested)[0] in {400, 422}
+        for huge in (2**63, 2**31, -1, 0):
+            body = {"reason": "r", "to_version": huge, "expected_production": 1}
+            status, _, raw = api.request("POST", f"/v1/configs/{UC}/rollback", body)
+            assert status == 422 and "to_version" in json.loads(raw)["detail"], huge
+        for reason in ("\ud800 lone surrogate", "nul \x00 inside"):
+            raw_body = json.dumps(_publish_body(make_config, reason=reason)).encode()
+            status, _, raw = api.request("POST", f"/v1/configs/{UC}", raw=raw_body)
+            assert status == 422, raw
+            status, _, raw = api.request(
+                "POST", f"/v1/configs/{UC}/1/reject", raw=json.dumps({"comment": reason}).encode()
+            )
+            assert status == 422, raw
+    assert _state(any_store) == before
