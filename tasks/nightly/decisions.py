@@ -141,12 +141,14 @@ def promotion_step(
     """
     history = inputs.history(night.as_of)
     in_experiments = {c for exp in decided.running for c, _ in exp.arms} - {production_id}
+    window = inputs.window(night.as_of)
     decision = promotion_from_logs(
         objective,
         history=history,
         production_id=production_id,
         excluded=sorted(in_experiments),
-        monthly=monthly_requests(inputs.window(night.as_of), options.lookback_days),
+        monthly=monthly_requests(window, options.lookback_days),
+        recent=[str(k) for k in window["config_key"]],
     )
     if first_night:
         return decision, "first night: production bootstrapped on the objective"

@@ -149,6 +149,7 @@ def promotion_from_logs(
     production_id: str,
     excluded: Sequence[str] = (),
     monthly: float | None = None,
+    recent: Sequence[str] | None = None,
 ) -> PromotionDecision:
     """Does a configuration with logged traffic beat production on the objective with confidence?
 
@@ -162,11 +163,17 @@ def promotion_from_logs(
         production_id: the production configuration key.
         excluded: configuration keys not to propose.
         monthly: expected monthly requests (monthly budget caps).
+        recent: configuration keys with traffic in the lookback window; only these are
+            candidates (a configuration that served long ago is not compared with today's
+            production: its traffic was not concurrent). ``None``: every key.
     """
     stats = config_stats(history)
     production = next((s for s in stats if s.config_key == production_id), None)
     skip = set(excluded)
-    candidates = [s for s in stats if s.config_key not in skip]
+    keep = set(recent) if recent is not None else None
+    candidates = [
+        s for s in stats if s.config_key not in skip and (keep is None or s.config_key in keep)
+    ]
     return propose_promotion(
         objective,
         production=production,

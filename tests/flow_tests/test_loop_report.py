@@ -95,3 +95,26 @@ def test_loop_section_metrics_and_printed_lines() -> None:
     assert "quality-focused (quality-focused reward: 0.8 quality" in text
     assert "proposed          proposed strong from logged evidence" in text
     assert "quality +0.0075, spend +1.90 USD/day" in text
+
+
+def test_promotion_from_logs_compares_only_recent_configurations() -> None:
+    from tasks.nightly.loop import promotion_from_logs
+
+    history = pd.DataFrame(
+        [
+            _row("prod", 6000, 0.70, 0.001),
+            _row("old-star", 6000, 0.95, 0.001),  # served weeks ago, not concurrently
+            _row("same", 6000, 0.70, 0.001),
+        ]
+    )
+    objective = Objective.max_quality(max_cost_per_request=1.0)
+    everything = promotion_from_logs(objective, history=history, production_id="prod")
+    assert everything.candidate_config_id == "old-star"
+    recent = promotion_from_logs(
+        objective, history=history, production_id="prod", recent=["prod", "same"]
+    )
+    assert recent.action == "none" and [c.config_key for c in recent.comparisons] == ["same"]
+    excluded = promotion_from_logs(
+        objective, history=history, production_id="prod", excluded=["old-star"]
+    )
+    assert excluded.action == "none"
