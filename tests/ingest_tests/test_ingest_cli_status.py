@@ -92,3 +92,29 @@ def test_ingest_with_a_missing_path_exits_1(
 ) -> None:
     assert main(["ingest", str(tmp_path / "missing.jsonl")]) == 1
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_ingest_use_case_options_and_per_file_progress(
+    cli_env: Settings, tmp_path: Path, kit: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = kit.write_jsonl(
+        tmp_path / "no_use_case.jsonl", [kit.record(i, use_case=...) for i in range(4)]
+    )
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"tag": {"x": "y"}, "default": "from-map"}), encoding="utf-8")
+    assert main(["ingest", str(path), "--use-case-map", str(mapping), "--no-validate"]) == 0
+    captured = capsys.readouterr()
+    assert "ingested" in captured.err and "no_use_case.jsonl" in captured.err  # progress line
+    assert "ingested=4" in captured.out
+    other = kit.write_jsonl(
+        tmp_path / "other.jsonl", [kit.record(10 + i, use_case=...) for i in range(2)]
+    )
+    assert main(["ingest", str(other), "--use-case", "cli-default", "--json", "--no-validate"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and json.loads(captured.out)["totals"]["ingested"] == 2
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["use_cases"] == {"cli-default": 2, "from-map": 4}
+    mapping.write_text(json.dumps({"team": {}}), encoding="utf-8")
+    assert main(["ingest", str(path), "--use-case-map", str(mapping)]) == 1
+    assert "unknown use-case mapping sections" in capsys.readouterr().err
