@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AlertCandidate:
     """Something worth telling a human; ``incident_key`` groups repeats of one incident."""
 

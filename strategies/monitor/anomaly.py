@@ -46,7 +46,7 @@ class AnomalyThresholds:
             raise ValueError("min_votes must be 1, 2 or 3")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnomalyScore:
     """Scores of one value; ``methods`` names the rules that flagged it."""
 
@@ -61,7 +61,16 @@ class AnomalyScore:
 def zscore_scores(
     values: ArrayLike, *, reference: ArrayLike, min_relative_scale: float = 0.02
 ) -> np.ndarray:
-    """Signed z-scores of ``values`` against the reference mean and (floored) std."""
+    """Signed z-scores of ``values`` against the reference mean and (floored) std.
+
+    Args:
+        values: the points to score.
+        reference: the points that set the mean and std.
+        min_relative_scale: std floor as a share of the reference mean's magnitude.
+
+    Returns:
+        One score per value.
+    """
     ref = np.asarray(reference, dtype=float)
     center = float(ref.mean())
     std = float(ref.std(ddof=1)) if ref.size > 1 else 0.0
@@ -72,7 +81,16 @@ def zscore_scores(
 def iqr_distances(
     values: ArrayLike, *, reference: ArrayLike, min_relative_scale: float = 0.02
 ) -> np.ndarray:
-    """Signed distance beyond the quartiles in IQR units (0 inside ``[Q1, Q3]``)."""
+    """Signed distance beyond the quartiles in IQR units (0 inside ``[Q1, Q3]``).
+
+    Args:
+        values: the points to score.
+        reference: the points that set the quartiles.
+        min_relative_scale: IQR floor as a share of the quartiles' midpoint.
+
+    Returns:
+        One distance per value.
+    """
     q1, q3 = np.quantile(np.asarray(reference, dtype=float), [0.25, 0.75])
     iqr = max(float(q3 - q1), min_relative_scale * abs(float((q1 + q3) / 2)), 1e-12)
     x = np.asarray(values, dtype=float)
@@ -82,7 +100,16 @@ def iqr_distances(
 def mad_scores(
     values: ArrayLike, *, reference: ArrayLike, min_relative_scale: float = 0.02
 ) -> np.ndarray:
-    """Signed modified z-scores ``0.6745 (x - median) / MAD``."""
+    """Signed modified z-scores ``0.6745 (x - median) / MAD``.
+
+    Args:
+        values: the points to score.
+        reference: the points that set the median and MAD.
+        min_relative_scale: scale floor (in sigma units) as a share of the median's magnitude.
+
+    Returns:
+        One score per value.
+    """
     ref = np.asarray(reference, dtype=float)
     median = float(np.median(ref))
     mad = float(np.median(np.abs(ref - median)))
@@ -94,7 +121,20 @@ def mad_scores(
 def detect_anomalies(
     values: ArrayLike, *, reference: ArrayLike, thresholds: AnomalyThresholds | None = None
 ) -> list[AnomalyScore]:
-    """Score each of ``values`` with the three rules; empty list if the reference is too short."""
+    """Score each of ``values`` with the three rules; empty list if the reference is too short.
+
+    Args:
+        values: the points to judge (finite).
+        reference: the points that set what is normal (non-finite ones are ignored).
+        thresholds: per-rule thresholds and the votes needed (default
+            :class:`AnomalyThresholds`).
+
+    Returns:
+        One :class:`AnomalyScore` per value.
+
+    Raises:
+        ValueError: a non-finite value.
+    """
     th = thresholds or AnomalyThresholds()
     ref = np.asarray(reference, dtype=float)
     ref = ref[np.isfinite(ref)]
@@ -118,12 +158,12 @@ def detect_anomalies(
         )
         out.append(
             AnomalyScore(
-                float(x[i]),
-                float(z[i]),
-                float(iqr[i]),
-                float(mad[i]),
-                flagged,
-                len(flagged) >= th.min_votes,
+                value=float(x[i]),
+                z_score=float(z[i]),
+                iqr_distance=float(iqr[i]),
+                mad_score=float(mad[i]),
+                methods=flagged,
+                is_anomaly=len(flagged) >= th.min_votes,
             )
         )
     return out
@@ -135,7 +175,16 @@ def anomaly_flags(
     reference_length: int,
     thresholds: AnomalyThresholds | None = None,
 ) -> list[int]:
-    """Indices after the first ``reference_length`` points flagged against those points."""
+    """Indices after the first ``reference_length`` points flagged against those points.
+
+    Args:
+        series: the whole series.
+        reference_length: leading points that set what is normal.
+        thresholds: as in :func:`detect_anomalies`.
+
+    Returns:
+        The flagged indices into ``series``.
+    """
     x = np.asarray(series, dtype=float)
     scores = detect_anomalies(
         x[reference_length:], reference=x[:reference_length], thresholds=thresholds

@@ -55,7 +55,7 @@ ACTION_SEVERITY: dict[str, int] = {
 RULES = ("quality_drop", "error_rate", "cost_spike", "latency_slo")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WindowStats:
     """Sufficient statistics of one configuration over one window."""
 
@@ -131,7 +131,7 @@ class RuleEvaluation:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ApprovedConfig:
     """An approved configuration the registry could serve, with its known quality and cost."""
 
@@ -143,7 +143,7 @@ class ApprovedConfig:
     is_production: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RecoveryAction:
     """The decision for one use case; the nightly flow applies it to the registry."""
 

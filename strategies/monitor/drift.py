@@ -100,7 +100,14 @@ class DriftResult:
 
 
 def psi_band(value: float) -> PsiBand:
-    """The conventional band of a population stability index."""
+    """The conventional band of a population stability index.
+
+    Args:
+        value: a PSI.
+
+    Returns:
+        ``stable`` (< 0.1), ``moderate`` (< 0.25) or ``significant``.
+    """
     if value < PSI_MODERATE:
         return "stable"
     if value < PSI_SIGNIFICANT:
@@ -121,6 +128,17 @@ def psi(reference: ArrayLike, current: ArrayLike, *, epsilon: float = 1e-4) -> f
     """Population stability index ``sum((c - r) * ln(c / r))`` over bin shares.
 
     Empty bins get ``epsilon`` share (the usual guard against ``ln(0)``).
+
+    Args:
+        reference: counts per bin in the reference window.
+        current: counts per bin in the current window (same bins).
+        epsilon: the share given to an empty bin.
+
+    Returns:
+        The PSI (0 when the shares are equal).
+
+    Raises:
+        ValueError: different bins, negative counts or an empty window.
     """
     ref = _counts(reference, "reference")
     cur = _counts(current, "current")
@@ -136,7 +154,16 @@ def psi(reference: ArrayLike, current: ArrayLike, *, epsilon: float = 1e-4) -> f
 def merge_bins(
     reference: ArrayLike, current: ArrayLike, n_bins: int
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Merge adjacent fine bins into about ``n_bins`` groups of equal reference mass."""
+    """Merge adjacent fine bins into about ``n_bins`` groups of equal reference mass.
+
+    Args:
+        reference: fine-bin counts of the reference window.
+        current: fine-bin counts of the current window.
+        n_bins: the number of groups wanted.
+
+    Returns:
+        ``(reference, current)`` counts per group.
+    """
     ref = _counts(reference, "reference")
     cur = _counts(current, "current")
     total = ref.sum()
@@ -153,7 +180,19 @@ def merge_bins(
 
 
 def ks_from_binned(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
-    """KS statistic and asymptotic p-value from counts on shared, ordered bins."""
+    """KS statistic and asymptotic p-value from counts on shared, ordered bins.
+
+    Args:
+        reference: counts per bin, reference window.
+        current: counts per bin, current window.
+
+    Returns:
+        ``(D, p)``: the largest CDF gap at the bin edges and scipy's ``kstwo`` p-value at the
+        effective size ``n*m/(n+m)``.
+
+    Raises:
+        ValueError: an empty window.
+    """
     ref = _counts(reference, "reference")
     cur = _counts(current, "current")
     n, m = ref.sum(), cur.sum()
@@ -170,6 +209,17 @@ def wasserstein_from_binned(edges: ArrayLike, reference: ArrayLike, current: Arr
 
     ``edges`` are the ``K`` upper bin edges, ascending; bin 0 holds rows ``<= edges[0]`` (the
     minimum, a point mass), bin ``i`` rows in ``(edges[i-1], edges[i]]``.
+
+    Args:
+        edges: upper bin edges, ascending.
+        reference: counts per bin, reference window.
+        current: counts per bin, current window.
+
+    Returns:
+        The Wasserstein-1 distance in the field's unit.
+
+    Raises:
+        ValueError: lengths differ or edges are not ascending.
     """
     e = np.asarray(edges, dtype=float)
     ref = _counts(reference, "reference")
@@ -201,7 +251,18 @@ def numeric_drift(
     *,
     thresholds: DriftThresholds | None = None,
 ) -> DriftResult:
-    """PSI, KS and Wasserstein of one numeric field; an explicit non-analysable result if empty."""
+    """PSI, KS and Wasserstein of one numeric field; an explicit non-analysable result if empty.
+
+    Args:
+        feature: the field's name.
+        edges: upper bin edges, ascending.
+        reference: counts per bin, reference window.
+        current: counts per bin, current window.
+        thresholds: when a drift is declared (default :class:`DriftThresholds`).
+
+    Returns:
+        A :class:`DriftResult` (``analysable=False`` with a reason below ``min_rows``).
+    """
     th = thresholds or DriftThresholds()
     ref = _counts(reference, "reference")
     cur = _counts(current, "current")
@@ -270,7 +331,21 @@ def categorical_drift(
     *,
     thresholds: DriftThresholds | None = None,
 ) -> DriftResult:
-    """Chi-square, Cramér's V and PSI of a categorical mix (counts aligned with ``categories``)."""
+    """Chi-square, Cramér's V and PSI of a categorical mix (counts aligned with ``categories``).
+
+    Args:
+        feature: the field's name.
+        categories: the category labels.
+        reference: counts per category, reference window.
+        current: counts per category, current window.
+        thresholds: when a drift is declared (default :class:`DriftThresholds`).
+
+    Returns:
+        A :class:`DriftResult` (``analysable=False`` with a reason below ``min_rows``).
+
+    Raises:
+        ValueError: the three sequences differ in length.
+    """
     th = thresholds or DriftThresholds()
     ref = _counts(reference, "reference")
     cur = _counts(current, "current")

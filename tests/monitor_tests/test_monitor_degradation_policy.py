@@ -28,11 +28,25 @@ BASE = WindowStats(
     latency_p95=9000.0,
 )
 APPROVED = [
-    ApprovedConfig("prod", 0.80, 0.0020, approved_at="2026-09-20", is_production=True),
-    ApprovedConfig("old-good", 0.78, 0.0030, approved_at="2026-09-01"),
-    ApprovedConfig("newer-good", 0.75, 0.0025, approved_at="2026-09-10"),
-    ApprovedConfig("cheap-good", 0.70, 0.0004, approved_at="2026-08-01"),
-    ApprovedConfig("cheap-bad", 0.40, 0.0001, approved_at="2026-09-15"),
+    ApprovedConfig(
+        config_id="prod",
+        quality=0.80,
+        cost_per_request=0.0020,
+        approved_at="2026-09-20",
+        is_production=True,
+    ),
+    ApprovedConfig(
+        config_id="old-good", quality=0.78, cost_per_request=0.0030, approved_at="2026-09-01"
+    ),
+    ApprovedConfig(
+        config_id="newer-good", quality=0.75, cost_per_request=0.0025, approved_at="2026-09-10"
+    ),
+    ApprovedConfig(
+        config_id="cheap-good", quality=0.70, cost_per_request=0.0004, approved_at="2026-08-01"
+    ),
+    ApprovedConfig(
+        config_id="cheap-bad", quality=0.40, cost_per_request=0.0001, approved_at="2026-09-15"
+    ),
 ]
 
 
@@ -177,7 +191,14 @@ def test_hold_open_incident_never_repeats_a_rollback() -> None:
 
 
 def _alert(key: str) -> AlertCandidate:
-    return AlertCandidate(key, "uc", "rule", key, "warning", f"message {key}")
+    return AlertCandidate(
+        incident_key=key,
+        use_case="uc",
+        kind="rule",
+        name=key,
+        severity="warning",
+        message=f"message {key}",
+    )
 
 
 def test_dedup_one_alert_per_incident_however_long_it_lasts() -> None:

@@ -47,12 +47,12 @@ def webhook() -> Iterator[HTTPServer]:
 
 def _alert(use_case: str, severity: str, key: str) -> AlertCandidate:
     return AlertCandidate(
-        f"{use_case}|rule|{key}",
-        use_case,
-        "rule",
-        key,
-        severity,  # type: ignore[arg-type]
-        f"{use_case}: {key} fired",
+        incident_key=f"{use_case}|rule|{key}",
+        use_case=use_case,
+        kind="rule",
+        name=key,
+        severity=severity,  # type: ignore[arg-type]
+        message=f"{use_case}: {key} fired",
     )
 
 

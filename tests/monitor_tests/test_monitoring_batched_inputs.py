@@ -110,10 +110,10 @@ def world(load_rows: Callable[[Any, Any], int]) -> Iterator[dict[str, Any]]:
     for name, uc in truth.use_cases.items():
         approved[name] = [
             ApprovedConfig(
-                c.config_id,
-                c.true_mean_quality,
-                c.true_mean_cost_usd,
-                c.true_p95_latency_ms,
+                config_id=c.config_id,
+                quality=c.true_mean_quality,
+                cost_per_request=c.true_mean_cost_usd,
+                latency_p95_ms=c.true_p95_latency_ms,
                 approved_at="2026-09-10",
                 is_production=c.config_id == uc.production_config_id,
             )

@@ -47,10 +47,10 @@ def _approved(truth: Any) -> dict[str, list[ApprovedConfig]]:
                 continue
             configs.append(
                 ApprovedConfig(
-                    c.config_id,
-                    c.true_mean_quality,
-                    c.true_mean_cost_usd,
-                    c.true_p95_latency_ms,
+                    config_id=c.config_id,
+                    quality=c.true_mean_quality,
+                    cost_per_request=c.true_mean_cost_usd,
+                    latency_p95_ms=c.true_p95_latency_ms,
                     approved_at=f"2026-09-{10 + i:02d}",
                     is_production=c.config_id == uc.production_config_id,
                 )
