@@ -228,3 +228,30 @@ def test_monitor_after_the_nightly_run_lists_the_nights_alerts_as_raised_not_sup
     held = [s for s in uc.suppressed if s.alert.incident_key == "claims-triage|rule|cost_spike"]
     assert uc.alerts == () or all(a.incident_key != spike.incident_key for a in uc.alerts)
     assert [s.kind for s in held] == ["open_incident"]
+
+
+def test_the_reference_window_length_is_configured_and_ends_before_the_night(
+    user_home: Settings,
+) -> None:
+    config = dataclasses.replace(load_monitoring_config(user_home), reference_days=5)
+    con = connect(user_home)
+    try:
+        key = _production_key(con, "invoice-extract")
+        report = run_monitoring(
+            con, user_home, as_of=NIGHT, config=config, use_cases=["invoice-extract"], record=False
+        )
+        five_days = con.execute(
+            f"SELECT avg(quality) FROM usage_logs WHERE use_case = 'invoice-extract'"
+            f" AND {CONFIG_KEY_SQL} = ? AND day BETWEEN ? AND ?",
+            [key, NIGHT - dt.timedelta(days=5), NIGHT - dt.timedelta(days=1)],
+        ).fetchone()
+    finally:
+        con.close()
+    (uc,) = report.use_cases
+    assert uc.reference_window == (NIGHT - dt.timedelta(days=5), NIGHT - dt.timedelta(days=1))
+    assert uc.current_window == (NIGHT, NIGHT)
+    quality = _rule(uc, "quality_drop")
+    assert five_days is not None and quality.baseline == pytest.approx(five_days[0], rel=1e-12)
+    assert quality.fired
+    drift = {d.feature: d for d in uc.drift}
+    assert drift["quality"].n_reference == 5 * PER_DAY and drift["quality"].n_current == PER_DAY
