@@ -23,6 +23,7 @@ from tasks.monitoring import alert_lines, load_monitoring_config, run_monitoring
 from tasks.nightly.inputs import aggregate_night
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 from tasks.warehouse.connection import connect
+from tasks.warehouse.queries import latest_day, use_cases
 
 START = dt.date(2026, 11, 1)
 DAYS = 20
@@ -255,3 +256,15 @@ def test_the_reference_window_length_is_configured_and_ends_before_the_night(
     assert quality.fired
     drift = {d.feature: d for d in uc.drift}
     assert drift["quality"].n_reference == 5 * PER_DAY and drift["quality"].n_current == PER_DAY
+
+
+def test_shared_queries_name_the_latest_night_and_its_use_cases(user_home: Settings) -> None:
+    con = connect(user_home)
+    try:
+        assert latest_day(con) == NIGHT
+        assert use_cases(con, NIGHT, NIGHT) == sorted(USE_CASES)
+        assert use_cases(con, NIGHT + dt.timedelta(days=1), NIGHT + dt.timedelta(days=9)) == []
+        con.execute("DELETE FROM usage_logs")
+        assert latest_day(con) is None
+    finally:
+        con.close()
