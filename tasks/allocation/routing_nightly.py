@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from tasks.allocation.routing import (
 )
 from tasks.registry.model import Arm, ModelParams, RegistryConfig
 from tasks.registry.routing import METADATA_KEY, RoutingTable
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NightlyRouting",
@@ -336,13 +339,17 @@ def with_routing_inputs(
         if getattr(inputs, "problem", None) is not None:
             out[use_case] = inputs
             continue
-        routing = routing_inputs_for(
-            con,
-            use_case=use_case,
-            as_of=as_of,
-            objective=objective_for(use_case),
-            budget_config=budget_config,
-        )
+        try:
+            routing = routing_inputs_for(
+                con,
+                use_case=use_case,
+                as_of=as_of,
+                objective=objective_for(use_case),
+                budget_config=budget_config,
+            )
+        except ValueError as exc:  # a bad context column: this use case routes nothing tonight
+            log.warning("%s: contextual routing skipped: %s", use_case, exc)
+            routing = None
         out[use_case] = dataclasses.replace(inputs, routing=routing)
     return out
 

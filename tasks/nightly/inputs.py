@@ -107,6 +107,7 @@ class UseCaseInputs:
     budget: BudgetReport | None = None
     rollout_pair: RolloutPair | None = None
     problem: str | None = None  # set: this use case cannot be decided tonight, and why
+    routing: Any = None  # tasks.allocation.routing.RoutingInputs (contextual routing, issue 12)
 
     def history(self, as_of: dt.date) -> pd.DataFrame:
         """Per-configuration statistics over every day up to ``as_of``."""

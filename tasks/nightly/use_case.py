@@ -57,7 +57,7 @@ def aggregate_night(
     """The night's aggregate step: every use case's inputs from one set of grouped scans
     (see :mod:`tasks.nightly.inputs`); monitoring runs here once for all use cases."""
     with _warehouse(settings) as con:
-        return night_inputs.aggregate_night(
+        out = night_inputs.aggregate_night(
             settings,
             con,
             as_of=night.as_of,
@@ -67,6 +67,19 @@ def aggregate_night(
             monitoring=options.enabled("monitoring"),
             budget=options.enabled("budget"),
         )
+        # --- contextual routing inputs (issue 12 item 3; tasks/allocation/routing_nightly.py)
+        if options.enabled("routing"):
+            from tasks.allocation.routing_nightly import with_routing_inputs
+
+            out = with_routing_inputs(
+                con,
+                out,
+                as_of=night.as_of,
+                objective_for=lambda uc: objective_for(settings, uc),
+                budget_config=load_config("budget", settings),
+            )
+        # --- end contextual routing
+        return out
 
 
 def _exploration(
@@ -300,6 +313,25 @@ def optimize_use_case(
     )
     proposed = _registry_payload(plan, catalogue, decided.rollout, run_key)
     proposed["metadata"]["objective"] = objective.as_dict()
+    # --- contextual routing (issue 12 item 3; tasks/allocation/routing_nightly.py)
+    routed = None
+    if options.enabled("routing"):
+        from tasks.allocation.routing_nightly import routing_step
+
+        held = [safety.override and "a safety action", decided.rollout and "a rollout"]
+        held += ["an experiment"] if decided.running else []
+        proposed, routed = routing_step(
+            inputs,
+            objective=objective,
+            production_id=production_id,
+            budget_config=load_config("budget", settings),
+            proposed_config=proposed,
+            params_for=catalogue,
+            held_by=", ".join(h for h in held if h) or None,
+            seed=_stable_seed(use_case, night.as_of),
+        )
+        results["routing"] = routed
+    # --- end contextual routing
     headline = _headline(plan, step, safety.override, decided.needs_approval)
     metrics = dict(inputs.night_metrics)
     metrics["experiments_shipped"] = float(
@@ -308,6 +340,8 @@ def optimize_use_case(
     monitoring_result = results.get("monitoring")
     metrics["drift_alerts"] = float(len(monitoring_result.alerts)) if monitoring_result else None
     metrics.update(loop_metrics)
+    metrics.update(routed.metrics if routed is not None else {})
+    published_routing = routed is not None and routed.publish
     guardrails = decided.guardrails
     return UseCaseOutcome(
         use_case=use_case,
@@ -318,7 +352,7 @@ def optimize_use_case(
         production_config_id=plan.production_config_id,
         plan=_plan_dict(plan),
         proposed_config=proposed,
-        needs_approval=decided.needs_approval,
+        needs_approval=decided.needs_approval or published_routing,
         guardrails_passed=all(guardrails.values()) if guardrails else not decided.needs_approval,
         guardrails=guardrails,
         registry_action="rollback" if safety.rollback_version is not None else "publish",
@@ -328,7 +362,11 @@ def optimize_use_case(
         metrics=metrics,
         strategies=_jsonable(results),
         plots=tuple(plots),
-        evidence=decided.evidence,
+        evidence=(
+            {**decided.evidence, "routing": proposed["metadata"]["routing_evidence"]}
+            if published_routing
+            else decided.evidence
+        ),
     )
 
 
