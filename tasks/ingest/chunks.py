@@ -235,7 +235,7 @@ def process_chunk(
             return
         _chunk = chunk  # read by DuckDB's replacement scan below
         for file_no, blanks in con.execute(
-            "SELECT __file_no, count(*) FROM _chunk WHERE length(trim(raw)) = 0 GROUP BY 1"
+            "SELECT __file_no, count(*) FROM _chunk WHERE NOT regexp_matches(raw, '\\S') GROUP BY 1"
         ).fetchall():
             counts[int(file_no)].blank_lines += int(blanks)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _rec AS {text_records_sql(shape)}")

@@ -81,7 +81,7 @@ def otel_docs_sql() -> str:
     return f"""
     WITH lines AS (
         SELECT __file, __file_no, line_no, raw, {pre_reason_sql()} AS pre_reason
-        FROM _chunk WHERE length(trim(raw)) > 0
+        FROM _chunk WHERE regexp_matches(raw, '\\S')
     ), exploded AS (
         SELECT __file, __file_no, line_no, raw, pre_reason,
                CASE WHEN pre_reason IS NULL AND NOT ({console}) THEN {spans} END AS spans,

@@ -219,7 +219,7 @@ def text_records_sql(shape: Shape) -> str:
         else (
             "SELECT __file, __file_no, line_no, 0 AS rec_no, raw, raw AS doc,"
             f" {pre_reason_sql()} AS pre_reason, NULL AS pre_detail"
-            " FROM _chunk WHERE length(trim(raw)) > 0"
+            " FROM _chunk WHERE regexp_matches(raw, '\\S')"
         )
     )
     keys = shape.top_level_keys()
