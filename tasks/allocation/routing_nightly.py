@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +34,7 @@ from tasks.allocation.routing import (
     plan_contextual_routing,
     routing_inputs,
 )
-from tasks.registry.model import Arm, ModelParams, RegistryConfig
-from tasks.registry.routing import METADATA_KEY, RoutingTable
+from tasks.allocation.routing_publish import attach_routing
 
 log = logging.getLogger(__name__)
 
@@ -241,76 +239,6 @@ def nightly_routing(
         reasons.append(f"not published tonight: {held_by}")
         publish = False
     return NightlyRouting(publish=publish, reasons=tuple(reasons), proposal=result, metrics=metrics)
-
-
-def _safe_id(text: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() or ch in "._:-" else "-" for ch in text)
-    return cleaned.strip("-.")[:190] or "arm"
-
-
-def attach_routing(
-    proposed_config: Mapping[str, Any],
-    routing: NightlyRouting,
-    params_for: Mapping[str, Mapping[str, Any]],
-) -> dict[str, Any]:
-    """The proposed registry configuration with the routing table and its arms.
-
-    Args:
-        proposed_config: the night's proposed configuration (``RegistryConfig.to_dict()``).
-        routing: tonight's routing (must be publishable).
-        params_for: model parameters per config id (the night's catalogue).
-
-    Returns:
-        A validated configuration document: traffic = one ``bandit`` arm per routed
-        configuration with its overall share, ``metadata.routing`` = the table.
-
-    Raises:
-        ValueError: nothing to publish, or a routed configuration without parameters.
-    """
-    if not routing.publish or routing.proposal is None:
-        raise ValueError("no publishable routing table")
-    proposal = routing.proposal
-    table = RoutingTable.from_dict(proposal.table)
-    shares = proposal.policy.shares
-    marginal: dict[str, float] = {}
-    for value, row in table.rows.items():
-        for arm, weight in row.items():
-            marginal[arm] = marginal.get(arm, 0.0) + shares.get(value, 0.0) * weight
-    total = math.fsum(marginal.values())
-    missing = sorted(a for a in marginal if a not in params_for)
-    if missing:
-        raise ValueError(f"routed configuration(s) without parameters: {missing}")
-    ordered = sorted(marginal)
-    weights = [marginal[a] / total for a in ordered]
-    weights[-1] = 1.0 - math.fsum(weights[:-1])  # exact sum for the registry's check
-    arms = tuple(
-        Arm(
-            arm_id=_safe_id(config_id),
-            params=ModelParams(**dict(params_for[config_id])),
-            weight=max(weight, 0.0),
-            role="bandit",
-            config_id=config_id,
-        )
-        for config_id, weight in zip(ordered, weights, strict=True)
-    )
-    base = RegistryConfig.from_dict(proposed_config)
-    metadata = dict(base.metadata)
-    metadata[METADATA_KEY] = table.to_dict()
-    metadata["routing_evidence"] = {
-        "context": proposal.context,
-        "objective": proposal.objective,
-        "dr_gain": None if proposal.dr_gain is None else vars(proposal.dr_gain),
-        "reasons": list(routing.reasons),
-    }
-    config = RegistryConfig(
-        use_case=base.use_case,
-        params=base.params,
-        traffic=arms,
-        salt=base.salt,
-        allocation="bandit",
-        metadata=metadata,
-    )
-    return config.to_dict()
 
 
 def with_routing_inputs(
