@@ -114,6 +114,22 @@ def _status(forecast: SpendForecast, budget: float | None) -> tuple[str, str]:
     return "on_track", f"forecast up to {forecast.upper:.2f} USD stays within {budget:.2f} USD"
 
 
+def _no_data(name: str, as_of: dt.date, budget: float | None, start: dt.date) -> BudgetReport:
+    return BudgetReport(
+        name,
+        f"{as_of:%Y-%m}",
+        as_of,
+        "no_data",
+        0.0,
+        0,
+        0.0,
+        budget,
+        None,
+        None,
+        (f"no calls logged between {start} and {as_of}",),
+    )
+
+
 def budget_report(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -146,21 +162,7 @@ def budget_report(
         budget = None if budget is None else float(budget)
         days = by_use_case.get(name, {})
         if not days:
-            reports.append(
-                BudgetReport(
-                    name,
-                    f"{as_of:%Y-%m}",
-                    as_of,
-                    "no_data",
-                    0.0,
-                    0,
-                    0.0,
-                    budget,
-                    None,
-                    None,
-                    (f"no calls logged between {start} and {as_of}",),
-                )
-            )
+            reports.append(_no_data(name, as_of, budget, start))
             continue
         first = min(days)
         span = (as_of - first).days + 1
