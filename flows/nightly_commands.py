@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 from typing import Any
 
@@ -43,6 +44,9 @@ def _precheck(args: argparse.Namespace) -> None:
 
     settings = load_settings()
     if args.input:
+        from tasks.nightly.ingest_step import resolve_inputs
+
+        resolve_inputs(settings, args.input)  # a named file that does not exist: one line now
         return  # tonight's ingest decides; the flow reports what it found
     hint = (
         "hint: put log files in <LLMOPT_HOME>/data/incoming and run "
@@ -73,10 +77,31 @@ def _precheck(args: argparse.Namespace) -> None:
         )
 
 
+class _NoExpectedTracebacks(logging.Filter):
+    """Drop the traceback (not the line) of an expected error from Prefect's console logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LlmoptError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_expected_tracebacks() -> None:
+    """Prefect logs a flow's exception with its traceback; for an :class:`LlmoptError` the
+    CLI's one line (and the run's logs in the UI, which keep it) are enough."""
+    names = ["", *(n for n in logging.Logger.manager.loggerDict if n.startswith("prefect"))]
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _NoExpectedTracebacks) for f in handler.filters):
+                handler.addFilter(_NoExpectedTracebacks())
+
+
 def _run(args: argparse.Namespace) -> int:
     _precheck(args)
     _prefect_defaults()
     from flows.nightly import NightlyParameters, StrategySwitches, nightly_optimization
+
+    _quiet_expected_tracebacks()
 
     switches = StrategySwitches(**{name: False for name in args.skip})
     params = NightlyParameters(

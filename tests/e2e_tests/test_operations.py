@@ -15,7 +15,7 @@ import duckdb
 import pytest
 from prefect.states import Failed
 
-from tasks.core.settings import Settings
+from tasks.core.settings import REPO_ROOT, Settings
 from tasks.ingest.pipeline import IngestError, ingest_paths
 from tasks.nightly.ingest_step import (
     IngestFailed,
@@ -307,3 +307,31 @@ def test_every_cli_command_and_option_has_help_text() -> None:
     assert sorted(set(missing) - PENDING_HELP) == []
     nightly = [m for m in missing if m.startswith(("llmopt nightly", "llmopt demo"))]
     assert nightly == []
+
+
+@pytest.mark.slow  # a temporary Prefect server for the run (about 30 s)
+def test_an_expected_error_inside_the_flow_prints_no_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "llmopt"), "nightly", "run", "--input", "data/incoming/*.parquet"],
+        env={
+            "LLMOPT_HOME": str(tmp_path),
+            "PATH": str(BIN),
+            "HOME": str(tmp_path),
+            "PREFECT_HOME": str(tmp_path / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1
+    output = done.stderr + done.stdout
+    # no traceback through our code (the temporary server's own shutdown may log SQLAlchemy
+    # pool noise from its subprocess, which is not about this error)
+    for package in ("flows", "tasks"):
+        assert f'File "{REPO_ROOT / package}' not in output, output[-3000:]
+    assert not [line for line in output.splitlines() if line.startswith("tasks.")]  # exc line
+    assert "nothing new tonight" in done.stderr  # the glob matched nothing: not an error
+    errors = [line for line in done.stderr.splitlines() if line.startswith("llmopt: error: ")]
+    assert len(errors) == 1 and "has no usage logs" in errors[0], done.stderr[-2000:]
