@@ -167,7 +167,11 @@ def promotion_step(
     winner = decision.candidate_config_id
     stats = {s.config_key: s for s in config_stats(history)}
     guardrails, notes = promotion_guardrails(
-        objective, options.guard, production=stats[production_id], candidate=stats[winner]
+        objective,
+        options.guard,
+        production=stats[production_id],
+        candidate=stats[winner],
+        monthly=monthly_requests(window, options.lookback_days),
     )
     decided.rollout = start_rollout(candidate_config_id=winner, incumbent_config_id=production_id)
     decided.needs_approval = True

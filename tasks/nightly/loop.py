@@ -297,6 +297,7 @@ def promotion_guardrails(
     *,
     production: ConfigStats,
     candidate: ConfigStats,
+    monthly: float | None = None,
 ) -> tuple[dict[str, bool], dict[str, str]]:
     """Guardrail verdicts of a logged-evidence proposal, named as the registry policy expects.
 
@@ -315,7 +316,7 @@ def promotion_guardrails(
     se_e = math.hypot(candidate.error_rate_se, production.error_rate_se)
     p95_high = candidate.latency_p95 + z * _finite(candidate.latency_p95_se)
     limit = guard.latency_ratio_limit * production.latency_p95
-    score = objective.score(candidate)
+    score = objective.score(candidate, monthly_requests=monthly)
     verdicts = {
         "srm": True,
         "quality": bool(dq - z * se_q > -guard.quality_margin),

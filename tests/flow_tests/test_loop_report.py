@@ -118,3 +118,31 @@ def test_promotion_from_logs_compares_only_recent_configurations() -> None:
         objective, history=history, production_id="prod", excluded=["old-star"]
     )
     assert excluded.action == "none"
+
+
+def test_promotion_guardrails_use_the_margins_and_the_budget() -> None:
+    from strategies.rollout_guard import RolloutGuard
+    from tasks.nightly.loop import promotion_guardrails
+
+    prod = ConfigStats.from_row(_row("prod", 5000, 0.70, 0.001))
+    better = ConfigStats.from_row(_row("better", 5000, 0.80, 0.003))
+    budget = Objective.max_quality(monthly_budget_usd=300.0)
+    guard = RolloutGuard()
+    ok, notes = promotion_guardrails(
+        budget, guard, production=prod, candidate=better, monthly=50_000
+    )
+    assert ok == {
+        "srm": True,
+        "quality": True,
+        "error_rate": True,
+        "latency_p95": True,
+        "cost_per_request": True,  # 0.003 <= 300 / 50,000 = 0.006
+    }
+    assert "not an experiment" in notes["srm"]
+    over, _ = promotion_guardrails(
+        budget, guard, production=prod, candidate=better, monthly=200_000
+    )
+    assert over["cost_per_request"] is False  # 0.003 > 300 / 200,000 = 0.0015
+    worse = ConfigStats.from_row(_row("worse", 5000, 0.60, 0.001))
+    bad, _ = promotion_guardrails(budget, guard, production=prod, candidate=worse, monthly=50_000)
+    assert bad["quality"] is False
