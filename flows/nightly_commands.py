@@ -218,6 +218,12 @@ def _human_summary(summary: dict[str, Any]) -> str:
     lines = [f"night {summary.get('as_of')}  run {summary.get('run_key')}"]
     for use_case, item in summary.get("use_cases", {}).items():
         lines.append(f"  {use_case}: {item.get('headline', '')}")
+        published = item.get("published") or {}
+        if published.get("message"):  # a rejection: who, and what keeps serving
+            lines.append(f"    {published['message']}")
+        elif published.get("status"):
+            version = f" v{published['version']}" if published.get("version") else ""
+            lines.append(f"    registry: {published['status']}{version}")
         lines += [f"    ALERT {line}" for line in item.get("alerts", [])]
     for use_case, error in summary.get("failures", {}).items():
         lines.append(f"  {use_case}: FAILED {error}")

@@ -254,8 +254,10 @@ def summary_markdown(summary: NightSummary) -> str:
     lines += ["## Decisions", "", "| use case | decision | published |", "|---|---|---|"]
     for o in summary.outcomes:
         pub = summary.published.get(o.use_case, {})
+        note = f": {pub['message']}" if pub.get("message") else ""  # e.g. who rejected
         lines.append(
-            f"| {o.use_case} | {o.headline} | {pub.get('status', '-')} v{pub.get('version', '-')} |"
+            f"| {o.use_case} | {o.headline} | "
+            f"{pub.get('status', '-')} v{pub.get('version', '-')}{note} |"
         )
     for use_case, error in summary.failures.items():
         lines.append(f"| {use_case} | FAILED: {error} | - |")
