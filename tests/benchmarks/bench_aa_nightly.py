@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--experiments", type=int, default=None, help="A/A experiments/method")
     parser.add_argument("--srm-experiments", type=int, default=None, help="A/A for SRM")
     args = parser.parse_args(argv)
-    n_dec = args.experiments or (60 if args.quick else 400)
+    n_dec = args.experiments or (60 if args.quick else 1000)
     n_srm = args.srm_experiments or (20_000 if args.quick else 200_000)
     with Clock() as srm_clock:
         srm = srm_rates(n_srm, seed=20261130)
