@@ -61,11 +61,18 @@ def _use_case_rules(args: argparse.Namespace) -> Any:
 def _progress(report: Any) -> None:
     """One line per file on stderr as soon as its transaction ends (not under --json)."""
     print(
-        f"{report.status:<8} {report.path}  read={report.lines_read} ingested={report.ingested}"
+        ("\r" if sys.stderr.isatty() else "")
+        + f"{report.status:<8} {report.path}  read={report.lines_read} ingested={report.ingested}"
         f" duplicates={report.duplicates} quarantined={report.quarantined}",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _chunk_progress(path: str, lines: int) -> None:
+    """A progress line for a large file, rewritten in place on a terminal (stderr)."""
+    if sys.stderr.isatty():
+        print(f"\r  {Path(path).name}: {lines:,} lines", end="", file=sys.stderr, flush=True)
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
@@ -82,6 +89,7 @@ def _run_ingest(args: argparse.Namespace) -> int:
         options["shape"] = args.format
         if not args.json:
             options["on_file"] = _progress
+            options["on_chunk"] = _chunk_progress
     report = ingest_source(settings, source, **options)
     emit(report.to_dict(), as_json=args.json, human=_human_ingest)
     return 1 if report.failed else 0
