@@ -9,6 +9,9 @@ is also what a fan-out to other machines (a Dask cluster) needs: small, picklabl
 
 A problem that concerns one use case only (no traffic in its window, say) is carried in its
 inputs as ``problem`` and fails that use case's branch, not the night.
+
+Size: the aggregate step's SQL, its result types and the one function that runs them together
+(splitting them would scatter one set of grouped scans over several modules).
 """
 
 from __future__ import annotations
@@ -307,6 +310,8 @@ def _registry_states(
     return states, {uc: versions for uc, (_, _, versions) in read.items()}, problems
 
 
+# The night's passes in order: shared statistics, registry, monitoring, budget, rollout pairs.
+# size: each pass is a call; together so the number of warehouse passes is visible in one place
 def aggregate_night(
     settings: Settings,
     con: duckdb.DuckDBPyConnection,

@@ -1,5 +1,9 @@
 """One use case tonight: aggregate inputs, then safety, experiments, exploration, frontier and
 budget into one traffic plan (:func:`optimize_use_case`). No warehouse access here.
+
+Size: the night's one ordered sequence of decisions per use case and the helpers that shape its
+registry payload; the decisions themselves live in :mod:`tasks.nightly.decisions`,
+:mod:`tasks.nightly.loop` and :mod:`strategies`.
 """
 
 from __future__ import annotations
@@ -177,6 +181,8 @@ def _frontier_and_budget(
     return plots
 
 
+# One ordered sequence (safety, rollout, experiments, promotion, exploration, plan, loop, routing).
+# size: every step is a call and the order is the logic, so it reads top to bottom
 def optimize_use_case(
     settings: Settings,
     night: Night,
