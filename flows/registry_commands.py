@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.cli_support import CommandError, add_json_flag, emit, guarded
+from flows.cli_support import CommandError, add_json_flag, emit, guarded, to_jsonable
 
 if TYPE_CHECKING:
     from tasks.registry.store import RegistryStore
@@ -123,20 +123,33 @@ def _list(args: argparse.Namespace) -> None:
     emit(rows, as_json=args.json, human=human)
 
 
+def _night_of(version: Any) -> str:
+    """The night a version was computed for (its ``run_key`` ``night-YYYY-MM-DD``), or "-"."""
+    run_key = str(version.config.metadata.get("run_key", ""))
+    return run_key.removeprefix("night-") if run_key.startswith("night-") else "-"
+
+
 def _history(args: argparse.Namespace) -> None:
     with _store() as store:
         entries = store.history(args.use_case)
+        nights = {v.version: _night_of(v) for v in store.versions_of(args.use_case)}
     if not entries:
         raise CommandError(f"no history for use case {args.use_case!r}")
+    rows = [to_jsonable(e) | {"night": nights.get(e.version, "-")} for e in entries]
 
-    def human(items: list[Any]) -> str:
-        return "\n".join(
-            f"{e.at}  v{e.version:<4} {e.action:<9} {e.from_state or '-':>10} -> {e.to_state:<10} "
-            f"{e.actor}: {e.reason}"
+    def human(items: list[dict[str, Any]]) -> str:
+        lines = [
+            f"{'night':<10}  {'time (UTC)':<25} {'ver':<5} {'action':<9} "
+            f"{'from':>10} -> {'to':<10} who: why"
+        ]
+        lines += [
+            f"{e['night']:<10}  {e['at']:<25} v{e['version']:<4} {e['action']:<9} "
+            f"{e['from_state'] or '-':>10} -> {e['to_state']:<10} {e['actor']}: {e['reason']}"
             for e in items
-        )
+        ]
+        return "\n".join(lines)
 
-    emit(entries, as_json=args.json, human=human)
+    emit(rows, as_json=args.json, human=human)
 
 
 _ROLE = {"approve": "approve", "reject": "approve", "promote": "promote"}

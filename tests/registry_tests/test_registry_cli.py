@@ -173,3 +173,25 @@ def test_roles_and_four_eyes_on_the_command_line(
     assert [(e["action"], e["actor"]) for e in entries] == [
         ("publish", "ops"), ("approve", "bob"), ("promote", "carol"),
     ]  # fmt: skip
+
+
+def test_history_shows_the_night_each_version_was_computed_for_beside_the_time(
+    cli: Any, people: None, make_config: Any, tmp_path: Path
+) -> None:
+    config = make_config(UC, weights=(0.9, 0.1)).to_dict()
+    config["metadata"] = {"run_key": "night-2026-10-21"}
+    nightly = tmp_path / "nightly.json"
+    nightly.write_text(json.dumps(config))
+    by_hand = tmp_path / "by-hand.json"
+    by_hand.write_text(json.dumps(make_config(UC, weights=(0.8, 0.2)).to_dict()))
+    for path in (nightly, by_hand):
+        code, _, err = cli("publish", UC, "--file", str(path), "--reason", "r", "--as", "alice")
+        assert code == 0, err
+    code, entries, _ = cli("history", UC, "--json")
+    assert code == 0
+    assert {(e["version"], e["night"]) for e in entries} == {(1, "2026-10-21"), (2, "-")}
+    assert all(e["at"] for e in entries)  # the execution time stays beside the night
+    code, text, _ = cli("history", UC)
+    header, first = text.splitlines()[:2]
+    assert header.startswith("night") and "time (UTC)" in header
+    assert first.startswith("2026-10-21  ")
