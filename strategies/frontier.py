@@ -5,13 +5,14 @@ Pareto filter would then call a configuration "dominated" because of luck. Here 
 *dominates* B only when A is at least as good on every objective (point estimates) **and**
 significantly better on at least one: ``diff > z * sqrt(se_A^2 + se_B^2)`` with the standard
 errors from the sufficient statistics (quality and cost: standard error of a mean; latency p95:
-the lognormal quantile approximation documented in :class:`strategies.search.ConfigStats`).
+the lognormal quantile approximation documented in :class:`strategies.config_stats.ConfigStats`).
 With ``z = 0`` this is the textbook Pareto filter. A larger ``z`` keeps more configurations on
 the frontier: the frontier is "what we cannot rule out", not "what looked best".
 
-Selection then maximises the weighted reward (:class:`strategies.search.RewardWeights`, presets or
-custom) among frontier configurations that meet the hard constraints (quality floor, latency
-ceiling, on point estimates). No feasible configuration is an explicit result, not an exception.
+Selection then maximises the weighted reward (:class:`strategies.config_stats.RewardWeights`,
+presets or custom) among frontier configurations that meet the hard constraints (quality floor,
+latency ceiling, on point estimates).
+No feasible configuration is an explicit result, not an exception.
 
 Example:
     >>> import numpy as np
@@ -34,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from strategies.search import PRESETS, ConfigStats, RewardWeights
+from strategies.config_stats import PRESETS, ConfigStats, RewardWeights
 
 __all__ = [
     "PRESETS",

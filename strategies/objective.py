@@ -5,7 +5,7 @@ version, promote a configuration that beats production, pick exploration weights
 under a budget). Each comparison must use the same definition of better, with its uncertainty,
 and every report must say which definition it used. An :class:`Objective` is that definition:
 
-* ``kind="reward"``: a reward preset from :data:`strategies.search.PRESETS` (quality-focused
+* ``kind="reward"``: a reward preset from :data:`strategies.config_stats.PRESETS` (quality-focused
   0.8/0.15/0.05, balanced 0.6/0.3/0.1, cost-focused 0.4/0.5/0.1, latency-focused 0.4/0.3/0.3
   over quality / cost / latency, with explicit scales), optionally with weights or scales replaced:
   ``value = w_q quality - w_c cost / cost_scale - w_l p95 / latency_scale - w_e error_rate``.
@@ -15,9 +15,10 @@ and every report must say which definition it used. An :class:`Objective` is tha
   (``value = -cost``, so larger is better for every kind).
 
 :meth:`Objective.score` turns a configuration's sufficient statistics
-(:class:`strategies.search.ConfigStats`) into an :class:`ObjectiveScore`: value, standard error
-(delta method over independent terms: ``se^2 = sum (w_i se_i)^2``) and a two-sided normal interval
-at ``level``; a constraint is *met* on the point estimate and *met with confidence* on the bound.
+(:class:`strategies.config_stats.ConfigStats`) into an :class:`ObjectiveScore`: value, standard
+error (delta method over independent terms: ``se^2 = sum (w_i se_i)^2``) and a two-sided normal
+interval at ``level``; a constraint is *met* on the point estimate
+and *met with confidence* on the bound.
 :meth:`Objective.best` ranks by the lower confidence bound among feasible configurations, ties to
 the cheaper, and returns an explicit "cannot analyse" result when nothing qualifies.
 
@@ -26,7 +27,7 @@ uncertainty, reporting and config parsing; about half of it is docstrings.
 
 Example:
     >>> import numpy as np
-    >>> from strategies.search import ConfigStats
+    >>> from strategies.config_stats import ConfigStats
     >>> rng = np.random.default_rng(0)
     >>> def cfg(key, q, cost, n=2000):
     ...     return ConfigStats.from_samples(key, quality=rng.normal(q, 0.1, n),
@@ -53,7 +54,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
-from strategies.search import PRESETS, ConfigStats, RewardWeights
+from strategies.config_stats import PRESETS, ConfigStats, RewardWeights
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -185,7 +186,7 @@ class Objective:
         """A reward preset, optionally with some weights or scales replaced.
 
         Args:
-            name: one of :data:`strategies.search.PRESETS`.
+            name: one of :data:`strategies.config_stats.PRESETS`.
             overrides: weight / scale keys of :class:`RewardWeights` to replace.
             **kw: other fields (``level``, ``min_requests``).
 

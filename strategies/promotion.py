@@ -24,7 +24,7 @@ used), or an explicit reason why nothing is proposed.
 Example:
     >>> import numpy as np
     >>> from strategies.objective import Objective
-    >>> from strategies.search import ConfigStats
+    >>> from strategies.config_stats import ConfigStats
     >>> rng = np.random.default_rng(1)
     >>> def cfg(key, q, cost, n=4000):
     ...     return ConfigStats.from_samples(key, quality=rng.normal(q, 0.15, n),
@@ -48,9 +48,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from strategies.config_stats import ConfigStats
 from strategies.experiments.sequential import DEFAULT_N_STAR, cs_radius, optimal_mixing_ratio
 from strategies.objective import BestChoice, Objective, ObjectiveScore
-from strategies.search import ConfigStats
 
 __all__ = [
     "CandidateComparison",

@@ -16,6 +16,10 @@ on :class:`ConfigStats` built from the warehouse's sufficient statistics.
   count so a study reloaded every night does not replay the same random draws.
 * :func:`tell_ready_trials` and :func:`ask_candidates` — one nightly round.
 
+The statistics and the reward live in :mod:`strategies.config_stats` (no Optuna) and the
+strategies in :mod:`strategies.search_strategies`; this module runs the round and re-exports
+their public names, so ``from strategies.search import ...`` is the one import for a search.
+
 Example (a seeded toy round on an in-memory study):
     >>> import optuna
     >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -29,24 +33,39 @@ Example (a seeded toy round on an in-memory study):
 
 from __future__ import annotations
 
-import abc
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-import numpy as np
 import optuna
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
-from scipy import stats as sps
 
+from strategies.config_stats import (
+    PRESETS,
+    ConfigStats,
+    RewardWeights,
+    weights_for,
+)
 from strategies.search_space import (
     CandidateParams,
     ForbiddenCombination,
     SearchSpace,
     candidate_config_id,
+)
+from strategies.search_strategies import (
+    ATTR_ASKED_ON,
+    ATTR_CONFIG_ID,
+    ATTR_REASON,
+    BestConfig,
+    NSGAIISearch,
+    Objective,
+    RandomSearch,
+    SearchStrategy,
+    TPESearch,
+    _clean_params,
+    make_strategy,
 )
 
 __all__ = [
@@ -74,402 +93,6 @@ __all__ = [
     "tell_ready_trials",
     "weights_for",
 ]
-
-Objective = Literal["single", "multi"]
-MULTI_OBJECTIVE_NAMES: tuple[str, ...] = ("quality", "cost_usd", "latency_p95_ms")
-
-# User attributes stored on every trial (the study is the record of the search).
-ATTR_CONFIG_ID = "config_id"
-ATTR_ASKED_ON = "asked_on"
-ATTR_REASON = "reason"
-
-
-# --------------------------------------------------------------------------- statistics
-@dataclass(frozen=True)
-class ConfigStats:
-    """Sufficient statistics of one configuration over a window (from ``config_metrics``).
-
-    Standard errors come from the sums (no rows needed). Latency p95 has no sum to lean on, so
-    :attr:`latency_p95_se` uses the asymptotic variance of a sample quantile,
-    ``Var(q_p) ≈ p(1-p) / (n f(q_p)^2)``, with the density ``f`` of a lognormal fitted to the
-    observed mean and p95 (``ln p95 = mu + z95 sigma``, ``ln mean = mu + sigma^2 / 2``), which
-    gives ``se = q sigma sqrt(p(1-p)/n) / phi(z95)``. LLM latency is right-skewed and close to
-    lognormal; when the fit is impossible (p95 below the mean) sigma falls back to a small value.
-    """
-
-    config_key: str
-    n: int
-    successes: int
-    quality_n: int
-    quality_sum: float
-    quality_sum_squares: float
-    cost_sum: float
-    cost_sum_squares: float
-    latency_mean: float
-    latency_p95: float
-    params: CandidateParams | None = None
-
-    @property
-    def error_rate(self) -> float:
-        return 1.0 - self.successes / self.n if self.n else math.nan
-
-    @property
-    def error_rate_se(self) -> float:
-        rate = self.error_rate
-        return math.sqrt(rate * (1.0 - rate) / self.n) if self.n else math.nan
-
-    @property
-    def quality_mean(self) -> float:
-        return self.quality_sum / self.quality_n if self.quality_n else math.nan
-
-    @property
-    def quality_se(self) -> float:
-        return _mean_se(self.quality_n, self.quality_sum, self.quality_sum_squares)
-
-    @property
-    def cost_mean(self) -> float:
-        return self.cost_sum / self.n if self.n else math.nan
-
-    @property
-    def cost_se(self) -> float:
-        return _mean_se(self.n, self.cost_sum, self.cost_sum_squares)
-
-    @property
-    def latency_p95_se(self) -> float:
-        if self.n < 2 or not self.latency_p95 > 0 or not self.latency_mean > 0:
-            return math.nan
-        z = float(sps.norm.ppf(0.95))
-        log_ratio = math.log(self.latency_p95 / self.latency_mean)
-        disc = z * z - 2.0 * log_ratio
-        sigma = z - math.sqrt(disc) if disc >= 0 else z  # disc < 0: heavier tail than any fit
-        sigma = max(sigma, 0.05)
-        return self.latency_p95 * sigma * math.sqrt(0.95 * 0.05 / self.n) / float(sps.norm.pdf(z))
-
-    @property
-    def analysable(self) -> bool:
-        return self.n > 0 and self.quality_n > 0 and math.isfinite(self.latency_p95)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ConfigStats:
-        """Build from one row of ``tasks.warehouse.config_metrics.config_metrics`` (dict / Series).
-
-        Args:
-            row: the row, with ``config_key``, ``n``, ``successes``, the quality and cost sums
-                and sums of squares, ``latency_mean`` and ``latency_p95``.
-        """
-        params = None
-        try:
-            params = CandidateParams.from_mapping(row)
-        except (ValueError, TypeError):
-            params = None  # logs without full sampling parameters still have statistics
-        return cls(
-            config_key=str(row["config_key"]),
-            n=int(row["n"]),
-            successes=int(row["successes"]),
-            quality_n=int(row["quality_n"]),
-            quality_sum=float(row["quality_sum"]),
-            quality_sum_squares=float(row["quality_sum_squares"]),
-            cost_sum=_float_or_nan(row["cost_sum"]),
-            cost_sum_squares=_float_or_nan(row["cost_sum_squares"]),
-            latency_mean=_float_or_nan(row["latency_mean"]),
-            latency_p95=_float_or_nan(row["latency_p95"]),
-            params=params,
-        )
-
-    @classmethod
-    def from_samples(
-        cls,
-        config_key: str,
-        *,
-        quality: np.ndarray,
-        cost: np.ndarray,
-        latency: np.ndarray,
-        success: np.ndarray,
-        params: CandidateParams | None = None,
-    ) -> ConfigStats:
-        """Sufficient statistics of raw arrays (tests and simulations; NaN quality = missing)."""
-        q = quality[~np.isnan(quality)]
-        return cls(
-            config_key=config_key,
-            n=len(success),
-            successes=int(np.sum(success)),
-            quality_n=len(q),
-            quality_sum=float(q.sum()),
-            quality_sum_squares=float((q * q).sum()),
-            cost_sum=float(cost.sum()),
-            cost_sum_squares=float((cost * cost).sum()),
-            latency_mean=float(latency.mean()) if len(latency) else math.nan,
-            latency_p95=float(np.quantile(latency, 0.95)) if len(latency) else math.nan,
-            params=params,
-        )
-
-
-def _float_or_nan(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return out
-
-
-def _mean_se(n: int, total: float, squares: float) -> float:
-    if n < 2 or not math.isfinite(total):
-        return math.nan
-    mean = total / n
-    var = max(squares - n * mean * mean, 0.0) / (n - 1)
-    return math.sqrt(var / n)
-
-
-# --------------------------------------------------------------------------- reward
-@dataclass(frozen=True)
-class RewardWeights:
-    """Scalar reward ``quality - cost - latency - errors``, each term weighted and scaled.
-
-    ``reward = w_q * quality - w_c * cost_usd / cost_scale_usd
-    - w_l * latency_p95_ms / latency_scale_ms - w_e * error_rate``.
-
-    Scales make the weights readable: with the defaults (1 cent, 1 second) the balanced preset
-    says "one cent more per request is worth 0.1 quality points, one more second of p95 latency
-    is worth 0.02", so the weights are exchange rates, not magic numbers.
-    """
-
-    quality: float = 1.0
-    cost: float = 0.1
-    latency: float = 0.02
-    errors: float = 1.0
-    cost_scale_usd: float = 0.01
-    latency_scale_ms: float = 1000.0
-
-    def __post_init__(self) -> None:
-        for name in ("quality", "cost", "latency", "errors"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"weight {name} must be finite and >= 0, got {value}")
-        if not (self.cost_scale_usd > 0 and self.latency_scale_ms > 0):
-            raise ValueError("cost_scale_usd and latency_scale_ms must be > 0")
-
-    def score(
-        self, quality: float, cost_usd: float, latency_p95_ms: float, error_rate: float = 0.0
-    ) -> float:
-        """The reward; NaN only if an input is NaN (callers decide what 'cannot analyse' means)."""
-        return (
-            self.quality * quality
-            - self.cost * cost_usd / self.cost_scale_usd
-            - self.latency * latency_p95_ms / self.latency_scale_ms
-            - self.errors * error_rate
-        )
-
-    def score_stats(self, stats: ConfigStats) -> float:
-        return self.score(stats.quality_mean, stats.cost_mean, stats.latency_p95, stats.error_rate)
-
-
-# The reward presets of the decision layer (issue 12): weights over quality / cost / latency, with
-# explicit scales (one unit of cost = ``PRESET_COST_SCALE_USD`` per request, one unit of latency =
-# ``PRESET_LATENCY_SCALE_MS`` of p95) and an error weight equal to the quality weight (a failed
-# request is worth no quality). ``strategies.objective`` builds every objective from this one table.
-PRESET_COST_SCALE_USD = 0.1
-PRESET_LATENCY_SCALE_MS = 5000.0
-
-
-def _preset(quality: float, cost: float, latency: float) -> RewardWeights:
-    return RewardWeights(
-        quality=quality,
-        cost=cost,
-        latency=latency,
-        errors=quality,
-        cost_scale_usd=PRESET_COST_SCALE_USD,
-        latency_scale_ms=PRESET_LATENCY_SCALE_MS,
-    )
-
-
-PRESETS: dict[str, RewardWeights] = {
-    "quality-focused": _preset(0.8, 0.15, 0.05),
-    "balanced": _preset(0.6, 0.3, 0.1),
-    "cost-focused": _preset(0.4, 0.5, 0.1),
-    "latency-focused": _preset(0.4, 0.3, 0.3),
-}
-
-
-def weights_for(
-    preset: str = "balanced", overrides: Mapping[str, float] | None = None
-) -> RewardWeights:
-    """A preset, optionally with some weights / scales replaced (custom weights)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    base = PRESETS[preset]
-    if not overrides:
-        return base
-    known = {f for f in RewardWeights.__dataclass_fields__}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown weight keys {unknown}; known: {sorted(known)}")
-    return replace(base, **{k: float(v) for k, v in overrides.items()})
-
-
-# --------------------------------------------------------------------------- strategies
-class SearchStrategy(abc.ABC):
-    """Which sampler and which objective(s); the seed belongs to the instance.
-
-    A nightly study is reloaded with a fresh sampler each night. Seeding that sampler with the
-    same number every night would replay the same random start-up draws, so the sampler of a
-    round is seeded from ``(seed, round_index)`` (round index = trials already in the study).
-    """
-
-    name: ClassVar[str] = "base"
-
-    def __init__(
-        self,
-        *,
-        objective: Objective = "single",
-        weights: RewardWeights | None = None,
-        seed: int | None = None,
-    ) -> None:
-        if objective not in ("single", "multi"):
-            raise ValueError(f"objective must be 'single' or 'multi', got {objective!r}")
-        self.objective: Objective = objective
-        self.weights = weights or PRESETS["balanced"]
-        self.seed = seed
-
-    @property
-    def directions(self) -> list[StudyDirection]:
-        if self.objective == "single":
-            return [StudyDirection.MAXIMIZE]
-        return [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
-
-    @property
-    def objective_names(self) -> tuple[str, ...]:
-        return ("reward",) if self.objective == "single" else MULTI_OBJECTIVE_NAMES
-
-    def values(self, stats: ConfigStats) -> tuple[float, ...]:
-        """Objective value(s) of an observed configuration."""
-        if self.objective == "single":
-            return (self.weights.score_stats(stats),)
-        return (stats.quality_mean, stats.cost_mean, stats.latency_p95)
-
-    def round_seed(self, round_index: int) -> int | None:
-        if self.seed is None:
-            return None
-        return int(np.random.SeedSequence([self.seed, round_index]).generate_state(1)[0])
-
-    @abc.abstractmethod
-    def sampler(self, round_index: int) -> optuna.samplers.BaseSampler:
-        """A sampler for one round (see the class docstring for seeding)."""
-
-    def best(self, study: optuna.Study) -> BestConfig | None:
-        """Best told configuration so far (multi-objective: best weighted among the Pareto set)."""
-        complete = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values is not None and all(math.isfinite(v) for v in t.values)
-        ]
-        if not complete:
-            return None
-        if self.objective == "single":
-            pool = complete
-        else:
-            pool = [t for t in study.best_trials if t.values is not None] or complete
-        chosen = max(pool, key=lambda t: (self._trial_score(t), -t.number))
-        return BestConfig(
-            trial_number=chosen.number,
-            config_id=str(chosen.user_attrs.get(ATTR_CONFIG_ID, "")),
-            params=_clean_params(chosen.params),
-            values=tuple(float(v) for v in chosen.values),
-            score=self._trial_score(chosen),
-            n=int(chosen.user_attrs.get("n", 0)),
-        )
-
-    def _trial_score(self, trial: FrozenTrial) -> float:
-        attrs = trial.user_attrs
-        if self.objective == "single":
-            return float(trial.values[0])
-        score = self.weights.score(
-            float(attrs.get("quality_mean", math.nan)),
-            float(attrs.get("cost_mean", math.nan)),
-            float(attrs.get("latency_p95", math.nan)),
-            float(attrs.get("error_rate", 0.0)),
-        )
-        return score if math.isfinite(score) else -math.inf
-
-
-class TPESearch(SearchStrategy):
-    """Multivariate TPE; constant liar keeps a batch of pending candidates apart."""
-
-    name = "tpe"
-
-    def __init__(
-        self,
-        *,
-        objective: Objective = "single",
-        weights: RewardWeights | None = None,
-        seed: int | None = None,
-        n_startup_trials: int = 8,
-    ) -> None:
-        super().__init__(objective=objective, weights=weights, seed=seed)
-        self.n_startup_trials = n_startup_trials
-
-    def sampler(self, round_index: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.TPESampler(
-            seed=self.round_seed(round_index),
-            n_startup_trials=self.n_startup_trials,
-            multivariate=True,
-            constant_liar=True,
-        )
-
-
-class NSGAIISearch(SearchStrategy):
-    """NSGA-II for the multi-objective study (quality up, cost down, latency down)."""
-
-    name = "nsga2"
-
-    def __init__(
-        self,
-        *,
-        objective: Objective = "multi",
-        weights: RewardWeights | None = None,
-        seed: int | None = None,
-        population_size: int = 8,
-    ) -> None:
-        super().__init__(objective=objective, weights=weights, seed=seed)
-        if population_size < 2:
-            raise ValueError("population_size must be >= 2")
-        self.population_size = population_size
-
-    def sampler(self, round_index: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.NSGAIISampler(
-            seed=self.round_seed(round_index), population_size=self.population_size
-        )
-
-
-class RandomSearch(SearchStrategy):
-    """Uniform random suggestions: the baseline the other strategies must beat."""
-
-    name = "random"
-
-    def sampler(self, round_index: int) -> optuna.samplers.BaseSampler:
-        return optuna.samplers.RandomSampler(seed=self.round_seed(round_index))
-
-
-def make_strategy(
-    sampler: str,
-    *,
-    objective: Objective,
-    weights: RewardWeights | None = None,
-    seed: int | None = None,
-    n_startup_trials: int = 8,
-    population_size: int = 8,
-) -> SearchStrategy:
-    """Strategy by name (``tpe``, ``nsga2``, ``random``), as named in ``search.toml``."""
-    if sampler == "tpe":
-        return TPESearch(
-            objective=objective, weights=weights, seed=seed, n_startup_trials=n_startup_trials
-        )
-    if sampler == "nsga2":
-        return NSGAIISearch(
-            objective=objective, weights=weights, seed=seed, population_size=population_size
-        )
-    if sampler == "random":
-        return RandomSearch(objective=objective, weights=weights, seed=seed)
-    raise ValueError(f"unknown sampler {sampler!r}; choose tpe, nsga2 or random")
 
 
 # --------------------------------------------------------------------------- one round
@@ -512,16 +135,6 @@ class AskResult:
     candidates: tuple[Candidate, ...]
     rejected: tuple[Rejection, ...] = field(default=())
     shortfall_reason: str = ""
-
-
-@dataclass(frozen=True)
-class BestConfig:
-    trial_number: int
-    config_id: str
-    params: dict[str, Any]
-    values: tuple[float, ...]
-    score: float
-    n: int
 
 
 def _trial_handle(study: optuna.Study, trial: FrozenTrial) -> optuna.trial.Trial:
@@ -654,54 +267,109 @@ def ask_candidates(
             break
         trial = study.ask()
         params = space.suggest(trial)
-        config_id = params.config_id
-        trial.set_user_attr(ATTR_CONFIG_ID, config_id)
+        trial.set_user_attr(ATTR_CONFIG_ID, params.config_id)
         trial.set_user_attr(ATTR_ASKED_ON, as_of.isoformat())
-        violations = space.violations(params)
-        if violations:
-            reason = "; ".join(violations)
-            trial.set_user_attr(ATTR_REASON, reason)
-            study.tell(trial, state=TrialState.PRUNED)
-            rejected.append(Rejection(trial.number, config_id, params.as_dict(), "pruned", reason))
-        elif config_id in judged:
-            previous = judged[config_id]
-            for key in ("n", "quality_mean", "cost_mean", "latency_p95", "error_rate"):
-                if key in previous.user_attrs:
-                    trial.set_user_attr(key, previous.user_attrs[key])
-            reason = f"duplicate of judged trial {previous.number}; told its observed values"
-            trial.set_user_attr(ATTR_REASON, reason)
-            study.tell(trial, list(previous.values))
-            rejected.append(
-                Rejection(trial.number, config_id, params.as_dict(), "complete", reason)
+        rejection = _reject_suggestion(
+            study,
+            trial,
+            params,
+            space=space,
+            judged=judged,
+            ready=_ready_values(
+                (observed or {}).get(params.config_id), strategy, min_requests or 0
+            ),
+            observed=observed,
+            pending_ids=pending_ids,
+            as_of=as_of,
+        )
+        if rejection is not None:
+            rejected.append(rejection)
+            continue
+        pending_ids.add(params.config_id)
+        candidates.append(
+            Candidate(
+                trial_number=trial.number,
+                config_id=params.config_id,
+                params=params.as_dict(),
+                asked_on=as_of.isoformat(),
+                new=True,
             )
-        elif (
-            values := _ready_values((observed or {}).get(config_id), strategy, min_requests or 0)
-        ) is not None and observed is not None:
-            for key, value in _observation_attrs(observed[config_id], as_of).items():
-                trial.set_user_attr(key, value)
-            reason = "already observed in the warehouse; told its observed values at once"
-            trial.set_user_attr(ATTR_REASON, reason)
-            study.tell(trial, list(values))
-            rejected.append(
-                Rejection(trial.number, config_id, params.as_dict(), "complete", reason)
-            )
-        elif config_id in pending_ids:
-            reason = "duplicate of a configuration still collecting traffic"
-            trial.set_user_attr(ATTR_REASON, reason)
-            study.tell(trial, state=TrialState.FAIL)
-            rejected.append(Rejection(trial.number, config_id, params.as_dict(), "failed", reason))
-        else:
-            pending_ids.add(config_id)
-            candidates.append(
-                Candidate(trial.number, config_id, params.as_dict(), as_of.isoformat(), True)
-            )
+        )
     shortfall = ""
     if len(candidates) < n:
         shortfall = (
             f"only {len(candidates)} of {n} new candidates after {attempts} suggestions "
             "(space exhausted or mostly forbidden / duplicate)"
         )
-    return AskResult(tuple(candidates), tuple(rejected), shortfall)
+    return AskResult(
+        candidates=tuple(candidates), rejected=tuple(rejected), shortfall_reason=shortfall
+    )
+
+
+def _reject_suggestion(
+    study: optuna.Study,
+    trial: optuna.trial.Trial,
+    params: CandidateParams,
+    *,
+    space: SearchSpace,
+    judged: Mapping[str, FrozenTrial],
+    ready: tuple[float, ...] | None,
+    observed: Mapping[str, ConfigStats] | None,
+    pending_ids: set[str],
+    as_of: dt.date,
+) -> Rejection | None:
+    """Tell a suggestion that must not be served (see :func:`ask_candidates`), or None to serve it.
+
+    Args:
+        study: the study the trial was asked from.
+        trial: the asked trial (its config id and ask day already set).
+        params: the suggested configuration.
+        space: the search space (its forbidden combinations).
+        judged: the COMPLETE trials by configuration id.
+        ready: the observed objective values of this configuration if it already has enough
+            requests in the warehouse (see :func:`_ready_values`), else None.
+        observed: the warehouse statistics by configuration id (None: not consulted).
+        pending_ids: configuration ids still collecting traffic.
+        as_of: the night.
+
+    Returns:
+        The rejection (the trial is told PRUNED, COMPLETE or FAIL with the reason), or None.
+    """
+    config_id = params.config_id
+    violations = space.violations(params)
+    if violations:
+        state, reason = "pruned", "; ".join(violations)
+        trial.set_user_attr(ATTR_REASON, reason)
+        study.tell(trial, state=TrialState.PRUNED)
+    elif config_id in judged:
+        previous = judged[config_id]
+        for key in ("n", "quality_mean", "cost_mean", "latency_p95", "error_rate"):
+            if key in previous.user_attrs:
+                trial.set_user_attr(key, previous.user_attrs[key])
+        state = "complete"
+        reason = f"duplicate of judged trial {previous.number}; told its observed values"
+        trial.set_user_attr(ATTR_REASON, reason)
+        study.tell(trial, list(previous.values))
+    elif ready is not None and observed is not None:
+        for key, value in _observation_attrs(observed[config_id], as_of).items():
+            trial.set_user_attr(key, value)
+        state = "complete"
+        reason = "already observed in the warehouse; told its observed values at once"
+        trial.set_user_attr(ATTR_REASON, reason)
+        study.tell(trial, list(ready))
+    elif config_id in pending_ids:
+        state, reason = "failed", "duplicate of a configuration still collecting traffic"
+        trial.set_user_attr(ATTR_REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        return None
+    return Rejection(
+        trial_number=trial.number,
+        config_id=config_id,
+        params=params.as_dict(),
+        state=state,
+        reason=reason,
+    )
 
 
 def pending_candidates(study: optuna.Study) -> tuple[Candidate, ...]:
@@ -718,13 +386,6 @@ def pending_candidates(study: optuna.Study) -> tuple[Candidate, ...]:
             )
         )
     return tuple(out)
-
-
-def _clean_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        return CandidateParams.from_mapping(params).as_dict()
-    except (ValueError, TypeError):
-        return dict(params)
 
 
 def stats_by_key(rows: Sequence[ConfigStats]) -> dict[str, ConfigStats]:

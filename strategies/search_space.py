@@ -26,9 +26,10 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
+if TYPE_CHECKING:  # only the trial's type: the space itself does not need Optuna at run time
+    import optuna
 
 __all__ = [
     "CandidateParams",
