@@ -5,22 +5,8 @@ percentiles of the reference window, plus those of the current window so that no
 than 1% of either) and counts rows per bin and window; categorical fields arrive as counts per
 category. Everything here works on those counts.
 
-Approximations (stated, and tested against scipy on raw samples):
-
-* **KS** is the largest gap between the two empirical CDFs *evaluated at the bin edges*. The true
-  supremum may fall inside a bin, so the binned statistic is a lower bound, short by at most the
-  largest bin mass (1% with 100 quantile bins of both windows; exact in the body of discrete
-  fields such as token counts, where every value is an edge). The p-value uses scipy's two-sample
-  Kolmogorov distribution (``kstwo``) at the effective size ``n*m/(n+m)``, as
-  ``scipy.stats.ks_2samp(method="asymp")`` does.
-* **Wasserstein-1** is the area between the two CDFs with each CDF interpolated linearly inside a
-  bin (rows assumed uniform within a bin); exact at the edges, error bounded by the bin widths
-  times the in-bin CDF gap.
-* **PSI** uses coarse bins (deciles of the reference by default, formed by merging fine bins) since
-  PSI's sampling noise grows with the number of bins, about ``(K-1)(1/n+1/m)``; bands follow the
-  usual convention: < 0.1 stable, 0.1-0.25 moderate, >= 0.25 significant.
-* **Chi-square** on the 2 x K contingency table of category counts (``scipy.stats.chi2_contingency``
-  without continuity correction), with Cramér's V as the effect size.
+The statistics on binned counts (PSI, KS, Wasserstein-1) and their stated approximations are in
+:mod:`strategies.monitor.binned`; this module declares a drift from them.
 
 Large windows make every tiny shift "significant", so a drift is *declared* only when an effect
 size clears a bar as well: PSI in the significant band, or a test with p < alpha *and* KS D of at
@@ -48,8 +34,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy import stats
+
+from strategies.monitor.binned import (
+    binned_quantile,
+    counts_array,
+    ks_from_binned,
+    merge_bins,
+    psi,
+    wasserstein_from_binned,
+)
 
 PsiBand = Literal["stable", "moderate", "significant"]
 
@@ -115,132 +110,24 @@ def psi_band(value: float) -> PsiBand:
     return "significant"
 
 
-def _counts(values: ArrayLike, name: str) -> NDArray[np.float64]:
-    array = np.asarray(values, dtype=float)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional")
-    if not np.all(np.isfinite(array)) or np.any(array < 0):
-        raise ValueError(f"{name} must be finite and non-negative")
-    return array
+def _too_few_rows(
+    feature: str, kind: Literal["numeric", "categorical"], n: int, m: int, th: DriftThresholds
+) -> DriftResult:
+    """The explicit "cannot analyse" result of a window below ``min_rows``."""
+    return DriftResult(
+        feature=feature,
+        kind=kind,
+        n_reference=n,
+        n_current=m,
+        analysable=False,
+        drift_detected=False,
+        reason=f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
+    )
 
 
-def psi(reference: ArrayLike, current: ArrayLike, *, epsilon: float = 1e-4) -> float:
-    """Population stability index ``sum((c - r) * ln(c / r))`` over bin shares.
-
-    Empty bins get ``epsilon`` share (the usual guard against ``ln(0)``).
-
-    Args:
-        reference: counts per bin in the reference window.
-        current: counts per bin in the current window (same bins).
-        epsilon: the share given to an empty bin.
-
-    Returns:
-        The PSI (0 when the shares are equal).
-
-    Raises:
-        ValueError: different bins, negative counts or an empty window.
-    """
-    ref = _counts(reference, "reference")
-    cur = _counts(current, "current")
-    if ref.shape != cur.shape:
-        raise ValueError("reference and current need the same bins")
-    if ref.sum() <= 0 or cur.sum() <= 0:
-        raise ValueError("both windows need at least one row")
-    p = np.maximum(ref / ref.sum(), epsilon)
-    q = np.maximum(cur / cur.sum(), epsilon)
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
-def merge_bins(
-    reference: ArrayLike, current: ArrayLike, n_bins: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Merge adjacent fine bins into about ``n_bins`` groups of equal reference mass.
-
-    Args:
-        reference: fine-bin counts of the reference window.
-        current: fine-bin counts of the current window.
-        n_bins: the number of groups wanted.
-
-    Returns:
-        ``(reference, current)`` counts per group.
-    """
-    ref = _counts(reference, "reference")
-    cur = _counts(current, "current")
-    total = ref.sum()
-    if total <= 0:
-        return ref, cur
-    share = np.cumsum(ref) / total
-    # group index: how many 1/n_bins boundaries the cumulative reference share has passed
-    group = np.minimum(np.ceil(share * n_bins - 1e-9).astype(int), n_bins)
-    group = np.maximum.accumulate(np.maximum(group, 1)) - 1
-    size = int(group.max()) + 1
-    merged_ref = np.bincount(group, weights=ref, minlength=size).astype(float)
-    merged_cur = np.bincount(group, weights=cur, minlength=size).astype(float)
-    return merged_ref, merged_cur
-
-
-def ks_from_binned(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
-    """KS statistic and asymptotic p-value from counts on shared, ordered bins.
-
-    Args:
-        reference: counts per bin, reference window.
-        current: counts per bin, current window.
-
-    Returns:
-        ``(D, p)``: the largest CDF gap at the bin edges and scipy's ``kstwo`` p-value at the
-        effective size ``n*m/(n+m)``.
-
-    Raises:
-        ValueError: an empty window.
-    """
-    ref = _counts(reference, "reference")
-    cur = _counts(current, "current")
-    n, m = ref.sum(), cur.sum()
-    if n <= 0 or m <= 0:
-        raise ValueError("both windows need at least one row")
-    d = float(np.max(np.abs(np.cumsum(ref) / n - np.cumsum(cur) / m)))
-    en = n * m / (n + m)
-    pvalue = float(stats.kstwo.sf(d, max(round(en), 1)))
-    return d, min(max(pvalue, 0.0), 1.0)
-
-
-def wasserstein_from_binned(edges: ArrayLike, reference: ArrayLike, current: ArrayLike) -> float:
-    """Area between the CDFs, linear inside each bin.
-
-    ``edges`` are the ``K`` upper bin edges, ascending; bin 0 holds rows ``<= edges[0]`` (the
-    minimum, a point mass), bin ``i`` rows in ``(edges[i-1], edges[i]]``.
-
-    Args:
-        edges: upper bin edges, ascending.
-        reference: counts per bin, reference window.
-        current: counts per bin, current window.
-
-    Returns:
-        The Wasserstein-1 distance in the field's unit.
-
-    Raises:
-        ValueError: lengths differ or edges are not ascending.
-    """
-    e = np.asarray(edges, dtype=float)
-    ref = _counts(reference, "reference")
-    cur = _counts(current, "current")
-    if not (e.shape == ref.shape == cur.shape):
-        raise ValueError("edges, reference and current must have the same length")
-    if np.any(np.diff(e) < 0):
-        raise ValueError("edges must be ascending")
-    diff = np.cumsum(ref) / ref.sum() - np.cumsum(cur) / cur.sum()
-    a, b, width = diff[:-1], diff[1:], np.diff(e)
-    same_sign = a * b >= 0
-    # where the gap changes sign inside a bin, the area is two triangles
-    denom = np.where(same_sign, 1.0, np.abs(a) + np.abs(b))
-    crossing = (a * a + b * b) / denom
-    area = np.where(same_sign, np.abs(a) + np.abs(b), crossing) * width / 2.0
-    return float(np.sum(area))
-
-
-def _binned_quantile(edges: NDArray[np.float64], counts: NDArray[np.float64], q: float) -> float:
-    cdf = np.cumsum(counts) / counts.sum()
-    return float(np.interp(q, cdf, edges))
+def _psi_reasons(value_psi: float, th: DriftThresholds) -> list[str]:
+    """The PSI bar, the first of the reasons a drift is declared."""
+    return [f"PSI {value_psi:.3f} >= {th.psi_alert}"] if value_psi >= th.psi_alert else []
 
 
 def numeric_drift(
@@ -264,20 +151,12 @@ def numeric_drift(
         A :class:`DriftResult` (``analysable=False`` with a reason below ``min_rows``).
     """
     th = thresholds or DriftThresholds()
-    ref = _counts(reference, "reference")
-    cur = _counts(current, "current")
+    ref = counts_array(reference, "reference")
+    cur = counts_array(current, "current")
     e = np.asarray(edges, dtype=float)
     n, m = int(ref.sum()), int(cur.sum())
     if min(n, m) < th.min_rows:
-        return DriftResult(
-            feature=feature,
-            kind="numeric",
-            n_reference=n,
-            n_current=m,
-            analysable=False,
-            drift_detected=False,
-            reason=f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
-        )
+        return _too_few_rows(feature, "numeric", n, m, th)
     if e.size < 2 or e[-1] == e[0]:
         # a single value in both windows: nothing moved
         return DriftResult(
@@ -298,12 +177,10 @@ def numeric_drift(
     value_psi = psi(*merge_bins(ref, cur, th.psi_bins), epsilon=th.psi_epsilon)
     d, pvalue = ks_from_binned(ref, cur)
     w = wasserstein_from_binned(e, ref, cur)
-    iqr = _binned_quantile(e, ref, 0.75) - _binned_quantile(e, ref, 0.25)
+    iqr = binned_quantile(e, ref, 0.75) - binned_quantile(e, ref, 0.25)
     scale = iqr if iqr > 0 else float(e[-1] - e[0])
     band = psi_band(value_psi)
-    reasons = []
-    if value_psi >= th.psi_alert:
-        reasons.append(f"PSI {value_psi:.3f} >= {th.psi_alert}")
+    reasons = _psi_reasons(value_psi, th)
     if pvalue < th.alpha and d >= th.min_ks:
         reasons.append(f"KS D {d:.3f} >= {th.min_ks} with p {pvalue:.2g} < {th.alpha}")
     return DriftResult(
@@ -347,21 +224,13 @@ def categorical_drift(
         ValueError: the three sequences differ in length.
     """
     th = thresholds or DriftThresholds()
-    ref = _counts(reference, "reference")
-    cur = _counts(current, "current")
+    ref = counts_array(reference, "reference")
+    cur = counts_array(current, "current")
     if ref.shape != cur.shape or ref.size != len(categories):
         raise ValueError("categories, reference and current must have the same length")
     n, m = int(ref.sum()), int(cur.sum())
     if min(n, m) < th.min_rows:
-        return DriftResult(
-            feature=feature,
-            kind="categorical",
-            n_reference=n,
-            n_current=m,
-            analysable=False,
-            drift_detected=False,
-            reason=f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
-        )
+        return _too_few_rows(feature, "categorical", n, m, th)
     seen = (ref + cur) > 0
     value_psi = psi(ref[seen], cur[seen], epsilon=th.psi_epsilon)
     if int(seen.sum()) < 2:
@@ -383,9 +252,7 @@ def categorical_drift(
     table = np.vstack([ref[seen], cur[seen]])
     chi2, pvalue, dof, _ = stats.chi2_contingency(table, correction=False)
     cramers_v = math.sqrt(float(chi2) / (n + m))  # 2 x K table: min(r, c) - 1 = 1
-    reasons = []
-    if value_psi >= th.psi_alert:
-        reasons.append(f"PSI {value_psi:.3f} >= {th.psi_alert}")
+    reasons = _psi_reasons(value_psi, th)
     if pvalue < th.alpha and cramers_v >= th.min_cramers_v:
         reasons.append(f"Cramér's V {cramers_v:.3f} >= {th.min_cramers_v} with p {pvalue:.2g}")
     return DriftResult(
