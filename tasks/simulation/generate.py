@@ -10,6 +10,10 @@ writes them as Parquet / JSONL / CSV (optionally gzip) and writes ``ground_truth
 Reproducible: each (day, use case) chunk draws from ``numpy.random.default_rng([seed, day, uc])``,
 so the same spec gives identical rows and identical file bytes.
 
+Size: the chunk generator, the Arrow table it becomes and the writers are one pipeline over the
+same columns (a column added in the draw is added to the table and the files here); a simulator
+tool, not production code.
+
 Example:
 
 >>> spec = SimulationSpec(days=2, requests_per_day={"ticket-classify": 100})
@@ -168,6 +172,8 @@ def _metadata_dictionary() -> tuple[str, ...]:
     return tuple(out)
 
 
+# size: one draw sequence; the order of the rng draws is the reproducibility contract (same spec,
+# same bytes), and one straight function keeps that order in sight (split, it hides across calls)
 def _chunk(
     *,
     spec: SimulationSpec,

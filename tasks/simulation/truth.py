@@ -3,6 +3,10 @@ and cost spikes, computed exactly (Monte Carlo only for p95 latency).
 
 Part of the simulator (a tool for the demo, tests and benchmarks; never imported by production
 code).
+
+Size: one module because the truth dataclasses are the schema of ``ground_truth.json`` and the
+exact computations beside them are what fills each field (split, a new field would be added in
+one file and computed in another); it is a test and benchmark tool, not production code.
 """
 
 from __future__ import annotations
@@ -359,6 +363,23 @@ def ground_truth(spec: SimulationSpec) -> GroundTruth:
 @functools.lru_cache(maxsize=16)
 def _ground_truth_cached(spec_json: str) -> GroundTruth:
     spec = SimulationSpec.from_dict(json.loads(spec_json))
+    use_cases = _use_case_truths(spec)
+    prices = {
+        m: {"input_usd_per_token": unit_prices(m)[0], "output_usd_per_token": unit_prices(m)[1]}
+        for m in w.MODEL_NAMES
+    }
+    return GroundTruth(
+        spec=spec,
+        use_cases=use_cases,
+        experiments=_experiment_truths(spec, use_cases),
+        drift=_drift_truth(spec, use_cases),
+        cost_spike=_cost_spike_truth(spec, use_cases),
+        prices=prices,
+    )
+
+
+def _use_case_truths(spec: SimulationSpec) -> dict[str, UseCaseTruth]:
+    """Per use case: the truth of every logged configuration, production and the optima."""
     counts = spec.counts()
     use_cases: dict[str, UseCaseTruth] = {}
     for j, use_case in enumerate(spec.use_cases):
@@ -391,117 +412,120 @@ def _ground_truth_cached(spec_json: str) -> GroundTruth:
             optimal_quality=quality_only,
             best_logged_config_id=best_logged.config_id,
         )
+    return use_cases
 
+
+def _experiment_truths(
+    spec: SimulationSpec, use_cases: Mapping[str, UseCaseTruth]
+) -> tuple[ExperimentTruth, ...]:
+    """The true lifts and guardrail deltas of the world's A/B and A/A experiments."""
     experiments: list[ExperimentTruth] = []
-    if spec.experiments:
-        for exp_id, use_case in (
-            (w.AB_EXPERIMENT_ID, w.AB_USE_CASE),
-            (w.AA_EXPERIMENT_ID, w.AA_USE_CASE),
-        ):
-            if use_case not in use_cases:
-                continue
-            slot, _ = _arms(spec, use_case)
-            truths = use_cases[use_case]
-            arms = tuple(
-                ArmTruth(
-                    variant_id=a.variant_id or "",
-                    config_id=a.config.config_id,
-                    weight=0.5,
-                    true_mean_quality=(t := truths.config(a.config.config_id)).true_mean_quality,
-                    true_error_rate=t.true_error_rate,
-                    true_mean_cost_usd=t.true_mean_cost_usd,
-                    true_mean_latency_ms=t.true_mean_latency_ms,
-                    true_p95_latency_ms=t.true_p95_latency_ms,
-                )
-                for a in slot
+    if not spec.experiments:
+        return ()
+    for exp_id, use_case in (
+        (w.AB_EXPERIMENT_ID, w.AB_USE_CASE),
+        (w.AA_EXPERIMENT_ID, w.AA_USE_CASE),
+    ):
+        if use_case not in use_cases:
+            continue
+        slot, _ = _arms(spec, use_case)
+        truths = use_cases[use_case]
+        arms = tuple(
+            ArmTruth(
+                variant_id=a.variant_id or "",
+                config_id=a.config.config_id,
+                weight=0.5,
+                true_mean_quality=(t := truths.config(a.config.config_id)).true_mean_quality,
+                true_error_rate=t.true_error_rate,
+                true_mean_cost_usd=t.true_mean_cost_usd,
+                true_mean_latency_ms=t.true_mean_latency_ms,
+                true_p95_latency_ms=t.true_p95_latency_ms,
             )
-            control, treat = arms
-            deltas = {
-                "error_rate": treat.true_error_rate - control.true_error_rate,
-                "cost_usd": treat.true_mean_cost_usd - control.true_mean_cost_usd,
-                "latency_ms": treat.true_mean_latency_ms - control.true_mean_latency_ms,
-            }
-            lift = treat.true_mean_quality - control.true_mean_quality
-            experiments.append(
-                ExperimentTruth(
-                    experiment_id=exp_id,
-                    use_case=use_case,
-                    unit="unit_id",
-                    primary_metric="quality",
-                    arms=arms,
-                    true_absolute_lift=lift,
-                    true_relative_lift=lift / control.true_mean_quality,
-                    guardrail_harm=any(v > 1e-12 for v in deltas.values()),
-                    guardrail_deltas=deltas,
-                    start_date=spec.day(0).isoformat(),
-                    end_date=spec.day(spec.days - 1).isoformat(),
-                )
+            for a in slot
+        )
+        control, treat = arms
+        deltas = {
+            "error_rate": treat.true_error_rate - control.true_error_rate,
+            "cost_usd": treat.true_mean_cost_usd - control.true_mean_cost_usd,
+            "latency_ms": treat.true_mean_latency_ms - control.true_mean_latency_ms,
+        }
+        lift = treat.true_mean_quality - control.true_mean_quality
+        experiments.append(
+            ExperimentTruth(
+                experiment_id=exp_id,
+                use_case=use_case,
+                unit="unit_id",
+                primary_metric="quality",
+                arms=arms,
+                true_absolute_lift=lift,
+                true_relative_lift=lift / control.true_mean_quality,
+                guardrail_harm=any(v > 1e-12 for v in deltas.values()),
+                guardrail_deltas=deltas,
+                start_date=spec.day(0).isoformat(),
+                end_date=spec.day(spec.days - 1).isoformat(),
             )
-
-    drift = None
-    if spec.drift_active:
-        prod = w.production_config(w.DRIFT_USE_CASE)
-        before = use_cases[w.DRIFT_USE_CASE].config(prod.config_id).true_mean_quality
-        drift = DriftTruth(
-            use_case=w.DRIFT_USE_CASE,
-            start_day_index=spec.drift_day,
-            start_date=spec.day(spec.drift_day).isoformat(),
-            config_id=prod.config_id,
-            quality_factor=w.DRIFT_QUALITY_FACTOR,
-            quality_before=before,
-            quality_after=before * w.DRIFT_QUALITY_FACTOR,
-            input_token_factor=w.DRIFT_INPUT_TOKEN_FACTOR,
-            input_tokens_before=w.USE_CASES[w.DRIFT_USE_CASE].input_median
-            * float(np.exp(w.USE_CASES[w.DRIFT_USE_CASE].input_sigma ** 2 / 2)),
-            input_tokens_after=w.USE_CASES[w.DRIFT_USE_CASE].input_median
-            * float(np.exp(w.USE_CASES[w.DRIFT_USE_CASE].input_sigma ** 2 / 2))
-            * w.DRIFT_INPUT_TOKEN_FACTOR,
-            description=(
-                "from start_date on: quality of the production config x0.75 (25% relative drop); "
-                "input tokens of every sales-email call x1.4 (prompt extras excluded)"
-            ),
         )
+    return tuple(experiments)
 
-    spike = None
-    if spec.cost_spike_active:
-        uc_truth = use_cases[w.SPIKE_USE_CASE]
-        normal = sum(c.propensity * c.true_mean_cost_usd for c in uc_truth.configs)
-        spiked = sum(
-            c.propensity
-            * true_mean_cost_usd(
-                w.SPIKE_USE_CASE,
-                c.model,
-                c.prompt_id,
-                c.max_tokens,
-                output_factor=w.SPIKE_OUTPUT_TOKEN_FACTOR,
-            )
-            for c in uc_truth.configs
-        )
-        spike = CostSpikeTruth(
-            use_case=w.SPIKE_USE_CASE,
-            day_index=spec.cost_spike_day,
-            date=spec.day(spec.cost_spike_day).isoformat(),
-            output_token_factor=float(w.SPIKE_OUTPUT_TOKEN_FACTOR),
-            cost_factor=spiked / normal,
-            cost_per_request_normal=normal,
-            cost_per_request_spike=spiked,
-            description=(
-                "one day: every code-review call bills 3x the output tokens (a deploy tripled "
-                "max_tokens; logged max_tokens is 3x, metadata.max_tokens_override=true)"
-            ),
-        )
 
-    prices = {
-        m: {"input_usd_per_token": unit_prices(m)[0], "output_usd_per_token": unit_prices(m)[1]}
-        for m in w.MODEL_NAMES
-    }
-    return GroundTruth(
-        spec=spec,
-        use_cases=use_cases,
-        experiments=tuple(experiments),
-        drift=drift,
-        cost_spike=spike,
-        prices=prices,
+def _drift_truth(spec: SimulationSpec, use_cases: Mapping[str, UseCaseTruth]) -> DriftTruth | None:
+    """The drift the world injects (None when the spec has none)."""
+    if not spec.drift_active:
+        return None
+    prod = w.production_config(w.DRIFT_USE_CASE)
+    before = use_cases[w.DRIFT_USE_CASE].config(prod.config_id).true_mean_quality
+    return DriftTruth(
+        use_case=w.DRIFT_USE_CASE,
+        start_day_index=spec.drift_day,
+        start_date=spec.day(spec.drift_day).isoformat(),
+        config_id=prod.config_id,
+        quality_factor=w.DRIFT_QUALITY_FACTOR,
+        quality_before=before,
+        quality_after=before * w.DRIFT_QUALITY_FACTOR,
+        input_token_factor=w.DRIFT_INPUT_TOKEN_FACTOR,
+        input_tokens_before=w.USE_CASES[w.DRIFT_USE_CASE].input_median
+        * float(np.exp(w.USE_CASES[w.DRIFT_USE_CASE].input_sigma ** 2 / 2)),
+        input_tokens_after=w.USE_CASES[w.DRIFT_USE_CASE].input_median
+        * float(np.exp(w.USE_CASES[w.DRIFT_USE_CASE].input_sigma ** 2 / 2))
+        * w.DRIFT_INPUT_TOKEN_FACTOR,
+        description=(
+            "from start_date on: quality of the production config x0.75 (25% relative drop); "
+            "input tokens of every sales-email call x1.4 (prompt extras excluded)"
+        ),
+    )
+
+
+def _cost_spike_truth(
+    spec: SimulationSpec, use_cases: Mapping[str, UseCaseTruth]
+) -> CostSpikeTruth | None:
+    """The one-day cost spike the world injects (None when the spec has none)."""
+    if not spec.cost_spike_active:
+        return None
+    uc_truth = use_cases[w.SPIKE_USE_CASE]
+    normal = sum(c.propensity * c.true_mean_cost_usd for c in uc_truth.configs)
+    spiked = sum(
+        c.propensity
+        * true_mean_cost_usd(
+            w.SPIKE_USE_CASE,
+            c.model,
+            c.prompt_id,
+            c.max_tokens,
+            output_factor=w.SPIKE_OUTPUT_TOKEN_FACTOR,
+        )
+        for c in uc_truth.configs
+    )
+    return CostSpikeTruth(
+        use_case=w.SPIKE_USE_CASE,
+        day_index=spec.cost_spike_day,
+        date=spec.day(spec.cost_spike_day).isoformat(),
+        output_token_factor=float(w.SPIKE_OUTPUT_TOKEN_FACTOR),
+        cost_factor=spiked / normal,
+        cost_per_request_normal=normal,
+        cost_per_request_spike=spiked,
+        description=(
+            "one day: every code-review call bills 3x the output tokens (a deploy tripled "
+            "max_tokens; logged max_tokens is 3x, metadata.max_tokens_override=true)"
+        ),
     )
 
 
