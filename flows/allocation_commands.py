@@ -25,26 +25,23 @@ def _date(text: str) -> dt.date:
 
 def _open(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dt.date]:
     """(connection, budget config, as_of) or a clear CommandError."""
-    from tasks.allocation.budget import latest_day
     from tasks.core.config import ConfigError, load_config
     from tasks.core.settings import load_settings
-    from tasks.warehouse.connection import connect
+    from tasks.warehouse.connection import open_existing
+    from tasks.warehouse.queries import latest_day
 
     settings = load_settings()
-    if not settings.warehouse_path.is_file():
-        raise CommandError(
-            f"no warehouse at {settings.warehouse_path}: ingest logs first (llmopt ingest)"
-        )
-    try:
-        config = load_config("budget", settings)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
     import duckdb
 
     try:
-        con = connect(settings, read_only=True)
+        con = open_existing(settings, read_only=True)
     except duckdb.Error as exc:
         raise CommandError(f"cannot open {settings.warehouse_path}: {exc}") from exc
+    try:
+        config = load_config("budget", settings)
+    except ConfigError as exc:
+        con.close()
+        raise CommandError(str(exc)) from exc
     as_of = getattr(args, "as_of", None) or latest_day(con)
     if as_of is None:
         con.close()

@@ -61,17 +61,15 @@ def _analyze(args: argparse.Namespace) -> int:
     from tasks.core.config import ConfigError, load_config
     from tasks.core.settings import load_settings
     from tasks.experiments import analyze_warehouse_experiments, plot_experiment_intervals
-    from tasks.warehouse.connection import connect
+    from tasks.warehouse.connection import open_existing
 
     settings = load_settings()
     try:
         config = load_config("experiments", settings)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
-    if not settings.warehouse_path.exists():
-        raise CommandError(f"no warehouse at {settings.warehouse_path}; ingest logs first")
     run_id = args.run_id or "cli-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    con = connect(settings)
+    con = open_existing(settings)
     try:
         reports = analyze_warehouse_experiments(
             con,
@@ -95,12 +93,9 @@ def _analyze(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from tasks.core.settings import load_settings
     from tasks.experiments import reset_stop
-    from tasks.warehouse.connection import connect
+    from tasks.warehouse.connection import open_existing
 
-    settings = load_settings()
-    if not settings.warehouse_path.exists():
-        raise CommandError(f"no warehouse at {settings.warehouse_path}; ingest logs first")
-    con = connect(settings)
+    con = open_existing(load_settings())
     try:
         done = reset_stop(con, args.experiment_id, reason=args.reason, by=args.by)
     finally:

@@ -51,20 +51,18 @@ def _settings_and_config() -> tuple[Any, Any]:
 
 
 def _warehouse(settings: Any) -> Any:
-    from tasks.warehouse.connection import connect
+    from tasks.warehouse.connection import open_existing
 
-    if not settings.warehouse_path.is_file():
-        raise CommandError(
-            f"no warehouse at {settings.warehouse_path}: ingest logs first (llmopt ingest)"
-        )
-    return connect(settings, read_only=True)
+    return open_existing(settings, read_only=True)
 
 
 def _last_day(con: Any) -> dt.date:
-    row = con.execute("SELECT max(day) FROM usage_logs").fetchone()
-    if row is None or row[0] is None:
+    from tasks.warehouse.queries import latest_day
+
+    day = latest_day(con)
+    if day is None:
         raise CommandError("the warehouse has no usage logs yet")
-    return row[0]
+    return day
 
 
 def _use_cases(con: Any, requested: str | None, start: dt.date, end: dt.date) -> list[str]:

@@ -35,6 +35,7 @@ from strategies.budget import (
 )
 from tasks.warehouse.config_metrics import config_metrics
 from tasks.warehouse.connection import require_connection
+from tasks.warehouse.queries import latest_day
 
 __all__ = [
     "BudgetReport",
@@ -73,12 +74,6 @@ def use_case_settings(config: Mapping[str, Any], use_case: str) -> dict[str, Any
     merged.update(config.get("defaults", {}))
     merged.update(config.get("use_cases", {}).get(use_case, {}))
     return merged
-
-
-def latest_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
-    """The last UTC day with any logged call (the default ``as_of``)."""
-    row = con.execute("SELECT max(day) FROM usage_logs").fetchone()
-    return None if row is None else row[0]
 
 
 @dataclass(frozen=True)
