@@ -5,31 +5,48 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 import pytest
 
-from tasks.core.settings import Settings
+from tasks.core.settings import Settings, load_settings
+from tasks.simulation.demo_config import DEMO_CONFIG_DIR
+from tasks.simulation.generate import SimulationSpec
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, config_metrics
 
 DAYS = 10
 LOOKBACK = 7
+SPEC = SimulationSpec(days=DAYS, total_rows=DAYS * 1_500)
+
+
+@pytest.fixture(scope="module")
+def simulated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulated warehouse file, simulated and ingested once for the module."""
+    from tasks.ingest.pipeline import ingest_paths
+    from tasks.simulation.generate import write_simulation
+
+    home = tmp_path_factory.mktemp("night-inputs-home")
+    built = load_settings(
+        env={"LLMOPT_HOME": str(home), "LLMOPT_CONFIG_DIR": str(DEMO_CONFIG_DIR)}
+    ).ensure_dirs()
+    sim = write_simulation(SPEC, built.sim_dir, fmt="parquet")
+    ingest_paths([str(p) for p in sim.paths], settings=built)
+    return built.warehouse_path
 
 
 @pytest.fixture
-def night(settings: Settings) -> Iterator[dict[str, Any]]:
-    from tasks.ingest.pipeline import ingest_paths
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+def night(settings: Settings, simulated_warehouse: Path) -> Iterator[dict[str, Any]]:
+    """A copy of the module's warehouse in this test's home (tests delete rows, close it)."""
     from tasks.warehouse.connection import connect
 
-    spec = SimulationSpec(days=DAYS, total_rows=DAYS * 1_500)
-    sim = write_simulation(spec, settings.sim_dir, fmt="parquet")
-    ingest_paths([str(p) for p in sim.paths], settings=settings)
+    shutil.copyfile(simulated_warehouse, settings.warehouse_path)
     con = connect(settings)
-    as_of = spec.start_date + dt.timedelta(days=DAYS - 1)
+    as_of = SPEC.start_date + dt.timedelta(days=DAYS - 1)
     use_cases = [r[0] for r in con.execute("SELECT DISTINCT use_case FROM usage_logs").fetchall()]
     try:
         yield {"con": con, "as_of": as_of, "use_cases": sorted(use_cases)}
