@@ -333,7 +333,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--as-of", type=_date, help="last day counted (default: last logged day)")
     p.add_argument("--window-days", type=int, help="statistics window (default: budget.toml)")
     p.add_argument("--floor", type=float, help="minimum weight per arm")
-    p.add_argument("--reward", choices=["quality", "success", "feedback"])
+    p.add_argument(
+        "--reward",
+        choices=["quality", "success", "feedback"],
+        help="what an arm is rewarded on (default: budget.toml [bandit] reward, else quality)",
+    )
     p.add_argument("--seed", type=int, default=0, help="posterior-draw seed (default 0)")
     p.add_argument(
         "--contextual",
@@ -351,7 +355,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "offpolicy", help="IPS / SNIPS / doubly-robust value of a candidate policy from the logs"
     )
-    p.add_argument("--use-case", required=True)
+    p.add_argument("--use-case", required=True, help="the use case whose logs are used")
     p.add_argument(
         "--policy",
         required=True,
@@ -361,6 +365,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--start", type=_date, help="first day (default: end - window + 1)")
     p.add_argument("--end", type=_date, help="last day (default: last logged day)")
     p.add_argument("--context", help="context column the policy is keyed by ('' for none)")
-    p.add_argument("--reward", choices=["quality", "success"])
+    p.add_argument(
+        "--reward",
+        choices=["quality", "success"],
+        help="the outcome valued (default: budget.toml [offpolicy] reward, else quality)",
+    )
     add_json_flag(p)
     p.set_defaults(handler=guarded(_offpolicy))

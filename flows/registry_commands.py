@@ -332,8 +332,8 @@ def _register_writes(add: Adder) -> None:
         ("promote", "make an approved version production"),
     ):
         p = add(action, text, _transition(action))
-        p.add_argument("use_case")
-        p.add_argument("version", type=int)
+        p.add_argument("use_case", help="the use case")
+        p.add_argument("version", type=int, help="the version number (see registry history)")
         _who(p, "--comment")
         if action == "approve":
             p.add_argument("--promote", action="store_true", help="also make it production")
@@ -341,13 +341,13 @@ def _register_writes(add: Adder) -> None:
             _precondition(p)
 
     p = add("rollback", "put an earlier approved version back in production", _rollback)
-    p.add_argument("use_case")
+    p.add_argument("use_case", help="the use case")
     p.add_argument("--to-version", type=int, default=None, help="default: last good approved")
     _precondition(p)
     _who(p, "--reason")
 
     p = add("publish", "publish a candidate from a JSON config file", _publish)
-    p.add_argument("use_case")
+    p.add_argument("use_case", help="the use case")
     p.add_argument("--file", required=True, help="config JSON (RegistryConfig.to_dict format)")
     p.add_argument(
         "--expected-version", type=int, default=None, help="latest version you saw (default: now)"
@@ -379,7 +379,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return p
 
     p = add("show", "show a version (default: production)", _show)
-    p.add_argument("use_case")
+    p.add_argument("use_case", help="the use case")
     p.add_argument("--version", default="production", help="number or production|candidate|latest")
     add_json_flag(p)
 
@@ -387,13 +387,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_json_flag(p)
 
     p = add("history", "audit trail of a use case", _history)
-    p.add_argument("use_case")
+    p.add_argument("use_case", help="the use case")
     add_json_flag(p)
 
     _register_writes(add)
 
     p = add("snapshot", "rewrite the JSON snapshot files of production versions", _snapshot)
-    p.add_argument("use_case", nargs="*")
+    p.add_argument("use_case", nargs="*", help="use cases (default: every use case with a production version)")
     p.add_argument("--out", default=None, help="folder (default: settings.registry_snapshot_dir)")
     add_json_flag(p)
 
@@ -404,7 +404,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_json_flag(p)
 
     p = add("serve", "serve the HTTP JSON API", _serve)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument("--refresh-interval", type=float, default=0.25, help="seconds")

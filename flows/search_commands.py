@@ -284,7 +284,9 @@ def register(subparsers: Any) -> None:
     )
     frontier.add_argument("--use-case", help="one use case (default: every one with logs)")
     frontier.add_argument(
-        "--preset", choices=["quality-focused", "balanced", "cost-focused", "latency-focused"]
+        "--preset",
+        choices=["quality-focused", "balanced", "cost-focused", "latency-focused"],
+        help="reward weights for the selection (default: search.toml's preset, else balanced)",
     )
     frontier.add_argument("--weights", type=_weights, help="overrides, e.g. cost=0.2,latency=0.05")
     frontier.add_argument("--quality-floor", type=float, help="hard constraint: min mean quality")

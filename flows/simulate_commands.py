@@ -36,11 +36,15 @@ def register(subparsers: Any) -> None:
         help="rows per day, split over use cases by the default traffic mix",
     )
     parser.add_argument(
-        "--format", dest="fmt", choices=("parquet", "jsonl", "csv"), default="parquet"
+        "--format",
+        dest="fmt",
+        choices=("parquet", "jsonl", "csv"),
+        default="parquet",
+        help="file format (default parquet)",
     )
     parser.add_argument("--gzip", action="store_true", help="gzip JSONL / CSV (zstd for Parquet)")
     parser.add_argument("--rows-per-file", type=int, default=None, help="split days into parts")
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--no-experiments", action="store_true", help="no A/B or A/A experiment")
     parser.add_argument("--no-drift", action="store_true", help="no drift on sales-email")
     parser.add_argument("--no-cost-spike", action="store_true", help="no cost spike on code-review")
