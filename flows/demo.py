@@ -78,13 +78,19 @@ def _serve_published_arms(
 
 
 def run_demo(
-    *, days: int = 30, nights: int = 10, rows_per_day: int | None = None, seed: int = 7
+    *,
+    days: int = 30,
+    nights: int = 10,
+    rows_per_day: int | None = None,
+    seed: int = 7,
+    home: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the demo and return what happened plus where to look."""
+    """Run the demo and return what happened plus where to look (``home``: default var/demo)."""
     import pyarrow.parquet as pq
 
     from flows.nightly import NightlyParameters, nightly_optimization
     from tasks.simulation.demo_config import DEMO_CONFIG_DIR
+    from tasks.simulation.demo_story import write_story_days
     from tasks.simulation.generate import SimulationSpec, write_simulation
 
     if days < 1:
@@ -95,8 +101,9 @@ def run_demo(
             f"simulated days, so use 1 <= --nights <= --days (e.g. --days {max(nights, 1)} "
             f"--nights {max(nights, 1)})"
         )
-    shutil.rmtree(DEMO_HOME, ignore_errors=True)
-    os.environ["LLMOPT_HOME"] = str(DEMO_HOME)
+    home = home or DEMO_HOME
+    shutil.rmtree(home, ignore_errors=True)
+    os.environ["LLMOPT_HOME"] = str(home)
     os.environ.setdefault("LLMOPT_CONFIG_DIR", str(DEMO_CONFIG_DIR))  # the simulator's use cases
     settings = load_settings().ensure_dirs()
 
@@ -114,8 +121,13 @@ def run_demo(
         for v in pq.read_table(path, columns=["config_id"]).column(0).unique().to_pylist()
     }
     first = days - nights
+    # the story's use cases: a better config enters faq-answer's logs the day after the first night
+    story = write_story_days(
+        start=spec.start_date, days=days, candidate_from_day=first + 1, out_dir=logs, seed=seed
+    )
     nightly: list[dict[str, Any]] = []
-    pending = [str(p) for p in by_day[: first + 1]]
+    early = [p for day in story[: first + 1] for p in day]
+    pending = [str(p) for p in [*by_day[: first + 1], *early]]
     for index in range(first, days):
         as_of = spec.start_date + dt.timedelta(days=index)
         _progress(f"night {as_of} ({index - first + 1}/{nights}) ...")
@@ -130,8 +142,21 @@ def run_demo(
         )
         if index + 1 < days:
             served = _serve_published_arms(settings, spec, index + 1, logs, base_ids)
-            pending = [str(by_day[index + 1]), *map(str, served)]
+            pending = [str(by_day[index + 1]), *map(str, story[index + 1]), *map(str, served)]
     return _report(settings, sim, nightly)
+
+
+def _story(settings: Settings, nightly: list[dict[str, Any]]) -> list[str]:
+    """Per use case: experiments, safety actions, promotions from logs, routing tables."""
+    from tasks.registry.store import RegistryStore
+    from tasks.simulation.demo_story import story_lines
+
+    store = RegistryStore.from_settings(settings)
+    try:
+        versions = {uc: store.versions_of(uc) for uc in store.use_cases()}
+    finally:
+        store.dispose()
+    return story_lines(nightly, versions)
 
 
 def _report(settings: Settings, sim: Any, nightly: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,6 +172,7 @@ def _report(settings: Settings, sim: Any, nightly: list[dict[str, Any]]) -> dict
     }
     for name, error in failures.items():
         lines.append(f"  FAILED {name}: {error}")
+    lines += ["", "What happened, per use case:", *_story(settings, nightly), ""]
     for night in nightly:
         for use_case, item in night.get("use_cases", {}).items():
             interesting = [r for r in item.get("reasons", []) if "rollback" in r or "ships" in r]
