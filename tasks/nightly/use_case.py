@@ -14,7 +14,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strategies.traffic import (
     RolloutState,
@@ -27,6 +27,7 @@ from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.nightly import inputs as night_inputs
 from tasks.nightly.decisions import (
+    ExperimentDecisions,
     Safety,
     experiment_decisions,
     keep_promising,
@@ -51,6 +52,10 @@ from tasks.nightly.night import (
     artifact_dir,
     run_key_for,
 )
+
+if TYPE_CHECKING:  # types only: routing_nightly imports the warehouse, loaded when enabled
+    from strategies.objective import Objective
+    from tasks.allocation.routing_nightly import NightlyRouting
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +218,9 @@ def optimize_use_case(
     rollout = registry.rollout
 
     # 1. monitoring (computed in the aggregate step): may roll back / break / pause
-    safety = Safety()
-    if inputs.monitoring is not None:
-        from tasks.monitoring.run import plot_monitoring
-
-        results["monitoring"] = inputs.monitoring
-        plots += [str(p) for p in plot_monitoring(inputs.monitoring, out_dir)]
-        safety = safety_from_monitoring(inputs, catalogue, registry)
-        if safety.override is not None and safety.override.kind != "pause_optimizer":
-            rollout = None  # a rollback or circuit breaker ends any rollout
+    safety = _monitoring_safety(inputs, catalogue, out_dir, results=results, plots=plots)
+    if safety.override is not None and safety.override.kind != "pause_optimizer":
+        rollout = None  # a rollback or circuit breaker ends any rollout
 
     # 2. a rollout in progress: judge last night's traffic
     step: RolloutStep | None = None
@@ -320,33 +319,23 @@ def optimize_use_case(
     proposed = _registry_payload(plan, catalogue, decided.rollout, run_key)
     proposed["metadata"]["objective"] = objective.as_dict()
     # --- contextual routing (issue 12 item 3; tasks/allocation/routing_nightly.py)
-    routed = None
-    if options.enabled("routing"):
-        from tasks.allocation.routing_nightly import routing_step
-
-        held = [safety.override and "a safety action", decided.rollout and "a rollout"]
-        held += ["an experiment"] if decided.running else []
-        proposed, routed = routing_step(
-            inputs,
-            objective=objective,
-            production_id=production_id,
-            budget_config=load_config("budget", settings),
-            proposed_config=proposed,
-            params_for=catalogue,
-            held_by=", ".join(h for h in held if h) or None,
-            seed=_stable_seed(use_case, night.as_of),
-        )
+    proposed, routed = _contextual_routing(
+        settings,
+        night,
+        use_case,
+        options,
+        inputs,
+        objective=objective,
+        production_id=production_id,
+        proposed=proposed,
+        catalogue=catalogue,
+        safety=safety,
+        decided=decided,
+    )
+    if routed is not None:
         results["routing"] = routed
     # --- end contextual routing
-    headline = _headline(plan, step, safety.override, decided.needs_approval)
-    metrics = dict(inputs.night_metrics)
-    metrics["experiments_shipped"] = float(
-        sum(1 for e in results["experiments"] if e["decision"]["action"] == "ship")
-    )
-    monitoring_result = results.get("monitoring")
-    metrics["drift_alerts"] = float(len(monitoring_result.alerts)) if monitoring_result else None
-    metrics.update(loop_metrics)
-    metrics.update(routed.metrics if routed is not None else {})
+    metrics = _use_case_metrics(inputs, results, loop_metrics, routed)
     published_routing = routed is not None and routed.publish
     guardrails = decided.guardrails
     return UseCaseOutcome(
@@ -363,7 +352,7 @@ def optimize_use_case(
         guardrails=guardrails,
         registry_action="rollback" if safety.rollback_version is not None else "publish",
         rollback_to_version=safety.rollback_version,
-        headline=headline,
+        headline=_headline(plan, step, safety.override, decided.needs_approval),
         reasons=tuple(reasons),
         metrics=metrics,
         strategies=_jsonable(results),
@@ -374,6 +363,113 @@ def optimize_use_case(
             else decided.evidence
         ),
     )
+
+
+def _monitoring_safety(
+    inputs: UseCaseInputs,
+    catalogue: Mapping[str, Any],
+    out_dir: Path,
+    *,
+    results: dict[str, Any],
+    plots: list[str],
+) -> Safety:
+    """Step 1: tonight's monitoring report (plotted) and the safety action it calls for.
+
+    Args:
+        inputs: the use case's aggregate inputs (monitoring computed there, or None).
+        catalogue: parameters by configuration id.
+        out_dir: where the plots go.
+        results: the night's strategy results (``monitoring`` is added).
+        plots: the plot paths (extended).
+
+    Returns:
+        The safety action (none when monitoring did not run).
+    """
+    if inputs.monitoring is None or inputs.registry is None:
+        return Safety()
+    from tasks.monitoring.run import plot_monitoring
+
+    results["monitoring"] = inputs.monitoring
+    plots += [str(p) for p in plot_monitoring(inputs.monitoring, out_dir)]
+    return safety_from_monitoring(inputs, catalogue, inputs.registry)
+
+
+def _contextual_routing(
+    settings: Settings,
+    night: Night,
+    use_case: str,
+    options: NightOptions,
+    inputs: UseCaseInputs,
+    *,
+    objective: Objective,
+    production_id: str,
+    proposed: dict[str, Any],
+    catalogue: Mapping[str, Any],
+    safety: Safety,
+    decided: ExperimentDecisions,
+) -> tuple[dict[str, Any], NightlyRouting | None]:
+    """The per-context routing table, when enabled; held while anything else moves traffic.
+
+    Args:
+        settings: locations and configuration.
+        night: tonight.
+        use_case: the use case.
+        options: the night's options (``routing`` may be disabled).
+        inputs: the use case's aggregate inputs (routing cells).
+        objective: the use case's objective.
+        production_id: production tonight.
+        proposed: the proposed registry configuration.
+        catalogue: parameters by configuration id.
+        safety: tonight's safety action.
+        decided: tonight's experiment decisions (a rollout or a running experiment holds it).
+
+    Returns:
+        The (maybe routed) proposed configuration and the routing result (None: disabled).
+    """
+    if not options.enabled("routing"):
+        return proposed, None
+    from tasks.allocation.routing_nightly import routing_step
+
+    held = [safety.override and "a safety action", decided.rollout and "a rollout"]
+    held += ["an experiment"] if decided.running else []
+    return routing_step(
+        inputs,
+        objective=objective,
+        production_id=production_id,
+        budget_config=load_config("budget", settings),
+        proposed_config=proposed,
+        params_for=catalogue,
+        held_by=", ".join(h for h in held if h) or None,
+        seed=_stable_seed(use_case, night.as_of),
+    )
+
+
+def _use_case_metrics(
+    inputs: UseCaseInputs,
+    results: Mapping[str, Any],
+    loop_metrics: Mapping[str, float | None],
+    routed: NightlyRouting | None,
+) -> dict[str, float | None]:
+    """Tonight's MLflow metrics of one use case (comparable across nights).
+
+    Args:
+        inputs: the aggregate inputs (tonight's traffic metrics).
+        results: the strategy results (experiments, monitoring).
+        loop_metrics: the decision loop's metrics.
+        routed: the routing result, if routing ran.
+
+    Returns:
+        Metric name to value (None: not measured tonight).
+    """
+    metrics: dict[str, float | None] = dict(inputs.night_metrics)
+    metrics["experiments_shipped"] = float(
+        sum(1 for e in results["experiments"] if e["decision"]["action"] == "ship")
+    )
+    monitoring_result = results.get("monitoring")
+    metrics["drift_alerts"] = float(len(monitoring_result.alerts)) if monitoring_result else None
+    metrics.update(loop_metrics)
+    metrics.update(routed.metrics if routed is not None else {})
+    return metrics
 
 
 def _stable_seed(use_case: str, day: dt.date) -> int:
