@@ -190,10 +190,18 @@ def _input_refusals(
     return []
 
 
-def _weighted_sums(
-    logged: Sequence[LoggedCell], target: Mapping[str, Mapping[str, float]]
-) -> dict[str, float]:
-    """Importance-weight and DR sums over the (cell, arm) groups (reward model: group means)."""
+def _by_cell_and_pooled_means(
+    logged: Sequence[LoggedCell],
+) -> tuple[dict[str, dict[str, LoggedCell]], dict[str, float]]:
+    """The logged groups by cell and arm, and each arm's reward mean pooled over the cells.
+
+    Args:
+        logged: the (cell, arm) groups.
+
+    Returns:
+        ``(by_cell, pooled)``: ``by_cell[cell][arm]`` is a group; ``pooled[arm]`` the arm's mean
+        reward over every cell (arms with no rows are left out).
+    """
     by_cell: dict[str, dict[str, LoggedCell]] = {}
     arm_n: dict[str, float] = {}
     arm_sum: dict[str, float] = {}
@@ -201,12 +209,20 @@ def _weighted_sums(
         by_cell.setdefault(c.cell, {})[c.arm] = c
         arm_n[c.arm] = arm_n.get(c.arm, 0.0) + c.n
         arm_sum[c.arm] = arm_sum.get(c.arm, 0.0) + c.reward_sum
+    return by_cell, {arm: arm_sum[arm] / n for arm, n in arm_n.items() if n}
+
+
+def _weighted_sums(
+    logged: Sequence[LoggedCell], target: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """Importance-weight and DR sums over the (cell, arm) groups (reward model: group means)."""
+    by_cell, pooled = _by_cell_and_pooled_means(logged)
 
     def rhat(cell: str, arm: str) -> float:
         group = by_cell[cell].get(arm)
         if group is not None and group.n > 0:
             return group.reward_mean
-        return arm_sum[arm] / arm_n[arm]  # the cell lacks the arm: its pooled mean
+        return pooled[arm]  # the cell lacks the arm: its pooled mean
 
     t = dict.fromkeys(
         ("unsupported", "w", "w2", "wr", "w2r", "w2r2", "z", "z2", "direct", "max_w"), 0.0
@@ -362,18 +378,12 @@ def dr_difference(
     n_total = math.fsum(c.n for c in logged)
     if n_total < 2:
         return None
-    by_cell: dict[str, dict[str, LoggedCell]] = {}
-    arm_n: dict[str, float] = {}
-    arm_sum: dict[str, float] = {}
-    for c in logged:
-        by_cell.setdefault(c.cell, {})[c.arm] = c
-        arm_n[c.arm] = arm_n.get(c.arm, 0.0) + c.n
-        arm_sum[c.arm] = arm_sum.get(c.arm, 0.0) + c.reward_sum
+    by_cell, pooled = _by_cell_and_pooled_means(logged)
 
     def rhat(groups: Mapping[str, LoggedCell], arm: str) -> float:
         if arm in groups and groups[arm].n > 0:
             return groups[arm].reward_mean
-        return arm_sum[arm] / arm_n[arm] if arm_n.get(arm) else 0.0
+        return pooled.get(arm, 0.0)
 
     sum_z = sum_z2 = 0.0
     for cell, groups in by_cell.items():
