@@ -172,8 +172,8 @@ def _metadata_dictionary() -> tuple[str, ...]:
     return tuple(out)
 
 
-# size: one draw sequence; the order of the rng draws is the reproducibility contract (same spec,
-# same bytes), and one straight function keeps that order in sight (split, it hides across calls)
+# The order of the rng draws is the reproducibility contract (same spec, same bytes).
+# size: one draw sequence in one function, so that order stays in sight (split, it hides)
 def _chunk(
     *,
     spec: SimulationSpec,
