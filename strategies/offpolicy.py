@@ -193,15 +193,7 @@ def _input_refusals(
 def _by_cell_and_pooled_means(
     logged: Sequence[LoggedCell],
 ) -> tuple[dict[str, dict[str, LoggedCell]], dict[str, float]]:
-    """The logged groups by cell and arm, and each arm's reward mean pooled over the cells.
-
-    Args:
-        logged: the (cell, arm) groups.
-
-    Returns:
-        ``(by_cell, pooled)``: ``by_cell[cell][arm]`` is a group; ``pooled[arm]`` the arm's mean
-        reward over every cell (arms with no rows are left out).
-    """
+    """``by_cell[cell][arm]``, and each arm's mean reward pooled over the cells (arms with rows)."""
     by_cell: dict[str, dict[str, LoggedCell]] = {}
     arm_n: dict[str, float] = {}
     arm_sum: dict[str, float] = {}
