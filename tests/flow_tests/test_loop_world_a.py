@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from tasks.core.settings import load_settings
 from tasks.simulation.worlds_routing import RoutingWorld, Segment
@@ -57,12 +55,6 @@ auto_promote = true
 four_eyes = false
 required_guardrails = ["srm", "quality", "error_rate", "latency_p95", "cost_per_request"]
 """
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _world(strong_share: float) -> RoutingWorld:

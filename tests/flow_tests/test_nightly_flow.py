@@ -14,7 +14,6 @@ from typing import Any
 
 import duckdb
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
@@ -25,7 +24,9 @@ START = dt.date(2026, 10, 1)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, prefect_server: None
+) -> Iterator[dict[str, Any]]:
     from tasks.simulation.generate import SimulationSpec, write_simulation
 
     home = tmp_path_factory.mktemp("nightly-home")
@@ -35,8 +36,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = load_settings().ensure_dirs()
     spec = SimulationSpec(days=DAYS, total_rows=DAYS * 2_500, drift=False, cost_spike=False)
     sim = write_simulation(spec, settings.sim_dir, fmt="parquet")
-    with prefect_test_harness(server_startup_timeout=120):
-        yield {"settings": settings, "paths": [str(p) for p in sorted(sim.paths)], "spec": spec}
+    yield {"settings": settings, "paths": [str(p) for p in sorted(sim.paths)], "spec": spec}
     patch.undo()
 
 

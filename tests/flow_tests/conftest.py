@@ -1,0 +1,19 @@
+"""Fixtures of the flow tests: one Prefect temporary server for the whole session.
+
+Starting Prefect's test server takes seconds; the flow test modules share one instead of
+starting their own (each flow run is still its own run, keyed by its parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """Prefect's temporary server and database, up for the session."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
