@@ -31,7 +31,7 @@ __all__ = ["INGEST_MEMORY_LIMIT", "Counts", "ingest_settings", "process_chunk", 
 
 # DuckDB's buffer pool during an ingest: chunks are bounded, so more memory buys little, and
 # the process (Python chunk + DuckDB) then stays under ~1 GB RSS whatever the file size.
-INGEST_MEMORY_LIMIT = "512MB"
+INGEST_MEMORY_LIMIT = "384MB"
 
 _INSERT_SQL = f"INSERT INTO usage_logs ({USAGE_COLUMNS}) SELECT * EXCLUDE (__file_no) FROM"
 
