@@ -25,7 +25,16 @@ NIGHT = dt.date(2026, 10, 21)
 USE_CASE = "support-summarize"
 
 
-def _answer_when_paused(answer: dict[str, str], errors: list[BaseException]) -> None:
+def _answer_when_paused(api_url: str, answer: dict[str, str], errors: list[BaseException]) -> None:
+    """Answer the first paused run's form. Prefect's settings live in a context variable that
+    a new thread does not inherit: point this thread at the server explicitly."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        _answer(answer, errors)
+
+
+def _answer(answer: dict[str, str], errors: list[BaseException]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -84,7 +93,9 @@ def test_a_first_night_rejection_in_the_ui_leaves_no_production(
     errors: list[BaseException] = []
     answer = {"decision": "reject", "approver": "bob", "reason": "not before the launch"}
     with temporary_settings({PREFECT_API_URL: prefect_server.url}):
-        answering = threading.Thread(target=_answer_when_paused, args=(answer, errors))
+        answering = threading.Thread(
+            target=_answer_when_paused, args=(prefect_server.url, answer, errors)
+        )
         answering.start()
         summary = nightly_optimization(
             params=NightlyParameters(
