@@ -141,3 +141,12 @@ def test_a_routing_table_by_user_segment_is_published(demo: dict[str, Any]) -> N
     assert leader("enterprise") != leader("free")
     story = "\n".join(demo["report_lines"])
     assert f"{ROUTING_USE_CASE}: routing table published (" in story
+
+
+def test_the_story_module_examples_run() -> None:
+    import doctest
+
+    from tasks.simulation import demo_story
+
+    result = doctest.testmod(demo_story)
+    assert result.attempted > 0 and result.failed == 0
