@@ -3,23 +3,23 @@
 ``python tests/benchmarks/bench_search.py [--quick]`` prints markdown tables and writes
 ``data/benchmarks/search.json``:
 
-1. **Convergence**: the nightly loop (``tasks.search.study.simulate_search``: 12 nights x 4 candidates x
-   300 simulated requests) with TPE against random search with the same budget, over seeds; gap =
-   true reward of the optimum minus true reward of the configuration the loop would pick.
+1. **Convergence**: the nightly loop (``tasks.simulation.evaluation.simulate_search``: 12 nights
+   x 4 candidates x 300 simulated requests) with TPE against random search with the same budget,
+   over seeds; gap = true reward of the optimum minus true reward of the configuration the loop
+   would pick.
 2. **Timings**: a nightly ``run_search_round`` on a SQLite study, and ``compute_frontier`` on a
    simulated warehouse beside the bare DuckDB aggregate it is built on; peak RSS of the process.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import resource
 import statistics
 import tempfile
 import time
 from typing import Any
+
+from harness import bench_parser, peak_rss_mib, write_result
 
 from tasks.core.settings import REPO_ROOT, load_settings
 
@@ -123,15 +123,13 @@ def _timings(rows_per_day: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer seeds and rows")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     seeds = 4 if args.quick else 10
     rows_per_day = 50_000 if args.quick else 300_000
 
     convergence = _convergence(seeds)
     timings = _timings(rows_per_day)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mib()
 
     print(
         "| use case | sampler | seeds | optimum reward | median gap | mean gap | max gap "
@@ -156,15 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| {t['config_metrics_s']:.3f} s | {t['compute_frontier_s']:.3f} s "
         f"| {', '.join(f'{x:.2f}' for x in t['search_round_s'])} s | {peak_mb:.0f} MB |"
     )
-    out = REPO_ROOT / "data" / "benchmarks" / "search.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "quick": args.quick,
-        "convergence": convergence,
-        "timings": timings,
-        "peak_rss_mb": peak_mb,
-    }
-    out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    payload = {"convergence": convergence, "timings": timings, "peak_rss_mb": peak_mb}
+    out = write_result("search", payload, quick=args.quick, out=args.out)
     print(f"\nwritten {out}")
     return 0
 
