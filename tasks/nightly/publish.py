@@ -10,6 +10,7 @@ from typing import Any
 from tasks.core.settings import Settings
 from tasks.nightly.night import UseCaseOutcome, _store
 from tasks.nightly.use_case import _jsonable
+from tasks.registry.errors import FourEyesError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,10 @@ def publish_outcome(
                     | outcome.evidence
                 ),
             )
-            store.approve(outcome.use_case, version.version, actor=approved_by, comment=comment)
+            try:
+                store.approve(outcome.use_case, version.version, actor=approved_by, comment=comment)
+            except FourEyesError as refused:  # a new configuration under four eyes: a person
+                return _left_for_a_person(store, outcome, int(version.version), refused)
             version = store.promote(
                 outcome.use_case, version.version, actor=approved_by, comment=comment
             )
@@ -107,6 +111,20 @@ def _proposer_for(approved_by: str) -> str:
     from tasks.registry.policy import is_automated
 
     return approved_by if is_automated(approved_by) else PROPOSER
+
+
+def _left_for_a_person(
+    store: Any, outcome: UseCaseOutcome, version: int, refused: Exception
+) -> dict[str, Any]:
+    """Four eyes refused the flow's approval: the plan waits as a candidate for a person."""
+    current = store.production_versions().get(outcome.use_case)
+    message = (
+        f"{refused}; v{version} waits as a candidate for `llmopt registry approve "
+        f"{outcome.use_case} {version}`; "
+        + (f"v{current} keeps serving" if current is not None else "no production yet")
+    )
+    log.warning("%s: %s", outcome.use_case, message)
+    return {"status": "candidate", "version": version, "state": "candidate", "message": message}
 
 
 def _already_published(store: Any, outcome: UseCaseOutcome) -> dict[str, Any] | None:

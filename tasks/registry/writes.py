@@ -147,10 +147,12 @@ class StoreWrites(StoreReads):
         evidence = as_json_object(texts.get("evidence") or {}, "evidence")
         return json.dumps(evidence, sort_keys=True)
 
-    def _check_four_eyes(self, use_case: str, row: Any, actor: str) -> None:
+    def _check_four_eyes(self, conn: Connection, use_case: str, row: Any, actor: str) -> None:
         policy = None if self.policies is None else self.policies.for_use_case(use_case)
         if policy is None or not policy.four_eyes:
             return
+        if is_automated(actor) and self._only_person_approved_configurations(conn, use_case, row):
+            return  # a traffic plan over configurations a person already approved
         if actor == row.created_by:
             raise FourEyesError(
                 f"{use_case} v{row.version}: four eyes: {actor!r} proposed it and cannot approve it"
@@ -159,6 +161,25 @@ class StoreWrites(StoreReads):
             raise FourEyesError(
                 f"{use_case} v{row.version}: four eyes: a person must approve, not {actor!r}"
             )
+
+    def _only_person_approved_configurations(
+        self, conn: Connection, use_case: str, row: Any
+    ) -> bool:
+        """Whether every arm's parameters of ``row`` were in a version approved before.
+
+        Under four eyes every earlier approval of a new configuration was a person's (this rule
+        admits no new configuration), so an automated approval of such a version only reweights
+        traffic over what people have approved: exploration shares, rollout steps, rollbacks.
+        """
+        v = self.versions.c
+        approved = conn.execute(
+            sa.select(v.payload).where(
+                v.use_case == use_case, v.ever_approved.is_(True), v.version != row.version
+            )
+        ).scalars()
+        known = {_arm_params(payload) for payload in approved}
+        seen: set[str] = set().union(*known) if known else set()
+        return bool(seen) and _arm_params(row.payload) <= seen
 
     def _apply(
         self,
@@ -188,7 +209,7 @@ class StoreWrites(StoreReads):
                 f"{use_case} v{version}: cannot {action} a {current.value} configuration"
             )
         if action == "approve":
-            self._check_four_eyes(use_case, row, actor)
+            self._check_four_eyes(conn, use_case, row, actor)
         head_values: dict[str, Any] = {}
         previous = head.production_version
         if to_state is ConfigState.PRODUCTION:
@@ -208,3 +229,10 @@ class StoreWrites(StoreReads):
             conn, use_case, version, action, from_state=current.value, to_state=to_state.value,
             actor=actor, reason=reason,
         )  # fmt: skip
+
+
+def _arm_params(payload: str) -> frozenset[str]:
+    """The parameter sets a stored version serves (its params and its arms'), as canonical JSON."""
+    config = json.loads(payload)
+    served = [config["params"], *(arm["params"] for arm in config.get("traffic", []))]
+    return frozenset(json.dumps(params, sort_keys=True) for params in served)

@@ -214,3 +214,32 @@ def test_serving_beyond_loopback_is_refused_in_one_line(settings: Settings) -> N
     )  # fmt: skip
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "--allow-remote" in done.stderr
+
+
+def test_four_eyes_lets_automation_reweight_only_what_a_person_approved(
+    sqlite_store: RegistryStore, make_config: Any
+) -> None:
+    store = sqlite_store
+    store.policies = FOUR_EYES
+    store.publish(
+        UC, make_config(weights=(0.9, 0.1)), expected_version=0, actor="nightly-flow", reason="n1"
+    )
+    with pytest.raises(FourEyesError, match="four eyes"):
+        store.approve(UC, 1, actor="nightly-flow", comment="nobody approved these yet")
+    store.approve(UC, 1, actor="bob", comment="a person")
+    # tomorrow's plan: the same configurations, other weights -> the flow may approve it
+    store.publish(
+        UC, make_config(weights=(0.7, 0.3)), expected_version=1, actor="nightly-flow", reason="n2"
+    )
+    assert store.approve(UC, 2, actor="nightly-flow", comment="plan").state.value == "approved"
+    # a plan that adds a configuration nobody approved still needs a person
+    store.publish(
+        UC,
+        make_config(weights=(0.7, 0.3), temperature=0.9),
+        expected_version=2,
+        actor="nightly-flow",
+        reason="n3",
+    )
+    with pytest.raises(FourEyesError, match="four eyes"):
+        store.approve(UC, 3, actor="nightly-flow", comment="new params")
+    assert [v.state.value for v in store.versions_of(UC)] == ["approved", "approved", "candidate"]
