@@ -216,6 +216,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _human_summary(summary: dict[str, Any]) -> str:
     lines = [f"night {summary.get('as_of')}  run {summary.get('run_key')}"]
+    experiments = summary.get("experiments") or {}
+    if experiments:
+        lines.append("experiments:")
+        lines += [f"  {exp}: {decision}" for exp, decision in experiments.items()]
+    lines.append("use cases:")
     for use_case, item in summary.get("use_cases", {}).items():
         lines.append(f"  {use_case}: {item.get('headline', '')}")
         published = item.get("published") or {}
@@ -227,6 +232,12 @@ def _human_summary(summary: dict[str, Any]) -> str:
         lines += [f"    ALERT {line}" for line in item.get("alerts", [])]
     for use_case, error in summary.get("failures", {}).items():
         lines.append(f"  {use_case}: FAILED {error}")
+    from tasks.nightly.report import loop_lines  # lazy: `llmopt --help` stays fast
+
+    loop = loop_lines(summary)
+    if loop:
+        lines += ["the loop (objective, evidence, what was proposed and why):"]
+        lines += [f"  {line}" for line in loop]
     if summary.get("mlflow_parent_run_id"):
         lines.append(f"MLflow parent run: {summary['mlflow_parent_run_id']}")
     return "\n".join(lines)

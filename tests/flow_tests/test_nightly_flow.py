@@ -192,3 +192,24 @@ def test_a_second_night_while_one_runs_fails_clearly(world: dict[str, Any]) -> N
         pytest.raises(RunLockTimeout, match="another nightly run holds"),
     ):
         _night(DAYS - 1, lock_wait_seconds=1)
+
+
+def test_printed_summary_lists_experiment_decisions_alerts_and_the_loop(
+    first_night: dict[str, Any],
+) -> None:
+    from flows.nightly_commands import _human_summary
+
+    summary = first_night["summary"]
+    text = _human_summary(summary)
+    lines = text.splitlines()
+    assert summary["experiments"], "the simulated world runs experiments"
+    for experiment, decision in summary["experiments"].items():
+        assert f"  {experiment}: {decision}" in lines
+    for use_case, item in summary["use_cases"].items():
+        assert f"  {use_case}: {item['headline']}" in lines
+        assert all(f"    ALERT {alert}" in lines for alert in item["alerts"])
+        if item.get("loop"):
+            assert f"  {use_case}:" in lines and any("objective" in line for line in lines)
+    assert any(line.startswith("the loop") for line in lines) == any(
+        item.get("loop") for item in summary["use_cases"].values()
+    )
