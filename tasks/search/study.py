@@ -35,6 +35,7 @@ from strategies.search import (
     Candidate,
     ConfigStats,
     Rejection,
+    SearchSpace,
     SearchStrategy,
     TrialOutcome,
     ask_candidates,
@@ -44,6 +45,7 @@ from strategies.search import (
 from strategies.search_space import candidate_config_id
 from tasks.core.config import ConfigError
 from tasks.core.settings import Settings
+from tasks.search.generations import carry_over, generation_name, latest_generation
 from tasks.search.space import (  # re-exported: callers import them from here
     _SEARCH_KEYS,  # noqa: F401
     SearchConfig,
@@ -141,6 +143,36 @@ def load_or_create_study(
     return study
 
 
+def open_generation(
+    storage: optuna.storages.BaseStorage | str,
+    base: str,
+    space: SearchSpace,
+    strategy: SearchStrategy,
+) -> tuple[str, optuna.Study]:
+    """The study of ``space``'s generation (see :mod:`tasks.search.generations`).
+
+    A new generation (the space's choices changed) starts with the trials of the latest
+    earlier one that fit it.
+
+    Args:
+        storage: the Optuna storage.
+        base: the use case's study name.
+        space: tonight's search space.
+        strategy: the sampler and objective(s).
+
+    Returns:
+        The generation's study name and the study.
+    """
+    name = generation_name(base, space)
+    known = {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
+    study = load_or_create_study(storage, name=name, strategy=strategy)
+    if name not in known:
+        previous = latest_generation(storage, base, exclude=name)
+        if previous is not None:
+            carry_over(optuna.load_study(study_name=previous, storage=storage), study, space)
+    return name, study
+
+
 def delete_study(storage: optuna.storages.BaseStorage | str, name: str) -> bool:
     """Delete a study if it exists; True when something was deleted."""
     try:
@@ -231,8 +263,9 @@ def run_search_round(
     strategy = config.strategy()
     history = shared.slice(use_case, None, as_of) if shared is not None else None
     space = resolve_space(config, use_case, con, logged_configs=history)
-    name = study_name(use_case, config.objective, config.study_prefix)
-    study = load_or_create_study(store, name=name, strategy=strategy)
+    name, study = open_generation(
+        store, study_name(use_case, config.objective, config.study_prefix), space, strategy
+    )
 
     start = as_of - dt.timedelta(days=config.lookback_days - 1)
     stats = config_stats(con, use_case=use_case, start=start, end=as_of, shared=shared)
@@ -318,9 +351,10 @@ def search_status(
     names = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
     out = []
     for uc in [use_case] if use_case else list(config.use_cases):
-        name = study_name(uc, config.objective, config.study_prefix)
-        if name not in names:
-            out.append(StudyStatus(uc, name, False, {}, (), None, "no study yet: run a round"))
+        base = study_name(uc, config.objective, config.study_prefix)
+        name = latest_generation(store, base)
+        if name is None or name not in names:
+            out.append(StudyStatus(uc, base, False, {}, (), None, "no study yet: run a round"))
             continue
         study = optuna.load_study(study_name=name, storage=store)
         counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))

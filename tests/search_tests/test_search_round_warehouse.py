@@ -126,7 +126,7 @@ def test_multi_objective_round_with_nsga2(
             [t.config_id],
         ).fetchone()
         assert t.values == pytest.approx((q, cost, p95))
-    assert night2.study_name.endswith(":multi")
+    assert ":multi@" in night2.study_name  # one study generation per set of choices
 
 
 @pytest.mark.postgres
@@ -138,7 +138,8 @@ def test_postgres_storage_round_and_reload(
     name = f"{prefix}:{USE_CASE}:single"
     try:
         night1 = run_search_round(settings, warehouse, use_case=USE_CASE, as_of=DAY0, config=config)
-        assert night1.study_name == name and night1.storage.startswith("postgresql+psycopg://")
+        assert night1.study_name.startswith(f"{name}@")
+        assert night1.storage.startswith("postgresql+psycopg://")
         first = night1.new_candidates[0]
         _serve(warehouse, insert_logs, first.params, config_id=first.config_id, n=300, day=1)
         night2 = run_search_round(
@@ -152,4 +153,39 @@ def test_postgres_storage_round_and_reload(
         status = search_status(settings, use_case=USE_CASE, config=config)
         assert status[0].exists and status[0].trial_counts["COMPLETE"] == 1
     finally:
-        assert delete_study(pg_url, name)
+        assert delete_study(pg_url, night1.study_name)
+
+
+def test_a_model_that_appears_in_the_logs_mid_study_opens_a_generation_that_keeps_the_trials(
+    settings: Settings, warehouse: Any, insert_logs: Callable[[Any, pa.Table], int]
+) -> None:
+    """The space comes from the use case's logs; Optuna cannot change a categorical's choices
+    inside one study, so a new model starts a new generation with the earlier trials in it."""
+    config = search_config_from_mapping(
+        {
+            "search": {"n_candidates": 2, "min_requests": 300, "seed": 3},
+            "use_cases": {USE_CASE: {"space": {"prompt_ids": ["summarize-v1"]}}},
+        }
+    )
+    production = {"model": "gpt-4o", "prompt_id": "summarize-v1", "temperature": 0.7,
+                  "top_p": 1.0, "max_tokens": 512}  # fmt: skip
+    _serve(warehouse, insert_logs, production, config_id=None, n=400, day=0)
+    other = {**production, "temperature": 0.2, "max_tokens": 1024}  # the logs span a range
+    _serve(warehouse, insert_logs, other, config_id=None, n=100, day=0)
+    night1 = run_search_round(settings, warehouse, use_case=USE_CASE, as_of=DAY0, config=config)
+    assert {c.params["model"] for c in night1.new_candidates} == {"gpt-4o"}
+    served = night1.new_candidates[0]
+    _serve(warehouse, insert_logs, served.params, config_id=served.config_id, n=300, day=1)
+    # the team starts sending some traffic to a model the study has never seen
+    newcomer = {**production, "model": "gpt-4o-mini"}
+    _serve(warehouse, insert_logs, newcomer, config_id=None, n=300, day=1)
+
+    night2 = run_search_round(
+        settings, warehouse, use_case=USE_CASE, as_of=DAY0 + dt.timedelta(days=1), config=config
+    )
+    assert night2.study_name != night1.study_name
+    assert [t.config_id for t in night2.told] == [served.config_id]  # carried, then told
+    pending = {c.config_id for c in night1.new_candidates[1:]}
+    assert pending <= {c.config_id for c in night2.candidates}  # still waiting for traffic
+    status = search_status(settings, use_case=USE_CASE, config=config)
+    assert status[0].exists and status[0].study_name == night2.study_name

@@ -113,6 +113,8 @@ def test_repo_search_toml_parses_and_resolves_every_use_case() -> None:
         "ticket-classify",
         "sales-email",
         "code-review",
+        "faq-answer",  # the demo story's two extra use cases (tasks/simulation/demo_story.py)
+        "support-route",
     }
     logged = pd.DataFrame(
         {
