@@ -15,10 +15,7 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from harness import Clock, bench_parser, peak_rss_mib, write_result
 from scipy import optimize
 
 from tasks.core.settings import REPO_ROOT, load_settings
@@ -246,15 +244,13 @@ def _timings(days: int, workdir: Path) -> list[dict[str, Any]]:
 
 
 def _clock(fn: Any) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    with Clock() as clock:
+        fn()
+    return clock.seconds
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer seeds, smaller warehouse")
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__).parse_args(argv)
     seeds_regret, seeds_ope, days = (2, 4, 7) if args.quick else (5, 12, 30)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,9 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = _closed_loop(8 if args.quick else 14, 800, work)
         coverage = _coverage(seeds_ope, work)
         timings = _timings(days, work)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     result = {
-        "quick": args.quick,
         "regret": regret,
         "closed_loop": loop,
         "ope_coverage": coverage,
@@ -297,9 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in timings:
         print(f"| {t['operation']} | {t['rows']} | {t['seconds']:.3f} |")
     print(f"\npeak RSS {peak_mib:.0f} MiB, total {result['seconds']:.0f} s")
-    out = REPO_ROOT / "data" / "benchmarks" / "allocation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    write_result("allocation", result, quick=args.quick, out=args.out)
     return 0
 
 
