@@ -78,8 +78,14 @@ def experiment_decisions(
     safety: SafetyOverride | None,
     catalogue: dict[str, dict[str, Any]],
     reasons: list[str],
+    ended: frozenset[str] = frozenset(),
 ) -> ExperimentDecisions:
-    """Running experiments keep their arms; a shipped winner starts a rollout (needs approval)."""
+    """Running experiments keep their arms; a shipped winner starts a rollout (needs approval).
+
+    A winner whose rollout already stopped or rolled back (``ended``, carried in the registry
+    from night to night) is not proposed again from the same evidence: the experiment's "ship"
+    stays, the rollout does not restart every night.
+    """
     out = ExperimentDecisions(rollout=rollout)
     for exp in experiments:
         decision = exp["decision"]
@@ -92,6 +98,12 @@ def experiment_decisions(
                 reasons.append(f"{exp['experiment_id']} ships, but safety comes first")
             elif out.rollout is not None:
                 reasons.append(f"{exp['experiment_id']} ships {winner}: queued behind rollout")
+            elif winner in ended:
+                reasons.append(
+                    f"{exp['experiment_id']} ships {winner}, but its rollout already ended "
+                    "(stopped or rolled back): not proposed again; approve it by hand "
+                    "(`llmopt registry approve`) or start a new experiment"
+                )
             elif winner != production_id:
                 out.rollout = start_rollout(
                     candidate_config_id=winner, incumbent_config_id=production_id

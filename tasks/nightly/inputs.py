@@ -86,6 +86,7 @@ class RegistryState:
     rollout: RolloutState | None
     serving_versions: dict[str, int]  # config id -> newest good version serving it (rollback)
     bootstrap_reason: str | None = None
+    ended_rollouts: tuple[str, ...] = ()  # candidates whose rollout stopped or rolled back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +294,9 @@ def _registry_states(
                 production_params=params,
                 rollout=rollout_from_registry(production),
                 serving_versions=serving,
+                ended_rollouts=tuple(
+                    str(c) for c in (production.config.metadata or {}).get("ended_rollouts", ())
+                ),
             )
         elif use_case in bootstrapped:
             key, why = bootstrapped[use_case]

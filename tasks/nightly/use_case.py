@@ -238,6 +238,7 @@ def optimize_use_case(
     results["experiments"] = [
         {"experiment_id": e["experiment_id"], "decision": e["decision"]} for e in mine
     ]
+    ended = _ended_rollouts(registry, step)
     decided = experiment_decisions(
         mine,
         production_id=production_id,
@@ -245,6 +246,7 @@ def optimize_use_case(
         safety=safety.override,
         catalogue=catalogue,
         reasons=reasons,
+        ended=ended,
     )
 
     # 3b. production from evidence: a configuration that beats production on the objective
@@ -318,6 +320,8 @@ def optimize_use_case(
     )
     proposed = _registry_payload(plan, catalogue, decided.rollout, run_key)
     proposed["metadata"]["objective"] = objective.as_dict()
+    if ended:
+        proposed["metadata"]["ended_rollouts"] = sorted(ended)
     # --- contextual routing (issue 12 item 3; tasks/allocation/routing_nightly.py)
     proposed, routed = _contextual_routing(
         settings,
@@ -516,6 +520,14 @@ def _registry_payload(
     if rollout is not None:
         metadata["rollout"] = dataclasses.asdict(rollout) | {"history": list(rollout.history)}
     return config_from_plan(plan, params, metadata=metadata).to_dict()
+
+
+def _ended_rollouts(registry: Any, step: RolloutStep | None) -> frozenset[str]:
+    """Candidates whose rollout stopped or rolled back: the registry's list plus tonight's."""
+    ended = set(registry.ended_rollouts)
+    if registry.rollout is not None and step is not None and step.action in {"stop", "rollback"}:
+        ended.add(registry.rollout.candidate_config_id)
+    return frozenset(ended)
 
 
 def _safe_id(text: str) -> str:
