@@ -19,21 +19,26 @@ from __future__ import annotations
 
 import datetime as dt
 import typing
-from typing import Any, Literal, cast
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, wait
-from prefect.input import RunInput
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
-from pydantic import BaseModel, Field
 
+from flows.nightly_form import (  # the forms; re-exported for callers of flows.nightly
+    DEFAULT_INPUTS,
+    ApprovalDecision,
+    NightlyParameters,
+    StrategySwitches,
+    deployment_parameters,
+)
 from tasks.core.run_lock import exclusive_run, lock_path_for
 from tasks.core.settings import Settings, load_settings
 from tasks.nightly import events, steps
-from tasks.nightly.ingest_step import INCOMING, ingest_new_logs, is_transient
+from tasks.nightly.ingest_step import ingest_new_logs, is_transient
 from tasks.nightly.inputs import UseCaseInputs
 from tasks.nightly.publish import record_rejection
 from tasks.nightly.tracking import open_night_run
@@ -42,51 +47,9 @@ FLOW_NAME = "nightly-optimization"
 DEPLOYMENT_NAME = "nightly"  # deployments/prefect.yaml: a work pool and workers
 SERVE_DEPLOYMENT_NAME = "nightly-serve"  # `llmopt nightly serve`: one long-lived process
 NIGHTLY_CRON = "15 2 * * *"  # 02:15 UTC, after the day's logs have landed
-DEFAULT_INPUTS = (INCOMING,)  # <LLMOPT_HOME>/data/incoming, any supported format
 # Use cases fan out on two threads (the machines have 2 cores); prefect-dask's DaskTaskRunner
 # drops in here for a cluster. The cast only widens prefect's generic type for mypy.
 TWO_WORKERS = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=2))
-
-
-class StrategySwitches(BaseModel):
-    """Which strategies run tonight (all by default)."""
-
-    experiments: bool = Field(True, description="Analyse running experiments and decide")
-    search: bool = Field(True, description="Optuna tell/ask: propose exploration candidates")
-    frontier: bool = Field(True, description="Pareto frontier and weighted selection")
-    budget: bool = Field(True, description="Month-to-date spend, forecast, budget traffic mix")
-    bandits: bool = Field(True, description="Thompson-sampling weights for exploration")
-    monitoring: bool = Field(True, description="Drift, change points, anomalies, rollback")
-
-
-class NightlyParameters(BaseModel):
-    """The form the Prefect UI shows for a run; every field has a safe default."""
-
-    as_of: dt.date | None = Field(
-        None, description="Night to analyse (UTC date); default: the latest day in the warehouse"
-    )
-    lookback_days: int = Field(14, ge=1, le=90, description="Window for frontier and bandits")
-    use_cases: list[str] = Field(
-        default_factory=list, description="Use cases to optimize; empty means all"
-    )
-    input_paths: list[str] = Field(
-        default_factory=list, description="Files or globs of new logs to ingest first"
-    )
-    dry_run: bool = Field(False, description="Analyse and report, but publish nothing")
-    strategies: StrategySwitches = Field(default_factory=StrategySwitches)
-    approval: Literal["policy", "auto", "human"] = Field(
-        "policy",
-        description="policy: per-use-case registry policy; auto: approve when guardrails pass; "
-        "human: pause and ask in the Prefect UI",
-    )
-    ask_in_ui: bool = Field(
-        False,
-        description="When a person must approve: pause this run and ask in the Prefect UI "
-        "(true), or leave the proposal as a candidate for `llmopt registry approve` (false)",
-    )
-    approval_timeout_seconds: int = Field(3600, ge=10, description="How long to wait for a human")
-    search_candidates: int = Field(3, ge=0, le=20, description="New candidates per use case")
-    lock_wait_seconds: float = Field(0.0, ge=0, description="Wait this long for a running night")
 
 
 def _flow_run_name() -> str:
@@ -121,39 +84,6 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:
         return is_transient(exc)
     return False
-
-
-def deployment_parameters() -> dict[str, Any]:
-    """The one parameter set of the scheduled deployment (prefect.yaml and ``nightly serve``).
-
-    Reads the incoming folder, asks a person in the Prefect UI when a use case's policy wants
-    approval, publishes otherwise. ``tests/e2e_tests`` checks that ``deployments/prefect.yaml``
-    carries exactly these values.
-
-    Returns:
-        ``{"params": {...}}``, ready for ``parameters=`` of a deployment.
-    """
-    params = NightlyParameters(input_paths=list(DEFAULT_INPUTS), approval="policy", ask_in_ui=True)
-    return {"params": params.model_dump(mode="json")}
-
-
-class ApprovalDecision(RunInput):
-    """What a person answers in the Prefect UI when a configuration needs approval.
-
-    No field is pre-filled: the form cannot be submitted without a choice and a name.
-    """
-
-    decision: Literal["approve", "reject"] = Field(
-        description="approve: publish this configuration and start its rollout; reject: keep "
-        "the current production version serving (recorded in the registry audit)"
-    )
-    approver: str = Field(
-        min_length=1, description="Your name or login: recorded as who approved or rejected"
-    )
-    reason: str = Field(
-        "",
-        description="Why (optional for an approval, expected for a rejection): kept in the audit",
-    )
 
 
 @task(

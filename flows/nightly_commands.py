@@ -317,7 +317,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds to wait for the run to reach its approval step (default: answer now)",
     )
     approve.set_defaults(handler=guarded(_approve))
+    _register_demo(subparsers)
 
+
+def _register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser(
         "demo", help="simulate a month of traffic and run the nightly flow over its last nights"
     )

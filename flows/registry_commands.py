@@ -3,6 +3,10 @@
 Writes act as a principal from the tokens file (``llmopt registry init`` creates it): the one
 ``LLMOPT_REGISTRY_TOKEN`` names, else ``--as NAME``, else the file's only principal. The action's
 role is checked here, four eyes by the store, and the audit records that principal.
+
+Size: one small handler per registry operation (init, publish, approve, reject, promote,
+rollback, history, show, list, snapshot, serve) and the parser that lists them; splitting it
+would scatter one command's options from its handler.
 """
 
 from __future__ import annotations
@@ -393,7 +397,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _register_writes(add)
 
     p = add("snapshot", "rewrite the JSON snapshot files of production versions", _snapshot)
-    p.add_argument("use_case", nargs="*", help="use cases (default: every use case with a production version)")
+    p.add_argument(
+        "use_case", nargs="*", help="use cases (default: every use case with a production version)"
+    )
     p.add_argument("--out", default=None, help="folder (default: settings.registry_snapshot_dir)")
     add_json_flag(p)
 

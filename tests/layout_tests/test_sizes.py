@@ -5,8 +5,7 @@
 * A function or method over :data:`MAX_FUNCTION_LINES` lines has a ``# size: <reason>`` comment on
   the line right above it (above its decorators, if any).
 
-The offenders are listed in the failure message. Marked ``xfail(strict=False)`` while the other
-engineers finish splitting (issue 11); the lead makes them strict at the end.
+The offenders are listed in the failure message.
 """
 
 from __future__ import annotations
@@ -14,19 +13,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 from tasks.core.settings import REPO_ROOT
 
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 PACKAGES = ("flows", "tasks", "strategies")
 
-_SPLITTING = pytest.mark.xfail(
-    strict=False,
-    reason="issue 11: modules and functions are still being split by their owners; "
-    "the lead turns this strict at the end",
-)
 
 
 def _modules() -> list[Path]:
@@ -87,7 +79,6 @@ def test_the_size_checks_catch_an_offender_and_accept_a_reason(tmp_path: Path) -
     assert function_offenders([short], root=tmp_path) == []
 
 
-@_SPLITTING
 def test_no_module_over_400_lines_without_a_written_reason() -> None:
     offenders = module_offenders(_modules())
     assert offenders == [], (
@@ -95,7 +86,6 @@ def test_no_module_over_400_lines_without_a_written_reason() -> None:
     )
 
 
-@_SPLITTING
 def test_no_function_over_80_lines_without_a_written_reason() -> None:
     offenders = function_offenders(_modules())
     assert offenders == [], "functions over 80 lines without '# size:' right above:\n" + "\n".join(
