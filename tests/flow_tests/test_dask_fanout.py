@@ -48,18 +48,15 @@ def _task_runs_of(flow_run_id: Any) -> list[Any]:
 
 @pytest.mark.slow  # a Dask LocalCluster plus a Prefect server: 20-130 s on 2 cores
 def test_nightly_fans_use_cases_out_on_a_dask_cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
 
     from prefect.futures import PrefectFuture
     from prefect.task_runners import TaskRunner
-    from prefect.testing.utilities import prefect_test_harness
     from prefect_dask import DaskTaskRunner
 
     from flows.nightly import NightlyParameters, nightly_optimization
@@ -76,12 +73,11 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     finished = _FinishedKeys()
     # processes=False: the worker lives in this process (no pickling of the flow's arguments,
     # no ports: the scheduler listens on inproc://), which is what keeps this test fast.
-    with (
-        prefect_test_harness(server_startup_timeout=120),
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-    ):
+    # the session's Prefect server (tests/flow_tests/conftest.py): a second, nested test server
+    # in the same process would leave the task-run events on the first one
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
         cluster.scheduler.add_plugin(finished)
         # the cast only widens prefect's generic type for mypy (as flows.nightly does)
         runner = cast(

@@ -11,11 +11,9 @@ published and the flow's summaries; the worlds' exact truth only grades what was
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from tasks.core.settings import load_settings
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
@@ -29,12 +27,6 @@ from tasks.simulation.demo_story import (
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nightly-flow")]
 
 DAYS, NIGHTS, ROWS_PER_DAY = 8, 3, 2000
-
-
-@pytest.fixture(scope="module")
-def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
