@@ -20,7 +20,6 @@ MAX_FUNCTION_LINES = 80
 PACKAGES = ("flows", "tasks", "strategies")
 
 
-
 def _modules() -> list[Path]:
     return sorted(p for package in PACKAGES for p in (REPO_ROOT / package).rglob("*.py"))
 
