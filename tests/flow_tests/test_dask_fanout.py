@@ -8,6 +8,7 @@ the cluster finished, so the test fails if the fan-out silently fell back to thr
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +30,19 @@ class _FinishedKeys(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "memory":
             self.keys.append(str(key))
+
+
+def _fanned_out_task_runs(flow_run_id: Any, expected: int, seconds: float = 60.0) -> list[Any]:
+    """The flow run's ``optimize-*`` task runs once all ``expected`` are recorded in a final
+    state: Prefect records task runs from their events, after the flow returns (seconds later
+    on a busy machine)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        runs = [r for r in _task_runs_of(flow_run_id) if r.name.startswith("optimize-")]
+        done = [r for r in runs if r.state is not None and r.state.is_final()]
+        if len(done) >= expected or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
 
 
 def _task_runs_of(flow_run_id: Any) -> list[Any]:
@@ -88,7 +102,7 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
         )
         assert state.is_completed(), state.message
         summary = state.result()
-        task_runs = _task_runs_of(state.state_details.flow_run_id)
+        task_runs = _fanned_out_task_runs(state.state_details.flow_run_id, expected=4)
 
     use_cases = set(spec.use_cases)
     assert len(use_cases) == 4
@@ -99,11 +113,7 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     # experiments, the aggregate step and every use case ran as Dask tasks
     ran = sorted(key.split("-")[0] for key in finished.keys)
     assert ran == sorted(["experiments_task", "aggregate_task"] + ["use_case_task"] * 4), ran
-    fanned_out = {
-        run.name.removeprefix("optimize-"): run.state.type.value
-        for run in task_runs
-        if run.name.startswith("optimize-")
-    }
+    fanned_out = {run.name.removeprefix("optimize-"): run.state.type.value for run in task_runs}
     assert fanned_out == dict.fromkeys(use_cases, "COMPLETED")
 
     store = RegistryStore.from_settings(load_settings())
