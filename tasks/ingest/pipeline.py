@@ -62,6 +62,7 @@ from tasks.ingest.sql_classify import REASON_CODES
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import validate_ingest_run
 from tasks.warehouse.connection import connect
+from tasks.warehouse.lake import commit_ingests, staging
 
 __all__ = [
     "FIELD_NAMES",
@@ -245,6 +246,7 @@ def _ingest_plans(
                 end_line=end_lines[plan.file_no],
             )
         validation = _validate(con, good, counts, options)
+        commit_ingests(con, {f"{options.run_id}-{p.file_no:06d}": counts[p.file_no] for p in good})
         con.execute("COMMIT")
     except (IngestFileError, duckdb.Error, UnicodeError, ValueError) as exc:
         con.execute("ROLLBACK")
@@ -352,7 +354,7 @@ def ingest_paths(
     own = con is None
     con = connect(settings) if con is None else con
     try:
-        with ingest_settings(con):
+        with ingest_settings(con), staging(con):  # lake mode: usage_logs is the table
             overrides = price_overrides or overrides_path(settings)
             return _ingest_files(con, files, shape=shape, overrides=overrides, options=options)
     finally:

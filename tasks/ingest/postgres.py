@@ -41,6 +41,7 @@ from tasks.ingest.report import FileIngestReport, IngestReport
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import validate_ingest_run
 from tasks.warehouse.connection import connect
+from tasks.warehouse.lake import commit_ingests, staging
 
 __all__ = ["DEFAULT_OVERLAP", "SPEND_LOGS_TABLE", "pull_litellm", "source_key"]
 
@@ -153,6 +154,7 @@ def _commit_batch(
         )
         if pull.validate and c.ingested:
             validate_ingest_run(con, pull.run_id, ingest_ids=[ingest_id])
+        commit_ingests(con, {ingest_id: c})  # lake mode: the batch's rows -> Parquet parts
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -247,7 +249,7 @@ def pull_litellm(
         apply_ingest_schema(con)
         sync_price_overrides(con, price_overrides or overrides_path(settings))
         try:
-            with ingest_settings(con):
+            with ingest_settings(con), staging(con):
                 total = _stream(
                     con, url, pull, overlap=overlap, batch_rows=batch_rows, on_batch=on_batch
                 )

@@ -15,6 +15,7 @@ import duckdb
 
 from tasks.core.errors import LlmoptError
 from tasks.core.settings import REPO_ROOT, Settings, load_settings
+from tasks.warehouse.lake import attach as attach_lake
 
 SCHEMA_FILES: tuple[Path, ...] = tuple(
     REPO_ROOT / "data" / name
@@ -82,6 +83,7 @@ def connect(
         ) from None
     if not read_only:
         apply_schema(con)
+    attach_lake(con, settings, writable=not read_only)  # lake mode: usage_logs over Parquet
     return con
 
 
