@@ -7,6 +7,11 @@ its slice, a :class:`UseCaseInputs`. The per-use-case step
 (:func:`tasks.nightly.steps.optimize_use_case`) then needs no warehouse connection at all, which
 is also what a fan-out to other machines (a Dask cluster) needs: small, picklable inputs.
 
+Every aggregate here reads the daily rollups (tasks/warehouse/rollup_specs.py), refreshed first
+for the days that changed (:func:`tasks.warehouse.rollups.refresh_rollups` of
+:data:`tasks.nightly.rollup_set.ALL_SPECS`): the step never scans the raw look-back window. The
+``*_SQL`` constants without ``ROLLUP_`` are the raw-scan references the tests compare against.
+
 A problem that concerns one use case only (no traffic in its window, say) is carried in its
 inputs as ``problem`` and fails that use case's branch, not the night.
 
@@ -31,6 +36,8 @@ from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.nightly.loop import bootstrap_by_objective
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, Window
+from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY, quantile_from_bins_sql
+from tasks.warehouse.rollups import refresh_rollups
 
 if TYPE_CHECKING:
     from tasks.allocation.budget import BudgetReport
@@ -71,6 +78,45 @@ SELECT {CONFIG_KEY_SQL} AS key, count(*) AS n,
        sum(latency_ms), sum(latency_ms * latency_ms)
 FROM usage_logs
 WHERE use_case = $use_case AND day BETWEEN $first AND $day AND {CONFIG_KEY_SQL} IN ($a, $b)
+GROUP BY 1
+"""
+
+
+ROLLUP_NIGHT_METRICS_SQL = f"""
+WITH d AS (
+    SELECT use_case, CAST(sum(n) AS BIGINT) AS n,
+           sum(quality_sum) / nullif(sum(quality_n), 0) AS quality,
+           sum(cost_sum) / sum(n) AS cost, CAST(sum(errors) AS DOUBLE) / sum(n) AS error_rate,
+           sum(cost_sum) AS spend
+    FROM {CONFIG_DAY.name} WHERE day = $day AND list_contains($use_cases, use_case)
+    GROUP BY use_case
+), p AS (
+    {
+    quantile_from_bins_sql(
+        f"(SELECT * FROM {CONFIG_LATENCY.name} "
+        "WHERE day = $day AND list_contains($use_cases, use_case))",
+        ("use_case",),
+        0.95,
+    )
+}
+)
+SELECT d.use_case, n, quality, cost, p.value, error_rate, spend
+FROM d LEFT JOIN p ON d.use_case = p.use_case
+"""
+
+ROLLUP_BOOTSTRAP_SQL = f"""
+SELECT use_case, config_key AS key, sum(incumbent_n) AS incumbent, sum(n) AS calls
+FROM {CONFIG_DAY.name}
+WHERE list_contains($use_cases, use_case) AND day BETWEEN $start AND $end
+GROUP BY 1, 2
+QUALIFY row_number() OVER (PARTITION BY use_case ORDER BY incumbent DESC, calls DESC, key) = 1
+"""
+
+ROLLUP_PAIR_STATS_SQL = f"""
+SELECT config_key AS key, sum(n), sum(quality_n), sum(quality_sum), sum(quality_sum_squares),
+       sum(errors), sum(latency_sum), sum(latency_sum_squares)
+FROM {CONFIG_DAY.name}
+WHERE use_case = $use_case AND day BETWEEN $first AND $day AND config_key IN ($a, $b)
 GROUP BY 1
 """
 
@@ -140,8 +186,13 @@ def night_windows(as_of: dt.date, lookback_days: int, search_lookback_days: int)
 def night_metrics(
     con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], day: dt.date
 ) -> dict[str, dict[str, float | None]]:
-    """Requests, quality, cost, p95 latency, error rate and spend per use case on ``day``."""
-    rows = con.execute(NIGHT_METRICS_SQL, {"day": day, "use_cases": list(use_cases)}).fetchall()
+    """Requests, quality, cost, p95 latency, error rate and spend per use case on ``day``.
+
+    Read from the day's rollups (refreshed by the caller); the p95 from merged latency bins.
+    """
+    rows = con.execute(
+        ROLLUP_NIGHT_METRICS_SQL, {"day": day, "use_cases": list(use_cases)}
+    ).fetchall()
     found = {
         row[0]: {
             n: (None if v is None else float(v))
@@ -156,9 +207,10 @@ def night_metrics(
 def bootstrap_production(
     con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], start: dt.date, end: dt.date
 ) -> dict[str, str]:
-    """The incumbent configuration per use case (absent: no traffic in the window)."""
+    """The incumbent configuration per use case (absent: no traffic in the window), from the
+    daily rollups."""
     rows = con.execute(
-        BOOTSTRAP_SQL, {"use_cases": list(use_cases), "start": start, "end": end}
+        ROLLUP_BOOTSTRAP_SQL, {"use_cases": list(use_cases), "start": start, "end": end}
     ).fetchall()
     return {str(r[0]): str(r[1]) for r in rows}
 
@@ -173,10 +225,10 @@ def pair_stats(
     nights: int = 1,
 ) -> RolloutPair:
     """Incumbent vs candidate over the ``nights`` days ending on ``day`` (a rollout stage's
-    traffic so far): quality, error rate and latency statistics."""
+    traffic so far): quality, error rate and latency statistics, from the daily rollups."""
     first = day - dt.timedelta(days=max(nights, 1) - 1)
     params = {"use_case": use_case, "day": day, "first": first, "a": incumbent, "b": candidate}
-    rows = con.execute(PAIR_STATS_SQL, params).fetchall()
+    rows = con.execute(ROLLUP_PAIR_STATS_SQL, params).fetchall()
     by_key = {r[0]: r for r in rows}
     empty = (None, 0, 0, 0.0, 0.0, 0, 0.0, 0.0)
     inc, cand = by_key.get(incumbent, empty), by_key.get(candidate, empty)
@@ -330,13 +382,18 @@ def aggregate_night(
     """Every use case's inputs for tonight, from a constant number of warehouse passes.
 
     Monitoring runs here once for all use cases (its alerts are stored and notified once); its
-    per-use-case report travels in the inputs.
+    per-use-case report travels in the inputs. The rollups of every capability are refreshed
+    first (only the days that changed; a no-op when the night's first step did it).
     """
+    from tasks.nightly.rollup_set import ALL_SPECS
     from tasks.search.study import load_search_config
 
+    refresh_rollups(con, ALL_SPECS)
     start = as_of - dt.timedelta(days=lookback_days - 1)
     search_lookback = load_search_config(settings).lookback_days
-    shared = SharedConfigMetrics.compute(con, night_windows(as_of, lookback_days, search_lookback))
+    shared = SharedConfigMetrics.compute(
+        con, night_windows(as_of, lookback_days, search_lookback), source="rollups"
+    )
     metrics_tonight = night_metrics(con, use_cases, as_of)
     window = shared.frames[(start, as_of)]
     states, versions, problems = _registry_states(

@@ -1,6 +1,10 @@
 """The night itself: which night, which use cases, ingest, storages, and the experiment step.
 
-See :mod:`tasks.nightly.steps` for how the steps fit together.
+See :mod:`tasks.nightly.steps` for how the steps fit together. The first step after ingest
+(:func:`resolve_night`) refreshes the daily rollups of every capability
+(:data:`tasks.nightly.rollup_set.ALL_SPECS`, only the days that changed); what follows reads
+rollups, not the raw window (``ARM_CONFIG_SQL`` / ``EXPERIMENT_SHARE_SQL`` are the raw-scan
+references, ``ROLLUP_*`` what the night runs).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from tasks.core.errors import LlmoptError
 from tasks.core.settings import Settings
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 from tasks.warehouse.connection import connect
+from tasks.warehouse.rollup_specs import ARM_DAY
+from tasks.warehouse.rollups import COVERAGE_SPEC, refresh_rollups
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +124,18 @@ def ingest_new_logs(settings: Settings, paths: Sequence[str]) -> dict[str, Any]:
 
 
 def resolve_night(settings: Settings, *, as_of: dt.date | None, use_cases: Sequence[str]) -> Night:
-    """The night to analyse (default: the latest day with traffic) and its use cases."""
+    """The night to analyse (default: the latest day with traffic) and its use cases.
+
+    Refreshes the daily rollups first (the days ingest changed), then reads the days and use
+    cases from them.
+    """
+    from tasks.nightly.rollup_set import ALL_SPECS
+
     with _warehouse(settings) as con:
-        first, last = con.execute("SELECT min(day), max(day) FROM usage_logs").fetchone() or (
-            None,
-            None,
-        )
+        refresh_rollups(con, ALL_SPECS)
+        first, last = con.execute(
+            f"SELECT min(day), max(day) FROM {COVERAGE_SPEC.name}"
+        ).fetchone() or (None, None)
         if last is None:
             raise NothingToAnalyse(
                 f"the warehouse {settings.warehouse_path} has no usage logs yet: "
@@ -133,7 +145,8 @@ def resolve_night(settings: Settings, *, as_of: dt.date | None, use_cases: Seque
         present = [
             row[0]
             for row in con.execute(
-                "SELECT DISTINCT use_case FROM usage_logs WHERE day <= ? ORDER BY 1", [night]
+                f"SELECT DISTINCT use_case FROM {COVERAGE_SPEC.name} WHERE day <= ? ORDER BY 1",
+                [night],
             ).fetchall()
         ]
     unknown = sorted(set(use_cases) - set(present))
@@ -195,6 +208,25 @@ WHERE day = $as_of AND experiment_id IS NOT NULL
 GROUP BY ALL
 """
 
+ROLLUP_ARM_CONFIG_SQL = f"""
+SELECT experiment_id, variant_id, any_value(use_case) AS use_case, config_key,
+       CAST(sum(n) AS BIGINT) AS n,
+       any_value(model) AS model, any_value(provider) AS provider,
+       any_value(prompt_id) AS prompt_id, any_value(temperature) AS temperature,
+       any_value(top_p) AS top_p, any_value(max_tokens) AS max_tokens
+FROM {ARM_DAY.name}
+WHERE variant_id IS NOT NULL AND day <= $as_of
+GROUP BY experiment_id, variant_id, config_key
+"""
+
+ROLLUP_EXPERIMENT_SHARE_SQL = f"""
+SELECT a.use_case, a.experiment_id, sum(a.n) / any_value(c.n) AS share
+FROM {ARM_DAY.name} AS a
+JOIN {COVERAGE_SPEC.name} AS c ON c.use_case = a.use_case AND c.day = a.day
+WHERE a.day = $as_of
+GROUP BY a.use_case, a.experiment_id
+"""
+
 
 def _params_of(row: Mapping[str, Any]) -> dict[str, Any]:
     params = {
@@ -214,14 +246,23 @@ def analyse_experiments(settings: Settings, night: Night, *, run_key: str) -> li
     """Analyse every experiment up to the night; each report gains its use case, arm configs
     (the configuration each variant served) and its observed traffic share that night."""
     from tasks.experiments.analyze import analyze_experiments, plot_experiment_intervals
+    from tasks.nightly.experiment_plans import planned_specs, with_planned_specs
 
-    config = load_config("experiments", settings)
+    # experiments the flow created (pre-registered designs in the serving registry versions)
+    config = with_planned_specs(
+        load_config("experiments", settings), planned_specs(settings, night.use_cases)
+    )
+    from tasks.nightly.rollup_set import ALL_SPECS
+
     with _warehouse(settings) as con:
+        refresh_rollups(con, ALL_SPECS)  # a no-op after resolve_night; run alone, it is not
         reports = analyze_experiments(con, config, as_of=night.as_of, run_id=run_key)
-        arm_rows = con.execute(ARM_CONFIG_SQL, {"as_of": night.as_of}).df().to_dict("records")
+        arm_rows = (
+            con.execute(ROLLUP_ARM_CONFIG_SQL, {"as_of": night.as_of}).df().to_dict("records")
+        )
         shares = {
             (r["use_case"], r["experiment_id"]): float(r["share"])
-            for r in con.execute(EXPERIMENT_SHARE_SQL, {"as_of": night.as_of})
+            for r in con.execute(ROLLUP_EXPERIMENT_SHARE_SQL, {"as_of": night.as_of})
             .df()
             .to_dict("records")
         }

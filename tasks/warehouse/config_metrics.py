@@ -8,6 +8,13 @@ travel into Python.
 The nightly flow asks for the same few windows once per use case and strategy (search, frontier,
 bandits, budget: about a hundred scans for 20 use cases). :class:`SharedConfigMetrics` computes
 each window once for every use case; the strategies slice it instead of scanning again.
+
+Two paths give the same frame: the daily rollups (``rollup_config_day`` and
+``rollup_config_latency``, tasks/warehouse/rollup_specs.py: cost grows with the changed days,
+not the window) and the full scan of the raw rows (:func:`config_metrics_scan`, the reference the
+tests compare against; what a read-only connection, e.g. an ad hoc CLI window, uses). Counts and
+sums agree exactly (up to float summation order); ``latency_p95`` from merged log-spaced bins is
+within a relative ``LATENCY_RELATIVE_BOUND`` (< 1 %) of the raw ``quantile_cont``.
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import duckdb
 import pandas as pd
 
 from tasks.warehouse.connection import require_connection
+from tasks.warehouse.rollup_specs import (
+    CONFIG_DAY,
+    CONFIG_KEY_SQL,
+    CONFIG_LATENCY,
+    WAREHOUSE_SPECS,
+    quantile_from_bins_sql,
+)
+from tasks.warehouse.rollups import refresh_rollups
 
-CONFIG_KEY_SQL = """
-coalesce(config_id,
-         model || '|' || coalesce(prompt_id, '-')
-         || '|t=' || coalesce(cast(temperature AS VARCHAR), '-')
-         || '|p=' || coalesce(cast(top_p AS VARCHAR), '-')
-         || '|mt=' || coalesce(cast(max_tokens AS VARCHAR), '-'))
-"""
+Source = Literal["auto", "rollups", "raw"]
 
 CONFIG_METRICS_SQL = f"""
 SELECT
@@ -59,6 +69,49 @@ GROUP BY ALL
 ORDER BY use_case, config_key
 """
 
+_ROLLUP_FILTER = """
+WHERE ($use_case IS NULL OR use_case = $use_case)
+  AND ($start IS NULL OR day >= $start)
+  AND ($end IS NULL OR day <= $end)
+"""
+
+ROLLUP_CONFIG_METRICS_SQL = f"""
+WITH m AS (
+    SELECT
+        use_case, config_key,
+        any_value(model) AS model,
+        any_value(prompt_id) AS prompt_id,
+        any_value(temperature) AS temperature,
+        any_value(top_p) AS top_p,
+        any_value(max_tokens) AS max_tokens,
+        CAST(sum(n) AS BIGINT) AS n,
+        CAST(sum(successes) AS BIGINT) AS successes,
+        CAST(sum(quality_n) AS BIGINT) AS quality_n,
+        sum(quality_sum) AS quality_sum,
+        sum(quality_sum_squares) AS quality_sum_squares,
+        sum(cost_sum) AS cost_sum,
+        sum(cost_sum_squares) AS cost_sum_squares,
+        sum(latency_sum) / sum(n) AS latency_mean,
+        sum(tokens_sum) AS tokens_sum,
+        count(DISTINCT day) AS days,
+        min(first_seen) AS first_seen,
+        max(last_seen) AS last_seen
+    FROM {CONFIG_DAY.name}
+    {_ROLLUP_FILTER}
+    GROUP BY use_case, config_key
+), p AS (
+    {
+    quantile_from_bins_sql(
+        f"(SELECT * FROM {CONFIG_LATENCY.name} {_ROLLUP_FILTER})", ("use_case", "config_key"), 0.95
+    )
+}
+)
+SELECT m.use_case, m.config_key, model, prompt_id, temperature, top_p, max_tokens, n,
+       successes, quality_n, quality_sum, quality_sum_squares, cost_sum, cost_sum_squares,
+       latency_mean, p.value AS latency_p95, tokens_sum, days, first_seen, last_seen
+FROM m LEFT JOIN p ON m.use_case = p.use_case AND m.config_key = p.config_key
+ORDER BY m.use_case, m.config_key
+"""
 
 Window = tuple[dt.date | None, dt.date | None]
 
@@ -70,13 +123,13 @@ class SharedConfigMetrics:
     Built once per night (``SharedConfigMetrics.compute``) and sliced per use case; a window that
     was not computed is simply not there (``slice`` returns ``None`` and the caller queries).
 
-    >>> import duckdb
-    >>> con = duckdb.connect()
-    >>> _ = con.execute("CREATE TABLE usage_logs AS SELECT 'a' AS use_case, 'c1' AS config_id, "
-    ...     "'m' AS model, NULL AS prompt_id, NULL AS temperature, NULL AS top_p, "
-    ...     "NULL AS max_tokens, 'success' AS status, 0.8 AS quality, 0.01 AS cost_usd, "
-    ...     "100.0 AS latency_ms, 10 AS input_tokens, 5 AS output_tokens, "
-    ...     "DATE '2026-10-01' AS day, TIMESTAMP '2026-10-01 10:00' AS ts")
+    >>> from tasks.warehouse.connection import connect
+    >>> con = connect(path=":memory:")
+    >>> _ = con.execute("INSERT INTO usage_logs BY NAME SELECT 'r1' AS request_id, 'a' AS use_case, "
+    ...     "'c1' AS config_id, 'm' AS model, 'success' AS status, 0.8 AS quality, "
+    ...     "0.01 AS cost_usd, 'log' AS cost_source, 100.0 AS latency_ms, 10 AS input_tokens, "
+    ...     "5 AS output_tokens, DATE '2026-10-01' AS day, TIMESTAMP '2026-10-01 10:00' AS ts, "
+    ...     "'f' AS source_file, 1 AS source_line, 'i1' AS ingest_id")
     >>> shared = SharedConfigMetrics.compute(con, [(None, dt.date(2026, 10, 1))])
     >>> shared.slice("a", None, dt.date(2026, 10, 1))["quality_mean"].tolist()
     [0.8]
@@ -88,9 +141,25 @@ class SharedConfigMetrics:
 
     @classmethod
     def compute(
-        cls, con: duckdb.DuckDBPyConnection, windows: Iterable[Window]
+        cls, con: duckdb.DuckDBPyConnection, windows: Iterable[Window], *, source: Source = "auto"
     ) -> SharedConfigMetrics:
-        return cls({w: config_metrics(con, start=w[0], end=w[1]) for w in dict.fromkeys(windows)})
+        """Every window's :func:`config_metrics` for all use cases (one refresh, one read each).
+
+        Args:
+            con: the warehouse.
+            windows: (start, end) windows; duplicates computed once.
+            source: as in :func:`config_metrics` (the rollups are refreshed once, first).
+
+        Returns:
+            The shared frames.
+        """
+        chosen = resolve_source(con, source)
+        return cls(
+            {
+                w: config_metrics(con, start=w[0], end=w[1], source=chosen)
+                for w in dict.fromkeys(windows)
+            }
+        )
 
     def slice(
         self, use_case: str, start: dt.date | None, end: dt.date | None
@@ -107,6 +176,57 @@ class SharedConfigMetrics:
         )
 
 
+def _read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def resolve_source(con: duckdb.DuckDBPyConnection, source: Source) -> Literal["rollups", "raw"]:
+    """Which path ``source`` means on ``con``; ``auto`` refreshes the rollups when it can.
+
+    ``auto``: on a writable connection, :func:`~tasks.warehouse.rollups.refresh_rollups` of the
+    warehouse's specs (a no-op when nothing changed; the nightly flow has refreshed them all
+    already) and ``rollups``; on a read-only connection (ad hoc CLI windows) ``raw``.
+    ``rollups`` reads them as they are (the caller refreshed them).
+
+    Args:
+        con: the warehouse.
+        source: ``auto``, ``rollups`` or ``raw``.
+
+    Returns:
+        ``rollups`` or ``raw``.
+    """
+    if source != "auto":
+        return source
+    if _read_only(con):
+        return "raw"
+    refresh_rollups(con, WAREHOUSE_SPECS)
+    return "rollups"
+
+
+def config_metrics_scan(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    use_case: str | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> pd.DataFrame:
+    """The reference: :func:`config_metrics` by a full scan of the raw rows of the window.
+
+    Args:
+        con: the warehouse.
+        use_case: one use case, or all.
+        start: first day (inclusive), or from the first.
+        end: last day (inclusive), or to the last.
+
+    Returns:
+        The frame of :func:`config_metrics`.
+    """
+    return config_metrics(con, use_case=use_case, start=start, end=end, source="raw")
+
+
 def config_metrics(
     con: duckdb.DuckDBPyConnection | None,
     *,
@@ -114,6 +234,7 @@ def config_metrics(
     start: dt.date | None = None,
     end: dt.date | None = None,
     shared: SharedConfigMetrics | None = None,
+    source: Source = "auto",
 ) -> pd.DataFrame:
     """Sufficient statistics per use case x configuration over ``[start, end]`` (UTC days).
 
@@ -122,13 +243,19 @@ def config_metrics(
     latency_mean, latency_p95, tokens_sum, days, first_seen, last_seen; plus derived
     quality_mean, cost_mean, error_rate. With ``shared`` holding the window (and a use case
     given), the rows come from it instead of the warehouse, and ``con`` may be ``None``.
+    ``source`` picks the daily rollups or the raw scan (see :func:`resolve_source`).
     """
     if shared is not None and use_case is not None:
         cached = shared.slice(use_case, start, end)
         if cached is not None:
             return cached
     con = require_connection(con, f"config metrics of {use_case or 'all'} over {start}..{end}")
-    frame = con.execute(CONFIG_METRICS_SQL, {"use_case": use_case, "start": start, "end": end}).df()
+    sql = (
+        ROLLUP_CONFIG_METRICS_SQL
+        if resolve_source(con, source) == "rollups"
+        else CONFIG_METRICS_SQL
+    )
+    frame = con.execute(sql, {"use_case": use_case, "start": start, "end": end}).df()
     n = frame["n"].astype(float)
     quality_n = frame["quality_n"].astype(float)
     frame["quality_mean"] = frame["quality_sum"] / quality_n.where(quality_n > 0)
@@ -140,7 +267,11 @@ def config_metrics(
 __all__ = [
     "CONFIG_KEY_SQL",
     "CONFIG_METRICS_SQL",
+    "ROLLUP_CONFIG_METRICS_SQL",
     "SharedConfigMetrics",
+    "Source",
     "Window",
     "config_metrics",
+    "config_metrics_scan",
+    "resolve_source",
 ]

@@ -71,6 +71,47 @@ def latency_of_bin_sql(column: str, ratio: float = LATENCY_RATIO) -> str:
     return f"CASE WHEN {column} = {ZERO_BIN} THEN 0.0 ELSE exp(({column} + 0.5) * {step!r}) END"
 
 
+def quantile_from_bins_sql(bins: str, group: tuple[str, ...], q: float) -> str:
+    """SQL: per ``group``, the ``q`` quantile of values summarised as (bin, n) rows.
+
+    The same interpolation as DuckDB's ``quantile_cont`` (position q * (N - 1) between two
+    order statistics), each order statistic read as its bin's geometric middle: within a
+    relative :data:`LATENCY_RELATIVE_BOUND` of ``quantile_cont`` on the raw values.
+
+    Args:
+        bins: a relation with the group columns, ``bin`` and ``n`` (several rows per bin add).
+        group: the group columns.
+        q: the quantile, in [0, 1].
+
+    Returns:
+        A SELECT of the group columns and ``value``.
+    """
+    g = ", ".join(group)
+    return f"""
+        SELECT {g}, x_lo + h * (x_hi - x_lo) AS value
+        FROM (
+            SELECT {g}, any_value(h) AS h,
+                   max(CASE WHEN k >= hi - n AND k < hi THEN x END) AS x_lo,
+                   max(CASE WHEN k1 >= hi - n AND k1 < hi THEN x END) AS x_hi
+            FROM (
+                SELECT *, floor(pos) AS k, least(floor(pos) + 1, total - 1) AS k1,
+                       pos - floor(pos) AS h
+                FROM (
+                    SELECT *, {float(q)!r} * (total - 1) AS pos
+                    FROM (
+                        SELECT {g}, bin, n, {latency_of_bin_sql("bin")} AS x,
+                               sum(n) OVER (PARTITION BY {g} ORDER BY bin
+                                            ROWS UNBOUNDED PRECEDING) AS hi,
+                               sum(n) OVER (PARTITION BY {g}) AS total
+                        FROM (SELECT {g}, bin, sum(n) AS n FROM {bins} GROUP BY ALL)
+                    )
+                )
+            )
+            GROUP BY ALL
+        )
+    """
+
+
 CONFIG_DAY = RollupSpec(
     name="rollup_config_day",
     columns_sql="""
@@ -155,4 +196,5 @@ __all__ = [
     "ZERO_BIN",
     "latency_bin_sql",
     "latency_of_bin_sql",
+    "quantile_from_bins_sql",
 ]

@@ -14,7 +14,10 @@ Which pairs changed (:func:`changed_pairs`):
    inserted or deleted without an ingest, as tests and hand edits do), a per-pair count over
    ``usage_logs`` finds the pairs whose counts differ;
 3. a spec whose table is new or whose definition (columns or SELECT text) changed is rebuilt
-   over every pair once.
+   over every pair once;
+4. a refresh of some specs only (``config_metrics`` refreshes the warehouse's own) records the
+   pairs it consumed for every other known spec table in ``rollup_stale``; those tables get
+   them at their next refresh.
 
 An UPDATE of ``usage_logs`` in place that keeps every pair's count is not detected (the product
 only appends); call :func:`refresh_rollups` with ``full=True`` after one.
@@ -51,6 +54,11 @@ CREATE TABLE IF NOT EXISTS rollup_tables (
 CREATE TABLE IF NOT EXISTS rollup_ingests (
     ingest_id    VARCHAR NOT NULL,  -- the watermark: ingests whose rows are rolled up
     rolled_up_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollup_stale (
+    name        VARCHAR NOT NULL,   -- a spec table left out of a refresh of other specs
+    use_case    VARCHAR NOT NULL,   -- ... and a pair that refresh consumed from the watermark
+    day         DATE NOT NULL
 );
 """
 
@@ -265,10 +273,39 @@ def changed_pairs(
         The pairs, sorted.
     """
     ensure_rollup_tables(con, specs or ())
-    changed, _, _ = _pending(con, source)
-    if specs and _incomplete(con, with_coverage(specs)):
-        changed = sorted(set(changed) | set(_all_pairs(con, source)))
-    return changed
+    found, _, _ = _pending(con, source)
+    changed = set(found)
+    if specs:
+        stale = _stale(con)
+        for spec in specs:
+            changed |= stale.get(spec.name, set())
+        if _incomplete(con, with_coverage(specs)):
+            changed |= set(_all_pairs(con, source))
+    return sorted(changed)
+
+
+def _stale(con: duckdb.DuckDBPyConnection) -> dict[str, set[Pair]]:
+    out: dict[str, set[Pair]] = {}
+    for name, use_case, day in con.execute(
+        "SELECT name, use_case, day FROM rollup_stale"
+    ).fetchall():
+        out.setdefault(str(name), set()).add((str(use_case), day))
+    return out
+
+
+def _mark_stale(
+    con: duckdb.DuckDBPyConnection, refreshed: Sequence[str], pairs: Sequence[Pair]
+) -> None:
+    """Record ``pairs`` as pending for every known spec table not in ``refreshed``."""
+    others = [
+        str(r[0])
+        for r in con.execute(
+            "SELECT name FROM rollup_tables WHERE NOT list_contains(?, name)", [list(refreshed)]
+        ).fetchall()
+    ]
+    rows = [[name, uc, day] for name in others for uc, day in pairs]
+    if rows:
+        con.executemany("INSERT INTO rollup_stale VALUES (?, ?, ?)", rows)
 
 
 def _all_pairs(con: duckdb.DuckDBPyConnection, source: str) -> list[Pair]:
@@ -375,11 +412,15 @@ def refresh_rollups(
             changed = sorted(set(pairs))
         incomplete = {s.name for s in specs} if full else _incomplete(con, specs)
         every = _all_pairs(con, source) if incomplete else []
+        stale = _stale(con)
         touched: dict[str, tuple[Pair, ...]] = {}
         inserted: dict[str, int] = {}
         for spec in specs:
             rebuild = spec.name in incomplete
-            spec_pairs = sorted(set(changed) | set(every)) if rebuild and pairs is None else changed
+            wanted = set(changed) | stale.get(spec.name, set())
+            spec_pairs = (
+                sorted(wanted | set(every)) if rebuild and pairs is None else sorted(wanted)
+            )
             inserted[spec.name] = _refresh_spec(
                 con,
                 spec,
@@ -391,6 +432,10 @@ def refresh_rollups(
             touched[spec.name] = tuple(spec_pairs)
             if rebuild and set(every) <= set(spec_pairs):
                 con.execute("UPDATE rollup_tables SET complete = true WHERE name = ?", [spec.name])
+        con.execute(
+            "DELETE FROM rollup_stale WHERE list_contains(?, name)", [[s.name for s in specs]]
+        )
+        _mark_stale(con, [s.name for s in specs], changed)
         refreshed = set(changed)
         uncovered = {i for i, uc, day in by_ingest if (uc, day) not in refreshed}
         marked = [i for i in ids if i not in uncovered]
