@@ -10,6 +10,12 @@ proportion); otherwise as ratio metrics with the delta method (sum over units of
 sum of its observations), which is the correct variance for unit-randomized per-call metrics.
 Latency is guarded on its mean; the per-arm p95 (``quantile_cont``) is reported beside it.
 
+Where the sums come from: the daily rollups of :mod:`tasks.experiments.rollups` (per experiment x
+variant x unit x day sums, refreshed each night for the days that changed) whenever they are
+current, so a nightly look never scans raw rows; otherwise (a warehouse never rolled up, rows
+ingested since the last refresh) the same statements over ``usage_logs``. Both give the same
+statistics (a test over a simulated month with late rows); ``source`` forces one.
+
 Entry point: :func:`analyze_warehouse_experiments` (the CLI and the nightly flow).
 ``analyze_experiments`` is the same function under its former name, kept for
 ``tasks/nightly/night.py`` (whose own ``analyse_experiments`` wraps it for a night).
@@ -23,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import numpy as np
@@ -37,6 +43,14 @@ from strategies.experiments import (
     analyze_experiment,
 )
 from tasks.experiments.csv import CSV_KINDS, StatsFileError, analyze_stats_csv, stats_object
+from tasks.experiments.rollups import (
+    CROSSOVER_ROLLUP_SQL,
+    EXPERIMENT_SPECS,
+    EXTRAS_ROLLUP_SQL,
+    LAST_DAY_ROLLUP_SQL,
+    STATS_ROLLUP_SQL,
+    rollups_current,
+)
 from tasks.experiments.spec import _SPEC_KEYS, experiment_spec
 from tasks.experiments.sql import (
     CROSSOVER_SQL,
@@ -73,6 +87,43 @@ __all__ = [
 ]
 
 _STATS_TEMP = "experiment_stats_current"
+
+Source = Literal["auto", "rollups", "usage_logs"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Statements:
+    """The four reads of a nightly look, over the rollups or over the raw rows."""
+
+    stats: str
+    extras: str
+    crossover: str
+    last_day: str
+    rollups: bool
+
+
+_RAW = _Statements(
+    stats=STATS_SQL,
+    extras=EXTRAS_SQL,
+    crossover=CROSSOVER_SQL,
+    last_day="SELECT max(day) FROM usage_logs WHERE experiment_id IS NOT NULL",
+    rollups=False,
+)
+_ROLLUPS = _Statements(
+    stats=STATS_ROLLUP_SQL,
+    extras=EXTRAS_ROLLUP_SQL,
+    crossover=CROSSOVER_ROLLUP_SQL,
+    last_day=LAST_DAY_ROLLUP_SQL,
+    rollups=True,
+)
+
+
+def _statements(con: duckdb.DuckDBPyConnection, source: Source) -> _Statements:
+    if source == "usage_logs":
+        return _RAW
+    if source == "rollups" or rollups_current(con, EXPERIMENT_SPECS):
+        return _ROLLUPS
+    return _RAW
 
 
 def _metric_data(
@@ -171,6 +222,7 @@ def analyze_warehouse_experiments(
     run_id: str,
     experiments: Sequence[str] | None = None,
     store: bool = True,
+    source: Source = "auto",
 ) -> list[ExperimentReport]:
     """Analyse every experiment in ``usage_logs`` with data up to ``as_of`` (a nightly look).
 
@@ -182,6 +234,9 @@ def analyze_warehouse_experiments(
         experiments: only these experiment ids (default: all).
         store: write statistics, results, decisions and new stops under ``(run_id, as_of)``,
             replacing what the same run id wrote before for that date.
+        source: ``"rollups"`` (the daily rollups of :mod:`tasks.experiments.rollups`),
+            ``"usage_logs"`` (a full scan, the reference) or ``"auto"``: the rollups when they
+            are current (:func:`~tasks.experiments.rollups.rollups_current`), else the scan.
 
     Returns:
         One report per experiment (``report.to_dict()`` is JSON), ordered by experiment id.
@@ -190,8 +245,9 @@ def analyze_warehouse_experiments(
         ConfigError: ``config`` has an unusable key or value.
     """
     apply_experiments_schema(con)
+    sql = _statements(con, source)
     if as_of is None:
-        last = con.execute("SELECT max(day) FROM usage_logs WHERE experiment_id IS NOT NULL")
+        last = con.execute(sql.last_day)
         row = last.fetchone()
         if row is None or row[0] is None:
             return []
@@ -199,13 +255,13 @@ def analyze_warehouse_experiments(
     params = {"as_of": as_of, "experiments": list(experiments) if experiments else None}
     # the statistics stay in DuckDB (a temp table, per connection) for storing; Python reads
     # only these few hundred aggregate rows
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {_STATS_TEMP} AS {STATS_SQL}", params)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_STATS_TEMP} AS {sql.stats}", params)
     by_exp: dict[str, list[tuple[Any, ...]]] = {}
     for row in con.execute(f"SELECT * FROM {_STATS_TEMP}").fetchall():
         by_exp.setdefault(row[0], []).append(row)
     info: dict[str, dict[str, dict[str, Any]]] = {}
     for exp_id, variant, p95, first_day, units, use_case in con.execute(
-        EXTRAS_SQL, params
+        sql.extras, params
     ).fetchall():
         info.setdefault(exp_id, {})[variant] = {
             "p95": None if p95 is None else float(p95),
@@ -213,7 +269,7 @@ def analyze_warehouse_experiments(
             "units": float(units),
             "use_case": use_case,
         }
-    crossover = dict(con.execute(CROSSOVER_SQL, {"as_of": as_of}).fetchall())
+    crossover = dict(con.execute(sql.crossover, {"as_of": as_of}).fetchall())
     night = _Night(con=con, config=config, as_of=as_of, info=info, crossover=crossover)
     reports: list[ExperimentReport] = []
     for exp_id in sorted(by_exp):

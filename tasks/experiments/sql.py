@@ -24,7 +24,10 @@ __all__ = [
     "METRIC_COLUMNS",
     "SCHEMA_FILE",
     "STATS_SQL",
+    "UNIT_DAY_RAW_SQL",
+    "UNIT_DAY_SUMS_SQL",
     "apply_experiments_schema",
+    "stats_sql",
 ]
 
 SCHEMA_FILE = REPO_ROOT / "data" / "experiments_schema.sql"
@@ -40,18 +43,8 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 
 STATS_SQL_TEMPLATE = """
-WITH unit_day AS (          -- the one pass over the rows: per unit and day, every metric
-    SELECT experiment_id, variant_id, coalesce(unit_id, request_id) AS unit, day,
-        coalesce(sum(quality), 0) AS quality_num, count(quality) AS quality_den,
-        count(*) FILTER (WHERE feedback = 1) AS feedback_num, count(feedback) AS feedback_den,
-        count(*) FILTER (WHERE status <> 'success') AS error_num,
-        count(*) AS requests,
-        sum(cost_usd) AS cost_num, sum(latency_ms) AS latency_num,
-        sum(input_tokens + output_tokens) AS tokens_num
-    FROM usage_logs
-    WHERE experiment_id IS NOT NULL AND variant_id IS NOT NULL AND day <= $as_of
-      AND ($experiments IS NULL OR list_contains($experiments, experiment_id))
-    GROUP BY ALL
+WITH unit_day AS (          -- per unit and day, every metric: {unit_day_source}
+{unit_day}
 ),
 running AS (                -- each unit's totals before today (one sort, all metrics)
     SELECT *, {prev_columns}
@@ -81,6 +74,24 @@ WINDOW upto AS (PARTITION BY experiment_id, variant_id, metric ORDER BY day
                 ROWS UNBOUNDED PRECEDING)
 ORDER BY experiment_id, variant_id, metric, look_day
 """
+
+# The one pass over the raw rows: per unit and day, every metric. The daily rollup
+# (tasks/experiments/rollups.py) stores exactly these sums per use case x day, and
+# STATS_ROLLUP_SQL re-reads them from there (UNIT_DAY_ROLLUP_SQL).
+UNIT_DAY_SUMS_SQL = """coalesce(sum(quality), 0) AS quality_num, count(quality) AS quality_den,
+        count(*) FILTER (WHERE feedback = 1) AS feedback_num, count(feedback) AS feedback_den,
+        count(*) FILTER (WHERE status <> 'success') AS error_num,
+        count(*) AS requests,
+        sum(cost_usd) AS cost_num, sum(latency_ms) AS latency_num,
+        sum(input_tokens + output_tokens) AS tokens_num"""
+
+UNIT_DAY_RAW_SQL = f"""
+    SELECT experiment_id, variant_id, coalesce(unit_id, request_id) AS unit, day,
+        {UNIT_DAY_SUMS_SQL}
+    FROM usage_logs
+    WHERE experiment_id IS NOT NULL AND variant_id IS NOT NULL AND day <= $as_of
+      AND ($experiments IS NULL OR list_contains($experiments, experiment_id))
+    GROUP BY ALL"""
 
 # metric -> (per-unit numerator column, per-unit denominator column) in unit_day
 METRIC_COLUMNS: dict[str, tuple[str, str]] = {
@@ -121,25 +132,45 @@ def _daily_columns(metric: str, num: str, den: str) -> str:
 
 
 _NUMS_DENS = sorted({c for pair in METRIC_COLUMNS.values() for c in pair})
-STATS_SQL = (
-    STATS_SQL_TEMPLATE.replace(
-        "{daily_columns}",
-        ",\n".join(_daily_columns(m, num, den) for m, (num, den) in METRIC_COLUMNS.items()),
+
+
+def stats_sql(unit_day: str, *, source: str = "usage_logs") -> str:
+    """The statistics statement over a given ``unit_day`` CTE body.
+
+    Args:
+        unit_day: a SELECT with the columns ``experiment_id, variant_id, unit, day`` and the
+            per-unit-day sums of :data:`UNIT_DAY_SUMS_SQL`, filtered on ``$as_of`` and
+            ``$experiments``.
+        source: where those rows come from (a comment in the statement).
+
+    Returns:
+        The statement; parameters ``$as_of`` and ``$experiments``.
+    """
+    return (
+        STATS_SQL_TEMPLATE.replace("{unit_day_source}", source)
+        .replace("{unit_day}", unit_day)
+        .replace(
+            "{daily_columns}",
+            ",\n".join(_daily_columns(m, num, den) for m, (num, den) in METRIC_COLUMNS.items()),
+        )
+        .replace(
+            "{metric_selects}",
+            "\n    UNION ALL\n".join(
+                f"    SELECT experiment_id, variant_id, '{m}' AS metric, day, "
+                + ", ".join(f"{m}__{stat} AS {stat}" for stat in _DAILY_STATS)
+                + " FROM daily_wide"
+                for m in METRIC_COLUMNS
+            ),
+        )
+        .replace(
+            "{prev_columns}",
+            ", ".join(f"sum({c}) OVER before_today - {c} AS prev_{c}" for c in _NUMS_DENS),
+        )
     )
-    .replace(
-        "{metric_selects}",
-        "\n    UNION ALL\n".join(
-            f"    SELECT experiment_id, variant_id, '{m}' AS metric, day, "
-            + ", ".join(f"{m}__{stat} AS {stat}" for stat in _DAILY_STATS)
-            + " FROM daily_wide"
-            for m in METRIC_COLUMNS
-        ),
-    )
-    .replace(
-        "{prev_columns}",
-        ", ".join(f"sum({c}) OVER before_today - {c} AS prev_{c}" for c in _NUMS_DENS),
-    )
-)
+
+
+# The full-scan statement (the reference the rollup path is tested against).
+STATS_SQL = stats_sql(UNIT_DAY_RAW_SQL)
 
 EXTRAS_SQL = """
 SELECT experiment_id, variant_id,

@@ -7,6 +7,8 @@ night that decides ``stop: SRM`` or ``stop: harm`` writes a row to ``experiment_
 later night reports that stop (with its own reading beside it) until ``llmopt experiments reset
 ID --reason TEXT`` fills the row's ``reset_*`` columns. Rows are never deleted: the table is the
 audit trail. After a reset the SRM test restarts on the units first seen after the reset day.
+The units baseline of a reset is counted on the daily rollup of units
+(:data:`tasks.experiments.rollups.UNITS_ROLLUP_SQL`) when it is current, else on ``usage_logs``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import duckdb
 
 from strategies.experiments import NIGHTLY_LOOKS, STICKY_ACTIONS, ActiveStop, ExperimentReport
 from tasks.core.errors import LlmoptError
+from tasks.experiments.rollups import EXPERIMENT_SPECS, UNITS_ROLLUP_SQL, rollups_current
 from tasks.experiments.sql import apply_experiments_schema
 
 __all__ = [
@@ -157,7 +160,8 @@ def reset_stop(
     ).fetchall()
     if not stops:
         raise ExperimentResetError(f"experiment {experiment_id!r} has no stop in force to reset")
-    units = con.execute(_UNITS_SQL, {"experiment": experiment_id}).fetchall()
+    units_sql = UNITS_ROLLUP_SQL if rollups_current(con, EXPERIMENT_SPECS) else _UNITS_SQL
+    units = con.execute(units_sql, {"experiment": experiment_id}).fetchall()
     baseline = {str(v): float(n) for v, n, _ in units}
     last_day = max((d for _, _, d in units), default=None)
     who = by or _os_user()

@@ -1,0 +1,192 @@
+"""Experiment analysis on daily rollups equals the full scan, night by night, with late rows.
+
+A simulated month is loaded one night at a time; some days' rows arrive three nights late, and a
+few units leak into the other variant on a late night (crossovers). After each night's refresh
+(:func:`tasks.warehouse.rollups.refresh_rollups` over the experiment specs), the statistics of
+every look (:data:`STATS_ROLLUP_SQL`), the per-arm extras, the crossovers, the stop-reset units
+and the analysed reports equal the raw-scan reference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from tasks.experiments import rollups as R
+from tasks.experiments import sql as S
+from tasks.experiments.analyze import _statements, analyze_warehouse_experiments
+from tasks.experiments.stops import _UNITS_SQL
+from tasks.simulation import SimulationSpec
+from tasks.simulation.files import load_simulated
+from tasks.simulation.generate import iter_simulation
+from tasks.warehouse.connection import connect
+from tasks.warehouse.rollups import refresh_rollups
+
+SPEC = SimulationSpec(
+    days=30,
+    requests_per_day={"support-summarize": 1200, "ticket-classify": 800},
+    include_cost=True,
+    n_units=4000,
+)
+LATE_DAYS = {3, 11, 19, 26}  # an eighth of these days' rows arrive three nights later
+LEAK_NIGHT = 12  # a few units of day 2 show up in the other variant, loaded this night
+CHECK_NIGHTS = {5, 14, 22, 29}  # 5, 14, 22, 29 follow late loads or a leak
+RTOL = 1e-9
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=RTOL, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def _leak(table: pa.Table) -> pa.Table:
+    """Ten experiment rows copied into the other variant (same unit, new request id)."""
+    rows = table.filter(pc.is_valid(table["experiment_id"])).slice(0, 10)
+    other = pc.if_else(pc.equal(rows["variant_id"], "control"), "treatment", "control")
+    rows = rows.set_column(rows.schema.get_field_index("variant_id"), "variant_id", other)
+    ids = pc.binary_join_element_wise(rows["request_id"], "leak", "-")
+    return rows.set_column(rows.schema.get_field_index("request_id"), "request_id", ids)
+
+
+def _month() -> dict[int, list[pa.Table]]:
+    """Per night, the tables loaded that night (on-time rows, late rows, the leak)."""
+    nights: dict[int, list[pa.Table]] = {d: [] for d in range(SPEC.days)}
+    for index, (_, table) in enumerate(iter_simulation(SPEC)):
+        if index in LATE_DAYS:
+            late = np.array([hash(r) % 8 == 0 for r in table["request_id"].to_pylist()])
+            nights[index].append(table.filter(pa.array(~late)))
+            nights[min(index + 3, SPEC.days - 1)].append(table.filter(pa.array(late)))
+        else:
+            nights[index].append(table)
+        if index == 2:
+            nights[LEAK_NIGHT].append(_leak(table))
+    return nights
+
+
+@pytest.fixture(scope="module")
+def month() -> Any:
+    """Run the month night by night; yield (connection, {night: checks}) for the checks."""
+    con = connect(path=":memory:")
+    results: dict[int, dict[str, Any]] = {}
+    for night, tables in _month().items():
+        for table in tables:
+            load_simulated(con, table, label=f"night-{night}")
+        assert not R.rollups_current(con, R.EXPERIMENT_SPECS)  # new rows: stale until refreshed
+        report = refresh_rollups(con, R.EXPERIMENT_SPECS)
+        assert report.pairs, "every night changes at least its own day"
+        assert R.rollups_current(con, R.EXPERIMENT_SPECS)
+        if night in CHECK_NIGHTS:
+            results[night] = _checks(con, SPEC.day(night))
+    yield con, results
+    con.close()
+
+
+def _checks(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, Any]:
+    params = {"as_of": as_of, "experiments": None}
+    out: dict[str, Any] = {}
+    for name, raw, rolled in (
+        ("stats", S.STATS_SQL, R.STATS_ROLLUP_SQL),
+        ("extras", S.EXTRAS_SQL, R.EXTRAS_ROLLUP_SQL),
+    ):
+        out[name] = (
+            sorted(con.execute(raw, params).fetchall()),
+            sorted(con.execute(rolled, params).fetchall()),
+        )
+    cross = {"as_of": as_of}
+    out["crossover"] = (
+        sorted(con.execute(S.CROSSOVER_SQL, cross).fetchall()),
+        sorted(con.execute(R.CROSSOVER_ROLLUP_SQL, cross).fetchall()),
+    )
+    out["reports"] = tuple(
+        [
+            r.to_dict()
+            for r in analyze_warehouse_experiments(
+                con, {}, as_of=as_of, run_id="t", store=False, source=source
+            )
+        ]
+        for source in ("usage_logs", "rollups")
+    )
+    return out
+
+
+@pytest.mark.slow
+def test_every_look_statistic_equals_the_full_scan(month: Any) -> None:
+    _, results = month
+    assert set(results) == CHECK_NIGHTS
+    for night, checks in results.items():
+        raw, rolled = checks["stats"]
+        assert raw, f"night {night}: no statistics"
+        assert len(raw) == len(rolled)
+        for a, b in zip(raw, rolled, strict=True):
+            assert a[:4] == b[:4]
+            assert all(_close(x, y) for x, y in zip(a[4:], b[4:], strict=True)), (night, a, b)
+
+
+@pytest.mark.slow
+def test_units_first_day_and_crossovers_are_exact_p95_within_the_bound(month: Any) -> None:
+    _, results = month
+    leaked = 0
+    for checks in results.values():
+        raw, rolled = checks["extras"]
+        assert [r[:2] + r[3:] for r in raw] == [r[:2] + r[3:] for r in rolled]
+        for a, b in zip(raw, rolled, strict=True):
+            assert abs(b[2] - a[2]) <= R.P95_RELATIVE_ERROR * a[2] + 1e-9
+        assert checks["crossover"][0] == checks["crossover"][1]
+        leaked += sum(n for _, n in checks["crossover"][0])
+    assert leaked > 0, "the leak night must produce crossovers for the check to mean something"
+
+
+def _same(a: Any, b: Any, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            if k not in {"p95_control", "p95_treatment"}:  # read from bins: within the bound
+                _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float) and not (math.isnan(a) and math.isnan(b)):
+        assert math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-12), (path, a, b)
+    elif isinstance(a, float) and isinstance(b, float):
+        pass  # both NaN
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.slow
+def test_analysed_reports_and_decisions_equal_the_full_scan(month: Any) -> None:
+    _, results = month
+    for night, checks in results.items():
+        raw, rolled = checks["reports"]
+        assert raw, f"night {night}: no report"
+        assert [r["decision"] for r in raw] == [r["decision"] for r in rolled]
+        _same(raw, rolled)
+
+
+@pytest.mark.slow
+def test_reset_baseline_units_and_auto_source(month: Any) -> None:
+    con, _ = month
+    for exp in ("exp-summarize-prompt-v2", "exp-classify-aa"):
+        raw = sorted(con.execute(_UNITS_SQL, {"experiment": exp}).fetchall())
+        assert raw == sorted(con.execute(R.UNITS_ROLLUP_SQL, {"experiment": exp}).fetchall())
+    assert R.rollups_current(con, R.EXPERIMENT_SPECS)
+    last = con.execute(R.LAST_DAY_ROLLUP_SQL).fetchone()
+    assert last is not None and last[0] == SPEC.day(SPEC.days - 1)
+    # auto reads the rollups while they are current, the raw rows once they are stale
+    assert _statements(con, "auto").rollups
+    auto = analyze_warehouse_experiments(con, {}, run_id="t", store=False)
+    raw = analyze_warehouse_experiments(con, {}, run_id="t", store=False, source="usage_logs")
+    _same([r.to_dict() for r in raw], [r.to_dict() for r in auto])
+    con.execute("CREATE TEMP TABLE one_more AS SELECT * FROM usage_logs LIMIT 1")
+    con.execute("UPDATE one_more SET request_id = 'one-more'")
+    con.execute("INSERT INTO usage_logs SELECT * FROM one_more")
+    assert not _statements(con, "auto").rollups
