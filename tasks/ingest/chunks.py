@@ -19,7 +19,13 @@ import pyarrow as pa
 from tasks.ingest.log_formats import Shape
 from tasks.ingest.pricing import ensure_model_prices
 from tasks.ingest.readers import ParquetSlice
-from tasks.ingest.sql_classify import USAGE_COLUMNS, candidates_sql, classify_sql, quarantine_sql
+from tasks.ingest.sql_classify import (
+    USAGE_COLUMNS,
+    candidates_sql,
+    classify_sql,
+    priced_sql,
+    quarantine_sql,
+)
 from tasks.ingest.sql_records import (
     UseCaseRules,
     text_records_sql,
@@ -88,16 +94,18 @@ def ingest_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
                 con.execute(f"SET memory_limit = '{before[1][0]}'")
 
 
-def _mark_seen(con: duckdb.DuckDBPyConnection) -> str:
+def _mark_seen(
+    con: duckdb.DuckDBPyConnection, source: str = "_rec", key: str = "x_request_id"
+) -> str:
     """Positions in ``_rec`` whose request_id is already stored; the anti-join clause for them.
 
     The join carries only the key, so it stays cheap; the wide insert then anti-joins against
     this (usually empty) table instead of dragging every column through a hash join.
     """
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _seen AS SELECT __file_no, line_no, rec_no FROM _rec r"
-        " WHERE x_request_id IS NOT NULL AND EXISTS (SELECT 1 FROM usage_logs u"
-        " WHERE u.request_id = CAST(r.x_request_id AS VARCHAR))"
+        f"CREATE OR REPLACE TEMP TABLE _seen AS SELECT __file_no, line_no, rec_no FROM {source} r"
+        f" WHERE {key} IS NOT NULL AND EXISTS (SELECT 1 FROM usage_logs u"
+        f" WHERE u.request_id = CAST(r.{key} AS VARCHAR))"
     )
     row = con.execute("SELECT count(*) FROM _seen").fetchone()
     if not row or not row[0]:
@@ -108,10 +116,10 @@ def _mark_seen(con: duckdb.DuckDBPyConnection) -> str:
     )
 
 
-def _price_models(con: duckdb.DuckDBPyConnection) -> None:
+def _price_models(con: duckdb.DuckDBPyConnection, source: str = "_rec", prefix: str = "x_") -> None:
     models = con.execute(
-        "SELECT CAST(x_model AS VARCHAR), any_value(CAST(x_provider AS VARCHAR))"
-        " FROM _rec WHERE x_model IS NOT NULL GROUP BY 1"
+        f"SELECT CAST({prefix}model AS VARCHAR), any_value(CAST({prefix}provider AS VARCHAR))"
+        f" FROM {source} WHERE {prefix}model IS NOT NULL GROUP BY 1"
     ).fetchall()
     ensure_model_prices(con, [m for m, _ in models], {m: p for m, p in models if p})
 
@@ -147,9 +155,9 @@ def _insert_typed(
 def _insert_text(
     con: duckdb.DuckDBPyConnection, run_id: str, now: dt.datetime, by_line: bool
 ) -> dict[int, Counts]:
-    """Materialized ``_cls`` (text records of one or several files) into the tables."""
+    """Classified text records (``_cls``, priced by the view ``_fin``) into the tables."""
     per_file = con.execute(
-        "SELECT __file_no, count(*), count(*) FILTER (WHERE reason IS NULL) FROM _cls GROUP BY 1"
+        "SELECT __file_no, count(*), count(*) FILTER (WHERE reason IS NULL) FROM _fin GROUP BY 1"
     ).fetchall()
     n_ok, n_distinct = con.execute(
         "SELECT count(*), count(DISTINCT request_id) FROM _cls WHERE reason IS NULL"
@@ -160,7 +168,7 @@ def _insert_text(
         if n_distinct < n_ok
         else ""
     )
-    candidates = candidates_sql(first_only, _mark_seen(con))
+    candidates = candidates_sql(first_only, _mark_seen(con, "_cls", "request_id"), "_fin")
     inserted: dict[int, int] = {}
     if len(per_file) == 1:
         row = con.execute(f"{_INSERT_SQL} ({candidates})", [run_id]).fetchone()
@@ -171,17 +179,18 @@ def _insert_text(
         by_file = "SELECT __file_no, count(*) FROM _ins GROUP BY 1"
         inserted = {int(k): int(v) for k, v in con.execute(by_file).fetchall()}
         con.execute("DROP TABLE _ins")
-    con.execute(quarantine_sql(typed=False, by_line=by_line), [run_id, now])
     result = {int(f): Counts() for f, _, _ in per_file}
     for file_no, n_records, ok in per_file:
         entry = result[int(file_no)]
         done = inserted.get(int(file_no), 0)
         entry.lines_read, entry.ingested = int(n_records), done
         entry.duplicates, entry.quarantined = int(ok) - done, int(n_records) - int(ok)
-    for file_no, reason, count in con.execute(
-        "SELECT __file_no, reason, count(*) FROM _cls WHERE reason IS NOT NULL GROUP BY 1, 2"
-    ).fetchall():
-        result[int(file_no)].reasons[str(reason)] = int(count)
+    if any(entry.quarantined for entry in result.values()):
+        con.execute(quarantine_sql(typed=False, by_line=by_line, source="_fin"), [run_id, now])
+        for file_no, reason, count in con.execute(
+            "SELECT __file_no, reason, count(*) FROM _fin WHERE reason IS NOT NULL GROUP BY 1, 2"
+        ).fetchall():
+            result[int(file_no)].reasons[str(reason)] = int(count)
     return result
 
 
@@ -233,22 +242,34 @@ def process_chunk(
             )
             _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
             return
-        _chunk = chunk  # read by DuckDB's replacement scan below
+        con.register("_chunk", chunk)  # an Arrow scan, no copy; unregistered below
         for file_no, blanks in con.execute(
             "SELECT __file_no, count(*) FROM _chunk WHERE NOT regexp_matches(raw, '\\S') GROUP BY 1"
         ).fetchall():
             counts[int(file_no)].blank_lines += int(blanks)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _rec AS {text_records_sql(shape)}")
-        _price_models(con)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _cls AS {classify_sql(shape, 'text', now, use_case)}"
+        records = f"({text_records_sql(shape)})"
+        classify = classify_sql(
+            shape,
+            "text",
+            now,
+            use_case,
+            source=records,
+            priced=False,
+            keep_raw=shape.name == "otel",  # a span is not its line: keep its own text
         )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _cls AS {classify}")
+        _price_models(con, "_cls", "")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _fin AS {priced_sql('_cls')}")
         for file_no, part in _insert_text(con, run_id, now, by_line).items():
             _add(counts[file_no], part)
     finally:
         # after a failed statement the transaction is aborted: its rollback drops these
         with contextlib.suppress(duckdb.TransactionException):
             con.execute("DROP TABLE IF EXISTS _seen")
+            con.execute("DROP VIEW IF EXISTS _fin")
             for name in ("_cls", "_rec"):
                 con.execute(f"DROP {kind} IF EXISTS {name}")
-            con.execute("DROP VIEW IF EXISTS _chunk")
+            if kind == "VIEW":
+                con.execute("DROP VIEW IF EXISTS _chunk")
+            else:
+                con.unregister("_chunk")

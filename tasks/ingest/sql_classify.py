@@ -23,6 +23,7 @@ __all__ = [
     "USAGE_COLUMNS",
     "candidates_sql",
     "classify_sql",
+    "priced_sql",
     "quarantine_sql",
     "timestamp_sql",
 ]
@@ -202,7 +203,16 @@ def _rule_table(rules: dict[str, list[str]], now: dt.datetime) -> list[tuple[str
     ]
 
 
-def classify_sql(shape: Shape, ts_mode: str, now: dt.datetime, use_case: str) -> str:
+def classify_sql(
+    shape: Shape,
+    ts_mode: str,
+    now: dt.datetime,
+    use_case: str,
+    *,
+    source: str = "_rec",
+    priced: bool = True,
+    keep_raw: bool = True,
+) -> str:
     """``_cls`` from ``_rec``: typed values, reason / detail, cost and its source.
 
     Args:
@@ -210,43 +220,74 @@ def classify_sql(shape: Shape, ts_mode: str, now: dt.datetime, use_case: str) ->
         ts_mode: how ``x_timestamp`` is typed (:func:`timestamp_sql`).
         now: the clock for the future-timestamp rule.
         use_case: the use-case expression (:func:`tasks.ingest.sql_records.use_case_sql`).
+        source: the records (a table name or a parenthesised SELECT).
+        priced: join the price table here (cost, ``unknown_model``); False leaves both to
+            :func:`priced_sql` over the materialized result (no price join before the models
+            seen are priced).
+        keep_raw: carry the record's raw text; False carries NULL (the caller joins the line
+            back for the few quarantined rows instead of copying every line).
 
     Returns:
-        A SELECT over ``_rec`` (and the price table).
+        A SELECT over ``source`` (and the price table when ``priced``).
     """
     sources, values, rules = _typed_values(shape, ts_mode, use_case)
-    table = _rule_table(rules, now)
+    table = _rule_table(rules, now)[:-1]  # unknown_model (last): decided by priced_sql
     kept = [
         "val." + (f"d_{n}" if k == "int" else n) for n, k, _ in CANONICAL_FIELDS if k != "ts"
     ] + ["val.ts"]
     reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r, _ in table) + " END"
     detail = "CASE " + " ".join(f"WHEN {c} THEN {d}" for c, _, d in table) + " END"
-    tokens = ("d_input_tokens", "d_output_tokens", "d_cache_read_tokens", "d_cache_write_tokens")
     readable_id = (
         f"coalesce(nullif(trim(CAST(val.s_request_id AS VARCHAR)), ''),"
         f" nullif(regexp_extract(val.raw, '{_LOOSE_ID}', 1), ''))"
     )
-    return f"""
-    WITH src AS (SELECT *, {", ".join(sources)} FROM _rec),
+    raw = "val.raw" if keep_raw else "NULL::VARCHAR AS raw"
+    select = f"""
+    WITH src AS (SELECT *, {", ".join(sources)} FROM {source}),
     val AS (SELECT *, {", ".join(values)} FROM src)
-    SELECT val.__file, val.__file_no, val.line_no, val.rec_no, val.raw,
+    SELECT val.__file, val.__file_no, val.line_no, val.rec_no, {raw},
            {readable_id} AS s_request_id,
-           {", ".join(kept)}, val.x_metadata, {reason} AS reason, {detail} AS detail,
-           coalesce(cost_usd, {cost_sql("po", *tokens)}, {cost_sql("pg", *tokens)}) AS final_cost,
-           CASE WHEN cost_usd IS NOT NULL THEN 'log' WHEN po.model IS NOT NULL THEN 'override'
+           {", ".join(kept)}, val.x_metadata, {reason} AS reason, {detail} AS detail"""
+    if not priced:
+        return select + " FROM val"
+    return priced_sql(f"({select} FROM val)")
+
+
+def priced_sql(source: str = "_cls") -> str:
+    """Classified records plus their cost, its source, and the ``unknown_model`` rule (last).
+
+    Args:
+        source: classified records without prices (``classify_sql(priced=False)``).
+
+    Returns:
+        A SELECT over ``source`` and the price table: every column of ``source`` plus
+        ``final_cost`` and ``cost_source``, ``reason`` / ``detail`` completed.
+    """
+    tokens = ("c.d_input_tokens", "c.d_output_tokens")
+    tokens += ("c.d_cache_read_tokens", "c.d_cache_write_tokens")
+    unknown = "c.cost_usd IS NULL AND po.model IS NULL AND pg.model IS NULL"
+    return f"""
+    SELECT c.* EXCLUDE (reason, detail),
+           coalesce(c.reason, CASE WHEN {unknown} THEN 'unknown_model' END) AS reason,
+           CASE WHEN c.reason IS NOT NULL THEN c.detail WHEN {unknown} THEN c.model END
+               AS detail,
+           coalesce(c.cost_usd, {cost_sql("po", *tokens)}, {cost_sql("pg", *tokens)})
+               AS final_cost,
+           CASE WHEN c.cost_usd IS NOT NULL THEN 'log' WHEN po.model IS NOT NULL THEN 'override'
                 ELSE 'price_table' END AS cost_source
-    FROM val
-    {price_join_sql("po", "val.ts", "val.model", "override")}
-    {price_join_sql("pg", "val.ts", "val.model", "genai-prices")}
+    FROM {source} c
+    {price_join_sql("po", "c.ts", "c.model", "override")}
+    {price_join_sql("pg", "c.ts", "c.model", "genai-prices")}
     """
 
 
-def candidates_sql(first_only: str, not_seen: str) -> str:
-    """Rows of ``_cls`` to insert: valid, not in the warehouse yet, first in the chunk.
+def candidates_sql(first_only: str, not_seen: str, source: str = "_cls") -> str:
+    """Rows of ``source`` to insert: valid, not in the warehouse yet, first in the chunk.
 
     Args:
         first_only: a QUALIFY clause keeping the first occurrence of a request_id, or "".
         not_seen: an anti-join clause against ids already stored (:func:`mark_seen`), or "".
+        source: the priced, classified records.
     """
     ingest_id = "? || '-' || lpad(CAST(__file_no AS VARCHAR), 6, '0')"
     return f"""
@@ -259,19 +300,21 @@ def candidates_sql(first_only: str, not_seen: str) -> str:
                ttft_ms, final_cost, cost_source, status, error_type, quality,
                CAST(d_feedback AS TINYINT), task_type, user_segment, region, language,
                x_metadata::JSON, __file, line_no, {ingest_id}, __file_no
-        FROM _cls c
+        FROM {source} c
         WHERE reason IS NULL {not_seen}
         {first_only}
     """
 
 
-def quarantine_sql(*, typed: bool, by_line: bool = True) -> str:
-    """Bad rows of ``_cls`` into the quarantine, skipping a line it already holds.
+def quarantine_sql(*, typed: bool, by_line: bool = True, source: str = "_cls") -> str:
+    """Bad rows of ``source`` into the quarantine, skipping a line it already holds.
 
     Args:
         typed: the chunk is a Parquet slice (raw text is the row as JSON).
         by_line: "already held" means same file, line, index, reason and text; False drops
             the line and index (a database pull reads a row at a new position each time).
+        source: the priced, classified records; a text record without its own ``raw`` (a
+            line, not an OTel span) takes the line's text from ``_chunk``.
     """
     same_place = (
         "AND q.source_line = n.source_line AND q.record_index = n.record_index" if by_line else ""
@@ -280,12 +323,12 @@ def quarantine_sql(*, typed: bool, by_line: bool = True) -> str:
         'json_merge_patch(to_json(ch), \'{"__file": null, "__file_no": null,'
         ' "__line_no": null}\')::VARCHAR'
         if typed
-        else "c.raw"
+        else "coalesce(c.raw, ch.raw)"
     )
     join = (
         "LEFT JOIN _chunk ch ON ch.__line_no = c.line_no AND ch.__file_no = c.__file_no"
         if typed
-        else ""
+        else "LEFT JOIN _chunk ch ON ch.line_no = c.line_no AND ch.__file_no = c.__file_no"
     )
     once = (
         ""
@@ -303,7 +346,7 @@ def quarantine_sql(*, typed: bool, by_line: bool = True) -> str:
                    c.__file AS source_file, c.line_no AS source_line, c.rec_no AS record_index,
                    c.reason, nullif(c.detail, '') AS detail, c.s_request_id AS request_id,
                    {raw} AS raw, ? AS quarantined_at
-            FROM _cls c {join}
+            FROM {source} c {join}
             WHERE c.reason IS NOT NULL
         ) n
         {once}

@@ -16,7 +16,7 @@ def pre_reason_sql() -> str:
     """The reason a raw text record is unusable before any field is read, or NULL."""
     return (
         "CASE WHEN pre IS NOT NULL THEN pre WHEN NOT coalesce(json_valid(raw), false)"
-        " THEN 'malformed_json' WHEN json_type(raw) <> 'OBJECT' THEN 'malformed_json' END"
+        " THEN 'malformed_json' WHEN NOT regexp_matches(raw, '^\\s*\\{') THEN 'malformed_json' END"
     )
 
 
