@@ -38,6 +38,7 @@ from strategies.bandits import (
 from strategies.exploration import ExplorationWeights, exploration_weights
 from strategies.objective import Objective
 from strategies.search import ConfigStats
+from tasks.allocation.rollups import FEEDBACK_ROLLUP_SQL, use_rollups
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, config_metrics
 from tasks.warehouse.connection import require_connection
 
@@ -126,9 +127,9 @@ def _arm_stats(
     shared: SharedConfigMetrics | None = None,
 ) -> list[tuple[str, int, ArmStats]]:
     if reward == "feedback":
-        rows = require_connection(con, "feedback rewards").execute(
-            FEEDBACK_SQL, {"use_case": use_case, "start": start, "end": end}
-        )
+        con = require_connection(con, "feedback rewards")
+        sql = FEEDBACK_ROLLUP_SQL if use_rollups(con, "auto") else FEEDBACK_SQL  # rollup: current
+        rows = con.execute(sql, {"use_case": use_case, "start": start, "end": end})
         return [
             (str(key), int(pos + oth), BernoulliStats(float(pos), float(oth)))
             for key, pos, oth in sorted(rows.fetchall())

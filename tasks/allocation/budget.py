@@ -11,7 +11,9 @@ Entry points for the nightly flow:
 * :func:`use_case_traffic_mix` ties the two together for one use case.
 
 Only daily spend sums per use case and the shared per-configuration aggregates
-(:func:`tasks.warehouse.config_metrics.config_metrics`) leave DuckDB.
+(:func:`tasks.warehouse.config_metrics.config_metrics`) leave DuckDB. The daily spend comes from
+the daily rollup :data:`tasks.allocation.rollups.ALLOCATION_CELLS` when it is current (the night
+never scans the month's raw rows for it), else from ``usage_logs``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from strategies.budget import (
     forecast_month_spend,
     optimize_traffic_mix,
 )
+from tasks.allocation.rollups import ALLOCATION_CELLS, Source, use_rollups
 from tasks.warehouse.config_metrics import config_metrics
 from tasks.warehouse.connection import require_connection
 from tasks.warehouse.queries import latest_day
@@ -62,6 +65,14 @@ DEFAULTS: dict[str, Any] = {
 DAILY_SPEND_SQL = """
 SELECT use_case, day, sum(cost_usd) AS spend, count(*) AS requests
 FROM usage_logs
+WHERE day BETWEEN $start AND $end AND ($use_case IS NULL OR use_case = $use_case)
+GROUP BY ALL
+ORDER BY use_case, day
+"""
+
+DAILY_SPEND_ROLLUP_SQL = f"""
+SELECT use_case, day, sum(cost_all) AS spend, CAST(sum(rows) AS BIGINT) AS requests
+FROM {ALLOCATION_CELLS.name}
 WHERE day BETWEEN $start AND $end AND ($use_case IS NULL OR use_case = $use_case)
 GROUP BY ALL
 ORDER BY use_case, day
@@ -131,6 +142,7 @@ def budget_report(
     as_of: dt.date,
     config: Mapping[str, Any],
     use_cases: Sequence[str] | None = None,
+    source: Source = "auto",
 ) -> list[BudgetReport]:
     """Month-to-date spend and month-end forecast per use case, for the month of ``as_of``.
 
@@ -138,10 +150,22 @@ def budget_report(
     the first day the use case appears this month (a feature launched mid-month is forecast from
     its launch, not from the 1st). Use cases configured in ``budget.toml`` but silent this month
     are reported with status ``no_data``.
+
+    Args:
+        con: the warehouse.
+        as_of: the last day counted.
+        config: the parsed ``budget.toml``.
+        use_cases: the use cases to report (default: every one with calls or a budget).
+        source: daily spend from the rollups (``"rollups"``), a scan of ``usage_logs``
+            (``"usage_logs"``) or ``"auto"`` (the rollups when they are current).
+
+    Returns:
+        One report per use case.
     """
     start = as_of.replace(day=1)
     days_in_month = calendar.monthrange(as_of.year, as_of.month)[1]
-    rows = con.execute(DAILY_SPEND_SQL, {"start": start, "end": as_of, "use_case": None}).fetchall()
+    sql = DAILY_SPEND_ROLLUP_SQL if use_rollups(con, source) else DAILY_SPEND_SQL
+    rows = con.execute(sql, {"start": start, "end": as_of, "use_case": None}).fetchall()
     by_use_case: dict[str, dict[dt.date, tuple[float, int]]] = {}
     for use_case, day, spend, requests in rows:
         by_use_case.setdefault(use_case, {})[day] = (float(spend), int(requests))

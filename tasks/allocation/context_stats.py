@@ -6,6 +6,12 @@ router needs (:class:`strategies.routing.ContextArmStats`) and the importance-we
 off-policy evaluation needs (:class:`strategies.offpolicy.LoggedCell`) on the objective's reward.
 Rows never travel into Python. An errored call scores quality 0 (as in
 :mod:`tasks.allocation.offpolicy`).
+
+The nightly path reads the daily rollup :data:`tasks.allocation.rollups.ALLOCATION_CELLS` (sums per
+day x canonical context columns x configuration x propensity) instead of ``usage_logs`` when it
+is current and the columns are canonical (``source="auto"``); why those sums are exact for the
+router's statistics and for IPS / SNIPS / DR is in :mod:`tasks.allocation.rollups`. The raw
+statements stay as the reference (``source="usage_logs"``) and for ``metadata.<key>`` columns.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import duckdb
 from strategies.objective import Objective
 from strategies.offpolicy import LoggedCell
 from strategies.routing import ContextArmStats, RoutingObjective
+from tasks.allocation.rollups import ALLOCATION_CELLS, Source, reward_sums_sql, use_rollups
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 
 __all__ = [
@@ -107,6 +114,11 @@ def _profile(
         "WHERE use_case = $use_case AND day BETWEEN $start AND $end",
         params,
     ).fetchone()
+    return _skipped(row, columns)
+
+
+def _skipped(row: Sequence[Any] | None, columns: Sequence[str]) -> dict[str, str]:
+    """Reason per column from (rows, filled, distinct, filled, distinct, ...)."""
     assert row is not None  # an aggregate without GROUP BY returns one row
     skipped: dict[str, str] = {}
     for i, column in enumerate(columns):
@@ -150,8 +162,13 @@ def _column_data(
         FROM rows WHERE q IS NOT NULL
         GROUP BY ALL ORDER BY ALL
     """
+    return _column_result(column, con.execute(sql, params).fetchall())
+
+
+def _column_result(column: str, rows: Sequence[Sequence[Any]]) -> ColumnData:
+    """Router statistics and off-policy cells from (cell, arm, n, 15 sums) rows."""
     stats, logged = [], []
-    for cell, arm, n, *sums in con.execute(sql, params).fetchall():
+    for cell, arm, n, *sums in rows:
         q, q2, c, c2, lat, lat2, err = (float(v or 0.0) for v in sums[:7])
         stats.append(
             ContextArmStats(
@@ -172,6 +189,59 @@ def _column_data(
     return ColumnData(column=column, stats=tuple(stats), logged=tuple(logged))
 
 
+_ROLLUP_WINDOW = (
+    f"FROM {ALLOCATION_CELLS.name} WHERE use_case = $use_case AND day BETWEEN $start AND $end"
+)
+_VALID_P = "propensity > 0 AND propensity <= 1"
+
+
+def _profile_rollup(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], columns: Sequence[str]
+) -> dict[str, str]:
+    """:func:`_profile` over the rollup: filled = rows with the value, distinct values."""
+    parts = ", ".join(
+        f"coalesce(sum(rows) FILTER (WHERE {c} IS NOT NULL), 0), count(DISTINCT {c})"
+        for c in columns
+    )
+    row = con.execute(f"SELECT coalesce(sum(rows), 0), {parts} {_ROLLUP_WINDOW}", params)
+    return _skipped(row.fetchall()[0], columns)
+
+
+def _counts_rollup(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> tuple[int, ...]:
+    row = con.execute(
+        "SELECT coalesce(sum(rows), 0), coalesce(sum(rows) FILTER (WHERE propensity IS NULL "
+        f"OR NOT ({_VALID_P})), 0), coalesce(sum(rows - q_rows), 0) {_ROLLUP_WINDOW}",
+        params,
+    ).fetchall()[0]  # an aggregate without GROUP BY returns one row
+    return tuple(int(v) for v in row)
+
+
+def _column_data_rollup(
+    con: duckdb.DuckDBPyConnection,
+    params: dict[str, Any],
+    column: str,
+    objective: Objective | RoutingObjective,
+) -> ColumnData:
+    """:func:`_column_data` over the rollup (one propensity per group: see the rollups module)."""
+    r, r2 = reward_sums_sql(RoutingObjective.coefficients_of(objective))
+    p = "propensity"
+    sql = f"""
+        SELECT coalesce(CAST({column} AS VARCHAR), 'unknown') AS cell, arm, sum(q_rows),
+               fsum(s_q), fsum(s_q_q), fsum(s_c), fsum(s_c_c), fsum(s_l), fsum(s_l_l), fsum(s_e),
+               sum(q_rows) FILTER (WHERE {_VALID_P}),
+               fsum({r}) FILTER (WHERE {_VALID_P}),
+               fsum(q_rows / {p}) FILTER (WHERE {_VALID_P}),
+               fsum({r} / {p}) FILTER (WHERE {_VALID_P}),
+               fsum(q_rows / ({p} * {p})) FILTER (WHERE {_VALID_P}),
+               fsum({r} / ({p} * {p})) FILTER (WHERE {_VALID_P}),
+               fsum({r2} / ({p} * {p})) FILTER (WHERE {_VALID_P}),
+               max(1 / {p}) FILTER (WHERE {_VALID_P})
+        {_ROLLUP_WINDOW} AND q_rows > 0
+        GROUP BY ALL ORDER BY ALL
+    """
+    return _column_result(column, con.execute(sql, params).fetchall())
+
+
 def routing_inputs(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -180,6 +250,7 @@ def routing_inputs(
     end: dt.date,
     objective: Objective | RoutingObjective,
     columns: Sequence[str] = DEFAULT_CONTEXT_COLUMNS,
+    source: Source = "auto",
 ) -> RoutingInputs:
     """Aggregate what contextual routing needs for ``use_case`` over ``[start, end]``.
 
@@ -190,6 +261,9 @@ def routing_inputs(
         end: last day of the window.
         objective: sets the per-row reward of the off-policy sums.
         columns: context columns to consider (canonical names or ``metadata.<key>``).
+        source: ``"rollups"`` (:data:`~tasks.allocation.rollups.ALLOCATION_CELLS`),
+            ``"usage_logs"`` (the full scan) or ``"auto"``: the rollups when they are current and
+            every column is canonical.
 
     Returns:
         :class:`RoutingInputs`; columns that are empty or constant are in ``skipped``.
@@ -201,16 +275,24 @@ def routing_inputs(
     names = list(dict.fromkeys(columns))
     for name in names:
         context_sql(name)
-    skipped = _profile(con, params, names) if names else {}
-    counts = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE propensity IS NULL OR propensity <= 0 "
-        f"OR propensity > 1), count(*) FILTER (WHERE ({_QUALITY}) IS NULL) FROM usage_logs "
-        "WHERE use_case = $use_case AND day BETWEEN $start AND $end",
-        params,
-    ).fetchone()
-    assert counts is not None
-    reward = _reward_sql(objective)
-    data = tuple(_column_data(con, params, c, reward) for c in names if c not in skipped)
+    if use_rollups(con, source, names):
+        skipped = _profile_rollup(con, params, names) if names else {}
+        counts = _counts_rollup(con, params)
+        data = tuple(
+            _column_data_rollup(con, params, c, objective) for c in names if c not in skipped
+        )
+    else:
+        skipped = _profile(con, params, names) if names else {}
+        row = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE propensity IS NULL OR propensity <= 0 "
+            f"OR propensity > 1), count(*) FILTER (WHERE ({_QUALITY}) IS NULL) FROM usage_logs "
+            "WHERE use_case = $use_case AND day BETWEEN $start AND $end",
+            params,
+        ).fetchone()
+        assert row is not None
+        counts = tuple(int(v) for v in row)
+        reward = _reward_sql(objective)
+        data = tuple(_column_data(con, params, c, reward) for c in names if c not in skipped)
     return RoutingInputs(
         use_case=use_case,
         start=start,

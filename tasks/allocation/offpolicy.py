@@ -9,6 +9,12 @@ usable propensity or reward are counted, never silently dropped: any makes the e
 
 Rewards: ``quality`` (the quality score, an errored call scores 0, so the value is "expected
 quality per request") or ``success`` (1 for a successful call).
+
+With a canonical context (or none) the sums come from the daily rollup
+:data:`tasks.allocation.rollups.ALLOCATION_CELLS` when it is current: it is grouped by
+propensity, so ``sum(r/p) = (sum r)/p`` and likewise for every weight sum (exact; see
+:mod:`tasks.allocation.rollups`). ``input_bucket``, ``hour_bucket`` and ``metadata.<key>``
+contexts scan ``usage_logs``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from strategies.offpolicy import (
 )
 from tasks.allocation.bandits import CONTEXT_FEATURES
 from tasks.allocation.context_stats import context_sql
+from tasks.allocation.rollups import ALLOCATION_CELLS, Source, use_rollups
 from tasks.registry.routing import RoutingTable
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 
@@ -74,6 +81,47 @@ def _rows_sql(context: str | None, reward: str) -> str:
     """
 
 
+# per reward: (rows with a reward, sum r, sum r^2, rows without one) of a rollup row
+_ROLLUP_REWARD: dict[str, tuple[str, str, str, str]] = {
+    "quality": ("q_rows", "s_q", "s_q_q", "rows - q_rows"),
+    "success": ("rows", "successes", "successes", "0"),
+}
+
+
+def _logged_cells_rollup(
+    con: duckdb.DuckDBPyConnection, params: dict[str, Any], context: str | None, reward: str
+) -> tuple[list[Any], tuple[Any, ...]]:
+    """The sums and counts of :func:`logged_cells` from the rollup (one propensity per row)."""
+    n, s, s2, missing = _ROLLUP_REWARD[reward]
+    cell = f"'{ANY_CELL}'" if context is None else f"coalesce({context}, 'unknown')"
+    window = (
+        f"FROM {ALLOCATION_CELLS.name} WHERE use_case = $use_case AND day BETWEEN $start AND $end"
+    )
+    p = "propensity"
+    sums = con.execute(
+        f"""
+        SELECT {cell} AS cell, arm, sum({n}), fsum({s}), fsum({n} / {p}), fsum({s} / {p}),
+               fsum({n} / ({p} * {p})), fsum({s} / ({p} * {p})), fsum({s2} / ({p} * {p})),
+               max(1 / {p})
+        {window} AND {p} > 0 AND {p} <= 1 AND {n} > 0
+        GROUP BY ALL
+        ORDER BY ALL
+        """,
+        params,
+    ).fetchall()
+    counts = con.execute(
+        f"""
+        SELECT coalesce(sum(rows), 0),
+               coalesce(sum(rows) FILTER (WHERE {p} IS NULL), 0),
+               coalesce(sum(rows) FILTER (WHERE {p} <= 0 OR {p} > 1 OR isnan({p})), 0),
+               coalesce(sum({missing}), 0)
+        {window}
+        """,
+        params,
+    ).fetchall()[0]
+    return sums, counts
+
+
 def logged_cells(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -82,10 +130,30 @@ def logged_cells(
     end: dt.date,
     context: str | None = "task_type",
     reward: str = "quality",
+    source: Source = "auto",
 ) -> tuple[list[LoggedCell], dict[str, int]]:
-    """Per cell x arm importance-weight sums, and counts of unusable rows, from DuckDB."""
+    """Per cell x arm importance-weight sums, and counts of unusable rows, from DuckDB.
+
+    Args:
+        con: the warehouse.
+        use_case: the use case.
+        start: first day of the window.
+        end: last day of the window.
+        context: the cell column (``None``: one cell).
+        reward: ``quality`` or ``success``.
+        source: ``"rollups"``, ``"usage_logs"`` or ``"auto"`` (the rollups when they are
+            current and the context is canonical or ``None``).
+
+    Returns:
+        ``(cells, counts)``: the logged cells and the counts of rows, missing / invalid
+        propensities and missing rewards.
+    """
     rows_sql = _rows_sql(context, reward)
     params = {"use_case": use_case, "start": start, "end": end}
+    needs = [] if context is None else [context]
+    if use_rollups(con, source, needs):
+        sums, counts = _logged_cells_rollup(con, params, context, reward)
+        return _cells_and_counts(sums, counts)
     sums = con.execute(
         f"""
         SELECT cell, arm, count(*), sum(r), sum(1 / p), sum(r / p), sum(1 / (p * p)),
@@ -106,8 +174,13 @@ def logged_cells(
         FROM ({rows_sql})
         """,
         params,
-    ).fetchone()
-    assert counts is not None  # an aggregate without GROUP BY always returns one row
+    ).fetchall()[0]  # an aggregate without GROUP BY always returns one row
+    return _cells_and_counts(sums, counts)
+
+
+def _cells_and_counts(
+    sums: list[Any], counts: tuple[Any, ...]
+) -> tuple[list[LoggedCell], dict[str, int]]:
     cells = [LoggedCell(str(c), str(a), *(float(v) for v in values)) for c, a, *values in sums]
     return cells, {
         "rows": int(counts[0]),

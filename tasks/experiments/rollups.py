@@ -166,8 +166,9 @@ LAST_DAY_ROLLUP_SQL = f"SELECT max(day) FROM {EXPERIMENT_UNITS.name}"
 def rollups_current(con: duckdb.DuckDBPyConnection, specs: tuple[RollupSpec, ...]) -> bool:
     """Whether ``specs``' tables hold every raw row (read only; no raw scan but a count).
 
-    True when each table exists and is complete (``rollup_tables``), no ingest is newer than
-    the watermark and the rolled-up row count equals ``usage_logs``'s. An in-place UPDATE of
+    True when each table exists and is complete (``rollup_tables``) with no pair left pending
+    for it (``rollup_stale``), no ingest is newer than the watermark and the rolled-up row count
+    equals ``usage_logs``'s. An in-place UPDATE of
     raw rows is not seen (the product only appends; see :mod:`tasks.warehouse.rollups`).
 
     Args:
@@ -193,6 +194,13 @@ def rollups_current(con: duckdb.DuckDBPyConnection, specs: tuple[RollupSpec, ...
     ).fetchall()[0]
     if int(row[0]) != len(set(names)):
         return False
+    if "rollup_stale" in tables:  # pairs a refresh of other specs left pending for these
+        stale = con.execute(
+            "SELECT count(*) FROM rollup_stale WHERE list_contains($names, name)",
+            {"names": names},
+        ).fetchall()[0]
+        if int(stale[0]) > 0:
+            return False
     if "ingest_manifest" in tables:
         new = con.execute(
             "SELECT count(*) FROM ingest_manifest "
