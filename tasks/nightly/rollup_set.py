@@ -6,6 +6,8 @@ Each capability adds ONE import line here binding a tuple of specs to a name end
 
 from __future__ import annotations
 
+from tasks.allocation.rollups import ALLOCATION_SPECS  # noqa: F401 - collected into ALL_SPECS
+from tasks.experiments.rollups import EXPERIMENT_SPECS  # noqa: F401 - collected into ALL_SPECS
 from tasks.warehouse.rollup_specs import WAREHOUSE_SPECS
 from tasks.warehouse.rollups import RollupSpec
 
