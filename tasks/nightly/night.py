@@ -135,7 +135,7 @@ def resolve_night(settings: Settings, *, as_of: dt.date | None, use_cases: Seque
         refresh_rollups(con, ALL_SPECS)
         first, last = con.execute(
             f"SELECT min(day), max(day) FROM {COVERAGE_SPEC.name}"
-        ).fetchone() or (None, None)
+        ).fetchall()[0] or (None, None)
         if last is None:
             raise NothingToAnalyse(
                 f"the warehouse {settings.warehouse_path} has no usage logs yet: "

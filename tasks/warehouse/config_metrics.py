@@ -125,8 +125,9 @@ class SharedConfigMetrics:
 
     >>> from tasks.warehouse.connection import connect
     >>> con = connect(path=":memory:")
-    >>> _ = con.execute("INSERT INTO usage_logs BY NAME SELECT 'r1' AS request_id, 'a' AS use_case, "
-    ...     "'c1' AS config_id, 'm' AS model, 'success' AS status, 0.8 AS quality, "
+    >>> _ = con.execute("INSERT INTO usage_logs BY NAME SELECT 'r1' AS request_id, "
+    ...     "'a' AS use_case, 'c1' AS config_id, 'm' AS model, 'success' AS status, "
+    ...     "0.8 AS quality, "
     ...     "0.01 AS cost_usd, 'log' AS cost_source, 100.0 AS latency_ms, 10 AS input_tokens, "
     ...     "5 AS output_tokens, DATE '2026-10-01' AS day, TIMESTAMP '2026-10-01 10:00' AS ts, "
     ...     "'f' AS source_file, 1 AS source_line, 'i1' AS ingest_id")
@@ -179,7 +180,7 @@ class SharedConfigMetrics:
 def _read_only(con: duckdb.DuckDBPyConnection) -> bool:
     row = con.execute(
         "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchone()
+    ).fetchall()[0]
     return bool(row and row[0])
 
 

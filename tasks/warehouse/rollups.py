@@ -147,7 +147,7 @@ class RefreshReport:
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     row = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [name]
-    ).fetchone()
+    ).fetchall()[0]
     return bool(row and row[0])
 
 
@@ -245,7 +245,7 @@ def _pending(
                (SELECT coalesce(sum(n), 0) FROM {COVERAGE_SPEC.name} AS c ANTI JOIN _rollup_check
                 AS p ON c.use_case = p.use_case AND c.day = p.day)
         """
-    ).fetchone()
+    ).fetchall()[0]
     con.execute("DROP TABLE IF EXISTS _rollup_check")
     if row is not None and int(row[0]) != int(row[1]):
         changed |= set(_reconciled_pairs(con, source))
@@ -332,7 +332,7 @@ def _insert_rows(
         stray = con.execute(
             f"SELECT count(*) FROM {view} AS r ANTI JOIN {pairs_table} AS p "
             "ON r.use_case = p.use_case AND r.day = p.day"
-        ).fetchone()
+        ).fetchall()[0]
         if stray and stray[0]:
             raise ValueError(
                 f"{spec.name}: {stray[0]} precomputed rows outside the refreshed pairs"
@@ -366,9 +366,9 @@ def _refresh_spec(
     if rows is not None:
         inserted = _insert_rows(con, spec, rows, table)
     elif pairs:
-        before = con.execute(f"SELECT count(*) FROM {spec.name}").fetchone()
+        before = con.execute(f"SELECT count(*) FROM {spec.name}").fetchall()[0]
         con.execute(f"INSERT INTO {spec.name} {spec.select(_restricted(source, pairs, table))}")
-        after = con.execute(f"SELECT count(*) FROM {spec.name}").fetchone()
+        after = con.execute(f"SELECT count(*) FROM {spec.name}").fetchall()[0]
         inserted = int(after[0] if after else 0) - int(before[0] if before else 0)
     con.execute(f"DROP TABLE IF EXISTS {table}")
     return inserted
@@ -443,7 +443,7 @@ def refresh_rollups(
             con.executemany("INSERT INTO rollup_ingests VALUES (?, now())", [[i] for i in marked])
         con.execute(
             "UPDATE rollup_tables SET refreshed_at = now() WHERE list_contains(?, name)",
-            [[s.name for s in specs]],
+            [[name for name, done in touched.items() if done]],
         )
         con.execute("COMMIT")
     except BaseException:
