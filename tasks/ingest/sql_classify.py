@@ -11,6 +11,7 @@ model. Then :func:`candidates_sql` (valid, first occurrence, not stored yet) and
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape
 from tasks.ingest.pricing import cost_sql, price_join_sql
@@ -56,6 +57,7 @@ USAGE_COLUMNS = (
 NO_USE_CASE = "no metadata.use_case, tag, use-case mapping or --use-case default applies"
 # a request_id readable from a line that is not valid JSON (kept on its quarantine row)
 _LOOSE_ID = r'"request_id"\s*:\s*"([^"\\]{1,200})"'
+_PART = re.compile(r"CASE WHEN (.*) THEN '\w+' END", re.DOTALL)  # a listed rule's test
 _TOKENS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens")
 _TOKENS += ("cache_write_tokens", "reasoning_tokens")
 
@@ -139,9 +141,9 @@ def _typed_values(
         *rules["missing"],
     ]
     rules["bad"].append(
-        "CASE WHEN json_valid(CAST(s_request_id AS VARCHAR))"
-        " AND json_type(CAST(s_request_id AS VARCHAR)) IN ('OBJECT', 'ARRAY')"
-        " THEN 'request_id' END"
+        # an object or array is not an id (valid JSON that opens with { or [; no second parse)
+        "CASE WHEN regexp_matches(CAST(s_request_id AS VARCHAR), '^\\s*[\\[{]')"
+        " AND json_valid(CAST(s_request_id AS VARCHAR)) THEN 'request_id' END"
     )
     rules["bad"].append(
         "CASE WHEN x_timestamp IS NOT NULL AND ts IS NULL AND NOT ts_naive THEN 'timestamp' END"
@@ -175,8 +177,14 @@ def _rule_table(rules: dict[str, list[str]], now: dt.datetime) -> list[tuple[str
     """(condition, reason, detail) in priority order; details list the offending fields."""
 
     def listed(parts: list[str]) -> tuple[str, str]:
-        detail = f"concat_ws(',', {', '.join(parts)})"
-        return f"{detail} <> ''", detail
+        # the condition is a plain OR of the parts' tests (cheap for the rows that pass);
+        # the listing of the offending fields is built only for quarantined rows
+        tests = [_PART.fullmatch(part) for part in parts]
+        condition = " OR ".join(
+            f"({m.group(1)})" if m else f"({part}) IS NOT NULL"
+            for m, part in zip(tests, parts, strict=True)
+        )
+        return f"coalesce({condition}, false)", f"concat_ws(',', {', '.join(parts)})"
 
     missing, missing_detail = listed(rules["missing"])
     bad, bad_detail = listed(rules["bad"])
@@ -233,24 +241,30 @@ def classify_sql(
     sources, values, rules = _typed_values(shape, ts_mode, use_case)
     table = _rule_table(rules, now)[:-1]  # unknown_model (last): decided by priced_sql
     kept = [
-        "val." + (f"d_{n}" if k == "int" else n) for n, k, _ in CANONICAL_FIELDS if k != "ts"
-    ] + ["val.ts"]
+        "why." + (f"d_{n}" if k == "int" else n) for n, k, _ in CANONICAL_FIELDS if k != "ts"
+    ] + ["why.ts"]
     reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, r, _ in table) + " END"
-    detail = "CASE " + " ".join(f"WHEN {c} THEN {d}" for c, _, d in table) + " END"
-    readable_id = (
-        f"coalesce(nullif(trim(CAST(val.s_request_id AS VARCHAR)), ''),"
-        f" nullif(regexp_extract(val.raw, '{_LOOSE_ID}', 1), ''))"
+    # the detail's conditions run again only on the (few) rows that have a reason
+    detail = (
+        "CASE WHEN reason IS NULL THEN NULL "
+        + " ".join(f"WHEN {c} THEN {d}" for c, _, d in table)
+        + " END"
     )
-    raw = "val.raw" if keep_raw else "NULL::VARCHAR AS raw"
+    readable_id = (
+        f"coalesce(nullif(trim(CAST(why.s_request_id AS VARCHAR)), ''),"
+        f" nullif(regexp_extract(why.raw, '{_LOOSE_ID}', 1), ''))"
+    )
+    raw = "why.raw" if keep_raw else "NULL::VARCHAR AS raw"
     select = f"""
     WITH src AS (SELECT *, {", ".join(sources)} FROM {source}),
-    val AS (SELECT *, {", ".join(values)} FROM src)
-    SELECT val.__file, val.__file_no, val.line_no, val.rec_no, {raw},
+    val AS (SELECT *, {", ".join(values)} FROM src),
+    why AS (SELECT *, {reason} AS reason FROM val)
+    SELECT why.__file, why.__file_no, why.line_no, why.rec_no, {raw},
            {readable_id} AS s_request_id,
-           {", ".join(kept)}, val.x_metadata, {reason} AS reason, {detail} AS detail"""
+           {", ".join(kept)}, why.x_metadata, why.reason, {detail} AS detail"""
     if not priced:
-        return select + " FROM val"
-    return priced_sql(f"({select} FROM val)")
+        return select + " FROM why"
+    return priced_sql(f"({select} FROM why)")
 
 
 def priced_sql(source: str = "_cls") -> str:
