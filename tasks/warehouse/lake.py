@@ -72,10 +72,10 @@ TMP_DIR = "_tmp"
 PARTS_SQL = """
 CREATE TABLE IF NOT EXISTS lake_parts (
     path       VARCHAR NOT NULL,   -- full location of one Parquet part
-    ingest_id  VARCHAR NOT NULL,   -- the ingest (first of its transaction) that wrote it
+    ingest_id  VARCHAR NOT NULL,   -- one ingest whose rows the part holds (a row per ingest)
     use_case   VARCHAR NOT NULL,
     day        DATE NOT NULL,
-    rows       BIGINT NOT NULL,
+    rows       BIGINT NOT NULL,    -- that ingest's rows in the part
     written_at TIMESTAMPTZ NOT NULL
 )
 """
@@ -90,6 +90,7 @@ __all__ = [
     "lake_location",
     "part_paths",
     "refresh_view",
+    "staged_rows",
     "staging",
 ]
 
@@ -206,6 +207,16 @@ def _table(con: duckdb.DuckDBPyConnection) -> str:
     return f'"{_catalog(con)}".main.usage_logs'
 
 
+def staged_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """Raw rows still in the DuckDB table (not in the lake).
+
+    Args:
+        con: a warehouse connection.
+    """
+    row = con.execute(f"SELECT count(*) FROM {_table(con)}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _has_parts_table(con: duckdb.DuckDBPyConnection) -> bool:
     row = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'lake_parts' "
@@ -222,7 +233,8 @@ def part_paths(con: duckdb.DuckDBPyConnection) -> list[str]:
     """
     if not _has_parts_table(con):
         return []
-    return [str(r[0]) for r in con.execute("SELECT path FROM lake_parts ORDER BY 1").fetchall()]
+    rows = con.execute("SELECT DISTINCT path FROM lake_parts ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
@@ -356,8 +368,8 @@ def _remove_orphans(con: duckdb.DuckDBPyConnection, lake: Lake) -> int:
 
 def _write_parts(
     con: duckdb.DuckDBPyConnection, lake: Lake, ids: Sequence[str], token: str
-) -> list[tuple[str, str, dt.date, int]]:
-    """Staged rows of ``ids`` -> renamed parts; (path, use_case, day, rows) per part."""
+) -> list[tuple[str, str, str, dt.date, int]]:
+    """Staged rows of ``ids`` -> renamed parts; (path, ingest id, use_case, day, rows)."""
     tmp = lake.join(TMP_DIR, token)
     if lake.fs is None:
         Path(tmp).parent.mkdir(parents=True, exist_ok=True)
@@ -368,17 +380,22 @@ def _write_parts(
         {"ids": list(ids)},
     )
     written = con.execute(
-        "SELECT filename, any_value(use_case), any_value(day), count(*) FROM read_parquet("
-        f"'{tmp}/*/*/*.parquet', hive_partitioning = false, filename = true) GROUP BY 1 ORDER BY 1"
+        "SELECT filename, ingest_id, any_value(use_case), any_value(day), count(*)"
+        f" FROM read_parquet('{tmp}/*/*/*.parquet', hive_partitioning = false, filename = true)"
+        " GROUP BY 1, 2 ORDER BY 1, 2"
     ).fetchall()
-    parts: list[tuple[str, str, dt.date, int]] = []
-    for name, use_case, day, rows in written:
-        relative = str(name)[str(name).rindex("/day=") + 1 :].split("/")  # day=/use_case=/file
-        stem = relative[-1].removesuffix(".parquet")
-        suffix = "" if stem == "data_0" else f"-{stem}"  # DuckDB split a large partition
-        final = lake.join(TABLE_DIR, relative[0], relative[1], f"part-{token}{suffix}.parquet")
-        lake.move(str(name), final)
-        parts.append((final, str(use_case), day, int(rows)))
+    parts: list[tuple[str, str, str, dt.date, int]] = []
+    finals: dict[str, str] = {}
+    for name, ingest_id, use_case, day, rows in written:
+        if name not in finals:
+            relative = str(name)[str(name).rindex("/day=") + 1 :].split("/")  # day=, use_case=
+            stem = relative[-1].removesuffix(".parquet")
+            suffix = "" if stem == "data_0" else f"-{stem}"  # DuckDB split a large partition
+            finals[name] = lake.join(
+                TABLE_DIR, relative[0], relative[1], f"part-{token}{suffix}.parquet"
+            )
+            lake.move(str(name), finals[name])
+        parts.append((finals[name], str(ingest_id), str(use_case), day, int(rows)))
     lake.remove(tmp)
     return parts
 
@@ -391,13 +408,12 @@ def _move_to_lake(
     parts = _write_parts(con, lake, ids, token)
     if parts:
         con.executemany(
-            "INSERT INTO lake_parts VALUES (?, ?, ?, ?, ?, now())",
-            [[path, token, use_case, day, rows] for path, use_case, day, rows in parts],
+            "INSERT INTO lake_parts VALUES (?, ?, ?, ?, ?, now())", [list(p) for p in parts]
         )
     con.execute(
         f"DELETE FROM {_table(con)} WHERE list_contains($ids, ingest_id)", {"ids": list(ids)}
     )
-    return sum(p[3] for p in parts)
+    return sum(p[4] for p in parts)
 
 
 def commit_ingests(con: duckdb.DuckDBPyConnection, counts: Mapping[str, _Counts]) -> int:
