@@ -319,9 +319,9 @@ def drift_bins(
     """Fine fixed bins of two windows merged into drift bins (``Bins`` of the monitor).
 
     A group ends at every fine bin where a quantile level ``j / levels`` of either window falls
-    (integer arithmetic on the cumulative counts), and at the last bin. The first edge is the
-    smallest value of both windows with zero counts (the ``Bins`` convention: bin 0 is the
-    minimum), then one edge per group: the largest value it holds.
+    (integer arithmetic on the cumulative counts), and at the last bin. Each group's edge is the
+    largest value it holds, so the ``Bins`` convention holds exactly: group ``i`` holds the
+    rows in ``(edges[i-1], edges[i]]`` (group 0 the rows ``<= edges[0]``).
 
     Args:
         reference: the reference window's histogram.
@@ -338,11 +338,11 @@ def drift_bins(
         >>> ref = LogHistogram.from_values([1, 1, 2, 3, 4, 5, 6, 7])
         >>> cur = LogHistogram.from_values([5, 6, 7, 8])
         >>> [a.tolist() for a in drift_bins(ref, cur, levels=2)]
-        [[1.0, 3.0, 6.0, 7.0, 8.0], [0.0, 4.0, 3.0, 1.0, 0.0], [0.0, 0.0, 2.0, 1.0, 1.0]]
+        [[3.0, 6.0, 7.0, 8.0], [4.0, 3.0, 1.0, 0.0], [0.0, 2.0, 1.0, 1.0]]
     """
     if levels < 1:
         raise ValueError("levels must be >= 1")
-    index, ref, cur, vmin, vmax = align_histograms(reference, current)
+    index, ref, cur, _, vmax = align_histograms(reference, current)
     if index.size == 0:
         empty = np.zeros(0)
         return empty, empty, empty
@@ -355,9 +355,9 @@ def drift_bins(
             cut |= np.diff(passed, prepend=0) > 0
     group = np.r_[0, np.cumsum(cut)[:-1]]
     size = int(group[-1]) + 1
-    edges = np.r_[vmin[0], np.maximum.reduceat(vmax, np.flatnonzero(np.diff(group, prepend=-1)))]
-    ref_g = np.r_[0.0, np.bincount(group, weights=ref, minlength=size)]
-    cur_g = np.r_[0.0, np.bincount(group, weights=cur, minlength=size)]
+    edges = np.maximum.reduceat(vmax, np.flatnonzero(np.diff(group, prepend=-1)))
+    ref_g = np.bincount(group, weights=ref, minlength=size).astype(float)
+    cur_g = np.bincount(group, weights=cur, minlength=size).astype(float)
     return edges.astype(float), ref_g, cur_g
 
 

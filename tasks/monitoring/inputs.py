@@ -1,11 +1,24 @@
-"""The night's monitoring inputs from the warehouse: a constant number of grouped statements.
+"""The night's monitoring inputs from daily rollups: a constant number of grouped statements.
 
 For each use case the analysis needs small aggregates only: binned and category counts
 (:mod:`tasks.monitoring.histograms`), daily (and optionally hourly) metric series, and the
 sufficient statistics of the production configuration over the reference window (its baseline,
-the ``reference_days`` before the night) and the current window. :func:`fetch_monitoring_inputs`
-fetches them for all of a night's use cases at once; the per-use-case functions are the
-reference the batched ones are tested against.
+the ``reference_days`` before the night) and the current window. All of them are sums of daily
+rollup rows (a window is the sum of its days), never a scan of the raw window:
+
+- counts and sums per configuration and day: the warehouse's ``rollup_config_day``
+  (:mod:`tasks.warehouse.rollup_specs`), exact;
+- a configuration's latency p95: the warehouse's ``rollup_config_latency`` bins;
+- a use case's latency p95 (series and current window), drift bins, category counts and the
+  hourly series: monitoring's own rollups (:mod:`tasks.monitoring.rollups`).
+
+Every latency p95 is read from fixed log-spaced bins (:mod:`strategies.rollup_quantiles`, ratio
+1.01, each bin with its smallest and largest value): within 1% of ``quantile_cont`` on the raw
+rows.
+
+:func:`refresh_monitoring_rollups` brings every rollup up to date; :func:`run_monitoring
+<tasks.monitoring.run.run_monitoring>` calls it before reading (after the nightly flow's own
+refresh it only checks that nothing changed). The functions here assume fresh rollups.
 
 Configurations are matched on the warehouse's configuration key (``config_id``, else
 ``model|prompt|t=..|p=..|mt=..``; :mod:`tasks.monitoring.sql`), the key the nightly flow uses.
@@ -24,39 +37,118 @@ from strategies.monitor.degradation import WindowStats
 from strategies.monitor.report import EMPTY_STATS, MonitoringInputs
 from strategies.monitor.settings import MonitoringConfig, Windows, hourly_range, series_range
 from tasks.monitoring.histograms import categorical_counts_many, numeric_bins_many
-from tasks.monitoring.sql import (
-    INCUMBENT_SQL,
-    KEY_SQL,
-    SERIES_METRICS,
-    STATS_SQL,
-    stats_from_row,
-    window_params,
-    windowed_rows,
-)
+from tasks.monitoring.rollups import MONITOR_BINS, MONITOR_HOURLY, MONITOR_HOURLY_LATENCY
+from tasks.monitoring.sql import SERIES_METRICS, quantiles_by_key, window_params, windowed_rollup
+from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY
+from tasks.warehouse.rollups import RefreshReport, refresh_rollups
+
+#: the sums a window's statistics add up, from ``rollup_config_day``
+_STATS_SUMS = """sum(n), sum(successes), sum(quality_n), sum(quality_sum),
+    sum(quality_sum_squares), sum(cost_sum)"""
 
 
-def _bucket(granularity: Literal["day", "hour"], *, skip_row_groups: bool) -> tuple[str, ...]:
-    """(bucket expression, cast, step, where) of a daily or UTC-hourly series."""
-    if granularity == "day":
-        return "day", "DATE", "INTERVAL 1 DAY", "day BETWEEN $start AND $end"
-    bucket = "date_trunc('hour', timezone('UTC', ts))"
-    if skip_row_groups:  # a bound on ts itself (not on timezone(ts)) lets the scan skip groups
-        where = (
-            "ts >= timezone('UTC', CAST($start AS TIMESTAMP))"
-            " AND ts < timezone('UTC', CAST($end AS TIMESTAMP) + INTERVAL 1 HOUR)"
-        )
+def refresh_monitoring_rollups(con: duckdb.DuckDBPyConnection) -> RefreshReport:
+    """Refresh every capability's rollups (the nightly set), so monitoring reads fresh sums.
+
+    All specs are refreshed together: the rollup watermark is shared, so refreshing a subset
+    would leave the others behind. Nothing is recomputed when no (use case, day) changed.
+
+    Args:
+        con: a writable warehouse connection.
+
+    Returns:
+        What the refresh did.
+    """
+    from tasks.nightly.rollup_set import ALL_SPECS  # lazy: the nightly set imports this package
+
+    return refresh_rollups(con, ALL_SPECS)
+
+
+def _grid(granularity: Literal["day", "hour"]) -> str:
+    """Every (use case, period) of ``[$start, $end]``."""
+    cast, step = (
+        ("DATE", "INTERVAL 1 DAY") if granularity == "day" else ("TIMESTAMP", "INTERVAL 1 HOUR")
+    )
+    return f"""
+        SELECT u.use_case, CAST(g AS {cast}) AS period
+        FROM (SELECT unnest($use_cases) AS use_case) u,
+             generate_series(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), {step}) t(g)
+    """
+
+
+def _series_sql(granularity: Literal["day", "hour"], config_key: bool) -> tuple[str, str]:
+    """(SELECT of the summed metrics per use case and period, SELECT of the latency bins)."""
+    metrics = """sum(quality_sum) / nullif(sum(quality_n), 0) AS quality,
+        sum(successes)::DOUBLE / sum(n) AS success_rate,
+        sum(cost_sum) / sum(n) AS cost_per_request, sum(n)::DOUBLE AS requests"""
+    days = (
+        "list_contains($use_cases, use_case)"
+        " AND day BETWEEN CAST($start AS DATE) AND CAST($end AS DATE)"
+    )
+    if granularity == "hour":
+        period = "CAST(day AS TIMESTAMP) + to_hours(hour)"
+        sums = f"""SELECT use_case, {period} AS period, {metrics}
+            FROM {MONITOR_HOURLY.name} WHERE {days} GROUP BY ALL"""
+        bins = f"""SELECT use_case, day, hour, sum(n), min(vmin), max(vmax)
+            FROM {MONITOR_HOURLY_LATENCY.name} WHERE {days}
+            GROUP BY use_case, day, hour, bin ORDER BY use_case, day, hour, bin"""
+        return sums, bins
+    one = "AND config_key = $config_id" if config_key else ""
+    sums = f"""SELECT use_case, day AS period, {metrics}
+        FROM {CONFIG_DAY.name} WHERE {days} {one} GROUP BY ALL"""
+    if config_key:
+        bins = f"""SELECT use_case, day, sum(n), min(vmin), max(vmax)
+            FROM {CONFIG_LATENCY.name} WHERE {days} {one}
+            GROUP BY use_case, day, bin ORDER BY use_case, day, bin"""
     else:
-        where = (
-            "timezone('UTC', ts) >= CAST($start AS TIMESTAMP)"
-            " AND timezone('UTC', ts) < CAST($end AS TIMESTAMP) + INTERVAL 1 HOUR"
-        )
-    return bucket, "TIMESTAMP", "INTERVAL 1 HOUR", where
+        bins = f"""SELECT use_case, day, sum(n), min(vmin), max(vmax)
+            FROM {MONITOR_BINS.name} WHERE {days} AND field = 'latency_ms'
+            GROUP BY use_case, day, bin ORDER BY use_case, day, bin"""
+    return sums, bins
 
 
-def _series_of(rows: Sequence[Sequence[Any]], first: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"periods": [r[first - 1].isoformat() for r in rows]}
-    for i, name in enumerate(SERIES_METRICS, start=first):
-        out[name] = np.asarray([np.nan if r[i] is None else float(r[i]) for r in rows], dtype=float)
+def _series(
+    con: duckdb.DuckDBPyConnection,
+    names: list[str],
+    *,
+    start: dt.datetime | dt.date,
+    end: dt.datetime | dt.date,
+    granularity: Literal["day", "hour"],
+    config_id: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Series of many use cases: the summed metrics on the grid, then the latency p95."""
+    if granularity == "hour" and config_id is not None:
+        raise ValueError("hourly series are rolled up per use case, not per configuration")
+    sums, bins = _series_sql(granularity, config_id is not None)
+    plain = [name for name in SERIES_METRICS if name != "latency_p95"]
+    params: dict[str, Any] = {"use_cases": names, "start": start, "end": end}
+    if config_id is not None:
+        params["config_id"] = config_id
+    rows = con.execute(
+        f"""
+        WITH grid AS ({_grid(granularity)}), agg AS ({sums})
+        SELECT grid.use_case, grid.period, {", ".join(f"agg.{m}" for m in plain)}
+        FROM grid LEFT JOIN agg USING (use_case, period) ORDER BY grid.use_case, grid.period
+        """,
+        params,
+    ).fetchall()
+    keys = 3 if granularity == "hour" else 2
+    p95 = quantiles_by_key(con, bins, params, keys=keys)
+    collected: dict[str, list[Any]] = {name: [] for name in names}
+    for row in rows:
+        collected[str(row[0])].append(row)
+    out: dict[str, dict[str, Any]] = {}
+    for name, items in collected.items():
+        series: dict[str, Any] = {"periods": [r[1].isoformat() for r in items]}
+        values = {
+            m: [np.nan if r[2 + i] is None else float(r[2 + i]) for r in items]
+            for i, m in enumerate(plain)
+        }
+        at = [(name, r[1].date(), r[1].hour) if keys == 3 else (name, r[1]) for r in items]
+        values["latency_p95"] = [p95.get(key, np.nan) for key in at]
+        for metric in SERIES_METRICS:
+            series[metric] = np.asarray(values[metric], dtype=float)
+        out[name] = series
     return out
 
 
@@ -75,34 +167,22 @@ def metric_series(
     is not a zero).
 
     Args:
-        con: warehouse connection.
+        con: warehouse connection (rollups refreshed).
         use_case: the use case.
         start: first day, or first UTC hour (naive datetime) for hourly series.
         end: last day or hour, inclusive.
         granularity: ``"day"`` or ``"hour"``.
-        config_id: only this configuration key (``None``: the whole use case).
+        config_id: only this configuration key (``None``: the whole use case; daily only).
 
     Returns:
         ``periods`` (ISO strings) and one float array per metric of ``SERIES_METRICS``.
+
+    Raises:
+        ValueError: an hourly series of one configuration (not rolled up).
     """
-    metrics = ",\n".join(f"{sql} AS {name}" for name, sql in SERIES_METRICS.items())
-    bucket, cast, step, where = _bucket(granularity, skip_row_groups=False)
-    sql = f"""
-    WITH grid AS (
-        SELECT CAST(g AS {cast}) AS period FROM generate_series(
-            CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), {step}) t(g)
-    ), agg AS (
-        SELECT {bucket} AS period, {metrics}
-        FROM usage_logs
-        WHERE use_case = $use_case AND {where}
-          AND ($config_id IS NULL OR {KEY_SQL} = $config_id)
-        GROUP BY 1
-    )
-    SELECT grid.period, {", ".join(f"agg.{name}" for name in SERIES_METRICS)}
-    FROM grid LEFT JOIN agg USING (period) ORDER BY grid.period
-    """
-    params = {"use_case": use_case, "start": start, "end": end, "config_id": config_id}
-    return _series_of(con.execute(sql, params).fetchall(), 1)
+    return _series(
+        con, [use_case], start=start, end=end, granularity=granularity, config_id=config_id
+    )[use_case]
 
 
 def metric_series_many(
@@ -113,10 +193,10 @@ def metric_series_many(
     end: dt.datetime | dt.date,
     granularity: Literal["day", "hour"] = "day",
 ) -> dict[str, dict[str, Any]]:
-    """:func:`metric_series` (no configuration filter) of many use cases in one statement.
+    """:func:`metric_series` (no configuration filter) of many use cases in two statements.
 
     Args:
-        con: warehouse connection.
+        con: warehouse connection (rollups refreshed).
         use_cases: the use cases.
         start: first day (or UTC hour).
         end: last day (or UTC hour), inclusive.
@@ -128,27 +208,76 @@ def metric_series_many(
     names = list(dict.fromkeys(use_cases))
     if not names:
         return {}
-    metrics = ",\n".join(f"{sql} AS {name}" for name, sql in SERIES_METRICS.items())
-    bucket, cast, step, where = _bucket(granularity, skip_row_groups=True)
-    sql = f"""
-    WITH grid AS (
-        SELECT u.use_case, CAST(g AS {cast}) AS period
-        FROM (SELECT unnest($use_cases) AS use_case) u,
-             generate_series(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), {step}) t(g)
-    ), agg AS (
-        SELECT use_case, {bucket} AS period, {metrics}
-        FROM usage_logs
-        WHERE list_contains($use_cases, use_case) AND {where}
-        GROUP BY 1, 2
+    return _series(con, names, start=start, end=end, granularity=granularity)
+
+
+def _stats(row: Sequence[Any], p95: float | None) -> WindowStats:
+    return WindowStats(
+        n=int(row[0]),
+        successes=int(row[1]),
+        quality_n=int(row[2]),
+        quality_sum=float(row[3]),
+        quality_sum_squares=float(row[4]),
+        cost_sum=float(row[5]),
+        latency_p95=p95,
     )
-    SELECT grid.use_case, grid.period, {", ".join(f"agg.{name}" for name in SERIES_METRICS)}
-    FROM grid LEFT JOIN agg USING (use_case, period) ORDER BY grid.use_case, grid.period
+
+
+def window_stats_many(
+    con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], windows: Windows
+) -> dict[tuple[str, str | None, int], WindowStats]:
+    """Sufficient statistics of many use cases, whole and per configuration, in three statements.
+
+    Args:
+        con: warehouse connection (rollups refreshed).
+        use_cases: the use cases.
+        windows: the night's windows.
+
+    Returns:
+        ``(use_case, None, 1)``: the whole use case in the current window; ``(use_case, key,
+        w)``: each configuration key in the reference (``w`` = 0) and current (1) window.
+        Combinations without rows are absent (their stats are all zero).
     """
-    rows = con.execute(sql, {"use_cases": names, "start": start, "end": end}).fetchall()
-    by_use_case: dict[str, list[Any]] = {name: [] for name in names}
-    for row in rows:
-        by_use_case[str(row[0])].append(row)
-    return {name: _series_of(items, 2) for name, items in by_use_case.items()}
+    names = list(dict.fromkeys(use_cases))
+    if not names:
+        return {}
+    params = {"use_cases": names} | window_params(windows)
+    rows = con.execute(
+        f"""
+        SELECT use_case, NULL AS config_key, 1 AS w, {_STATS_SUMS}
+        FROM {CONFIG_DAY.name}
+        WHERE list_contains($use_cases, use_case) AND day BETWEEN $cur_start AND $cur_end
+        GROUP BY use_case
+        UNION ALL
+        SELECT use_case, config_key, w, {_STATS_SUMS}
+        FROM {windowed_rollup(CONFIG_DAY.name)}
+        GROUP BY use_case, config_key, w
+        """,
+        params,
+    ).fetchall()
+    p95: dict[tuple[Any, ...], float] = quantiles_by_key(
+        con,
+        f"""SELECT use_case, config_key, w, sum(n), min(vmin), max(vmax)
+        FROM {windowed_rollup(CONFIG_LATENCY.name)}
+        GROUP BY use_case, config_key, w, bin ORDER BY use_case, config_key, w, bin""",
+        params,
+        keys=3,
+    )
+    whole = quantiles_by_key(
+        con,
+        f"""SELECT use_case, sum(n), min(vmin), max(vmax) FROM {MONITOR_BINS.name}
+        WHERE list_contains($use_cases, use_case) AND day BETWEEN $cur_start AND $cur_end
+          AND field = 'latency_ms'
+        GROUP BY use_case, bin ORDER BY use_case, bin""",
+        params,
+        keys=1,
+    )
+    p95 |= {(name, None, 1): v for (name,), v in whole.items()}
+    out: dict[tuple[str, str | None, int], WindowStats] = {}
+    for r in rows:
+        key = (str(r[0]), None if r[1] is None else str(r[1]), int(r[2]))
+        out[key] = _stats(r[3:], p95.get(key))
+    return out
 
 
 def window_stats(
@@ -161,7 +290,7 @@ def window_stats(
     """Sufficient statistics of one configuration (or the whole use case) over days [start, end].
 
     Args:
-        con: warehouse connection.
+        con: warehouse connection (rollups refreshed).
         use_case: the use case.
         config_id: a configuration key, or ``None`` for the whole use case.
         start: first day.
@@ -170,54 +299,15 @@ def window_stats(
     Returns:
         The :class:`WindowStats` (all zero without rows).
     """
-    row = con.execute(
-        f"""
-        SELECT {STATS_SQL} FROM usage_logs
-        WHERE use_case = $use_case AND day BETWEEN $start AND $end
-          AND ($config_id IS NULL OR {KEY_SQL} = $config_id)
-        """,
-        {"use_case": use_case, "config_id": config_id, "start": start, "end": end},
-    ).fetchone()
-    assert row is not None  # an aggregate always returns one row
-    return stats_from_row(row)
-
-
-def window_stats_many(
-    con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], windows: Windows
-) -> dict[tuple[str, str | None, int], WindowStats]:
-    """:func:`window_stats` of many use cases in one statement.
-
-    Args:
-        con: warehouse connection.
-        use_cases: the use cases.
-        windows: the night's windows.
-
-    Returns:
-        ``(use_case, None, 1)``: the whole use case in the current window; ``(use_case, key,
-        w)``: each configuration key in the reference (``w`` = 0) and current (1) window.
-        Combinations without rows are absent (their stats are all zero).
-    """
-    names = list(dict.fromkeys(use_cases))
-    if not names:
-        return {}
-    columns = f"{KEY_SQL} AS config_key, status, quality, cost_usd, latency_ms"
-    rows = con.execute(
-        f"""
-        SELECT use_case, NULL AS config_key, 1 AS w, {STATS_SQL}
-        FROM usage_logs
-        WHERE list_contains($use_cases, use_case) AND day BETWEEN $cur_start AND $cur_end
-        GROUP BY use_case
-        UNION ALL
-        SELECT use_case, config_key, w, {STATS_SQL}
-        FROM ({windowed_rows(columns)})
-        GROUP BY use_case, config_key, w
-        """,
-        {"use_cases": names} | window_params(windows),
-    ).fetchall()
-    return {
-        (str(r[0]), None if r[1] is None else str(r[1]), int(r[2])): stats_from_row(r[3:])
-        for r in rows
-    }
+    # the range as a current window after a one-day reference window before it
+    windows = Windows(
+        as_of=end,
+        reference_start=start - dt.timedelta(days=1),
+        reference_end=start - dt.timedelta(days=1),
+        current_start=start,
+        current_end=end,
+    )
+    return window_stats_many(con, [use_case], windows).get((use_case, config_id, 1), EMPTY_STATS)
 
 
 def infer_production_configs(
@@ -229,7 +319,7 @@ def infer_production_configs(
     served, then the smallest key.
 
     Args:
-        con: warehouse connection.
+        con: warehouse connection (rollups refreshed).
         use_cases: the use cases.
         start: first day.
         end: last day, inclusive.
@@ -243,8 +333,8 @@ def infer_production_configs(
     rows = con.execute(
         f"""
         SELECT use_case, key FROM (
-            SELECT use_case, {KEY_SQL} AS key, {INCUMBENT_SQL} AS incumbent, count(*) AS n
-            FROM usage_logs
+            SELECT use_case, config_key AS key, sum(incumbent_n) AS incumbent, sum(n) AS n
+            FROM {CONFIG_DAY.name}
             WHERE list_contains($use_cases, use_case) AND day BETWEEN $start AND $end
             GROUP BY 1, 2
         ) QUALIFY row_number() OVER (PARTITION BY use_case ORDER BY incumbent DESC, n DESC, key) = 1
@@ -261,7 +351,7 @@ def infer_production_config(
     """:func:`infer_production_configs` of one use case.
 
     Args:
-        con: warehouse connection.
+        con: warehouse connection (rollups refreshed).
         use_case: the use case.
         start: first day.
         end: last day, inclusive.
@@ -281,10 +371,10 @@ def fetch_monitoring_inputs(
     production_configs: Mapping[str, str | None] | None = None,
 ) -> dict[str, MonitoringInputs]:
     """The night's monitoring inputs of every use case in ``use_cases``, in a constant number of
-    statements (each grouped by use case), whatever their number.
+    statements over the rollups (each grouped by use case), whatever their number.
 
     Args:
-        con: warehouse connection.
+        con: warehouse connection (rollups refreshed: :func:`refresh_monitoring_rollups`).
         use_cases: the use cases.
         as_of: the night judged.
         config: windows, fields, series lengths.
@@ -339,6 +429,7 @@ __all__ = [
     "infer_production_configs",
     "metric_series",
     "metric_series_many",
+    "refresh_monitoring_rollups",
     "window_stats",
     "window_stats_many",
 ]

@@ -43,7 +43,6 @@ from strategies.monitor.settings import (
 from tasks.core.settings import Settings
 from tasks.monitoring.config import load_monitoring_config, parse_monitoring_config
 from tasks.monitoring.histograms import (
-    HISTOGRAM_MAX_EDGES,
     categorical_counts,
     categorical_counts_many,
     numeric_bins,
@@ -55,6 +54,7 @@ from tasks.monitoring.inputs import (
     infer_production_configs,
     metric_series,
     metric_series_many,
+    refresh_monitoring_rollups,
     window_stats,
     window_stats_many,
 )
@@ -144,6 +144,7 @@ def run_monitoring(
     production_configs: Mapping[str, str] | None = None,
     use_cases: Sequence[str] | None = None,
     record: bool = True,
+    refresh: bool = True,
 ) -> MonitoringReport:
     """One nightly monitoring pass over every use case with traffic (or ``use_cases``).
 
@@ -161,12 +162,17 @@ def run_monitoring(
         record: store alerts and reports and notify (default); without it nothing is written
             (the CLI's read-only view). Either way, alerts another run raised for the same night
             come back as that run's (``UseCaseReport.night_alerts``), not as open incidents.
+        refresh: bring the daily rollups up to date first (every capability's, see
+            :func:`refresh_monitoring_rollups`; a count check when nothing changed). Without
+            it the rollups must be fresh already.
 
     Returns:
         The :class:`MonitoringReport`.
     """
     config = config or load_monitoring_config(settings)
     apply_monitoring_schema(con)
+    if refresh:
+        refresh_monitoring_rollups(con)
     as_of = as_of or latest_day(con)
     if as_of is None:
         return MonitoringReport(
@@ -216,7 +222,6 @@ def run_monitoring(
 
 __all__ = [
     "CATEGORICAL_FIELDS",
-    "HISTOGRAM_MAX_EDGES",
     "MONITORING_SCHEMA",
     "NUMERIC_FIELDS",
     "SERIES_METRICS",
@@ -249,6 +254,7 @@ __all__ = [
     "numeric_bins_many",
     "parse_monitoring_config",
     "plot_monitoring",
+    "refresh_monitoring_rollups",
     "report_to_dict",
     "run_monitoring",
     "series_range",

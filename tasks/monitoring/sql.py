@@ -1,5 +1,11 @@
 """SQL pieces the monitoring aggregates share: metrics, sufficient statistics, the two windows.
 
+The monitoring inputs are read from daily rollups (:mod:`tasks.monitoring.rollups` and the
+warehouse's :mod:`tasks.warehouse.rollup_specs`): a window is a sum of its days' rollup rows
+(:func:`windowed_rollup`). :data:`SERIES_METRICS` and :data:`STATS_SQL` are the definitions on raw
+rows: what the rollup reads equal (tested over a simulated month, tests/monitor_tests) and what
+the benchmarks' bare DuckDB baseline computes.
+
 A configuration is identified by the warehouse's one configuration key
 (:data:`tasks.warehouse.config_metrics.CONFIG_KEY_SQL`: ``config_id`` when the logs carry it, else
 ``model|prompt|t=..|p=..|mt=..``), the same text the nightly flow and the registry use, so logs
@@ -8,12 +14,16 @@ without ``config_id`` are monitored like logs with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import duckdb
+import numpy as np
 
 from strategies.monitor.degradation import WindowStats
 from strategies.monitor.settings import SERIES_METRIC_NAMES, Windows
-from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
+from strategies.rollup_quantiles import quantile_by_group
+from tasks.warehouse.rollup_specs import CONFIG_KEY_SQL
 
 #: the configuration key of a row, as everywhere else in the warehouse
 KEY_SQL = " ".join(CONFIG_KEY_SQL.split())
@@ -45,16 +55,72 @@ def window_params(windows: Windows) -> dict[str, Any]:
     }
 
 
-def windowed_rows(columns: str) -> str:
-    """Rows of ``$use_cases`` in either window, with ``w`` = 0 (reference) or 1 (current)."""
-    return f"""
-    SELECT use_case, w, {columns} FROM (
+def windowed_rollup(table: str, where: str = "") -> str:
+    """Rollup rows of ``$use_cases`` in either window, with ``w`` = 0 (reference) or 1 (current).
+
+    Args:
+        table: a rollup table keyed by (use_case, day, ...).
+        where: more conditions, starting with ``AND``.
+
+    Returns:
+        A parenthesised subquery.
+    """
+    return f"""(
+    SELECT * FROM (
         SELECT *, CASE WHEN day BETWEEN $ref_start AND $ref_end THEN 0
                        WHEN day BETWEEN $cur_start AND $cur_end THEN 1 END AS w
-        FROM usage_logs
-        WHERE list_contains($use_cases, use_case) AND day BETWEEN $ref_start AND $cur_end
-    ) WHERE w IS NOT NULL
+        FROM {table}
+        WHERE list_contains($use_cases, use_case) AND day BETWEEN $ref_start AND $cur_end {where}
+    ) WHERE w IS NOT NULL)"""
+
+
+def _plain(array: Any) -> np.ndarray:
+    """A fetched column as a plain array (dates as ``datetime.date`` objects)."""
+    values = np.asarray(array)
+    if np.issubdtype(values.dtype, np.datetime64):
+        return values.astype("datetime64[D]").astype(object)
+    return values
+
+
+def quantiles_by_key(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Mapping[str, Any],
+    *,
+    keys: int,
+    q: float = 0.95,
+) -> dict[tuple[Any, ...], float]:
+    """``quantile_cont(q)`` per key, read from merged fixed bins.
+
+    Args:
+        con: warehouse connection.
+        sql: a SELECT of ``keys`` key columns, then ``n``, ``vmin``, ``vmax`` per (key, bin),
+            ordered by the keys and the bin.
+        params: its parameters.
+        keys: how many key columns lead.
+        q: the probability.
+
+    Returns:
+        key tuple -> the estimate (within ``RATIO - 1`` of ``quantile_cont``; see
+        :mod:`strategies.rollup_quantiles`).
     """
+    used = {k: v for k, v in params.items() if f"${k}" in sql}  # DuckDB refuses extra names
+    data = con.execute(sql, used).fetchnumpy()
+    columns = list(data)
+    if len(columns) != keys + 3 or len(data[columns[0]]) == 0:
+        return {}
+    key_arrays = [_plain(data[c]) for c in columns[:keys]]
+    size = len(key_arrays[0])
+    change = np.zeros(size, dtype=bool)
+    change[0] = True
+    for array in key_arrays:
+        change[1:] |= array[1:] != array[:-1]
+    group = np.cumsum(change) - 1
+    starts = np.flatnonzero(change)
+    labels = list(zip(*(array[starts].tolist() for array in key_arrays), strict=True))
+    n, vmin, vmax = (np.asarray(data[c], dtype=float) for c in columns[keys:])
+    ids, values = quantile_by_group(group, n, vmin, vmax, q)
+    return {labels[int(i)]: float(v) for i, v in zip(ids, values, strict=True)}
 
 
 def stats_from_row(row: Sequence[Any]) -> WindowStats:
@@ -75,7 +141,8 @@ __all__ = [
     "KEY_SQL",
     "SERIES_METRICS",
     "STATS_SQL",
+    "quantiles_by_key",
     "stats_from_row",
     "window_params",
-    "windowed_rows",
+    "windowed_rollup",
 ]

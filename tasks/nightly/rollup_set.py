@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tasks.allocation.rollups import ALLOCATION_SPECS  # noqa: F401 - collected into ALL_SPECS
 from tasks.experiments.rollups import EXPERIMENT_SPECS  # noqa: F401 - collected into ALL_SPECS
+from tasks.monitoring.rollups import MONITORING_SPECS  # noqa: F401 - collected into ALL_SPECS
 from tasks.warehouse.rollup_specs import WAREHOUSE_SPECS
 from tasks.warehouse.rollups import RollupSpec
 

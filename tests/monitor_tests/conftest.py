@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from tasks.core.settings import Settings, load_settings
+from tasks.simulation import load_simulated
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
-from tasks.simulation.generate import load_simulated
 
 
 def insert_rows(con: Any, table: Any) -> int:
@@ -29,3 +32,19 @@ def demo_config_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     module-scoped simulated worlds."""
     home = tmp_path_factory.mktemp("demo-home")
     return load_settings(env={"LLMOPT_HOME": str(home), "LLMOPT_CONFIG_DIR": str(DEMO_CONFIG_DIR)})
+
+
+def _load_raw_scan() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "monitor_raw_scan", Path(__file__).with_name("raw_scan.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def raw_scan() -> ModuleType:
+    """The raw-scan monitoring inputs (``raw_scan.py``): the reference of the rollup path."""
+    return _load_raw_scan()

@@ -21,7 +21,7 @@ def small_world(
     load_rows: Callable[[Any, Any], int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Settings:
-    simulator = pytest.importorskip("tasks.simulation.generate")
+    simulator = pytest.importorskip("tasks.simulation")
     spec = simulator.SimulationSpec(
         include_cost=True,
         days=22,

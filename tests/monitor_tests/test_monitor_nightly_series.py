@@ -10,7 +10,13 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.settings import Settings
-from tasks.monitoring.run import MonitoringConfig, analyse_series, metric_series, run_monitoring
+from tasks.monitoring.run import (
+    MonitoringConfig,
+    analyse_series,
+    metric_series,
+    refresh_monitoring_rollups,
+    run_monitoring,
+)
 
 
 def _nightly_alarm(x: np.ndarray, config: MonitoringConfig) -> bool:
@@ -80,6 +86,7 @@ def test_hourly_series_and_a_single_day_of_data(settings: Settings, warehouse: A
     )
     warehouse.register("rows_in", table)
     warehouse.execute("INSERT INTO usage_logs BY NAME SELECT * FROM rows_in")
+    refresh_monitoring_rollups(warehouse)  # run_monitoring does it itself; metric_series reads
     hourly = metric_series(
         warehouse,
         "uc",
