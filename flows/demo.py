@@ -43,7 +43,7 @@ def _serve_published_arms(
     import pyarrow.parquet as pq
 
     from tasks.registry.store import NotFoundError, RegistryStore
-    from tasks.simulation.generate import simulate_config_traffic
+    from tasks.simulation import simulate_config_traffic
 
     store = RegistryStore.from_settings(settings)
     written: list[Path] = []
@@ -89,9 +89,9 @@ def run_demo(
     import pyarrow.parquet as pq
 
     from flows.nightly import NightlyParameters, nightly_optimization
+    from tasks.simulation import SimulationSpec, write_simulation
     from tasks.simulation.demo_config import DEMO_CONFIG_DIR
     from tasks.simulation.demo_story import write_story_days
-    from tasks.simulation.generate import SimulationSpec, write_simulation
 
     if days < 1:
         raise DemoOptionError(f"--days {days}: simulate at least one day")

@@ -72,7 +72,7 @@ def _human(payload: dict[str, Any]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from tasks.core.settings import load_settings
-    from tasks.simulation.generate import (
+    from tasks.simulation import (
         SimulationSpec,
         load_ground_truth,
         split_requests_per_day,

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.registry.routing import routing_of
-from tasks.simulation.worlds_routing import RoutingArm, RoutingWorld, Segment, segmented_world
+from tasks.simulation.worlds_routing import (
+    STRONG,
+    WEAK,
+    RoutingWorld,
+    Segment,
+    segmented_world,
+)
 
 __all__ = [
     "PROMOTION_USE_CASE",
@@ -53,20 +60,9 @@ __all__ = [
 PROMOTION_USE_CASE = "faq-answer"
 ROUTING_USE_CASE = "support-route"
 
-_FAQ_PRODUCTION = RoutingArm(
-    config_id="faq-gpt-4o",
-    model="gpt-4o",
-    provider="openai",
-    latency_base_ms=400.0,
-    latency_ms_per_token=20.0,
-)
-_FAQ_CANDIDATE = RoutingArm(
-    config_id="faq-gpt-4o-mini",
-    model="gpt-4o-mini",
-    provider="openai",
-    latency_base_ms=250.0,
-    latency_ms_per_token=12.0,
-)
+# The routing worlds' two arms (same models, prices and latency), under the use case's own ids.
+_FAQ_PRODUCTION = dataclasses.replace(STRONG, config_id="faq-gpt-4o")
+_FAQ_CANDIDATE = dataclasses.replace(WEAK, config_id="faq-gpt-4o-mini")
 
 
 def promotion_world(*, start: dt.date, days: int, seed: int, scale: float = 1.0) -> RoutingWorld:

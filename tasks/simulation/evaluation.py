@@ -1,7 +1,9 @@
 """Grading the platform's strategies against the simulator's truth (tests and benchmarks only).
 
-The simulated nightly search loop (:func:`simulate_search`) and the bandit regret replay
-(:func:`simulator_regret`) grade what the production code decides with the truth the simulator
+The simulated nightly search loop (:func:`simulate_search`), the bandit regret replay
+(:func:`simulator_regret`) and the closed bandit loop through a warehouse
+(:func:`simulate_closed_loop`) and off-policy estimates of candidate policies on simulated logs
+(:func:`offpolicy_checks`) grade what the production code decides with the truth the simulator
 knows. Production modules never import this package (a layout test checks it).
 """
 
@@ -9,12 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import numpy as np
 import optuna
+import pyarrow as pa
 from optuna.trial import TrialState
 
 from strategies.bandits import RegretReport, ThompsonSampling, UniformAllocation, simulate_regret
@@ -28,12 +33,21 @@ from strategies.search import (
     tell_ready_trials,
 )
 from strategies.search_space import CandidateParams
-from tasks.simulation import generate as sim
+from tasks import simulation as sim
+from tasks.allocation.bandits import bandit_allocation
+from tasks.allocation.offpolicy import OffPolicyEstimate, evaluate_policy
 from tasks.simulation import world
+from tasks.simulation.truth import UseCaseTruth
+from tasks.warehouse.connection import connect
 
 __all__ = [
+    "OPE_REQUESTS_PER_DAY",
+    "ClosedLoop",
+    "OffPolicyCheck",
     "SimulatedRegret",
     "SimulatedSearch",
+    "offpolicy_checks",
+    "simulate_closed_loop",
     "simulate_search",
     "simulator_regret",
     "true_best",
@@ -205,3 +219,182 @@ def simulator_regret(
     )
     uniform = simulate_regret(UniformAllocation(), means, **common)
     return SimulatedRegret(use_case, tuple(c.config_id for c in configs), means, thompson, uniform)
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """Outcome of :func:`simulate_closed_loop`: the expected regret of each night's weights.
+
+    Regret is counted against the best arm's true mean quality, in requests x quality.
+    """
+
+    use_case: str
+    true_means: Mapping[str, float]
+    night_regret: tuple[float, ...]
+    uniform_regret: float
+    statuses: tuple[str, ...]
+    final_weights: Mapping[str, float]
+
+    @property
+    def regret(self) -> float:
+        """Cumulative regret of the served weights over every night."""
+        return math.fsum(self.night_regret)
+
+    @property
+    def top_arm_is_best(self) -> bool:
+        """Whether the last night's heaviest arm is the truly best configuration."""
+        top = max(self.final_weights, key=self.final_weights.__getitem__)
+        return self.true_means[top] == max(self.true_means.values())
+
+
+def simulate_closed_loop(
+    con: duckdb.DuckDBPyConnection,
+    load: Callable[[pa.Table, int], object],
+    *,
+    use_case: str = "code-review",
+    nights: int = 8,
+    requests_per_night: int = 800,
+    seed: int = 5,
+) -> ClosedLoop:
+    """Nights of ``bandit_allocation`` on a warehouse fed with the traffic its weights served.
+
+    Each night the simulator serves every production and exploration configuration of the use
+    case at the current weights (propensity = weight), ``load`` puts those rows into ``con``'s
+    warehouse, and ``bandit_allocation`` reads them back for the next night's weights.
+
+    Args:
+        con: the warehouse the allocation reads.
+        load: ``load(table, night)`` inserts one night's simulated rows into that warehouse
+            (directly, or through the real ingest).
+        use_case: the simulated use case.
+        nights: nights to run, starting uniform.
+        requests_per_night: requests served each night over all arms.
+        seed: the simulated world's seed.
+
+    Returns:
+        The regret per night, uniform allocation's regret, each night's allocation status and the
+        final weights.
+    """
+    spec = sim.SimulationSpec(
+        seed=seed, days=nights, requests_per_day={use_case: requests_per_night}
+    )
+    configs = (world.production_config(use_case), *world.exploration_configs(use_case))
+    truth = sim.ground_truth(spec).use_cases[use_case]
+    means = {c.config_id: truth.config(c.config_id).true_mean_quality for c in configs}
+    best = max(means.values())
+    weights = {c.config_id: 1 / len(configs) for c in configs}
+    night_regret: list[float] = []
+    statuses: list[str] = []
+    for night in range(nights):
+        night_regret.append(
+            requests_per_night * sum(w * (best - means[k]) for k, w in weights.items())
+        )
+        tables = [
+            sim.simulate_config_traffic(
+                spec,
+                use_case,
+                cfg,
+                round(weights[cfg.config_id] * requests_per_night),
+                night,
+                seed=100 + night,
+                propensity=max(weights[cfg.config_id], 1e-6),
+            )
+            for cfg in configs
+        ]
+        load(pa.concat_tables(tables), night)
+        allocation = bandit_allocation(
+            con,
+            use_case=use_case,
+            as_of=spec.start_date + dt.timedelta(days=night),
+            window_days=night + 1,
+            floor=0.02,
+            seed=night,
+            draws=4000,
+        )
+        statuses.append(allocation.status)
+        weights = allocation.weights()
+    uniform = nights * requests_per_night * sum(best - m for m in means.values()) / len(means)
+    return ClosedLoop(
+        use_case=use_case,
+        true_means=means,
+        night_regret=tuple(night_regret),
+        uniform_regret=uniform,
+        statuses=tuple(statuses),
+        final_weights=weights,
+    )
+
+
+OPE_REQUESTS_PER_DAY: Mapping[str, int] = {"ticket-classify": 1500, "code-review": 1500}
+
+
+@dataclass(frozen=True)
+class OffPolicyCheck:
+    """One off-policy estimate on simulated logs beside the policy's true value."""
+
+    seed: int
+    use_case: str
+    policy: Mapping[str, float]
+    true_value: float
+    result: OffPolicyEstimate
+
+    def covered(self, estimator: str) -> bool:
+        """Whether the ``ips`` / ``snips`` / ``dr`` interval contains the true value."""
+        interval = getattr(self.result.estimate, estimator)
+        return bool(interval.lower <= self.true_value <= interval.upper)
+
+
+def _candidate_policies(truth: UseCaseTruth) -> list[dict[str, float]]:
+    prod = truth.production_config_id
+    others = [c.config_id for c in truth.configs if c.config_id != prod]
+    return [
+        {others[0]: 1.0},  # an exploration config alone: ESS ~ its logged count
+        {prod: 0.5, others[1]: 0.5},
+        {c.config_id: 1 / len(truth.configs) for c in truth.configs},
+    ]
+
+
+def offpolicy_checks(
+    load: Callable[[duckdb.DuckDBPyConnection, pa.Table, int], object],
+    *,
+    seeds: int,
+    days: int = 7,
+    requests_per_day: Mapping[str, int] = OPE_REQUESTS_PER_DAY,
+) -> Iterator[OffPolicyCheck]:
+    """Off-policy estimates of three candidate policies per use case, one simulated log per seed.
+
+    Each seed's logs go into a fresh in-memory warehouse; the policies are an exploration
+    configuration alone, production half and half with another one, and uniform over every
+    logged configuration.
+
+    Args:
+        load: ``load(con, table, seed)`` inserts the seed's simulated rows into ``con``.
+        seeds: how many simulated logs (seeds ``0 .. seeds - 1``).
+        days: days per log.
+        requests_per_day: the simulated use cases and their daily requests.
+
+    Yields:
+        One check per (seed, use case, policy), with ``evaluate_policy``'s result.
+    """
+    truth = sim.ground_truth(
+        sim.SimulationSpec(seed=0, days=days, requests_per_day=dict(requests_per_day))
+    )
+    for seed in range(seeds):
+        spec = sim.SimulationSpec(
+            seed=seed, days=days, requests_per_day=dict(requests_per_day), include_cost=True
+        )
+        con = connect(path=":memory:")
+        try:
+            load(con, sim.simulate(spec), seed)
+            for use_case in requests_per_day:
+                uc = truth.use_cases[use_case]
+                for policy in _candidate_policies(uc):
+                    result = evaluate_policy(
+                        con,
+                        use_case=use_case,
+                        policy=policy,
+                        start=spec.start_date,
+                        end=spec.start_date + dt.timedelta(days=days - 1),
+                    )
+                    yield OffPolicyCheck(seed, use_case, policy, uc.policy_value(policy), result)
+        finally:
+            con.close()

@@ -523,14 +523,3 @@ def _config_from_mapping(use_case: str, data: Mapping[str, Any]) -> SimConfig:
     if data.get("config_id"):
         cfg = dataclasses.replace(cfg, config_id=str(data["config_id"]))
     return cfg
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved to :mod:`tasks.simulation.truth` / :mod:`~tasks.simulation.files` /
-    :mod:`~tasks.simulation.spec` when this module was split; import them from
-    :mod:`tasks.simulation` instead."""
-    import tasks.simulation as facade  # lazy: the facade imports this module
-
-    if name in facade.__all__:
-        return getattr(facade, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

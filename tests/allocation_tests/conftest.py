@@ -8,7 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from tasks.simulation.generate import load_simulated
+from tasks.simulation import load_simulated
 
 
 def _load_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
@@ -18,7 +18,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: pa.Table) -> int:
 
 def _load_rows(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
     """Insert hand-made rows: only the fields a test cares about, sensible defaults for the rest."""
-    from tasks.simulation.generate import CANONICAL_SCHEMA
+    from tasks.simulation import CANONICAL_SCHEMA
 
     defaults: dict[str, Any] = {
         "model": "m",

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from flows.cli import main
+from tasks.simulation import SimulationSpec, simulate
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
-from tasks.simulation.generate import SimulationSpec, simulate
 from tasks.simulation.world import exploration_configs, production_config
 from tasks.warehouse.connection import connect
 

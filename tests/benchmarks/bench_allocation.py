@@ -4,9 +4,9 @@
 ``data/benchmarks/allocation.json``:
 
 1. **Regret** of batch Thompson sampling against uniform allocation on each use case's true mean
-   qualities (``tasks.allocation.bandits.simulator_regret``), averaged over seeds.
+   qualities (``tasks.simulation.evaluation.simulator_regret``), averaged over seeds.
 2. **Closed loop**: nights of bandit_allocation on a warehouse fed by
-   ``tasks.simulation.generate.simulate_config_traffic`` through the real ingest.
+   ``tasks.simulation.evaluation.simulate_closed_loop`` through the real ingest.
 3. **OPE coverage**: share of 95% intervals (IPS, SNIPS, DR) covering the simulator's true policy
    value over seeds and candidate policies.
 4. **Timings** of the entry points on a simulated warehouse beside a bare DuckDB aggregate and a
@@ -65,107 +65,53 @@ def _regret(seeds: int) -> list[dict[str, Any]]:
 
 
 def _closed_loop(nights: int, per_night: int, workdir: Path) -> dict[str, Any]:
-    from tasks.allocation.bandits import bandit_allocation
-    from tasks.simulation.generate import SimulationSpec, ground_truth, simulate_config_traffic
-    from tasks.simulation.world import exploration_configs, production_config
+    from tasks.simulation.evaluation import simulate_closed_loop
     from tasks.warehouse.connection import connect
 
-    use_case = "code-review"
-    spec = SimulationSpec(seed=5, days=nights, requests_per_day={use_case: per_night})
-    configs = (production_config(use_case), *exploration_configs(use_case))
-    truth = ground_truth(spec).use_cases[use_case]
-    means = {c.config_id: truth.config(c.config_id).true_mean_quality for c in configs}
-    best = max(means.values())
     con = connect(path=workdir / "loop.duckdb")
-    weights = {c.config_id: 1 / len(configs) for c in configs}
-    regret = uniform = 0.0
-    per_night_regret = []
-    for night in range(nights):
-        step = per_night * sum(w * (best - means[k]) for k, w in weights.items())
-        regret += step
-        per_night_regret.append(step)
-        uniform += per_night * sum(best - m for m in means.values()) / len(means)
-        tables = [
-            simulate_config_traffic(
-                spec,
-                use_case,
-                cfg,
-                round(weights[cfg.config_id] * per_night),
-                night,
-                seed=100 + night,
-                propensity=max(weights[cfg.config_id], 1e-6),
-            )
-            for cfg in configs
-        ]
-        _ingest(con, pa.concat_tables(tables), workdir, f"night{night:02d}")
-        allocation = bandit_allocation(
+    try:
+        loop = simulate_closed_loop(
             con,
-            use_case=use_case,
-            as_of=START + dt.timedelta(days=night),
-            window_days=night + 1,
-            floor=0.02,
-            seed=night,
-            draws=4000,
+            lambda table, night: _ingest(con, table, workdir, f"night{night:02d}"),
+            use_case="code-review",
+            nights=nights,
+            requests_per_night=per_night,
         )
-        weights = allocation.weights()
-    con.close()
-    top = max(weights, key=weights.__getitem__)
+    finally:
+        con.close()
     return {
-        "use_case": use_case,
+        "use_case": loop.use_case,
         "nights": nights,
         "requests_per_night": per_night,
-        "thompson_regret": regret,
-        "uniform_regret": uniform,
-        "ratio": regret / uniform,
-        "first_night_regret": per_night_regret[0],
-        "last_night_regret": per_night_regret[-1],
-        "final_top_arm_is_best": means[top] == best,
+        "thompson_regret": loop.regret,
+        "uniform_regret": loop.uniform_regret,
+        "ratio": loop.regret / loop.uniform_regret,
+        "first_night_regret": loop.night_regret[0],
+        "last_night_regret": loop.night_regret[-1],
+        "final_top_arm_is_best": loop.top_arm_is_best,
     }
 
 
 def _coverage(seeds: int, workdir: Path) -> dict[str, Any]:
-    from tasks.allocation.offpolicy import evaluate_policy
-    from tasks.simulation.generate import SimulationSpec, ground_truth, simulate
-    from tasks.warehouse.connection import connect
+    from tasks.simulation.evaluation import offpolicy_checks
 
-    rpd = {"ticket-classify": 1500, "code-review": 1500}
-    truth = ground_truth(SimulationSpec(seed=0, days=7, requests_per_day=rpd))
-    covered = {"ips": 0, "snips": 0, "dr": 0}
-    width = {"ips": 0.0, "snips": 0.0, "dr": 0.0}
-    total = 0
-    for seed in range(seeds):
-        spec = SimulationSpec(seed=seed, days=7, requests_per_day=rpd, include_cost=True)
-        con = connect(path=":memory:")
-        _ingest(con, simulate(spec), workdir, f"ope{seed}")
-        for use_case in rpd:
-            uc = truth.use_cases[use_case]
-            prod = uc.production_config_id
-            others = [c.config_id for c in uc.configs if c.config_id != prod]
-            policies = [
-                {others[0]: 1.0},
-                {prod: 0.5, others[1]: 0.5},
-                {c.config_id: 1 / len(uc.configs) for c in uc.configs},
-            ]
-            for policy in policies:
-                value = uc.policy_value(policy)
-                est = evaluate_policy(
-                    con,
-                    use_case=use_case,
-                    policy=policy,
-                    start=START,
-                    end=START + dt.timedelta(days=6),
-                ).estimate
-                total += 1
-                for name in covered:
-                    e = getattr(est, name)
-                    covered[name] += e.lower <= value <= e.upper
-                    width[name] += e.upper - e.lower
-        con.close()
+    checks = list(
+        offpolicy_checks(
+            lambda con, table, seed: _ingest(con, table, workdir, f"ope{seed}"), seeds=seeds
+        )
+    )
+    total = len(checks)
+    names = ("ips", "snips", "dr")
+    widths = {
+        k: sum(getattr(c.result.estimate, k).upper - getattr(c.result.estimate, k).lower
+               for c in checks)
+        for k in names
+    }  # fmt: skip
     return {
         "intervals": total,
         "nominal": 0.95,
-        **{f"{k}_coverage": v / total for k, v in covered.items()},
-        **{f"{k}_mean_width": v / total for k, v in width.items()},
+        **{f"{k}_coverage": sum(c.covered(k) for c in checks) / total for k in names},
+        **{f"{k}_mean_width": widths[k] / total for k in names},
     }
 
 
@@ -174,7 +120,7 @@ def _timings(days: int, workdir: Path) -> list[dict[str, Any]]:
     from tasks.allocation.budget import budget_report, use_case_traffic_mix
     from tasks.allocation.offpolicy import evaluate_policy
     from tasks.core.config import load_config
-    from tasks.simulation.generate import SimulationSpec, simulate
+    from tasks.simulation import SimulationSpec, simulate
     from tasks.simulation.world import exploration_configs
     from tasks.warehouse.connection import connect
 

@@ -42,8 +42,8 @@ from strategies.monitor.analysis import analyse_series
 from strategies.monitor.settings import MonitoringConfig
 from tasks.core.settings import load_settings
 from tasks.monitoring import apply_monitoring_schema, load_monitoring_config, run_monitoring
+from tasks.simulation import SimulationSpec, ground_truth, load_simulated, simulate
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
-from tasks.simulation.generate import SimulationSpec, ground_truth, load_simulated, simulate
 from tasks.simulation.world import USE_CASES
 from tasks.warehouse.connection import MeasuredConnection, StatementTally, apply_schema
 from tasks.warehouse.queries import latest_day

@@ -113,7 +113,7 @@ def prepare(size: int, work: Path) -> dict[str, Any]:
 
     from tasks.core.settings import load_settings
     from tasks.ingest.pipeline import ingest_paths
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.simulation import SimulationSpec, write_simulation
 
     spec = SimulationSpec(seed=7, days=DAYS, total_rows=size)
     started = time.perf_counter()

@@ -28,7 +28,7 @@ UC = "support-summarize"
 
 def _convergence(seeds: int) -> list[dict[str, Any]]:
     from strategies.search import RandomSearch, RewardWeights, SearchSpace, TPESearch
-    from tasks.simulation import generate as sim
+    from tasks import simulation as sim
     from tasks.simulation.evaluation import simulate_search, true_best
 
     weights = RewardWeights(quality=1.0, cost=0.1, latency=0.0, errors=1.0)
@@ -70,9 +70,9 @@ def _convergence(seeds: int) -> list[dict[str, Any]]:
 
 
 def _timings(rows_per_day: int) -> dict[str, Any]:
+    from tasks import simulation as sim
     from tasks.search.frontier import compute_frontier
     from tasks.search.study import run_search_round
-    from tasks.simulation import generate as sim
     from tasks.warehouse.config_metrics import config_metrics
     from tasks.warehouse.connection import connect
 

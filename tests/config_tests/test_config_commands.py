@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -43,16 +44,35 @@ def _user_logs(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def user_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's logs ingested once for the module (each test copies the warehouse file)."""
+    folder = tmp_path_factory.mktemp("user-logs")
+    settings = load_settings(env={"LLMOPT_HOME": str(folder / "home")}).ensure_dirs()
+    report = ingest_paths([_user_logs(folder / "logs.jsonl")], settings=settings)
+    assert report.ingested == 120
+    return settings.warehouse_path
+
+
 @pytest.fixture
-def user_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def user_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_warehouse: Path) -> Path:
+    """A fresh home with the user's warehouse and no configuration folder of its own yet."""
     home = tmp_path / "home"
     monkeypatch.setenv("LLMOPT_HOME", str(home))
     for name in ("LLMOPT_CONFIG_DIR", "LLMOPT_WAREHOUSE", "LLMOPT_SETTINGS_FILE"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings().ensure_dirs()
-    report = ingest_paths([_user_logs(tmp_path / "logs.jsonl")], settings=settings)
-    assert report.ingested == 120
+    shutil.copyfile(user_warehouse, settings.warehouse_path)
     return home
+
+
+def _user_config(home: Path, **files: str) -> Path:
+    """Write the user's configuration folder (``name=text`` per ``<name>.toml``); its path."""
+    folder = home / "config"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / f"{name}.toml").write_text(text)
+    return folder
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -95,10 +115,10 @@ def test_init_writes_a_commented_config_for_the_warehouse_use_cases(
 def test_config_check_prints_the_effective_config_per_use_case(
     user_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = user_home / "config"
-    folder.mkdir()
-    (folder / "registry.toml").write_text(
-        '[defaults]\napproval = "human"\n\n[use_cases."checkout-bot"]\napproval = "auto"\n'
+    folder = _user_config(
+        user_home,
+        registry='[defaults]\napproval = "human"\n\n'
+        '[use_cases."checkout-bot"]\napproval = "auto"\n',
     )
     code, out, _ = _run(capsys, "config", "check", "--json")
     assert code == 0
@@ -124,10 +144,11 @@ def test_config_check_prints_the_effective_config_per_use_case(
 def test_config_check_lists_every_problem_with_file_and_line_and_exits_1(
     user_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = user_home / "config"
-    folder.mkdir()
-    (folder / "registry.toml").write_text('approval = "auto"\n')
-    (folder / "monitoring.toml").write_text("[rules]\nerror_rate_max = 0.02\ncost_ratio = 3\n")
+    folder = _user_config(
+        user_home,
+        registry='approval = "auto"\n',
+        monitoring="[rules]\nerror_rate_max = 0.02\ncost_ratio = 3\n",
+    )
     code, out, err = _run(capsys, "config", "check")
     assert code == 1 and err == ""
     assert f"{folder.resolve() / 'registry.toml'}:1: unknown key 'approval'" in out
@@ -138,9 +159,7 @@ def test_config_check_lists_every_problem_with_file_and_line_and_exits_1(
 def test_config_check_reports_a_value_the_capability_refuses(
     user_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = user_home / "config"
-    folder.mkdir()
-    (folder / "monitoring.toml").write_text("[windows]\nreference_days = 14\nseries_days = 7\n")
+    _user_config(user_home, monitoring="[windows]\nreference_days = 14\nseries_days = 7\n")
     code, out, _ = _run(capsys, "config", "check", "--json")
     report = json.loads(out)
     assert code == 1 and report["ok"] is False

@@ -20,7 +20,7 @@ from tasks.experiments import (
     analyze_warehouse_experiments,
     reset_stop,
 )
-from tasks.simulation.generate import load_simulated
+from tasks.simulation import load_simulated
 
 START = dt.date(2026, 10, 1)
 

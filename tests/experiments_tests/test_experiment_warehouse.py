@@ -18,7 +18,7 @@ from tasks.experiments.analyze import (
     experiment_spec,
     plot_experiment_intervals,
 )
-from tasks.simulation.generate import load_simulated
+from tasks.simulation import load_simulated
 
 START = dt.date(2026, 10, 1)
 
@@ -205,7 +205,7 @@ def test_config_file_loads_and_rejects_bad_keys(settings: Settings) -> None:
 def test_simulated_world_ships_the_real_lift_and_not_the_aa(
     warehouse: Any, settings: Settings
 ) -> None:
-    simulator = pytest.importorskip("tasks.simulation.generate")
+    simulator = pytest.importorskip("tasks.simulation")
     spec = simulator.SimulationSpec(
         days=30,
         requests_per_day={"support-summarize": 1000, "ticket-classify": 1000},

@@ -47,7 +47,7 @@ def test_nightly_fans_use_cases_out_on_a_dask_cluster(
     from flows.nightly import NightlyParameters, nightly_optimization
     from tasks.core.settings import load_settings
     from tasks.registry.store import RegistryStore
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.simulation import SimulationSpec, write_simulation
 
     load_settings().ensure_dirs()
     spec = SimulationSpec(seed=7, days=15, total_rows=30_000)

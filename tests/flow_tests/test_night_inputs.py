@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from tasks.core.settings import Settings, load_settings
+from tasks.simulation import SimulationSpec
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
-from tasks.simulation.generate import SimulationSpec
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, config_metrics
 
 DAYS = 10
@@ -28,7 +28,7 @@ SPEC = SimulationSpec(days=DAYS, total_rows=DAYS * 1_500)
 def simulated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The simulated warehouse file, simulated and ingested once for the module."""
     from tasks.ingest.pipeline import ingest_paths
-    from tasks.simulation.generate import write_simulation
+    from tasks.simulation import write_simulation
 
     home = tmp_path_factory.mktemp("night-inputs-home")
     built = load_settings(

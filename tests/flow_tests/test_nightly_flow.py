@@ -28,7 +28,7 @@ START = dt.date(2026, 10, 1)
 def world(
     tmp_path_factory: pytest.TempPathFactory, prefect_server: None
 ) -> Iterator[dict[str, Any]]:
-    from tasks.simulation.generate import SimulationSpec, write_simulation
+    from tasks.simulation import SimulationSpec, write_simulation
 
     home = tmp_path_factory.mktemp("nightly-home")
     patch = pytest.MonkeyPatch()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,14 +25,28 @@ UC = "support-summarize"
 FOUR_EYES = PolicyBook(defaults=ApprovalPolicy(approval="human", four_eyes=True))
 
 
+@dataclass(frozen=True)
+class Served:
+    """The API over a four-eyes store: the store, the API's URL and each principal's token."""
+
+    url: str
+    store: RegistryStore
+    tokens: dict[str, str]
+    make_api: Any
+
+    def api(self, principal: str) -> Any:
+        """A raw HTTP helper that speaks as ``principal`` unless a request names another token."""
+        return self.make_api(self.url, self.tokens[principal])
+
+
 @pytest.fixture
 def served(
-    settings: Settings, any_store: RegistryStore, principals: dict[str, str]
-) -> Iterator[tuple[str, RegistryStore]]:
+    settings: Settings, any_store: RegistryStore, principals: dict[str, str], make_api: Any
+) -> Iterator[Served]:
     """The API over a four-eyes store, on SQLite and on PostgreSQL."""
     any_store.policies = FOUR_EYES
     with serve_in_background(settings, store=any_store, refresh_interval=0.0) as url:
-        yield url, any_store
+        yield Served(url, any_store, principals, make_api)
 
 
 def _publish(api: Any, make_config: Any, token: str, expected: int = 0) -> tuple[int, Any]:
@@ -71,48 +86,35 @@ def test_binding_beyond_loopback_needs_the_explicit_flag() -> None:
 
 
 def test_roles_and_the_audit_records_the_authenticated_principal(
-    served: tuple[str, RegistryStore],
-    principals: dict[str, str],
-    make_config: Any,
-    make_api: Any,
+    served: Served, make_config: Any
 ) -> None:
-    url, store = served
-    api = make_api(url, principals["alice"])
-    status, body = _publish(api, make_config, principals["bob"])  # bob may only approve
+    store, tokens = served.store, served.tokens
+    api = served.api("alice")
+    status, body = _publish(api, make_config, tokens["bob"])  # bob may only approve
     assert status == 403 and "lacks the 'propose' role" in body["detail"]
     claimed = {"config": make_config().to_dict(), "expected_version": 0, "reason": "r",
                "actor": "somebody-else"}  # fmt: skip
     status, _, _ = api.request("POST", f"/v1/configs/{UC}", claimed)
     assert status == 403
-    status, body = _publish(api, make_config, principals["alice"])
+    status, body = _publish(api, make_config, tokens["alice"])
     assert status == 201 and body["created_by"] == "alice"
     ok = {"comment": "ok"}
-    assert (
-        api.request("POST", f"/v1/configs/{UC}/1/approve", ok, token=principals["carol"])[0] == 403
-    )
-    assert api.request("POST", f"/v1/configs/{UC}/1/approve", ok, token=principals["bob"])[0] == 200
+    assert api.request("POST", f"/v1/configs/{UC}/1/approve", ok, token=tokens["carol"])[0] == 403
+    assert api.request("POST", f"/v1/configs/{UC}/1/approve", ok, token=tokens["bob"])[0] == 200
     ship = {"comment": "ship", "expected_production": None}
-    assert (
-        api.request("POST", f"/v1/configs/{UC}/1/promote", ship, token=principals["bob"])[0] == 403
-    )
-    assert (
-        api.request("POST", f"/v1/configs/{UC}/1/promote", ship, token=principals["carol"])[0]
-        == 200
-    )
+    assert api.request("POST", f"/v1/configs/{UC}/1/promote", ship, token=tokens["bob"])[0] == 403
+    assert api.request("POST", f"/v1/configs/{UC}/1/promote", ship, token=tokens["carol"])[0] == 200
     assert [(e.action, e.actor) for e in store.history(UC)] == [
         ("publish", "alice"), ("approve", "bob"), ("promote", "carol"),
     ]  # fmt: skip
 
 
 def test_four_eyes_refuses_the_proposer_and_automated_principals(
-    served: tuple[str, RegistryStore],
-    principals: dict[str, str],
-    make_config: Any,
-    make_api: Any,
+    served: Served, make_config: Any
 ) -> None:
-    url, store = served
-    api = make_api(url, principals["ops"])
-    assert _publish(api, make_config, principals["ops"])[0] == 201
+    store = served.store
+    api = served.api("ops")
+    assert _publish(api, make_config, served.tokens["ops"])[0] == 201
     status, _, raw = api.request("POST", f"/v1/configs/{UC}/1/approve", {"comment": "mine"})
     assert status == 403 and json.loads(raw)["error"] == "four_eyes"
     with pytest.raises(FourEyesError, match="a person must approve"):
@@ -121,7 +123,10 @@ def test_four_eyes_refuses_the_proposer_and_automated_principals(
         store.approve(UC, 1, actor="ops", comment="direct store call, same person")
     assert store.get(UC, 1).state.value == "candidate"
     status, _, _ = api.request(
-        "POST", f"/v1/configs/{UC}/1/approve", {"comment": "second eyes"}, token=principals["bob"]
+        "POST",
+        f"/v1/configs/{UC}/1/approve",
+        {"comment": "second eyes"},
+        token=served.tokens["bob"],
     )
     assert status == 200
     # without four eyes (the auto policy) the nightly flow may approve
@@ -130,20 +135,15 @@ def test_four_eyes_refuses_the_proposer_and_automated_principals(
     assert store.approve(UC, 2, actor="nightly-flow", comment="auto").state.value == "approved"
 
 
-def test_preconditions_on_promote_and_rollback(
-    served: tuple[str, RegistryStore],
-    principals: dict[str, str],
-    make_config: Any,
-    make_api: Any,
-) -> None:
-    url, store = served
+def test_preconditions_on_promote_and_rollback(served: Served, make_config: Any) -> None:
+    store = served.store
     store.policies = None
     for version in (1, 2, 3):
         store.publish(UC, make_config(temperature=version / 10), expected_version=version - 1,
                       actor="p", reason="r")  # fmt: skip
         store.approve(UC, version, actor="a", comment="ok")
         store.promote(UC, version, actor="a", comment="ship")
-    api = make_api(url, principals["carol"])
+    api = served.api("carol")
     status, _, raw = api.request("POST", f"/v1/configs/{UC}/rollback", {"reason": "bad"})
     assert status == 428 and "expected_production" in json.loads(raw)["detail"]
     rollback = {"reason": "bad", "expected_production": 3}

@@ -17,6 +17,26 @@ from tasks.registry.store import RegistryStore
 ALL_PASS = {g: True for g in ("srm", "quality", "error_rate", "latency_p95", "cost_per_request")}
 
 
+def _nightly_try(
+    store: RegistryStore,
+    make_config: Any,
+    use_case: str,
+    *,
+    expected_version: int = 0,
+    **kwargs: Any,
+) -> Any:
+    """Submit what the nightly flow proposes for ``use_case``: a fresh config, reason "try"."""
+    return submit(
+        store,
+        use_case,
+        make_config(use_case),
+        expected_version=expected_version,
+        actor="nightly",
+        reason="try",
+        **kwargs,
+    )
+
+
 def test_repository_policy_file_loads(settings: Settings) -> None:
     defaults, per_use_case = load_policies(settings)
     assert defaults.approval == "human"
@@ -64,13 +84,10 @@ def test_auto_policy_rejects_failed_or_missing_guardrails(
     failed: tuple[str, ...],
     missing: tuple[str, ...],
 ) -> None:
-    result = submit(
+    result = _nightly_try(
         sqlite_store,
+        make_config,
         "ticket-classify",
-        make_config("ticket-classify"),
-        expected_version=0,
-        actor="nightly",
-        reason="try",
         guardrails=guardrails,
         settings=settings,
     )
@@ -82,27 +99,22 @@ def test_auto_policy_rejects_failed_or_missing_guardrails(
 def test_human_policy_leaves_a_candidate(
     sqlite_store: RegistryStore, make_config: Any, settings: Settings
 ) -> None:
-    result = submit(
+    result = _nightly_try(
         sqlite_store,
+        make_config,
         "sales-email",
-        make_config("sales-email"),
-        expected_version=0,
-        actor="nightly",
-        reason="try",
         guardrails=ALL_PASS,
         settings=settings,
     )
     assert (result.decision, result.state) == ("awaiting_human", "candidate")
     assert sqlite_store.get("sales-email", "candidate").version == 1
     with pytest.raises(ConfigValidationError, match="guardrails"):
-        submit(
+        _nightly_try(
             sqlite_store,
+            make_config,
             "sales-email",
-            make_config("sales-email"),
             expected_version=1,
-            actor="nightly",
-            reason="try",
-            guardrails={"srm": "yes"},  # type: ignore[dict-item]
+            guardrails={"srm": "yes"},
             policy=ApprovalPolicy(),
         )
     assert sqlite_store.latest_version("sales-email") == 1

@@ -17,9 +17,9 @@ from PIL import Image
 
 from flows.cli import main
 from flows.cli_support import to_jsonable
+from tasks import simulation as sim
 from tasks.core.settings import REPO_ROOT, Settings
 from tasks.search.frontier import compute_frontier, most_served_config, plot_frontier
-from tasks.simulation import generate as sim
 from tasks.warehouse.connection import connect
 
 UC = "support-summarize"
@@ -56,11 +56,12 @@ def _ids(truth: Any) -> dict[str, str]:
     return by_model
 
 
-def test_frontier_on_simulated_logs_matches_sql_and_truth(
+def test_frontier_on_simulated_logs_matches_sql_and_truth(  # noqa: PLR0917 - pytest fixtures
     warehouse: Any,
     logs: pa.Table,
     truth: Any,
     insert_logs: Callable[[Any, pa.Table], int],
+    observed_objectives: Callable[[Any, str], tuple[float, float, float]],
     tmp_path: Path,
 ) -> None:
     insert_logs(warehouse, logs)
@@ -71,12 +72,8 @@ def test_frontier_on_simulated_logs_matches_sql_and_truth(
     )
     assert len(result.points) == len(truth.configs) and result.excluded == ()
     for p in result.points:
-        q, cost, p95 = warehouse.execute(
-            "SELECT avg(quality), avg(cost_usd), quantile_cont(latency_ms, 0.95) "
-            "FROM usage_logs WHERE config_id = ?",
-            [p.config_key],
-        ).fetchone()
-        assert (p.quality, p.cost_usd, p.latency_p95_ms) == pytest.approx((q, cost, p95))
+        expected = observed_objectives(warehouse, p.config_key)
+        assert (p.quality, p.cost_usd, p.latency_p95_ms) == pytest.approx(expected)
     ids = _ids(truth)
     cheap, haiku = ids["gpt-4o-mini/summarize-v1/512"], ids["claude-haiku-4-5/summarize-v2/512"]
     # the cheapest config and the best-quality config per cent are on the frontier ...

@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from strategies.search import RandomSearch, RewardWeights, SearchSpace, TPESearch
-from tasks.simulation import generate as sim
+from tasks import simulation as sim
 from tasks.simulation.evaluation import simulate_search, true_best, true_reward
 
 UC = "support-summarize"

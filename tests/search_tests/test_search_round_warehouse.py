@@ -14,6 +14,7 @@ import pytest
 
 from flows.cli_support import to_jsonable
 from strategies.search import PRESETS
+from tasks import simulation as sim
 from tasks.core.settings import Settings
 from tasks.search.study import (
     SearchConfig,
@@ -22,7 +23,6 @@ from tasks.search.study import (
     search_config_from_mapping,
     search_status,
 )
-from tasks.simulation import generate as sim
 
 USE_CASE = "support-summarize"
 DAY0 = dt.date(2026, 10, 1)
@@ -109,7 +109,10 @@ def test_round_tells_observed_rewards_and_keeps_thin_trials_pending(
 
 
 def test_multi_objective_round_with_nsga2(
-    settings: Settings, warehouse: Any, insert_logs: Callable[[Any, pa.Table], int]
+    settings: Settings,
+    warehouse: Any,
+    insert_logs: Callable[[Any, pa.Table], int],
+    observed_objectives: Callable[[Any, str], tuple[float, float, float]],
 ) -> None:
     config = _config(sampler="nsga2", objective="multi", n_candidates=2)
     night1 = run_search_round(settings, warehouse, use_case=USE_CASE, as_of=DAY0, config=config)
@@ -120,12 +123,7 @@ def test_multi_objective_round_with_nsga2(
     )
     assert night2.objective_names == ("quality", "cost_usd", "latency_p95_ms")
     for t in night2.told:
-        q, cost, p95 = warehouse.execute(
-            "SELECT avg(quality), avg(cost_usd), quantile_cont(latency_ms, 0.95) "
-            "FROM usage_logs WHERE config_id = ?",
-            [t.config_id],
-        ).fetchone()
-        assert t.values == pytest.approx((q, cost, p95))
+        assert t.values == pytest.approx(observed_objectives(warehouse, t.config_id))
     assert ":multi@" in night2.study_name  # one study generation per set of choices
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from tasks.simulation.generate import load_ground_truth
+from tasks.simulation import load_ground_truth
 
 
 def test_simulate_command_writes_logs_and_ground_truth(

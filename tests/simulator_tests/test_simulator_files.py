@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.simulation.generate import (
+from tasks.simulation import (
     CANONICAL_COLUMNS,
     CANONICAL_SCHEMA,
     SimulationSpec,

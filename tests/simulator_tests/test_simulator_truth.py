@@ -10,8 +10,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from tasks.simulation import world as w
-from tasks.simulation.generate import (
+from tasks.simulation import (
     GroundTruth,
     SimulationSpec,
     ground_truth,
@@ -20,6 +19,7 @@ from tasks.simulation.generate import (
     simulate_config_traffic,
     true_quality,
 )
+from tasks.simulation import world as w
 
 SPEC = SimulationSpec(
     seed=11,
