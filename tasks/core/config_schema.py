@@ -283,6 +283,17 @@ _NIGHTLY = Section(
         ),
         "search": Section(keys={"candidates_per_night": _INT}),
         "windows": Section(keys={"lookback_days": _INT}),
+        "auto_experiments": Section(  # experiments the flow creates (strategies.experiment_design)
+            keys={
+                "enabled": _BOOL,
+                "traffic_share": _NUM,
+                "mde": _NUM,
+                "power": _NUM,
+                "n_star": _NUM,
+                "min_days": _INT,
+                "max_days": _INT,
+            }
+        ),
     }
 )
 

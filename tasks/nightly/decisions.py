@@ -10,10 +10,18 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from strategies.experiment_design import ExperimentProposal
 from strategies.objective import Objective
 from strategies.promotion import PromotionDecision
 from strategies.traffic import ExperimentArms, RolloutState, SafetyOverride, start_rollout
 from tasks.nightly import inputs as night_inputs
+from tasks.nightly.experiment_plans import (
+    DESIGNS_KEY,
+    experiment_arms,
+    propose_for,
+    running_experiments,
+    tried_candidates,
+)
 from tasks.nightly.inputs import UseCaseInputs
 from tasks.nightly.loop import (
     config_stats,
@@ -28,6 +36,7 @@ __all__ = [
     "Safety",
     "experiment_decisions",
     "experiment_guardrails",
+    "experiment_step",
     "keep_promising",
     "promotion_step",
     "safety_from_monitoring",
@@ -68,6 +77,7 @@ class ExperimentDecisions:
     needs_approval: bool = False
     guardrails: dict[str, bool] = dataclasses.field(default_factory=dict)
     evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
+    designs: dict[str, Any] = dataclasses.field(default_factory=dict)  # carried in the registry
 
 
 def experiment_decisions(
@@ -190,6 +200,92 @@ def promotion_step(
     decided.guardrails = guardrails
     decided.evidence = decision.evidence | {"guardrail_notes": notes}
     return decision, f"proposed {winner} from logged evidence: {decision.reason}"
+
+
+def experiment_step(
+    objective: Objective,
+    inputs: UseCaseInputs,
+    night: Night,
+    options: NightOptions,
+    *,
+    promotion: PromotionDecision | None,
+    production_id: str,
+    first_night: bool,
+    safety: SafetyOverride | None,
+    decided: ExperimentDecisions,
+    analysed: Sequence[Mapping[str, Any]],
+    policy: Any,
+) -> tuple[ExperimentProposal | None, str]:
+    """A pre-registered experiment for a promising candidate the logs cannot decide.
+
+    Runs after :func:`promotion_step`; nothing is proposed on a first night, under a safety
+    action, while a rollout or a promotion is under way. A proposal adds the experiment's arms
+    to ``decided.running`` and its design to ``decided.designs`` (the registry's
+    ``metadata.experiment_designs``), and needs approval like any new configuration: the
+    guardrails are the candidate's on its logged traffic so far, failing only on shown harm (the
+    experiment is where they get proven, on a limited share).
+
+    Args:
+        objective: the use case's objective.
+        inputs: the night's inputs of the use case.
+        night: the night.
+        options: the night's options (guard margins).
+        promotion: tonight's promotion decision (its promising candidates).
+        production_id: production after tonight's rollout step.
+        first_night: production bootstrapped tonight (absent before): no experiment.
+        safety: a monitoring override.
+        decided: tonight's decisions; a proposal is written into it.
+        analysed: tonight's analysed experiments of the use case.
+        policy: the design policy (:class:`strategies.experiment_design.DesignPolicy`).
+
+    Returns:
+        (the proposal or None when not considered, the sentence for the reasons).
+    """
+    if first_night:
+        return None, "no experiment: production is absent until tonight's bootstrap"
+    if safety is not None:
+        return None, f"no experiment: safety first ({safety.reason})"
+    if decided.rollout is not None:
+        return None, "no experiment: a rollout is in progress or proposed"
+    routing = inputs.routing
+    offpolicy = bool(routing is not None and routing.rows > 0 and not routing.missing_propensity)
+    history = inputs.history(night.as_of)
+    stats = {s.config_key: s for s in config_stats(history)}
+    proposal = propose_for(
+        promotion,
+        use_case=inputs.use_case,
+        objective=objective,
+        stats=stats,
+        production_id=production_id,
+        requests_per_day=float(inputs.night_metrics.get("requests") or 0.0),
+        policy=policy,
+        running=running_experiments(analysed, decided.designs),
+        tried=tried_candidates(decided.designs, production_id),
+        offpolicy_possible=offpolicy,
+    )
+    design = proposal.design
+    if proposal.action != "propose" or design is None:
+        return proposal, proposal.reason
+    guardrails, notes = promotion_guardrails(
+        objective,
+        options.guard,
+        production=stats[production_id],
+        candidate=stats[design.treatment_config_id],
+        monthly=monthly_requests(inputs.window(night.as_of), options.lookback_days),
+        burden="no_harm",
+    )
+    decided.running.append(experiment_arms(design))
+    decided.designs[design.experiment_id] = design.as_dict()
+    decided.needs_approval = True
+    decided.guardrails = guardrails
+    decided.evidence = {
+        "source": "logged traffic without propensities",
+        "method": "pre-registered experiment",
+        DESIGNS_KEY: {design.experiment_id: design.as_dict()},
+        "promising": [c.as_dict() for c in (promotion.promising if promotion else ())],
+        "guardrail_notes": notes,
+    }
+    return proposal, proposal.reason
 
 
 def experiment_guardrails(exp: Mapping[str, Any]) -> dict[str, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from scipy import stats as sps
@@ -298,6 +298,7 @@ def promotion_guardrails(
     production: ConfigStats,
     candidate: ConfigStats,
     monthly: float | None = None,
+    burden: Literal["non_inferior", "no_harm"] = "non_inferior",
 ) -> tuple[dict[str, bool], dict[str, str]]:
     """Guardrail verdicts of a logged-evidence proposal, named as the registry policy expects.
 
@@ -305,6 +306,10 @@ def promotion_guardrails(
     rate no higher than its margin, p95 latency within the ratio limit, cost within the
     objective's constraint (a reward objective trades cost itself). ``srm`` does not apply to
     logged traffic (no planned split): it passes, and the note says so.
+
+    ``burden="no_harm"`` (an experiment proposal: the experiment is how the candidate's
+    guardrails get proven, on a limited share) passes a guardrail unless harm beyond its margin
+    is shown on the logged traffic (the bound on the other side), and cost on the point estimate.
 
     Returns:
         (name -> passed, name -> the sentence behind the verdict).
@@ -314,21 +319,25 @@ def promotion_guardrails(
     se_q = math.hypot(candidate.quality_se, production.quality_se)
     de = candidate.error_rate - production.error_rate
     se_e = math.hypot(candidate.error_rate_se, production.error_rate_se)
-    p95_high = candidate.latency_p95 + z * _finite(candidate.latency_p95_se)
     limit = guard.latency_ratio_limit * production.latency_p95
     score = objective.score(candidate, monthly_requests=monthly)
+    sign = 1.0 if burden == "non_inferior" else -1.0  # which end of each interval must hold
+    p95_bound = candidate.latency_p95 + sign * z * _finite(candidate.latency_p95_se)
     verdicts = {
         "srm": True,
-        "quality": bool(dq - z * se_q > -guard.quality_margin),
-        "error_rate": bool(de + z * _finite(se_e) < guard.error_rate_margin),
-        "latency_p95": bool(p95_high <= limit),
-        "cost_per_request": bool(score.confidently_feasible),
+        "quality": bool(dq - sign * z * se_q > -guard.quality_margin),
+        "error_rate": bool(de + sign * z * _finite(se_e) < guard.error_rate_margin),
+        "latency_p95": bool(p95_bound <= limit),
+        "cost_per_request": bool(
+            score.confidently_feasible if burden == "non_inferior" else score.feasible
+        ),
     }
     notes = {
         "srm": "not an experiment: logged traffic has no planned split to check",
-        "quality": f"difference {dq:+.4f} +/- {z * se_q:.4f}, margin {guard.quality_margin}",
+        "quality": f"difference {dq:+.4f} +/- {z * se_q:.4f}, margin {guard.quality_margin}"
+        + ("" if burden == "non_inferior" else " (experiment proposal: fails only on shown harm)"),
         "error_rate": f"difference {de:+.4f}, margin {guard.error_rate_margin}",
-        "latency_p95": f"{candidate.latency_p95:.0f} ms (upper {p95_high:.0f}) vs limit "
+        "latency_p95": f"{candidate.latency_p95:.0f} ms (bound {p95_bound:.0f}) vs limit "
         f"{limit:.0f} ms ({guard.latency_ratio_limit}x production)",
         "cost_per_request": score.reason or f"within the objective ({objective.describe()})",
     }

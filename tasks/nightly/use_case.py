@@ -30,10 +30,12 @@ from tasks.nightly.decisions import (
     ExperimentDecisions,
     Safety,
     experiment_decisions,
+    experiment_step,
     keep_promising,
     promotion_step,
     safety_from_monitoring,
 )
+from tasks.nightly.experiment_plans import DESIGNS_KEY, design_policy_for, planned_specs
 from tasks.nightly.inputs import UseCaseInputs
 from tasks.nightly.loop import (
     judge_rollout,
@@ -55,6 +57,7 @@ from tasks.nightly.night import (
 
 if TYPE_CHECKING:  # types only: routing_nightly imports the warehouse, loaded when enabled
     from strategies.objective import Objective
+    from strategies.promotion import PromotionDecision
     from tasks.allocation.routing_nightly import NightlyRouting
 
 log = logging.getLogger(__name__)
@@ -186,8 +189,24 @@ def _frontier_and_budget(
     return plots
 
 
-# One ordered sequence (safety, rollout, experiments, promotion, exploration, plan, loop, routing).
-# size: every step is a call and the order is the logic, so it reads top to bottom
+@dataclasses.dataclass
+class _Tonight:
+    """What the steps of one use case share while tonight's plan is built."""
+
+    use_case: str
+    run_key: str
+    out_dir: Path
+    registry: night_inputs.RegistryState
+    catalogue: dict[str, dict[str, Any]]
+    production_id: str
+    rollout: RolloutState | None
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)
+    plots: list[str] = dataclasses.field(default_factory=list)
+    safety: Safety = dataclasses.field(default_factory=Safety)
+    step: RolloutStep | None = None
+
+
 def optimize_use_case(
     settings: Settings,
     night: Night,
@@ -199,127 +218,40 @@ def optimize_use_case(
 ) -> UseCaseOutcome:
     """Run every enabled strategy for one use case and decide tomorrow's traffic plan.
 
-    Reads only ``inputs`` (the night's aggregate step), the Optuna storage and the
-    configuration files: no warehouse connection.
+    Reads ``inputs`` (the night's aggregate step), the Optuna storage, the configuration files
+    and the serving version's planned experiment designs (registry): no warehouse connection.
+    The order is the logic: safety, rollout, experiments, promotion, a new experiment,
+    exploration, the plan, the loop section, contextual routing.
     """
     if inputs.problem is not None or inputs.registry is None:
         raise NothingToAnalyse(inputs.problem or f"{use_case}: no registry state")
-    registry = inputs.registry
-    run_key = run_key_for(night)
-    out_dir = artifact_dir(settings, night) / use_case
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reasons: list[str] = [registry.bootstrap_reason] if registry.bootstrap_reason else []
-    results: dict[str, Any] = {}
-    plots: list[str] = []
-    history = inputs.history(night.as_of)
-    catalogue = {str(r["config_key"]): _params_of(r) for r in history.to_dict("records")}
-    production_id = registry.production_id
-    catalogue.setdefault(production_id, registry.production_params)
-    rollout = registry.rollout
-
-    # 1. monitoring (computed in the aggregate step): may roll back / break / pause
-    safety = _monitoring_safety(inputs, catalogue, out_dir, results=results, plots=plots)
-    if safety.override is not None and safety.override.kind != "pause_optimizer":
-        rollout = None  # a rollback or circuit breaker ends any rollout
-
-    # 2. a rollout in progress: judge last night's traffic
-    step: RolloutStep | None = None
-    if rollout is not None and safety.override is None and inputs.rollout_pair is not None:
-        judgement, step = judge_rollout(
-            rollout, inputs.rollout_pair, guard=options.guard, policy=options.policy
-        )
-        results["rollout"] = {"judgement": judgement_dict(judgement), "step": step}
-        reasons.append(f"rollout: {step.reason}")
-        production_id = step.production_config_id
-        rollout = step.state
-
-    # 3. experiments of this use case
+    t = _tonight(settings, night, use_case, inputs)
+    _safety_and_rollout(t, inputs, options)
     mine = [e for e in experiments if e.get("use_case") == use_case]
-    results["experiments"] = [
-        {"experiment_id": e["experiment_id"], "decision": e["decision"]} for e in mine
-    ]
-    ended = _ended_rollouts(registry, step)
-    decided = experiment_decisions(
-        mine,
-        production_id=production_id,
-        rollout=rollout,
-        safety=safety.override,
-        catalogue=catalogue,
-        reasons=reasons,
-        ended=ended,
-    )
-
-    # 3b. production from evidence: a configuration that beats production on the objective
+    decided = _experiment_step(settings, t, mine)
     objective = objective_for(settings, use_case)
-    promotion, proposed_why = promotion_step(
-        objective,
-        inputs,
-        night,
-        options,
-        production_id=production_id,
-        first_night=registry.current_version is None,
-        safety=safety.override,
-        decided=decided,
-        ended_rollout=(
-            registry.rollout.candidate_config_id
-            if registry.rollout is not None and step is not None and step.state is None
-            else None
-        ),
+    promotion, proposed_why = _promotion_and_experiment(
+        settings, t, night, options, inputs, objective=objective, decided=decided, mine=mine
     )
-    reasons.append(f"objective {objective.name}: {proposed_why}")
-
-    # 4. exploration, 5. frontier and budget
-    exploration, exploration_weights = _exploration(
-        settings,
-        night,
-        use_case,
-        options,
-        inputs,
-        paused=safety.override is not None,
-        catalogue=catalogue,
-        results=results,
-    )
-    exploration, exploration_weights = keep_promising(
-        promotion, exploration, exploration_weights, paused=safety.override is not None
-    )
-    plots += _frontier_and_budget(
-        settings,
-        night,
-        use_case,
-        options,
-        inputs,
-        production_id=production_id,
-        out_dir=out_dir,
-        results=results,
-    )
-
-    plan = plan_traffic(
-        use_case=use_case,
-        production_config_id=production_id,
-        policy=options.policy,
-        safety=safety.override,
-        rollout=decided.rollout,
-        experiments=decided.running,
-        exploration=[c for c in exploration if c in catalogue],
-        exploration_weights=exploration_weights,
-    )
-    reasons.extend(plan.reasons)
-    window = inputs.window(night.as_of)
+    plan = _plan(settings, t, night, options, inputs, promotion=promotion, decided=decided)
     expectation = plan_expectation(
         plan.weights(),
-        window=window,
-        production_id=production_id,
+        window=inputs.window(night.as_of),
+        production_id=t.production_id,
         requests_per_day=float(inputs.night_metrics.get("requests") or 0.0),
     )
-    results["loop"], loop_metrics = loop_section(
+    t.results["loop"], loop_metrics = loop_section(
         objective,
-        production_id=production_id,
+        production_id=t.production_id,
         promotion=promotion,
         proposed=proposed_why,
         expectation=expectation,
     )
-    proposed = _registry_payload(plan, catalogue, decided.rollout, run_key)
+    proposed = _registry_payload(plan, t.catalogue, decided.rollout, t.run_key)
     proposed["metadata"]["objective"] = objective.as_dict()
+    if decided.designs:
+        proposed["metadata"][DESIGNS_KEY] = dict(decided.designs)
+    ended = _ended_rollouts(t.registry, t.step)
     if ended:
         proposed["metadata"]["ended_rollouts"] = sorted(ended)
     # --- contextual routing (issue 12 item 3; tasks/allocation/routing_nightly.py)
@@ -330,22 +262,194 @@ def optimize_use_case(
         options,
         inputs,
         objective=objective,
-        production_id=production_id,
+        production_id=t.production_id,
         proposed=proposed,
-        catalogue=catalogue,
-        safety=safety,
+        catalogue=t.catalogue,
+        safety=t.safety,
         decided=decided,
     )
     if routed is not None:
-        results["routing"] = routed
+        t.results["routing"] = routed
     # --- end contextual routing
-    metrics = _use_case_metrics(inputs, results, loop_metrics, routed)
+    metrics = _use_case_metrics(inputs, t.results, loop_metrics, routed)
+    return _outcome(
+        t, night, plan, proposed=proposed, decided=decided, routed=routed, metrics=metrics
+    )
+
+
+def _tonight(settings: Settings, night: Night, use_case: str, inputs: UseCaseInputs) -> _Tonight:
+    """The shared state: registry, catalogue of parameters, artifact folder."""
+    registry = inputs.registry
+    assert registry is not None  # checked by the caller
+    out_dir = artifact_dir(settings, night) / use_case
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = inputs.history(night.as_of)
+    catalogue = {str(r["config_key"]): _params_of(r) for r in history.to_dict("records")}
+    catalogue.setdefault(registry.production_id, registry.production_params)
+    return _Tonight(
+        use_case=use_case,
+        run_key=run_key_for(night),
+        out_dir=out_dir,
+        registry=registry,
+        catalogue=catalogue,
+        production_id=registry.production_id,
+        rollout=registry.rollout,
+        reasons=[registry.bootstrap_reason] if registry.bootstrap_reason else [],
+    )
+
+
+def _safety_and_rollout(t: _Tonight, inputs: UseCaseInputs, options: NightOptions) -> None:
+    """Steps 1 and 2: monitoring's safety action, then the rollout judged on its traffic."""
+    t.safety = _monitoring_safety(inputs, t.catalogue, t.out_dir, results=t.results, plots=t.plots)
+    if t.safety.override is not None and t.safety.override.kind != "pause_optimizer":
+        t.rollout = None  # a rollback or circuit breaker ends any rollout
+    if t.rollout is not None and t.safety.override is None and inputs.rollout_pair is not None:
+        judgement, step = judge_rollout(
+            t.rollout, inputs.rollout_pair, guard=options.guard, policy=options.policy
+        )
+        t.results["rollout"] = {"judgement": judgement_dict(judgement), "step": step}
+        t.reasons.append(f"rollout: {step.reason}")
+        t.production_id = step.production_config_id
+        t.rollout = step.state
+        t.step = step
+
+
+def _experiment_step(
+    settings: Settings, t: _Tonight, mine: Sequence[Mapping[str, Any]]
+) -> ExperimentDecisions:
+    """Step 3: this use case's experiments (a winner starts a rollout); planned designs kept."""
+    t.results["experiments"] = [
+        {"experiment_id": e["experiment_id"], "decision": e["decision"]} for e in mine
+    ]
+    decided = experiment_decisions(
+        mine,
+        production_id=t.production_id,
+        rollout=t.rollout,
+        safety=t.safety.override,
+        catalogue=t.catalogue,
+        reasons=t.reasons,
+        ended=_ended_rollouts(t.registry, t.step),
+    )
+    decided.designs = dict(planned_specs(settings, [t.use_case]).get(t.use_case, {}))
+    return decided
+
+
+def _promotion_and_experiment(
+    settings: Settings,
+    t: _Tonight,
+    night: Night,
+    options: NightOptions,
+    inputs: UseCaseInputs,
+    *,
+    objective: Objective,
+    decided: ExperimentDecisions,
+    mine: Sequence[Mapping[str, Any]],
+) -> tuple[PromotionDecision | None, str]:
+    """Steps 3b and 3c: production from evidence; else an experiment for a promising candidate."""
+    registry = t.registry
+    first_night = registry.current_version is None
+    promotion, proposed_why = promotion_step(
+        objective,
+        inputs,
+        night,
+        options,
+        production_id=t.production_id,
+        first_night=first_night,
+        safety=t.safety.override,
+        decided=decided,
+        ended_rollout=(
+            registry.rollout.candidate_config_id
+            if registry.rollout is not None and t.step is not None and t.step.state is None
+            else None
+        ),
+    )
+    t.reasons.append(f"objective {objective.name}: {proposed_why}")
+    experiment, why = experiment_step(
+        objective,
+        inputs,
+        night,
+        options,
+        promotion=promotion,
+        production_id=t.production_id,
+        first_night=first_night,
+        safety=t.safety.override,
+        decided=decided,
+        analysed=mine,
+        policy=design_policy_for(settings, objective, options.guard),
+    )
+    t.reasons.append(why)
+    if experiment is not None and experiment.design is not None:
+        t.results["experiment_proposal"] = experiment.design.as_dict()
+        proposed_why = f"{proposed_why}; {why}"
+    return promotion, proposed_why
+
+
+def _plan(
+    settings: Settings,
+    t: _Tonight,
+    night: Night,
+    options: NightOptions,
+    inputs: UseCaseInputs,
+    *,
+    promotion: PromotionDecision | None,
+    decided: ExperimentDecisions,
+) -> TrafficPlan:
+    """Steps 4 to 6: exploration, frontier and budget, then the plan that sums to 1."""
+    paused = t.safety.override is not None
+    exploration, weights = _exploration(
+        settings,
+        night,
+        t.use_case,
+        options,
+        inputs,
+        paused=paused,
+        catalogue=t.catalogue,
+        results=t.results,
+    )
+    exploration, weights = keep_promising(promotion, exploration, weights, paused=paused)
+    in_experiments = {c for exp in decided.running for c, _ in exp.arms}
+    t.plots += _frontier_and_budget(
+        settings,
+        night,
+        t.use_case,
+        options,
+        inputs,
+        production_id=t.production_id,
+        out_dir=t.out_dir,
+        results=t.results,
+    )
+    plan = plan_traffic(
+        use_case=t.use_case,
+        production_config_id=t.production_id,
+        policy=options.policy,
+        safety=t.safety.override,
+        rollout=decided.rollout,
+        experiments=decided.running,
+        exploration=[c for c in exploration if c in t.catalogue and c not in in_experiments],
+        exploration_weights=weights,
+    )
+    t.reasons.extend(plan.reasons)
+    return plan
+
+
+def _outcome(
+    t: _Tonight,
+    night: Night,
+    plan: TrafficPlan,
+    *,
+    proposed: dict[str, Any],
+    decided: ExperimentDecisions,
+    routed: NightlyRouting | None,
+    metrics: dict[str, float | None],
+) -> UseCaseOutcome:
+    """The use case's outcome: what the publish step, the report and MLflow read."""
     published_routing = routed is not None and routed.publish
     guardrails = decided.guardrails
+    registry = t.registry
     return UseCaseOutcome(
-        use_case=use_case,
+        use_case=t.use_case,
         as_of=night.as_of,
-        run_key=run_key,
+        run_key=t.run_key,
         current_version=registry.current_version,
         base_version=registry.base_version,
         production_config_id=plan.production_config_id,
@@ -354,13 +458,19 @@ def optimize_use_case(
         needs_approval=decided.needs_approval or published_routing,
         guardrails_passed=all(guardrails.values()) if guardrails else not decided.needs_approval,
         guardrails=guardrails,
-        registry_action="rollback" if safety.rollback_version is not None else "publish",
-        rollback_to_version=safety.rollback_version,
-        headline=_headline(plan, step, safety.override, decided.needs_approval),
-        reasons=tuple(reasons),
+        registry_action="rollback" if t.safety.rollback_version is not None else "publish",
+        rollback_to_version=t.safety.rollback_version,
+        headline=_headline(
+            plan,
+            t.step,
+            t.safety.override,
+            decided.needs_approval,
+            experiment=t.results.get("experiment_proposal", {}).get("experiment_id"),
+        ),
+        reasons=tuple(t.reasons),
         metrics=metrics,
-        strategies=_jsonable(results),
-        plots=tuple(plots),
+        strategies=_jsonable(t.results),
+        plots=tuple(t.plots),
         evidence=(
             {**decided.evidence, "routing": proposed["metadata"]["routing_evidence"]}
             if published_routing
@@ -536,7 +646,12 @@ def _safe_id(text: str) -> str:
 
 
 def _headline(
-    plan: TrafficPlan, step: RolloutStep | None, safety: SafetyOverride | None, shipping: bool
+    plan: TrafficPlan,
+    step: RolloutStep | None,
+    safety: SafetyOverride | None,
+    shipping: bool,
+    *,
+    experiment: str | None = None,
 ) -> str:
     if safety is not None and safety.kind != "pause_optimizer":
         return f"{safety.kind} to {safety.target_config_id}: {safety.reason}"
@@ -545,7 +660,9 @@ def _headline(
         parts.append(f"rollout {step.reason}")
     elif step is not None:
         parts.append(f"rollout {step.action} ({step.candidate_share:.0%})")
-    if shipping:
+    if experiment is not None:
+        parts.append(f"experiment {experiment} proposed")
+    elif shipping:
         parts.append("new rollout proposed")
     if safety is not None:
         parts.append(f"exploration paused ({safety.reason})")

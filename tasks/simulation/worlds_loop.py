@@ -1,4 +1,5 @@
-"""A/A world for the decision loop: every configuration is identical, night after night.
+"""Worlds for the decision loop: an A/A world (every configuration identical, night after night)
+and a closed-loop exploration world (:class:`ExplorationWorld`, served by what the flow publishes).
 
 Part of the simulator (tests and benchmarks only; production code never imports it). The loop's
 promise is that a world where nothing is better never promotes anything, however many nights it
@@ -19,16 +20,19 @@ Example:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from strategies.objective import Objective
 from strategies.promotion import propose_promotion
 from strategies.search import ConfigStats
 
-__all__ = ["AAResult", "aa_nights", "aa_promotion_rate"]
+__all__ = ["AAResult", "ExplorationWorld", "aa_nights", "aa_promotion_rate"]
 
 _QUALITY_MEAN = 0.78
 _QUALITY_CONCENTRATION = 20.0
@@ -121,3 +125,119 @@ def aa_promotion_rate(
                 firsts.append(night + 1)
                 break
     return AAResult(worlds=worlds, proposed=proposed, first_nights=tuple(firsts))
+
+
+# --------------------------------------------------------------------------------------------
+# a closed-loop world: serving follows the registry the flow publishes (issue 12 item 2)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplorationWorld:
+    """Two prompts of one model; the candidate had non-randomized exploration traffic.
+
+    Before the flow runs (``day(..., serving=None)``), the candidate serves the requests of the
+    first ``exploration_share`` of each day's hours (a rule, not a draw: no propensity is
+    logged). Afterwards each day is served by the registry version the flow published: every
+    request's unit is assigned by the serving client's own
+    :func:`tasks.registry.assignment.assign_arm`, and experiment arms log their
+    ``experiment_id`` / ``variant_id`` as a serving system does. No row ever carries a
+    propensity. The truth (each configuration's mean quality; cost, latency and errors are the
+    same for both) is exact and only grades.
+
+    Example:
+        >>> world = ExplorationWorld(requests_per_day=200)
+        >>> table = world.day(0, serving=None)
+        >>> table.num_rows, table.column("propensity").null_count
+        (200, 200)
+        >>> sorted(set(table.column("config_id").to_pylist())) == sorted(world.truth)
+        True
+    """
+
+    use_case: str = "faq-explore"
+    production_id: str = "faq-prompt-v1"
+    candidate_id: str = "faq-prompt-v2"
+    production_quality: float = 0.78
+    candidate_quality: float = 0.81
+    requests_per_day: int = 4000
+    exploration_share: float = 0.02
+    units: int = 20_000
+    start: dt.date = dt.date(2026, 10, 1)
+    seed: int = 5
+    model: str = "gpt-4o-mini"
+
+    @property
+    def truth(self) -> dict[str, float]:
+        """True mean quality per configuration id (grading only)."""
+        return {
+            self.production_id: self.production_quality,
+            self.candidate_id: self.candidate_quality,
+        }
+
+    def params(self, config_id: str) -> dict[str, Any]:
+        """The serving parameters of a configuration (what a registry arm holds)."""
+        prompt = config_id.removeprefix("faq-")
+        return {"model": self.model, "provider": "openai", "prompt_id": prompt, "temperature": 0.2}
+
+    def day(self, index: int, *, serving: Any | None) -> pa.Table:
+        """Day ``index``'s logged rows (canonical schema), served by ``serving``.
+
+        Args:
+            index: days after ``start``.
+            serving: the published :class:`tasks.registry.model.RegistryConfig` (None: before
+                the flow, the hour-of-day exploration rule).
+
+        Returns:
+            The rows.
+        """
+        from tasks.registry.assignment import assign_arm
+        from tasks.simulation.spec import CANONICAL_SCHEMA, unit_prices
+
+        rng = np.random.default_rng([self.seed, index])
+        n = self.requests_per_day
+        seconds = np.sort(rng.integers(0, 86_400, n))
+        units = [f"user-{u}" for u in rng.integers(0, self.units, n)]
+        served: list[tuple[str, str | None, str | None]]
+        if serving is None:
+            explore = seconds < self.exploration_share * 86_400
+            served = [(self.candidate_id if e else self.production_id, None, None) for e in explore]
+        else:
+            fallback = str(dict(serving.metadata).get("production_config_id", self.production_id))
+            served = []
+            for unit in units:
+                arm = assign_arm(serving, unit)
+                served.append((arm.config_id or fallback, arm.experiment_id, arm.variant_id))
+        config_ids = [s[0] for s in served]
+        mu = np.array([self.truth[c] for c in config_ids])
+        k = _QUALITY_CONCENTRATION
+        success = rng.random(n) >= _ERROR_RATE
+        quality = np.where(success, rng.beta(mu * k, (1 - mu) * k), np.nan)
+        tok_in = 1 + rng.poisson(499, n)
+        tok_out = 1 + rng.poisson(149, n)
+        per_in, per_out = unit_prices(self.model)
+        start = dt.datetime.combine(self.start + dt.timedelta(days=index), dt.time(), dt.UTC)
+        columns: dict[str, Any] = {
+            "request_id": [f"{self.use_case}-{self.seed}-{index}-{i:06d}" for i in range(n)],
+            "timestamp": [start + dt.timedelta(seconds=int(s)) for s in seconds],
+            "use_case": [self.use_case] * n,
+            "model": [self.model] * n,
+            "provider": ["openai"] * n,
+            "prompt_id": [self.params(c)["prompt_id"] for c in config_ids],
+            "config_id": config_ids,
+            "experiment_id": [s[1] for s in served],
+            "variant_id": [s[2] for s in served],
+            "unit_id": units,
+            "temperature": np.full(n, 0.2),
+            "input_tokens": tok_in,
+            "output_tokens": tok_out,
+            "latency_ms": np.round(rng.lognormal(np.log(_LATENCY_MEDIAN_MS), _LATENCY_SIGMA, n), 1),
+            "cost_usd": tok_in * per_in + tok_out * per_out,
+            "status": np.where(success, "success", "error").tolist(),
+            "quality": np.round(quality, 6),
+            "task_type": ["faq"] * n,
+        }
+        arrays = [
+            pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(n, f.type)
+            for f in CANONICAL_SCHEMA
+        ]
+        return pa.Table.from_arrays(arrays, schema=CANONICAL_SCHEMA)
