@@ -24,6 +24,15 @@ from tasks.core.settings import Settings, load_settings
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs PostgreSQL (the ``pg_url`` fixture, directly or through another
+    fixture) carries the ``postgres`` mark, so ``make test-fast`` leaves it out; a fixture that
+    parametrizes over databases marks its PostgreSQL param itself."""
+    for item in items:
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings with every location under a fresh temporary home; the demo's configuration.

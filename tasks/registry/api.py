@@ -83,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, endpoint: str, response: Response, started: float) -> None:
         status, body, content_type, headers = response
+        # counted before the answer leaves: a client that has its answer sees it in /metrics
+        self.app.record(endpoint, self.command or "-", status, time.perf_counter() - started)
         self.send_response_only(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -93,7 +95,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body and self.command != "HEAD":
             self.wfile.write(body)
-        self.app.record(endpoint, self.command or "-", status, time.perf_counter() - started)
 
     def do_GET(self) -> None:
         started = time.perf_counter()

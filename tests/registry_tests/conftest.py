@@ -70,7 +70,7 @@ def pg_store(pg_url: str, settings: Settings) -> Iterator[RegistryStore]:
     store.drop_all()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_store(request: pytest.FixtureRequest) -> RegistryStore:
     """The same test on the embedded default and on the shared-deployment database."""
     fixture = "sqlite_store" if request.param == "sqlite" else "pg_store"

@@ -119,7 +119,7 @@ while True:
 """
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def own_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
     """Settings whose registry is the default SQLite file, or a PostgreSQL database of its own
     (``registry_kill_<hex>``, dropped afterwards): a child process opens it by settings alone."""

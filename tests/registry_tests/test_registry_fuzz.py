@@ -113,7 +113,7 @@ def _exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
     return int(data.split(b" ", 2)[1]), rest
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def target(
     request: pytest.FixtureRequest, settings: Settings, principals: dict[str, str], make_config: Any
 ) -> Iterator[tuple[str, int, RegistryStore, dict[str, str], list[dict[str, Any]]]]:
