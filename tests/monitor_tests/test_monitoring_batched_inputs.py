@@ -221,6 +221,7 @@ def assert_drift_comparable(got: UseCaseReport, want: UseCaseReport, config: Any
         assert g.drift_detected == w.drift_detected or borderline, g.feature
 
 
+@pytest.mark.slow  # three analyses of eleven use cases per night (~30 s in all)
 @pytest.mark.parametrize("as_of", NIGHTS, ids=str)
 def test_run_monitoring_decides_as_the_raw_scan_reference(
     world: dict[str, Any], raw_scan: ModuleType, as_of: dt.date
