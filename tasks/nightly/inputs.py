@@ -36,7 +36,7 @@ from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.nightly.loop import bootstrap_by_objective
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, Window
-from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY, quantile_from_bins_sql
+from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY, binned_quantiles
 from tasks.warehouse.rollups import refresh_rollups
 
 if TYPE_CHECKING:
@@ -90,19 +90,12 @@ WITH d AS (
            sum(cost_sum) AS spend
     FROM {CONFIG_DAY.name} WHERE day = $day AND list_contains($use_cases, use_case)
     GROUP BY use_case
-), p AS (
-    {
-    quantile_from_bins_sql(
-        f"(SELECT * FROM {CONFIG_LATENCY.name} "
-        "WHERE day = $day AND list_contains($use_cases, use_case))",
-        ("use_case",),
-        0.95,
-    )
-}
 )
-SELECT d.use_case, n, quality, cost, p.value, error_rate, spend
-FROM d LEFT JOIN p ON d.use_case = p.use_case
+SELECT use_case, n, quality, cost, CAST(NULL AS DOUBLE), error_rate, spend FROM d
 """
+ROLLUP_NIGHT_LATENCY_BINS_SQL = f"""(
+    SELECT * FROM {CONFIG_LATENCY.name} WHERE day = $day AND list_contains($use_cases, use_case)
+)"""
 
 ROLLUP_BOOTSTRAP_SQL = f"""
 SELECT use_case, config_key AS key, sum(incumbent_n) AS incumbent, sum(n) AS calls
@@ -190,14 +183,15 @@ def night_metrics(
 
     Read from the day's rollups (refreshed by the caller); the p95 from merged latency bins.
     """
-    rows = con.execute(
-        ROLLUP_NIGHT_METRICS_SQL, {"day": day, "use_cases": list(use_cases)}
-    ).fetchall()
+    params = {"day": day, "use_cases": list(use_cases)}
+    rows = con.execute(ROLLUP_NIGHT_METRICS_SQL, params).fetchall()
+    p95 = binned_quantiles(con, ROLLUP_NIGHT_LATENCY_BINS_SQL, params, ("use_case",), 0.95)
     found = {
         row[0]: {
             n: (None if v is None else float(v))
             for n, v in zip(NIGHT_METRIC_NAMES, row[1:], strict=True)
         }
+        | {"latency_p95_ms": p95.get((row[0],))}
         for row in rows
     }
     empty: dict[str, float | None] = dict.fromkeys(NIGHT_METRIC_NAMES, None) | {"requests": 0.0}

@@ -33,7 +33,7 @@ from tasks.warehouse.rollup_specs import (
     CONFIG_KEY_SQL,
     CONFIG_LATENCY,
     WAREHOUSE_SPECS,
-    quantile_from_bins_sql,
+    binned_quantiles,
 )
 from tasks.warehouse.rollups import refresh_rollups
 
@@ -99,19 +99,14 @@ WITH m AS (
     FROM {CONFIG_DAY.name}
     {_ROLLUP_FILTER}
     GROUP BY use_case, config_key
-), p AS (
-    {
-    quantile_from_bins_sql(
-        f"(SELECT * FROM {CONFIG_LATENCY.name} {_ROLLUP_FILTER})", ("use_case", "config_key"), 0.95
-    )
-}
 )
-SELECT m.use_case, m.config_key, model, prompt_id, temperature, top_p, max_tokens, n,
+SELECT use_case, config_key, model, prompt_id, temperature, top_p, max_tokens, n,
        successes, quality_n, quality_sum, quality_sum_squares, cost_sum, cost_sum_squares,
-       latency_mean, p.value AS latency_p95, tokens_sum, days, first_seen, last_seen
-FROM m LEFT JOIN p ON m.use_case = p.use_case AND m.config_key = p.config_key
-ORDER BY m.use_case, m.config_key
+       latency_mean, CAST(NULL AS DOUBLE) AS latency_p95, tokens_sum, days, first_seen, last_seen
+FROM m
+ORDER BY use_case, config_key
 """
+ROLLUP_LATENCY_BINS_SQL = f"(SELECT * FROM {CONFIG_LATENCY.name} {_ROLLUP_FILTER})"
 
 Window = tuple[dt.date | None, dt.date | None]
 
@@ -251,12 +246,15 @@ def config_metrics(
         if cached is not None:
             return cached
     con = require_connection(con, f"config metrics of {use_case or 'all'} over {start}..{end}")
-    sql = (
-        ROLLUP_CONFIG_METRICS_SQL
-        if resolve_source(con, source) == "rollups"
-        else CONFIG_METRICS_SQL
-    )
-    frame = con.execute(sql, {"use_case": use_case, "start": start, "end": end}).df()
+    params = {"use_case": use_case, "start": start, "end": end}
+    if resolve_source(con, source) == "rollups":
+        frame = con.execute(ROLLUP_CONFIG_METRICS_SQL, params).df()
+        group = ("use_case", "config_key")
+        p95 = binned_quantiles(con, ROLLUP_LATENCY_BINS_SQL, params, group, 0.95)
+        keys = zip(frame["use_case"], frame["config_key"], strict=True)
+        frame["latency_p95"] = [p95.get(key, float("nan")) for key in keys]
+    else:
+        frame = con.execute(CONFIG_METRICS_SQL, params).df()
     n = frame["n"].astype(float)
     quality_n = frame["quality_n"].astype(float)
     frame["quality_mean"] = frame["quality_sum"] / quality_n.where(quality_n > 0)

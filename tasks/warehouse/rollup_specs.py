@@ -6,8 +6,9 @@ tasks/warehouse/config_metrics.py, tasks/nightly/night.py), as additive per-day 
 - ``rollup_config_day``: per use case x day x configuration key: counts, successes, errors,
   incumbent traffic (outside experiments or in a control arm), quality / cost / latency sums
   and sums of squares, tokens, first/last seen, and one value of each configuration parameter.
-- ``rollup_config_latency``: per use case x day x configuration key x log-spaced latency bin:
-  the number of calls (quantiles from merged bins, see :data:`LATENCY_RATIO`).
+- ``rollup_config_latency``: per use case x day x configuration key x log-spaced latency bin
+  (strategies/rollup_quantiles.py): calls, smallest and largest latency (quantiles from merged
+  bins within a relative :data:`LATENCY_RELATIVE_BOUND`, see :func:`binned_quantiles`).
 - ``rollup_arm_day``: per use case x day x experiment x variant x configuration key: calls and
   parameters (which configuration each experiment arm served, experiment traffic share).
 
@@ -17,8 +18,12 @@ incumbent are sums over ``rollup_config_day`` / ``rollup_config_latency``: no ta
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
+from typing import Any
 
+import duckdb
+
+from strategies.rollup_quantiles import RATIO, bin_sql, quantile_by_group
 from tasks.warehouse.rollups import RollupSpec
 
 CONFIG_KEY_SQL = """
@@ -30,86 +35,55 @@ coalesce(config_id,
 """
 """A configuration's key: ``config_id`` when logged, else its parameters rendered stably."""
 
-LATENCY_RATIO = 1.02
-"""Ratio between consecutive latency bin edges: bin b holds [r**b, r**(b+1)) milliseconds.
-
-A quantile read from merged bins takes each order statistic at its bin's geometric middle
-r**(b + 1/2), so it is within a relative sqrt(r) - 1 (< 1 %) of ``quantile_cont`` on the raw rows.
-"""
-LATENCY_RELATIVE_BOUND = math.sqrt(LATENCY_RATIO) - 1.0
-ZERO_BIN = -1_000_000
-"""The bin of latencies <= 0 (read back as 0)."""
+LATENCY_RATIO = RATIO
+"""Ratio between consecutive latency bin edges (strategies/rollup_quantiles.py, shared with
+monitoring): bin b holds [r**b, r**(b+1)) milliseconds, with the smallest and largest value."""
+LATENCY_RELATIVE_BOUND = RATIO - 1.0
+"""A quantile read from merged bins is within this relative distance of ``quantile_cont``."""
 
 
-def latency_bin_sql(column: str, ratio: float = LATENCY_RATIO) -> str:
-    """SQL for the log-spaced bin of ``column`` (``ZERO_BIN`` for values <= 0).
+def binned_quantiles(
+    con: duckdb.DuckDBPyConnection,
+    bins: str,
+    params: Mapping[str, Any],
+    group: tuple[str, ...],
+    q: float,
+) -> dict[tuple[Any, ...], float]:
+    """Per ``group``, the ``q`` quantile of values summarised as fixed log-spaced bins.
 
-    Args:
-        column: a positive numeric SQL expression.
-        ratio: the ratio between bin edges.
-
-    Returns:
-        An INTEGER SQL expression.
-    """
-    return (
-        f"CASE WHEN {column} > 0 THEN CAST(floor(ln({column}) / {math.log(ratio)!r}) AS INTEGER) "
-        f"ELSE {ZERO_BIN} END"
-    )
-
-
-def latency_of_bin_sql(column: str, ratio: float = LATENCY_RATIO) -> str:
-    """SQL for the value a bin stands for: its geometric middle (0 for ``ZERO_BIN``).
+    The bins of every day are merged in SQL (counts add, ``vmin``/``vmax`` take min/max); the
+    quantile is :func:`strategies.rollup_quantiles.quantile_by_group` over the merged bins
+    (DuckDB's ``quantile_cont`` within a relative :data:`LATENCY_RELATIVE_BOUND`).
 
     Args:
-        column: the bin column.
-        ratio: the ratio between bin edges.
-
-    Returns:
-        A DOUBLE SQL expression.
-    """
-    step = math.log(ratio)
-    return f"CASE WHEN {column} = {ZERO_BIN} THEN 0.0 ELSE exp(({column} + 0.5) * {step!r}) END"
-
-
-def quantile_from_bins_sql(bins: str, group: tuple[str, ...], q: float) -> str:
-    """SQL: per ``group``, the ``q`` quantile of values summarised as (bin, n) rows.
-
-    The same interpolation as DuckDB's ``quantile_cont`` (position q * (N - 1) between two
-    order statistics), each order statistic read as its bin's geometric middle: within a
-    relative :data:`LATENCY_RELATIVE_BOUND` of ``quantile_cont`` on the raw values.
-
-    Args:
-        bins: a relation with the group columns, ``bin`` and ``n`` (several rows per bin add).
+        con: the warehouse.
+        bins: a relation with the group columns and ``bin``, ``n``, ``vmin``, ``vmax``.
+        params: its SQL parameters.
         group: the group columns.
         q: the quantile, in [0, 1].
 
     Returns:
-        A SELECT of the group columns and ``value``.
+        The quantile per group key (a tuple of the group columns' values).
     """
     g = ", ".join(group)
-    return f"""
-        SELECT {g}, x_lo + h * (x_hi - x_lo) AS value
-        FROM (
-            SELECT {g}, any_value(h) AS h,
-                   max(CASE WHEN k >= hi - n AND k < hi THEN x END) AS x_lo,
-                   max(CASE WHEN k1 >= hi - n AND k1 < hi THEN x END) AS x_hi
-            FROM (
-                SELECT *, floor(pos) AS k, least(floor(pos) + 1, total - 1) AS k1,
-                       pos - floor(pos) AS h
-                FROM (
-                    SELECT *, {float(q)!r} * (total - 1) AS pos
-                    FROM (
-                        SELECT {g}, bin, n, {latency_of_bin_sql("bin")} AS x,
-                               sum(n) OVER (PARTITION BY {g} ORDER BY bin
-                                            ROWS UNBOUNDED PRECEDING) AS hi,
-                               sum(n) OVER (PARTITION BY {g}) AS total
-                        FROM (SELECT {g}, bin, sum(n) AS n FROM {bins} GROUP BY ALL)
-                    )
-                )
-            )
-            GROUP BY ALL
+    frame = con.execute(
+        f"""
+        WITH b AS (
+            SELECT {g}, bin, sum(n) AS n, min(vmin) AS vmin, max(vmax) AS vmax
+            FROM {bins} GROUP BY ALL
         )
-    """
+        SELECT dense_rank() OVER (ORDER BY {g}) AS gid, {g}, n, vmin, vmax
+        FROM b ORDER BY gid, bin
+        """,
+        dict(params),
+    ).df()
+    if frame.empty:
+        return {}
+    _, values = quantile_by_group(
+        frame["gid"].to_numpy(), frame["n"], frame["vmin"], frame["vmax"], q
+    )
+    keys = frame.drop_duplicates("gid")[list(group)].itertuples(index=False, name=None)
+    return {tuple(k): float(v) for k, v in zip(keys, values, strict=True)}
 
 
 CONFIG_DAY = RollupSpec(
@@ -149,13 +123,13 @@ CONFIG_LATENCY = RollupSpec(
     name="rollup_config_latency",
     columns_sql="""
         use_case VARCHAR NOT NULL, day DATE NOT NULL, config_key VARCHAR NOT NULL,
-        bin INTEGER NOT NULL, n BIGINT NOT NULL
+        bin INTEGER NOT NULL, n BIGINT NOT NULL, vmin DOUBLE NOT NULL, vmax DOUBLE NOT NULL
     """,
     key=("use_case", "day", "config_key", "bin"),
     select=lambda source: (
         f"""
         SELECT use_case, day, {CONFIG_KEY_SQL} AS config_key,
-               {latency_bin_sql("latency_ms")} AS bin, count(*)
+               {bin_sql("latency_ms")} AS bin, count(*), min(latency_ms), max(latency_ms)
         FROM {source}
         GROUP BY use_case, day, config_key, bin
     """
@@ -193,8 +167,5 @@ __all__ = [
     "LATENCY_RATIO",
     "LATENCY_RELATIVE_BOUND",
     "WAREHOUSE_SPECS",
-    "ZERO_BIN",
-    "latency_bin_sql",
-    "latency_of_bin_sql",
-    "quantile_from_bins_sql",
+    "binned_quantiles",
 ]
