@@ -11,6 +11,18 @@ objective's level = 0.05). A world counts once if anything is ever proposed. The
 exact (Clopper-Pearson) 95% interval, per objective, beside the same decision taken with a
 fixed-horizon z-interval every night (the peeking baseline the sequential test replaces).
 Target: at most alpha.
+
+With experiment creation (issue 12 item 2): the same worlds, where the two candidates' traffic is
+non-randomized exploration (no propensities), so a promising candidate gets the pre-registered
+experiment :func:`strategies.experiment_design.propose_experiment` designs (``[auto_experiments]``
+as in the flow test: half the traffic, mde 0.02 quality, 3 to 14 days). The experiment's two arms
+are drawn from the same A/A distributions at the designed share and analysed every night exactly
+as the nightly flow does (:func:`strategies.experiments.analyze_experiment`, nightly looks, the
+spec the flow writes: :meth:`ExperimentDesign.spec_table` through
+:func:`tasks.experiments.spec.experiment_spec`). Creating an experiment is not a promotion; a world
+counts as a false positive if anything is promoted from the logs **or** an experiment ships.
+Simplification: the promotion test keeps reading the exploration traffic only (in the flow the
+experiment's rows join the candidate's statistics after the experiment ends).
 """
 
 from __future__ import annotations
@@ -23,10 +35,21 @@ from typing import Any
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 from harness import Clock, bench_parser, markdown_table, write_result
 
+from strategies.experiment_design import DesignPolicy, ExperimentDesign, propose_experiment
+from strategies.experiments import (
+    NIGHTLY_LOOKS,
+    MeanStats,
+    MetricData,
+    ProportionStats,
+    analyze_experiment,
+)
 from strategies.objective import Objective
-from tasks.simulation.worlds_loop import aa_nights, aa_promotion_rate
+from strategies.promotion import propose_promotion
+from tasks.experiments.spec import experiment_spec
+from tasks.simulation.worlds_loop import _draw, aa_nights, aa_promotion_rate
 
 NIGHTS = 28
 OBJECTIVES = {
@@ -59,6 +82,130 @@ def peeking_baseline(objective: Objective, seeds: range) -> int:
     return hits
 
 
+PER_NIGHT = (400, 200, 200)
+DESIGN = DesignPolicy(traffic_share=0.5, mde=0.02, min_days=3, max_days=14)
+_METRICS = {  # metric -> (kind, higher is better, column of the A/A draws)
+    "quality": ("mean", True, "quality"),
+    "cost_usd": ("mean", False, "cost"),
+    "latency_ms": ("mean", False, "latency"),
+    "error_rate": ("proportion", False, "success"),
+}
+
+
+class _Experiment:
+    """One running A/A experiment: cumulative per-night statistics of both arms."""
+
+    def __init__(self, design: ExperimentDesign, rng: np.random.Generator) -> None:
+        self.design = design
+        table = design.spec_table()
+        spec = experiment_spec(design.experiment_id, {"experiments": {design.experiment_id: table}})
+        assert spec is not None
+        self.spec = spec
+        self.rng = rng
+        self.per_arm = round(design.requests_per_day * design.traffic_share / 2)
+        self.days = 0
+        self.sums: dict[str, list[list[tuple[float, float, float]]]] = {
+            m: [[], []] for m in _METRICS
+        }
+
+    def night(self) -> str:
+        """One more day of traffic, then tonight's decision."""
+        self.days += 1
+        for arm in range(2):
+            draw = _draw(self.rng, self.per_arm)
+            for metric, (_, _, column) in _METRICS.items():
+                values = draw[column]
+                if metric == "error_rate":
+                    values = (~draw["success"]).astype(float)
+                values = values[np.isfinite(values)]
+                prev = self.sums[metric][arm][-1] if self.sums[metric][arm] else (0.0, 0.0, 0.0)
+                self.sums[metric][arm].append(
+                    (
+                        prev[0] + values.size,
+                        prev[1] + float(values.sum()),
+                        prev[2] + float((values**2).sum()),
+                    )
+                )
+        metrics = [self._metric(m) for m in (self.spec.primary, *self._guarded())]
+        units = {v: float(self.per_arm * self.days) for v in ("control", "treatment")}
+        report = analyze_experiment(
+            self.spec, metrics, unit_counts=units, days_elapsed=self.days, looks=NIGHTLY_LOOKS
+        )
+        return report.decision.action
+
+    def _guarded(self) -> list[str]:
+        return [g.metric for g in self.spec.guardrails if g.metric != self.spec.primary]
+
+    def _metric(self, metric: str) -> MetricData:
+        kind, higher, _ = _METRICS[metric]
+        stats: list[MeanStats | ProportionStats] = []
+        for arm in range(2):
+            n, total, squares = (np.array(c) for c in zip(*self.sums[metric][arm], strict=True))
+            if kind == "proportion":
+                stats.append(ProportionStats(n=n, successes=total))
+            else:
+                stats.append(MeanStats(n=n, sum=total, sum_squares=squares))
+        return MetricData(
+            metric=metric,
+            kind=kind,
+            arms=("control", "treatment"),
+            stats=tuple(stats),
+            higher_is_better=higher,
+        )
+
+
+def aa_with_experiments(objective: Objective, seeds: range) -> dict[str, int]:
+    """A/A worlds looked at nightly, experiments created from promising candidates.
+
+    Returns:
+        Counts: worlds, promoted from logs, experiments created, experiments shipped, and
+        worlds with either false positive.
+    """
+    counts = dict.fromkeys(("worlds", "promoted", "created", "shipped", "false_positive"), 0)
+    for seed in seeds:
+        counts["worlds"] += 1
+        rng = np.random.default_rng([seed, 99])
+        running: _Experiment | None = None
+        tried: set[str] = set()
+        fired = False
+        for stats in aa_nights(seed=seed, nights=NIGHTS, per_night=PER_NIGHT):
+            busy = {running.design.treatment_config_id} if running else set()
+            others = [s for s in stats[1:] if s.config_key not in busy]
+            decision = propose_promotion(
+                objective, production=stats[0], candidates=others, alpha=1 - objective.level
+            )
+            if decision.action == "propose":
+                counts["promoted"] += 1
+                fired = True
+                break
+            if running is None and decision.promising:
+                best = max(decision.promising, key=lambda c: c.difference)
+                proposal = propose_experiment(
+                    use_case="aa",
+                    objective=objective,
+                    production=stats[0],
+                    candidate=next(s for s in stats if s.config_key == best.config_key),
+                    requests_per_day=float(sum(PER_NIGHT)),
+                    policy=DesignPolicy(**{**DESIGN.__dict__, "alpha": 1 - objective.level}),
+                    tried=tried,
+                )
+                if proposal.design is not None:
+                    counts["created"] += 1
+                    tried.add(proposal.design.treatment_config_id)
+                    running = _Experiment(proposal.design, rng)
+                continue  # the experiment's first traffic arrives tomorrow
+            if running is not None:
+                action = running.night()
+                if action == "ship":
+                    counts["shipped"] += 1
+                    fired = True
+                    break
+                if action != "keep running":
+                    running = None  # stopped or inconclusive: over, never again for that pair
+        counts["false_positive"] += int(fired)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=None, help="A/A worlds per objective")
@@ -83,7 +230,29 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"A/A loop, {NIGHTS} nightly looks, alpha 0.05 ({clock.seconds:.1f} s)\n")
     print(markdown_table(rows))
-    write_result("loop", {"nights": NIGHTS, "alpha": 0.05, "rows": rows}, quick=args.quick)
+    with_experiments = []
+    with Clock() as clock:
+        for name, objective in OBJECTIVES.items():
+            c = aa_with_experiments(objective, range(n))
+            fp = _rate(c["false_positive"], c["worlds"])
+            with_experiments.append(
+                {
+                    "objective": name,
+                    "worlds": c["worlds"],
+                    "promoted from logs": c["promoted"],
+                    "experiments created": c["created"],
+                    "experiments shipped": c["shipped"],
+                    "false-positive rate": fp["rate"],
+                    "95% CI": f"[{fp['ci_low']:.3f}, {fp['ci_high']:.3f}]",
+                }
+            )
+    print(f"\nA/A loop with experiment creation ({clock.seconds:.1f} s)\n")
+    print(markdown_table(with_experiments))
+    write_result(
+        "loop",
+        {"nights": NIGHTS, "alpha": 0.05, "rows": rows, "with_experiments": with_experiments},
+        quick=args.quick,
+    )
     return 0
 
 
