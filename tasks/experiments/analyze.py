@@ -8,11 +8,14 @@ and sticky stops that hold until a person resets them (:mod:`tasks.experiments.s
 Metrics whose units all have exactly one observation are analysed in their native kind (mean,
 proportion); otherwise as ratio metrics with the delta method (sum over units of the metric /
 sum of its observations), which is the correct variance for unit-randomized per-call metrics.
-Latency is guarded on its mean; the per-arm p95 (``quantile_cont``) is reported beside it.
+Latency is guarded on its mean; the per-arm p95 (``quantile_cont``; on the rollups, from
+fixed log-spaced bins, within 1%) is reported beside it.
 
 Where the sums come from: the daily rollups of :mod:`tasks.experiments.rollups` (per experiment x
 variant x unit x day sums, refreshed each night for the days that changed) whenever they are
-current, so a nightly look never scans raw rows; otherwise (a warehouse never rolled up, rows
+current, so a nightly look never scans raw rows (and, on a writable connection, recomputes the
+statistics' daily increments only from each experiment's first changed day:
+:mod:`tasks.experiments.increments`); otherwise (a warehouse never rolled up, rows
 ingested since the last refresh) the same statements over ``usage_logs``. Both give the same
 statistics (a test over a simulated month with late rows); ``source`` forces one.
 
@@ -43,12 +46,14 @@ from strategies.experiments import (
     analyze_experiment,
 )
 from tasks.experiments.csv import CSV_KINDS, StatsFileError, analyze_stats_csv, stats_object
+from tasks.experiments.increments import LOOKS_SQL, refresh_increments
 from tasks.experiments.rollups import (
     CROSSOVER_ROLLUP_SQL,
-    EXPERIMENT_SPECS,
+    EXPERIMENT_READS,
     EXTRAS_ROLLUP_SQL,
     LAST_DAY_ROLLUP_SQL,
     STATS_ROLLUP_SQL,
+    latency_p95,
     rollups_current,
 )
 from tasks.experiments.spec import _SPEC_KEYS, experiment_spec
@@ -119,11 +124,23 @@ _ROLLUPS = _Statements(
 
 
 def _statements(con: duckdb.DuckDBPyConnection, source: Source) -> _Statements:
+    """Raw statements, or rollup ones; on a writable connection the looks cumulate the stored
+    daily increments, recomputed from each experiment's first changed day only."""
     if source == "usage_logs":
         return _RAW
-    if source == "rollups" or rollups_current(con, EXPERIMENT_SPECS):
-        return _ROLLUPS
+    if source == "rollups" or rollups_current(con, EXPERIMENT_READS):
+        if _read_only(con):
+            return _ROLLUPS
+        refresh_increments(con)
+        return replace(_ROLLUPS, stats=LOOKS_SQL)
     return _RAW
+
+
+def _read_only(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return bool(rows and rows[0][0])
 
 
 def _metric_data(
@@ -260,9 +277,11 @@ def analyze_warehouse_experiments(
     for row in con.execute(f"SELECT * FROM {_STATS_TEMP}").fetchall():
         by_exp.setdefault(row[0], []).append(row)
     info: dict[str, dict[str, dict[str, Any]]] = {}
-    for exp_id, variant, p95, first_day, units, use_case in con.execute(
+    binned = latency_p95(con, params) if sql.rollups else {}
+    for exp_id, variant, scanned_p95, first_day, units, use_case in con.execute(
         sql.extras, params
     ).fetchall():
+        p95 = binned.get((exp_id, variant), scanned_p95)
         info.setdefault(exp_id, {})[variant] = {
             "p95": None if p95 is None else float(p95),
             "first_day": first_day,

@@ -20,6 +20,7 @@ from tasks.core.settings import REPO_ROOT
 __all__ = [
     "CROSSOVER_SQL",
     "EXTRAS_SQL",
+    "LOOKS_SELECT_TEMPLATE",
     "METRICS",
     "METRIC_COLUMNS",
     "SCHEMA_FILE",
@@ -47,8 +48,8 @@ WITH unit_day AS (          -- per unit and day, every metric: {unit_day_source}
 {unit_day}
 ),
 running AS (                -- each unit's totals before today (one sort, all metrics)
-    SELECT *, {prev_columns}
-    FROM unit_day
+    SELECT unit_day.*, {prev_columns}
+    FROM unit_day{prefix_join}
     WINDOW before_today AS (
         PARTITION BY experiment_id, variant_id, unit ORDER BY day)
 ),
@@ -64,16 +65,19 @@ daily_wide AS MATERIALIZED (  -- daily increments of the per-unit sufficient sta
 daily AS (                  -- one row per experiment x variant x metric x day
 {metric_selects}
 )
-SELECT experiment_id, variant_id, metric, day AS look_day,   -- cumulate days up to each look
+{final_select}
+"""
+
+# the looks: cumulate the daily increments of `daily` (a CTE or a stored table) up to each look
+LOOKS_SELECT_TEMPLATE = """SELECT experiment_id, variant_id, metric, day AS look_day,
     sum(n_new) OVER upto AS n,
     sum(num_sum) OVER upto AS num_sum, sum(num_sum_squares) OVER upto AS num_sum_squares,
     sum(den_sum) OVER upto AS den_sum, sum(den_sum_squares) OVER upto AS den_sum_squares,
     sum(sum_products) OVER upto AS sum_products, max(max_den) OVER upto AS max_den
-FROM daily
+FROM {daily}
 WINDOW upto AS (PARTITION BY experiment_id, variant_id, metric ORDER BY day
                 ROWS UNBOUNDED PRECEDING)
-ORDER BY experiment_id, variant_id, metric, look_day
-"""
+ORDER BY experiment_id, variant_id, metric, look_day"""
 
 # The one pass over the raw rows: per unit and day, every metric. The daily rollup
 # (tasks/experiments/rollups.py) stores exactly these sums per use case x day, and
@@ -134,7 +138,13 @@ def _daily_columns(metric: str, num: str, den: str) -> str:
 _NUMS_DENS = sorted({c for pair in METRIC_COLUMNS.values() for c in pair})
 
 
-def stats_sql(unit_day: str, *, source: str = "usage_logs") -> str:
+def stats_sql(
+    unit_day: str,
+    *,
+    source: str = "usage_logs",
+    prefix: str | None = None,
+    increments_only: bool = False,
+) -> str:
     """The statistics statement over a given ``unit_day`` CTE body.
 
     Args:
@@ -142,13 +152,34 @@ def stats_sql(unit_day: str, *, source: str = "usage_logs") -> str:
             per-unit-day sums of :data:`UNIT_DAY_SUMS_SQL`, filtered on ``$as_of`` and
             ``$experiments``.
         source: where those rows come from (a comment in the statement).
+        prefix: a SELECT of each unit's totals before ``unit_day``'s first day (columns
+            ``experiment_id, variant_id, unit`` and the sums), added to the running totals:
+            ``unit_day`` may then start at any day (:mod:`tasks.experiments.increments`).
+        increments_only: return the daily increments (``experiment_id, variant_id, metric,
+            day`` and the seven statistics) instead of the cumulated looks.
 
     Returns:
-        The statement; parameters ``$as_of`` and ``$experiments``.
+        The statement; parameters as ``unit_day`` and ``prefix`` use them.
     """
+    if prefix is None:
+        prev = ", ".join(f"sum({c}) OVER before_today - {c} AS prev_{c}" for c in _NUMS_DENS)
+        join = ""
+    else:
+        prev = ", ".join(
+            f"coalesce(prefix.{c}, 0) + sum(unit_day.{c}) OVER before_today - unit_day.{c} "
+            f"AS prev_{c}"
+            for c in _NUMS_DENS
+        )
+        join = f"\n    LEFT JOIN ({prefix}) AS prefix USING (experiment_id, variant_id, unit)"
+    final = (
+        "SELECT experiment_id, variant_id, metric, day, " + ", ".join(_DAILY_STATS) + " FROM daily"
+        if increments_only
+        else LOOKS_SELECT_TEMPLATE.replace("{daily}", "daily")
+    )
     return (
         STATS_SQL_TEMPLATE.replace("{unit_day_source}", source)
         .replace("{unit_day}", unit_day)
+        .replace("{final_select}", final)
         .replace(
             "{daily_columns}",
             ",\n".join(_daily_columns(m, num, den) for m, (num, den) in METRIC_COLUMNS.items()),
@@ -162,10 +193,8 @@ def stats_sql(unit_day: str, *, source: str = "usage_logs") -> str:
                 for m in METRIC_COLUMNS
             ),
         )
-        .replace(
-            "{prev_columns}",
-            ", ".join(f"sum({c}) OVER before_today - {c} AS prev_{c}" for c in _NUMS_DENS),
-        )
+        .replace("{prev_columns}", prev)
+        .replace("{prefix_join}", join)
     )
 
 

@@ -23,7 +23,7 @@ import duckdb
 
 from strategies.experiments import NIGHTLY_LOOKS, STICKY_ACTIONS, ActiveStop, ExperimentReport
 from tasks.core.errors import LlmoptError
-from tasks.experiments.rollups import EXPERIMENT_SPECS, UNITS_ROLLUP_SQL, rollups_current
+from tasks.experiments.rollups import EXPERIMENT_READS, UNITS_ROLLUP_SQL, rollups_current
 from tasks.experiments.sql import apply_experiments_schema
 
 __all__ = [
@@ -160,7 +160,7 @@ def reset_stop(
     ).fetchall()
     if not stops:
         raise ExperimentResetError(f"experiment {experiment_id!r} has no stop in force to reset")
-    units_sql = UNITS_ROLLUP_SQL if rollups_current(con, EXPERIMENT_SPECS) else _UNITS_SQL
+    units_sql = UNITS_ROLLUP_SQL if rollups_current(con, EXPERIMENT_READS) else _UNITS_SQL
     units = con.execute(units_sql, {"experiment": experiment_id}).fetchall()
     baseline = {str(v): float(n) for v, n, _ in units}
     last_day = max((d for _, _, d in units), default=None)

@@ -22,6 +22,7 @@ import pytest
 from tasks.experiments import rollups as R
 from tasks.experiments import sql as S
 from tasks.experiments.analyze import _statements, analyze_warehouse_experiments
+from tasks.experiments.increments import LOOKS_SQL, refresh_increments
 from tasks.experiments.stops import _UNITS_SQL
 from tasks.simulation import SimulationSpec
 from tasks.simulation.files import load_simulated
@@ -76,30 +77,36 @@ def month() -> Any:
     """Run the month night by night; yield (connection, {night: checks}) for the checks."""
     con = connect(path=":memory:")
     results: dict[int, dict[str, Any]] = {}
+    earliest: dt.date | None = None  # the earliest day loaded since the last check
     for night, tables in _month().items():
         for table in tables:
             load_simulated(con, table, label=f"night-{night}")
-        assert not R.rollups_current(con, R.EXPERIMENT_SPECS)  # new rows: stale until refreshed
-        report = refresh_rollups(con, R.EXPERIMENT_SPECS)
+            first = pc.min(table["timestamp"]).as_py().date()
+            earliest = first if earliest is None else min(earliest, first)
+        assert not R.rollups_current(con, R.EXPERIMENT_READS)  # new rows: stale until refreshed
+        report = refresh_rollups(con, R.EXPERIMENT_READS)
         assert report.pairs, "every night changes at least its own day"
-        assert R.rollups_current(con, R.EXPERIMENT_SPECS)
+        assert R.rollups_current(con, R.EXPERIMENT_READS)
         if night in CHECK_NIGHTS:
             results[night] = _checks(con, SPEC.day(night))
+            results[night]["earliest"], earliest = earliest, None
     yield con, results
     con.close()
 
 
 def _checks(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, Any]:
     params = {"as_of": as_of, "experiments": None}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"increments": refresh_increments(con)}
     for name, raw, rolled in (
         ("stats", S.STATS_SQL, R.STATS_ROLLUP_SQL),
+        ("looks", S.STATS_SQL, LOOKS_SQL),  # stored increments, recomputed from changed days
         ("extras", S.EXTRAS_SQL, R.EXTRAS_ROLLUP_SQL),
     ):
         out[name] = (
             sorted(con.execute(raw, params).fetchall()),
             sorted(con.execute(rolled, params).fetchall()),
         )
+    out["p95"] = R.latency_p95(con, params)
     cross = {"as_of": as_of}
     out["crossover"] = (
         sorted(con.execute(S.CROSSOVER_SQL, cross).fetchall()),
@@ -122,12 +129,27 @@ def test_every_look_statistic_equals_the_full_scan(month: Any) -> None:
     _, results = month
     assert set(results) == CHECK_NIGHTS
     for night, checks in results.items():
-        raw, rolled = checks["stats"]
-        assert raw, f"night {night}: no statistics"
-        assert len(raw) == len(rolled)
-        for a, b in zip(raw, rolled, strict=True):
-            assert a[:4] == b[:4]
-            assert all(_close(x, y) for x, y in zip(a[4:], b[4:], strict=True)), (night, a, b)
+        for name in ("stats", "looks"):
+            raw, rolled = checks[name]
+            assert raw, f"night {night}: no statistics"
+            assert len(raw) == len(rolled), (night, name)
+            for a, b in zip(raw, rolled, strict=True):
+                assert a[:4] == b[:4]
+                assert all(_close(x, y) for x, y in zip(a[4:], b[4:], strict=True)), (name, a, b)
+
+
+@pytest.mark.slow
+def test_increments_are_recomputed_from_the_first_changed_day_only(month: Any) -> None:
+    """Between checks the nights add their own day and late rows of earlier days: the stored
+    increments are recomputed from the earliest of those days, not from the start."""
+    _, results = month
+    for night, checks in sorted(results.items()):
+        since = checks["increments"].recomputed
+        assert set(since) == {"exp-summarize-prompt-v2", "exp-classify-aa"}, night
+        # both use cases changed on the loaded days: every experiment restarts at the earliest
+        assert set(since.values()) == {checks["earliest"].isoformat()}, (night, since)
+    assert results[14]["earliest"] == SPEC.day(2)  # the leak night reaches back to day 2
+    assert results[22]["earliest"] == SPEC.day(15)  # otherwise: the first night after a check
 
 
 @pytest.mark.slow
@@ -137,8 +159,10 @@ def test_units_first_day_and_crossovers_are_exact_p95_within_the_bound(month: An
     for checks in results.values():
         raw, rolled = checks["extras"]
         assert [r[:2] + r[3:] for r in raw] == [r[:2] + r[3:] for r in rolled]
-        for a, b in zip(raw, rolled, strict=True):
-            assert abs(b[2] - a[2]) <= R.P95_RELATIVE_ERROR * a[2] + 1e-9
+        assert len(checks["p95"]) == len(raw)
+        for a in raw:
+            binned = checks["p95"][(a[0], a[1])]
+            assert abs(binned - a[2]) <= R.P95_RELATIVE_ERROR * a[2] + 1e-9
         assert checks["crossover"][0] == checks["crossover"][1]
         leaked += sum(n for _, n in checks["crossover"][0])
     assert leaked > 0, "the leak night must produce crossovers for the check to mean something"
@@ -178,9 +202,11 @@ def test_reset_baseline_units_and_auto_source(month: Any) -> None:
     for exp in ("exp-summarize-prompt-v2", "exp-classify-aa"):
         raw = sorted(con.execute(_UNITS_SQL, {"experiment": exp}).fetchall())
         assert raw == sorted(con.execute(R.UNITS_ROLLUP_SQL, {"experiment": exp}).fetchall())
-    assert R.rollups_current(con, R.EXPERIMENT_SPECS)
+    assert R.rollups_current(con, R.EXPERIMENT_READS)
     last = con.execute(R.LAST_DAY_ROLLUP_SQL).fetchone()
     assert last is not None and last[0] == SPEC.day(SPEC.days - 1)
+    refresh_increments(con)
+    assert refresh_increments(con).recomputed == {}  # nothing changed: nothing recomputed
     # auto reads the rollups while they are current, the raw rows once they are stale
     assert _statements(con, "auto").rollups
     auto = analyze_warehouse_experiments(con, {}, run_id="t", store=False)
@@ -190,3 +216,22 @@ def test_reset_baseline_units_and_auto_source(month: Any) -> None:
     con.execute("UPDATE one_more SET request_id = 'one-more'")
     con.execute("INSERT INTO usage_logs SELECT * FROM one_more")
     assert not _statements(con, "auto").rollups
+
+
+def test_after_the_nightly_refresh_experiments_and_allocation_read_rollups() -> None:
+    """The nightly flow refreshes every capability's specs (ALL_SPECS): both readers see them."""
+    from tasks.allocation.rollups import use_rollups
+    from tasks.nightly.rollup_set import ALL_SPECS
+
+    con = connect(path=":memory:")
+    try:
+        small = SimulationSpec(days=2, requests_per_day={"support-summarize": 300})
+        for _, table in iter_simulation(small):
+            load_simulated(con, table, label="small")
+        assert not _statements(con, "auto").rollups and not use_rollups(con, "auto")
+        refresh_rollups(con, ALL_SPECS)
+        assert _statements(con, "auto").rollups and use_rollups(con, "auto")
+        reports = analyze_warehouse_experiments(con, {}, run_id="t", store=False)
+        assert reports and reports[0].as_of == small.day(1).isoformat()
+    finally:
+        con.close()
