@@ -56,6 +56,8 @@ from tasks.ingest.readers import (
     iter_json_objects,
     iter_jsonl,
     iter_parquet,
+    iter_plain_csv,
+    plain_csv,
 )
 from tasks.ingest.report import FileIngestReport, IngestReport, WarehouseStatus, warehouse_status
 from tasks.ingest.sql_classify import REASON_CODES
@@ -102,6 +104,8 @@ def _chunks(
         return iter_parquet(plan.path, chunk_rows or PARQUET_CHUNK_ROWS)
     rows = chunk_rows or TEXT_CHUNK_ROWS
     if plan.fmt == "csv":
+        if plain_csv(plan.path, plan.compressed):
+            return iter_plain_csv(con, plan.path, rows)
         return iter_csv(plan.path, plan.compressed, rows)
     if plan.fmt == "json":
         layout = sniff_json(plan.path, plan.compressed)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.ingest.errors import IngestFileError
-from tasks.ingest.paths import BOM, TruncatedInput, iter_blocks
+from tasks.ingest.paths import BOM, TruncatedInput, head, iter_blocks
 
 __all__ = [
     "ParquetSlice",
@@ -31,6 +31,8 @@ __all__ = [
     "iter_json_objects",
     "iter_jsonl",
     "iter_parquet",
+    "iter_plain_csv",
+    "plain_csv",
     "sql_str",
 ]
 
@@ -194,6 +196,86 @@ def iter_csv(path: Path, compressed: bool, chunk_rows: int) -> Iterator[pa.Table
         raise IngestFileError(f"{path}: unreadable after line {last} ({exc})") from exc
     if lines:
         yield _table(np.array(numbers, np.int64), pa.array(lines), pa.array(pre, pa.string()))
+
+
+def plain_csv(path: Path, compressed: bool) -> bool:
+    """Whether a CSV file can be split in SQL: plain file, no quote character, no lone CR.
+
+    Such a file has one record per physical line and commas only between fields; anything
+    else (quoting, gzip) goes through Python's csv module (:func:`iter_csv`).
+
+    Args:
+        path: the file.
+        compressed: whether it is gzip.
+    """
+    if compressed:
+        return False
+    first = head(path, False).split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+    header = next(csv.reader([first]), [])
+    if not header or len(set(header)) != len(header):
+        return False  # repeated column names: the csv module's dict semantics apply
+    carry = b""
+    for block in iter_blocks(path, False):
+        data = carry + block
+        if b'"' in data or data.count(b"\r") != data.count(b"\r\n") + data.endswith(b"\r"):
+            return False
+        carry = data[-1:]
+    return not carry.endswith(b"\r")
+
+
+def _csv_sql(header: list[str]) -> str:
+    """SELECT turning ``_lines`` (physical lines) into JSON records keyed by the header."""
+    width = len(header)
+    keys = [json.dumps(name, ensure_ascii=False) for name in header]
+    cells = ", ".join(
+        f"CASE WHEN f[{i + 1}] <> '' THEN {sql_str(key + ':')} || to_json(f[{i + 1}]) END"
+        for i, key in enumerate(keys)
+    )
+    names = sql_str(json.dumps(header, ensure_ascii=False))
+    return f"""
+    SELECT line_no,
+           CASE WHEN pre IS NOT NULL THEN rtrim(raw, chr(13))
+                WHEN NOT regexp_matches(raw, '[^\\s,]') THEN ''
+                WHEN len(f) <> {width}
+                THEN json_object('header', {names}::JSON, 'fields', to_json(f))::VARCHAR
+                ELSE '{{' || concat_ws(',', {cells}) || '}}' END AS raw,
+           CASE WHEN pre IS NOT NULL THEN pre
+                WHEN regexp_matches(raw, '[^\\s,]') AND len(f) <> {width} THEN 'malformed_row'
+           END AS pre
+    FROM (SELECT line_no, raw, pre, string_split(rtrim(raw, chr(13)), ',') AS f FROM _lines)
+    """
+
+
+def iter_plain_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, chunk_rows: int
+) -> Iterator[pa.Table]:
+    """A :func:`plain_csv` file as ``(line_no, raw, pre)`` JSON records, split in DuckDB.
+
+    Same records as :func:`iter_csv` (empty cell = absent key, a row of the wrong width is
+    ``malformed_row`` with its header and fields); a row of empty cells is a blank line.
+
+    Args:
+        con: a connection (a cursor of it converts the lines).
+        path: the file.
+        chunk_rows: lines per table.
+    """
+    header: list[str] | None = None
+    sql = ""
+    cursor = con.cursor()
+    try:
+        for table in iter_jsonl(path, False, chunk_rows):
+            lines = table
+            if header is None:
+                first = table.column("raw")[0].as_py()
+                header = next(csv.reader([first.rstrip("\r")]), [])
+                sql = _csv_sql(header)
+                lines = table.slice(1)
+            if lines.num_rows:
+                cursor.register("_lines", lines)
+                yield cursor.sql(sql).fetch_arrow_table()
+                cursor.unregister("_lines")
+    finally:
+        cursor.close()
 
 
 def _csv_record(header: list[str], row: list[str]) -> tuple[str, str | None]:
