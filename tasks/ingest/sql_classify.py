@@ -277,8 +277,8 @@ def priced_sql(source: str = "_cls") -> str:
         A SELECT over ``source`` and the price table: every column of ``source`` plus
         ``final_cost`` and ``cost_source``, ``reason`` / ``detail`` completed.
     """
-    tokens = ("c.d_input_tokens", "c.d_output_tokens", "c.d_cache_read_tokens")
-    tokens += ("c.d_cache_write_tokens",)
+    tokens: tuple[str, ...] = ("c.d_input_tokens", "c.d_output_tokens")
+    tokens += ("c.d_cache_read_tokens", "c.d_cache_write_tokens")
     unknown = "c.cost_usd IS NULL AND po.model IS NULL AND pg.model IS NULL"
     return f"""
     SELECT c.* EXCLUDE (reason, detail),
