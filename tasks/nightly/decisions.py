@@ -28,6 +28,7 @@ from tasks.nightly.loop import (
     monthly_requests,
     promotion_from_logs,
     promotion_guardrails,
+    with_logged_propensities,
 )
 from tasks.nightly.night import Night, NightOptions
 
@@ -172,6 +173,7 @@ def promotion_step(
         monthly=monthly_requests(window, options.lookback_days),
         recent=[str(k) for k in window["config_key"]],
     )
+    decision = with_logged_propensities(decision, inputs.routing, objective)
     if first_night:
         return decision, "first night: production bootstrapped on the objective"
     if safety is not None:

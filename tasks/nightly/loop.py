@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from strategies.objective import Objective, monthly_from_daily, objective_from_config
+from strategies.offpolicy_promotion import dr_promotion, propensities_vary
 from strategies.promotion import PromotionDecision, choose_bootstrap, propose_promotion
 from strategies.rollout_guard import RolloutGuard, RolloutJudgement, step_verdict
 from strategies.search import ConfigStats
@@ -35,6 +36,7 @@ __all__ = [
     "plan_expectation",
     "promotion_from_logs",
     "promotion_guardrails",
+    "with_logged_propensities",
 ]
 
 LOOP_METRICS = (
@@ -181,6 +183,34 @@ def promotion_from_logs(
         alpha=1.0 - objective.level,
         monthly_requests=monthly,
     )
+
+
+def with_logged_propensities(
+    decision: PromotionDecision, routing: Any, objective: Objective
+) -> PromotionDecision:
+    """The promotion decision on the doubly-robust estimate when the logs allow and need it.
+
+    Applies when every logged row of the window carries a propensity and, in some context
+    column, an arm's propensities differ between values (the per-configuration means are then
+    confounded): :func:`strategies.offpolicy_promotion.dr_promotion` re-judges every candidate
+    on the paired DR difference over that column, at the same alpha (Bonferroni over the
+    candidates, a confidence sequence over the nights). Otherwise ``decision`` stands.
+
+    Args:
+        decision: :func:`promotion_from_logs`' decision.
+        routing: the use case's :class:`tasks.allocation.context_stats.RoutingInputs` (None
+            when contextual routing is off: no logged sums to estimate with).
+        objective: the use case's objective (its level gives alpha).
+
+    Returns:
+        The decision to act on.
+    """
+    if routing is None or routing.rows == 0 or routing.missing_propensity:
+        return decision
+    column = next((c for c in routing.columns if propensities_vary(c.logged)), None)
+    if column is None:
+        return decision
+    return dr_promotion(decision, column.logged, context=column.column, alpha=1.0 - objective.level)
 
 
 def plan_expectation(

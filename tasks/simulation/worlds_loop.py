@@ -32,7 +32,14 @@ from strategies.objective import Objective
 from strategies.promotion import propose_promotion
 from strategies.search import ConfigStats
 
-__all__ = ["AAResult", "ExplorationWorld", "aa_nights", "aa_promotion_rate"]
+__all__ = [
+    "CONFOUNDED_CONTEXTS",
+    "AAResult",
+    "ExplorationWorld",
+    "aa_nights",
+    "aa_promotion_rate",
+    "logged_nights",
+]
 
 _QUALITY_MEAN = 0.78
 _QUALITY_CONCENTRATION = 20.0
@@ -241,3 +248,78 @@ class ExplorationWorld:
             for f in CANONICAL_SCHEMA
         ]
         return pa.Table.from_arrays(arrays, schema=CANONICAL_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------
+# logged propensities that vary by context (issue 12 item 2, doubly-robust promotion)
+# --------------------------------------------------------------------------------------------
+
+# (context, the candidate's propensity there, mean quality there)
+CONFOUNDED_CONTEXTS: tuple[tuple[str, float, float], ...] = (
+    ("easy", 0.8, 0.86),
+    ("hard", 0.2, 0.62),
+)
+
+
+def logged_nights(
+    *,
+    seed: int,
+    objective: Objective,
+    nights: int = 28,
+    per_night: int = 1200,
+    contexts: Sequence[tuple[str, float, float]] = CONFOUNDED_CONTEXTS,
+    candidate_gain: float = 0.0,
+) -> Iterator[tuple[list[ConfigStats], list[Any]]]:
+    """A logged random routing whose propensities depend on the context, night after night.
+
+    Each request falls in a context uniformly; the candidate (``arm-1``) is chosen with that
+    context's propensity (logged), production (``arm-0``) otherwise. Quality depends on the
+    context; the candidate adds ``candidate_gain`` (0: an A/A world, where the plain per-arm
+    comparison is confounded: the candidate serves the easy context more). Cost, latency and
+    errors are identical.
+
+    Args:
+        seed: the world's seed.
+        objective: sets the per-request reward of the off-policy sums (as the warehouse does).
+        nights: how many nights.
+        per_night: requests per night.
+        contexts: (name, candidate propensity, mean quality) per context.
+        candidate_gain: the candidate's true quality gain in every context.
+
+    Yields:
+        Per night, the cumulative ``[production, candidate]`` statistics and the cumulative
+        :class:`strategies.offpolicy.LoggedCell` sums by context.
+    """
+    from strategies.offpolicy import aggregate_logged
+
+    rng = np.random.default_rng([seed, 7])
+    n = per_night * nights
+    which = rng.integers(0, len(contexts), n)
+    p_cand = np.array([c[1] for c in contexts])[which]
+    cand = rng.random(n) < p_cand
+    mu = np.array([c[2] for c in contexts])[which] + np.where(cand, candidate_gain, 0.0)
+    draw = _draw(rng, n)
+    k = _QUALITY_CONCENTRATION
+    quality = np.where(draw["success"], rng.beta(mu * k, (1 - mu) * k), np.nan)
+    reward = objective.per_request_reward(
+        quality=quality, cost=draw["cost"], latency_ms=draw["latency"], error=~draw["success"]
+    )
+    cells = np.array([c[0] for c in contexts])[which]
+    arms = np.where(cand, "arm-1", "arm-0")
+    propensity = np.where(cand, p_cand, 1 - p_cand)
+    for night in range(1, nights + 1):
+        upto = slice(0, per_night * night)
+        stats = []
+        for index in range(2):
+            mask = arms[upto] == f"arm-{index}"
+            stats.append(
+                ConfigStats.from_samples(
+                    f"arm-{index}",
+                    quality=quality[upto][mask],
+                    cost=draw["cost"][upto][mask],
+                    latency=draw["latency"][upto][mask],
+                    success=draw["success"][upto][mask],
+                )
+            )
+        logged = aggregate_logged(cells[upto], arms[upto], reward[upto], propensity[upto])
+        yield stats, logged
