@@ -23,6 +23,13 @@ spec the flow writes: :meth:`ExperimentDesign.spec_table` through
 counts as a false positive if anything is promoted from the logs **or** an experiment ships.
 Simplification: the promotion test keeps reading the exploration traffic only (in the flow the
 experiment's rows join the candidate's statistics after the experiment ends).
+
+With logged propensities that vary by context: :func:`tasks.simulation.worlds_loop.logged_nights`
+A/A worlds (1,200 requests a night; the candidate is logged with propensity 0.8 on the easy
+context and 0.2 on the hard one, so its plain mean is inflated), looked at every night for 28
+nights on cumulative logs by the flow's decision: the per-arm sequential test re-judged on the
+paired doubly-robust difference (:func:`strategies.offpolicy_promotion.dr_promotion`), beside the
+per-arm test alone (what the flow did before: confounded).
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ from strategies.experiments import (
     analyze_experiment,
 )
 from strategies.objective import Objective
+from strategies.offpolicy_promotion import dr_promotion
 from strategies.promotion import propose_promotion
 from tasks.experiments.spec import experiment_spec
-from tasks.simulation.worlds_loop import _draw, aa_nights, aa_promotion_rate
+from tasks.simulation.worlds_loop import _draw, aa_nights, aa_promotion_rate, logged_nights
 
 NIGHTS = 28
 OBJECTIVES = {
@@ -206,6 +214,36 @@ def aa_with_experiments(objective: Objective, seeds: range) -> dict[str, int]:
     return counts
 
 
+def aa_logged_rates(seeds: range) -> dict[str, Any]:
+    """Confounded A/A worlds with logged propensities: worlds ever promoted, two decisions."""
+    objective = OBJECTIVES["quality-focused"]
+    alpha = 1 - objective.level
+    dr_hits = plain_hits = 0
+    for seed in seeds:
+        dr_fired = plain_fired = False
+        for stats, logged in logged_nights(seed=seed, objective=objective, nights=NIGHTS):
+            plain = propose_promotion(
+                objective, production=stats[0], candidates=stats[1:], alpha=alpha
+            )
+            plain_fired |= plain.action == "propose"
+            dr = dr_promotion(plain, logged, context="task_type", alpha=alpha)
+            dr_fired |= dr.action == "propose"
+            if dr_fired:
+                break
+        dr_hits += dr_fired
+        plain_hits += plain_fired
+    dr_rate, plain_rate = _rate(dr_hits, len(seeds)), _rate(plain_hits, len(seeds))
+    return {
+        "objective": "quality-focused",
+        "worlds": len(seeds),
+        "promoted (doubly robust)": dr_hits,
+        "rate": dr_rate["rate"],
+        "95% CI": f"[{dr_rate['ci_low']:.3f}, {dr_rate['ci_high']:.3f}]",
+        "per-arm sequential alone": plain_rate["rate"],
+        "its 95% CI": f"[{plain_rate['ci_low']:.3f}, {plain_rate['ci_high']:.3f}]",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=None, help="A/A worlds per objective")
@@ -248,9 +286,19 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(f"\nA/A loop with experiment creation ({clock.seconds:.1f} s)\n")
     print(markdown_table(with_experiments))
+    with Clock() as clock:
+        logged = [aa_logged_rates(range(min(n, 200)))]
+    print(f"\nA/A loop, logged propensities varying by context ({clock.seconds:.1f} s)\n")
+    print(markdown_table(logged))
     write_result(
         "loop",
-        {"nights": NIGHTS, "alpha": 0.05, "rows": rows, "with_experiments": with_experiments},
+        {
+            "nights": NIGHTS,
+            "alpha": 0.05,
+            "rows": rows,
+            "with_experiments": with_experiments,
+            "logged_propensities": logged,
+        },
         quick=args.quick,
     )
     return 0
