@@ -22,8 +22,11 @@ How one use case is decided (:func:`optimize_use_case`):
    the sample its guardrails need can still arrive / roll back on shown harm / stop and say
    "not enough traffic");
 4. an experiment that ships starts a new rollout of its winner; otherwise a configuration with
-   logged traffic that beats production on the objective with confidence does (both need
-   approval; :mod:`tasks.nightly.decisions`, :mod:`tasks.nightly.loop`);
+   logged traffic that beats production on the objective with confidence does (the sequential
+   test on per-configuration statistics, or the doubly-robust bound when logged propensities
+   vary by context); otherwise a promising candidate whose traffic carries no propensities gets
+   a pre-registered experiment (all three need approval; :mod:`tasks.nightly.decisions`,
+   :mod:`tasks.nightly.loop`, :mod:`tasks.nightly.experiment_plans`);
 5. search candidates and bandit weights fill the exploration share;
 6. :func:`strategies.traffic.plan_traffic` turns all of it into one plan that sums to 1.
 
