@@ -415,12 +415,14 @@ def refresh_rollups(
         stale = _stale(con)
         touched: dict[str, tuple[Pair, ...]] = {}
         inserted: dict[str, int] = {}
+        rebuilt: list[str] = []
         for spec in specs:
-            rebuild = spec.name in incomplete
             wanted = set(changed) | stale.get(spec.name, set())
-            spec_pairs = (
-                sorted(wanted | set(every)) if rebuild and pairs is None else sorted(wanted)
-            )
+            if spec.name in incomplete and pairs is None:
+                wanted |= set(every)
+            spec_pairs = sorted(wanted)
+            # a new table is emptied and marked complete only when every raw pair is refreshed
+            rebuild = spec.name in incomplete and set(every) <= wanted
             inserted[spec.name] = _refresh_spec(
                 con,
                 spec,
@@ -430,7 +432,8 @@ def refresh_rollups(
                 rows=(rows or {}).get(spec.name),
             )
             touched[spec.name] = tuple(spec_pairs)
-            if rebuild and set(every) <= set(spec_pairs):
+            if rebuild:
+                rebuilt.append(spec.name)
                 con.execute("UPDATE rollup_tables SET complete = true WHERE name = ?", [spec.name])
         con.execute(
             "DELETE FROM rollup_stale WHERE list_contains(?, name)", [[s.name for s in specs]]
@@ -452,7 +455,7 @@ def refresh_rollups(
     return RefreshReport(
         pairs=tuple(changed),
         touched=touched,
-        rebuilt=tuple(sorted(incomplete)),
+        rebuilt=tuple(sorted(rebuilt)),
         rows=inserted,
         ingests=len(marked),
         seconds=time.perf_counter() - started,

@@ -373,3 +373,24 @@ def test_rows_computed_elsewhere_give_the_same_rollups(
         pd.testing.assert_frame_equal(got[name], local[name], obj=name)
     with pytest.raises(ValueError, match="outside the refreshed pairs"):
         refresh_rollups(con, ALL_SPECS, pairs=pairs[:1], rows=rows)
+
+
+def test_a_new_spec_refreshed_for_some_pairs_only_is_completed_later(
+    con: duckdb.DuckDBPyConnection, month: dict[str, Any]
+) -> None:
+    extra = rollups.RollupSpec(
+        name="rollup_test_calls",
+        columns_sql="use_case VARCHAR, day DATE, calls BIGINT",
+        key=("use_case", "day"),
+        select=lambda source: f"SELECT use_case, day, count(*) FROM {source} GROUP BY ALL",
+    )
+    raw = "SELECT use_case, day, count(*) FROM usage_logs GROUP BY ALL ORDER BY ALL"
+    stored = "SELECT * FROM rollup_test_calls ORDER BY ALL"
+    some = [month["late_pair"]]
+    partial = refresh_rollups(con, [extra], pairs=some)
+    assert partial.rebuilt == () and partial.touched["rollup_test_calls"] == tuple(some)
+    assert len(con.execute(stored).fetchall()) == 1
+
+    completed = refresh_rollups(con, [extra])
+    assert completed.rebuilt == ("rollup_test_calls",)
+    assert con.execute(stored).fetchall() == con.execute(raw).fetchall()
