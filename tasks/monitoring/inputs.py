@@ -1,7 +1,8 @@
 """The night's monitoring inputs from daily rollups: a constant number of grouped statements.
 
 For each use case the analysis needs small aggregates only: binned and category counts
-(:mod:`tasks.monitoring.histograms`), daily (and optionally hourly) metric series, and the
+(:mod:`tasks.monitoring.histograms`), daily (and optionally hourly) metric series
+(:mod:`tasks.monitoring.series`), and the
 sufficient statistics of the production configuration over the reference window (its baseline,
 the ``reference_days`` before the night) and the current window. All of them are sums of daily
 rollup rows (a window is the sum of its days), never a scan of the raw window:
@@ -28,26 +29,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
-import numpy as np
 
 from strategies.monitor.degradation import WindowStats
 from strategies.monitor.report import EMPTY_STATS, MonitoringInputs
 from strategies.monitor.settings import MonitoringConfig, Windows, hourly_range, series_range
 from tasks.monitoring.histograms import categorical_counts_many, numeric_bins_many
-from tasks.monitoring.rollups import MONITOR_BINS, MONITOR_HOURLY, MONITOR_HOURLY_LATENCY
-from tasks.monitoring.sql import SERIES_METRICS, quantiles_by_key, window_params, windowed_rollup
+from tasks.monitoring.rollups import MONITOR_BINS
+from tasks.monitoring.series import metric_series, metric_series_many
+from tasks.monitoring.sql import quantiles_by_key, window_params, windowed_rollup
 from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY
-from tasks.warehouse.rollups import RefreshReport, refresh_rollups
+from tasks.warehouse.rollups import COVERAGE_SPEC, RefreshReport, changed_pairs, refresh_rollups
 
 #: the sums a window's statistics add up, from ``rollup_config_day``
 _STATS_SUMS = """sum(n), sum(successes), sum(quality_n), sum(quality_sum),
     sum(quality_sum_squares), sum(cost_sum)"""
 
 
-def refresh_monitoring_rollups(con: duckdb.DuckDBPyConnection) -> RefreshReport:
+def refresh_monitoring_rollups(con: duckdb.DuckDBPyConnection) -> RefreshReport | None:
     """Refresh every capability's rollups (the nightly set), so monitoring reads fresh sums.
 
     All specs are refreshed together: the rollup watermark is shared, so refreshing a subset
@@ -57,158 +58,47 @@ def refresh_monitoring_rollups(con: duckdb.DuckDBPyConnection) -> RefreshReport:
         con: a writable warehouse connection.
 
     Returns:
-        What the refresh did.
+        What the refresh did; ``None`` when no pair had changed (checked first, in a few
+        statements: after the nightly flow's own refresh, the usual case).
     """
     from tasks.nightly.rollup_set import ALL_SPECS  # lazy: the nightly set imports this package
 
+    if not changed_pairs(con, ALL_SPECS):
+        return None
     return refresh_rollups(con, ALL_SPECS)
 
 
-def _grid(granularity: Literal["day", "hour"]) -> str:
-    """Every (use case, period) of ``[$start, $end]``."""
-    cast, step = (
-        ("DATE", "INTERVAL 1 DAY") if granularity == "day" else ("TIMESTAMP", "INTERVAL 1 HOUR")
-    )
-    return f"""
-        SELECT u.use_case, CAST(g AS {cast}) AS period
-        FROM (SELECT unnest($use_cases) AS use_case) u,
-             generate_series(CAST($start AS TIMESTAMP), CAST($end AS TIMESTAMP), {step}) t(g)
+def rolled_up_latest_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The last UTC day with usage logs, from the rollups' coverage (rows per use case and day).
+
+    Args:
+        con: warehouse connection (rollups refreshed).
+
+    Returns:
+        The day, or ``None`` without any rolled-up row.
     """
+    row = con.execute(f"SELECT max(day) FROM {COVERAGE_SPEC.name} WHERE n > 0").fetchone()
+    return None if row is None or row[0] is None else row[0]
 
 
-def _series_sql(granularity: Literal["day", "hour"], config_key: bool) -> tuple[str, str]:
-    """(SELECT of the summed metrics per use case and period, SELECT of the latency bins)."""
-    metrics = """sum(quality_sum) / nullif(sum(quality_n), 0) AS quality,
-        sum(successes)::DOUBLE / sum(n) AS success_rate,
-        sum(cost_sum) / sum(n) AS cost_per_request, sum(n)::DOUBLE AS requests"""
-    days = (
-        "list_contains($use_cases, use_case)"
-        " AND day BETWEEN CAST($start AS DATE) AND CAST($end AS DATE)"
-    )
-    if granularity == "hour":
-        period = "CAST(day AS TIMESTAMP) + to_hours(hour)"
-        sums = f"""SELECT use_case, {period} AS period, {metrics}
-            FROM {MONITOR_HOURLY.name} WHERE {days} GROUP BY ALL"""
-        bins = f"""SELECT use_case, day, hour, sum(n), min(vmin), max(vmax)
-            FROM {MONITOR_HOURLY_LATENCY.name} WHERE {days}
-            GROUP BY use_case, day, hour, bin ORDER BY use_case, day, hour, bin"""
-        return sums, bins
-    one = "AND config_key = $config_id" if config_key else ""
-    sums = f"""SELECT use_case, day AS period, {metrics}
-        FROM {CONFIG_DAY.name} WHERE {days} {one} GROUP BY ALL"""
-    if config_key:
-        bins = f"""SELECT use_case, day, sum(n), min(vmin), max(vmax)
-            FROM {CONFIG_LATENCY.name} WHERE {days} {one}
-            GROUP BY use_case, day, bin ORDER BY use_case, day, bin"""
-    else:
-        bins = f"""SELECT use_case, day, sum(n), min(vmin), max(vmax)
-            FROM {MONITOR_BINS.name} WHERE {days} AND field = 'latency_ms'
-            GROUP BY use_case, day, bin ORDER BY use_case, day, bin"""
-    return sums, bins
+def rolled_up_use_cases(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date) -> list[str]:
+    """The use cases with traffic between ``start`` and ``end`` (inclusive), sorted, from the
+    rollups' coverage.
 
+    Args:
+        con: warehouse connection (rollups refreshed).
+        start: first day.
+        end: last day.
 
-def _series(
-    con: duckdb.DuckDBPyConnection,
-    names: list[str],
-    *,
-    start: dt.datetime | dt.date,
-    end: dt.datetime | dt.date,
-    granularity: Literal["day", "hour"],
-    config_id: str | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Series of many use cases: the summed metrics on the grid, then the latency p95."""
-    if granularity == "hour" and config_id is not None:
-        raise ValueError("hourly series are rolled up per use case, not per configuration")
-    sums, bins = _series_sql(granularity, config_id is not None)
-    plain = [name for name in SERIES_METRICS if name != "latency_p95"]
-    params: dict[str, Any] = {"use_cases": names, "start": start, "end": end}
-    if config_id is not None:
-        params["config_id"] = config_id
+    Returns:
+        The use case names.
+    """
     rows = con.execute(
-        f"""
-        WITH grid AS ({_grid(granularity)}), agg AS ({sums})
-        SELECT grid.use_case, grid.period, {", ".join(f"agg.{m}" for m in plain)}
-        FROM grid LEFT JOIN agg USING (use_case, period) ORDER BY grid.use_case, grid.period
-        """,
-        params,
+        f"SELECT DISTINCT use_case FROM {COVERAGE_SPEC.name}"
+        " WHERE n > 0 AND day BETWEEN $start AND $end ORDER BY 1",
+        {"start": start, "end": end},
     ).fetchall()
-    keys = 3 if granularity == "hour" else 2
-    p95 = quantiles_by_key(con, bins, params, keys=keys)
-    collected: dict[str, list[Any]] = {name: [] for name in names}
-    for row in rows:
-        collected[str(row[0])].append(row)
-    out: dict[str, dict[str, Any]] = {}
-    for name, items in collected.items():
-        series: dict[str, Any] = {"periods": [r[1].isoformat() for r in items]}
-        values = {
-            m: [np.nan if r[2 + i] is None else float(r[2 + i]) for r in items]
-            for i, m in enumerate(plain)
-        }
-        at = [(name, r[1].date(), r[1].hour) if keys == 3 else (name, r[1]) for r in items]
-        values["latency_p95"] = [p95.get(key, np.nan) for key in at]
-        for metric in SERIES_METRICS:
-            series[metric] = np.asarray(values[metric], dtype=float)
-        out[name] = series
-    return out
-
-
-def metric_series(
-    con: duckdb.DuckDBPyConnection,
-    use_case: str,
-    *,
-    start: dt.datetime | dt.date,
-    end: dt.datetime | dt.date,
-    granularity: Literal["day", "hour"] = "day",
-    config_id: str | None = None,
-) -> dict[str, Any]:
-    """Per-period metrics of a use case (optionally one configuration) over ``[start, end]``.
-
-    Every period of the range is present; periods without traffic hold ``NaN`` (a missing day
-    is not a zero).
-
-    Args:
-        con: warehouse connection (rollups refreshed).
-        use_case: the use case.
-        start: first day, or first UTC hour (naive datetime) for hourly series.
-        end: last day or hour, inclusive.
-        granularity: ``"day"`` or ``"hour"``.
-        config_id: only this configuration key (``None``: the whole use case; daily only).
-
-    Returns:
-        ``periods`` (ISO strings) and one float array per metric of ``SERIES_METRICS``.
-
-    Raises:
-        ValueError: an hourly series of one configuration (not rolled up).
-    """
-    return _series(
-        con, [use_case], start=start, end=end, granularity=granularity, config_id=config_id
-    )[use_case]
-
-
-def metric_series_many(
-    con: duckdb.DuckDBPyConnection,
-    use_cases: Sequence[str],
-    *,
-    start: dt.datetime | dt.date,
-    end: dt.datetime | dt.date,
-    granularity: Literal["day", "hour"] = "day",
-) -> dict[str, dict[str, Any]]:
-    """:func:`metric_series` (no configuration filter) of many use cases in two statements.
-
-    Args:
-        con: warehouse connection (rollups refreshed).
-        use_cases: the use cases.
-        start: first day (or UTC hour).
-        end: last day (or UTC hour), inclusive.
-        granularity: ``"day"`` or ``"hour"``.
-
-    Returns:
-        use case -> the series as :func:`metric_series` returns it.
-    """
-    names = list(dict.fromkeys(use_cases))
-    if not names:
-        return {}
-    return _series(con, names, start=start, end=end, granularity=granularity)
+    return [str(r[0]) for r in rows]
 
 
 def _stats(row: Sequence[Any], p95: float | None) -> WindowStats:
@@ -430,6 +320,8 @@ __all__ = [
     "metric_series",
     "metric_series_many",
     "refresh_monitoring_rollups",
+    "rolled_up_latest_day",
+    "rolled_up_use_cases",
     "window_stats",
     "window_stats_many",
 ]

@@ -55,6 +55,8 @@ from tasks.monitoring.inputs import (
     metric_series,
     metric_series_many,
     refresh_monitoring_rollups,
+    rolled_up_latest_day,
+    rolled_up_use_cases,
     window_stats,
     window_stats_many,
 )
@@ -133,6 +135,21 @@ def analyse_use_case(
     )
 
 
+def _known_configs(
+    names: Sequence[str],
+    config: MonitoringConfig,
+    production: Mapping[str, str],
+    approved: Mapping[str, Sequence[ApprovedConfig]],
+) -> dict[str, str | None]:
+    """The production configuration key of each use case when known (else ``None``)."""
+    return {
+        n: known_production_config(
+            n, config, production_config_id=production.get(n), approved_configs=approved.get(n, ())
+        )
+        for n in names
+    }
+
+
 def run_monitoring(
     con: duckdb.DuckDBPyConnection,
     settings: Settings | None = None,
@@ -162,9 +179,8 @@ def run_monitoring(
         record: store alerts and reports and notify (default); without it nothing is written
             (the CLI's read-only view). Either way, alerts another run raised for the same night
             come back as that run's (``UseCaseReport.night_alerts``), not as open incidents.
-        refresh: bring the daily rollups up to date first (every capability's, see
-            :func:`refresh_monitoring_rollups`; a count check when nothing changed). Without
-            it the rollups must be fresh already.
+        refresh: first bring every daily rollup up to date (a count check when nothing
+            changed); without it they must be fresh already.
 
     Returns:
         The :class:`MonitoringReport`.
@@ -173,7 +189,7 @@ def run_monitoring(
     apply_monitoring_schema(con)
     if refresh:
         refresh_monitoring_rollups(con)
-    as_of = as_of or latest_day(con)
+    as_of = as_of or rolled_up_latest_day(con)
     if as_of is None:
         return MonitoringReport(
             run_id=run_id or "monitor-empty", as_of=dt.date.today(), use_cases=()
@@ -182,20 +198,12 @@ def run_monitoring(
     history = alert_history(con, until=as_of, exclude_run_id=run_id)
     windows = Windows.for_night(as_of, config)
     names = list(
-        use_cases or monitored_use_cases(con, windows.reference_start, windows.current_end)
+        use_cases or rolled_up_use_cases(con, windows.reference_start, windows.current_end)
     )
     approved = approved_configs or {}
     production = production_configs or {}
+    known = _known_configs(names, config, production, approved)
     # every use case's aggregates at once: a constant number of statements, not ~12 per use case
-    known = {
-        name: known_production_config(
-            name,
-            config,
-            production_config_id=production.get(name),
-            approved_configs=approved.get(name, ()),
-        )
-        for name in names
-    }
     inputs = fetch_monitoring_inputs(
         con, names, as_of=as_of, config=config, production_configs=known
     )

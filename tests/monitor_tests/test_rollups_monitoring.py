@@ -94,7 +94,7 @@ def month(raw_scan: ModuleType) -> Iterator[dict[str, Any]]:
             {
                 "as_of": as_of,
                 "arrived": arrived,
-                "pairs": refreshed.pairs,
+                "pairs": () if refreshed is None else refreshed.pairs,
                 "report": report,
                 "rollups": fetch_monitoring_inputs(con, USE_CASES, as_of=as_of, config=config),
                 "raw": {
