@@ -7,10 +7,10 @@ Approximations (stated, and tested against scipy on raw samples):
 
 * **KS** is the largest gap between the two empirical CDFs *evaluated at the bin edges*. The true
   supremum may fall inside a bin, so the binned statistic is a lower bound, short by at most the
-  largest bin mass (1% with 100 quantile bins of both windows; exact in the body of discrete
-  fields such as token counts, where every value is an edge). The p-value uses scipy's two-sample
-  Kolmogorov distribution (``kstwo``) at the effective size ``n*m/(n+m)``, as
-  ``scipy.stats.ks_2samp(method="asymp")`` does.
+  largest bin mass (1% with drift bins cut at 100 quantile levels of both windows; exact in the
+  body of discrete fields such as small token counts, where every value is an edge). The
+  p-value uses scipy's two-sample Kolmogorov distribution (``kstwo``) at the effective size
+  ``n*m/(n+m)``, as ``scipy.stats.ks_2samp(method="asymp")`` does.
 * **Wasserstein-1** is the area between the two CDFs with each CDF interpolated linearly inside a
   bin (rows assumed uniform within a bin); exact at the edges, error bounded by the bin widths
   times the in-bin CDF gap.

@@ -1,9 +1,10 @@
 """Distribution drift between a reference window and a current window, from binned counts.
 
-Rows never reach Python: the warehouse bins each numeric field on *fine quantile edges* (the
-percentiles of the reference window, plus those of the current window so that no bin holds more
-than 1% of either) and counts rows per bin and window; categorical fields arrive as counts per
-category. Everything here works on those counts.
+Rows never reach Python: the warehouse counts each numeric field per day on fixed log-spaced
+bins (daily rollups, :mod:`strategies.rollup_quantiles`), and a window's fine bins are merged into
+drift bins cut at the percentiles of the reference window and of the current window, so that no
+bin holds more than 1% of either (unless one fine bin does); categorical fields arrive as counts
+per category. Everything here works on those counts.
 
 The statistics on binned counts (PSI, KS, Wasserstein-1) and their stated approximations are in
 :mod:`strategies.monitor.binned`; this module declares a drift from them.
