@@ -194,6 +194,90 @@ def _insert_text(
     return result
 
 
+def _classify_text(
+    con: duckdb.DuckDBPyConnection, shape: Shape, use_case: str, now: dt.datetime
+) -> None:
+    """``_cls`` (materialized, unpriced) and its priced view ``_fin`` from ``_chunk``."""
+    classify = classify_sql(
+        shape,
+        "text",
+        now,
+        use_case,
+        source=f"({text_records_sql(shape)})",
+        priced=False,
+        keep_raw=shape.name == "otel",  # a span is not its line: keep its own text
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _cls AS {classify}")
+    _price_models(con, "_cls", "")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _fin AS {priced_sql('_cls')}")
+
+
+def _single_file(chunk: pa.Table) -> bool:
+    numbers = chunk.column("__file_no")
+    return len(numbers) > 0 and numbers[0] == numbers[len(numbers) - 1]
+
+
+def _insert_clean(
+    con: duckdb.DuckDBPyConnection,
+    chunk: pa.Table,
+    *,
+    shape: Shape,
+    use_case: str,
+    run_id: str,
+    now: dt.datetime,
+    blanks: int,
+    counts: dict[int, Counts],
+) -> pa.Table | None:
+    """One pass for the usual chunk: insert every valid, new record straight from the lines.
+
+    The records that pass every rule, are priced already and whose request_id is not stored
+    go in with one INSERT (no intermediate table). A request_id seen twice in the chunk is
+    then cut back to its first line. When every non-blank line went in, the chunk is done
+    (None); otherwise the lines that did not go in are returned, for the full path (which
+    quarantines, prices new models and counts duplicates).
+    """
+    file_no = int(chunk.column("__file_no")[0].as_py())
+    lines = chunk.column("line_no")
+    first, last = int(lines[0].as_py()), int(lines[len(lines) - 1].as_py())
+    ingest_id = f"{run_id}-{file_no:06d}"
+    classify = classify_sql(
+        shape,
+        "text",
+        now,
+        use_case,
+        source=f"({text_records_sql(shape)})",
+        priced=False,
+        keep_raw=False,
+    )
+    not_stored = "AND NOT EXISTS (SELECT 1 FROM usage_logs u WHERE u.request_id = c.request_id)"
+    candidates = candidates_sql("", not_stored, f"({priced_sql(f'({classify})')})")
+    (row,) = con.execute(f"{_INSERT_SQL} ({candidates})", [run_id]).fetchall()
+    inserted = int(row[0])
+    mine = "ingest_id = ? AND source_line BETWEEN ? AND ?"
+    params = [ingest_id, first, last]
+    (row,) = con.execute(
+        f"SELECT count(*) - count(DISTINCT request_id) FROM usage_logs WHERE {mine}", params
+    ).fetchall()
+    if row[0]:  # an id twice in the chunk: keep its first line only
+        (row,) = con.execute(
+            f"DELETE FROM usage_logs WHERE {mine} AND (request_id, source_line) IN ("
+            f" SELECT request_id, source_line FROM usage_logs WHERE {mine}"
+            " QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY source_line) > 1)",
+            params + params,
+        ).fetchall()
+        inserted -= int(row[0])
+    done = counts[file_no]
+    done.lines_read += inserted
+    done.ingested += inserted
+    if inserted == chunk.num_rows - blanks:
+        return None
+    return con.sql(
+        f"SELECT * FROM _chunk WHERE regexp_matches(raw, '\\S') AND line_no NOT IN"
+        f" (SELECT source_line FROM usage_logs WHERE {mine})",
+        params=params,
+    ).to_arrow_table()
+
+
 def _add(total: Counts, part: Counts) -> None:
     total.lines_read += part.lines_read
     total.blank_lines += part.blank_lines
@@ -243,23 +327,27 @@ def process_chunk(
             _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
             return
         con.register("_chunk", chunk)  # an Arrow scan, no copy; unregistered below
-        for file_no, blanks in con.execute(
+        blank_lines = con.execute(
             "SELECT __file_no, count(*) FROM _chunk WHERE NOT regexp_matches(raw, '\\S') GROUP BY 1"
-        ).fetchall():
+        ).fetchall()
+        for file_no, blanks in blank_lines:
             counts[int(file_no)].blank_lines += int(blanks)
-        records = f"({text_records_sql(shape)})"
-        classify = classify_sql(
-            shape,
-            "text",
-            now,
-            use_case,
-            source=records,
-            priced=False,
-            keep_raw=shape.name == "otel",  # a span is not its line: keep its own text
-        )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _cls AS {classify}")
-        _price_models(con, "_cls", "")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _fin AS {priced_sql('_cls')}")
+        if by_line and shape.name != "otel" and _single_file(chunk):
+            blanks = sum(int(n) for _, n in blank_lines)
+            rest = _insert_clean(
+                con,
+                chunk,
+                shape=shape,
+                use_case=use_case,
+                run_id=run_id,
+                now=now,
+                blanks=blanks,
+                counts=counts,
+            )
+            if rest is None:
+                return
+            con.register("_chunk", rest)  # only the lines the clean pass did not insert
+        _classify_text(con, shape, use_case, now)
         for file_no, part in _insert_text(con, run_id, now, by_line).items():
             _add(counts[file_no], part)
     finally:

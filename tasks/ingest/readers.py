@@ -272,7 +272,7 @@ def iter_plain_csv(
                 lines = table.slice(1)
             if lines.num_rows:
                 cursor.register("_lines", lines)
-                yield cursor.sql(sql).fetch_arrow_table()
+                yield cursor.sql(sql).to_arrow_table()
                 cursor.unregister("_lines")
     finally:
         cursor.close()
