@@ -21,6 +21,7 @@ from tasks import simulation as sim
 from tasks.core.settings import REPO_ROOT, Settings
 from tasks.search.frontier import compute_frontier, most_served_config, plot_frontier
 from tasks.warehouse.connection import connect
+from tasks.warehouse.rollup_specs import LATENCY_RELATIVE_BOUND
 
 UC = "support-summarize"
 SPEC = sim.SimulationSpec(
@@ -73,7 +74,9 @@ def test_frontier_on_simulated_logs_matches_sql_and_truth(  # noqa: PLR0917 - py
     assert len(result.points) == len(truth.configs) and result.excluded == ()
     for p in result.points:
         expected = observed_objectives(warehouse, p.config_key)
-        assert (p.quality, p.cost_usd, p.latency_p95_ms) == pytest.approx(expected)
+        assert (p.quality, p.cost_usd) == pytest.approx(expected[:2])
+        # p95 from the daily rollups' log-spaced bins: within their stated bound (issue 17)
+        assert p.latency_p95_ms == pytest.approx(expected[2], rel=LATENCY_RELATIVE_BOUND)
     ids = _ids(truth)
     cheap, haiku = ids["gpt-4o-mini/summarize-v1/512"], ids["claude-haiku-4-5/summarize-v2/512"]
     # the cheapest config and the best-quality config per cent are on the frontier ...
