@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -57,8 +58,10 @@ PARTS_SOURCE = "(SELECT p.use_case, p.day, p.ingest_id FROM lake_parts AS p, ran
 __all__ = [
     "DASK_SETTING",
     "PARTS_SOURCE",
+    "batches",
     "dask_client",
     "partition_files",
+    "refresh_night_rollups",
     "refresh_rollups_on_dask",
     "rollup_partition",
 ]
@@ -88,13 +91,52 @@ def partition_files(con: duckdb.DuckDBPyConnection, pairs: Iterable[Pair]) -> di
     return out
 
 
+def _pair_rows(con: duckdb.DuckDBPyConnection, files: Mapping[Pair, Any]) -> dict[Pair, int]:
+    rows = con.execute(
+        "SELECT use_case, day, sum(rows) FROM lake_parts"
+        " WHERE list_contains($pairs, {'use_case': use_case, 'day': day}) GROUP BY ALL",
+        {"pairs": [{"use_case": uc, "day": day} for uc, day in files]},
+    ).fetchall()
+    return {(str(uc), day): int(n) for uc, day, n in rows}
+
+
+def batches(
+    files: Mapping[Pair, Sequence[str]], rows: Mapping[Pair, int], slots: int
+) -> list[list[str]]:
+    """Pack pairs into at most ``slots`` tasks of about equal rows (largest first).
+
+    A task's files may span several pairs: each spec groups by its key, so the rows stay
+    per pair and tasks still produce disjoint rollup rows.
+
+    Args:
+        files: per pair, its part paths.
+        rows: per pair, its raw row count.
+        slots: the most tasks wanted (e.g. worker threads x 2).
+
+    Returns:
+        The file lists, one per task, none empty.
+
+    Example:
+        >>> import datetime as dt
+        >>> d = dt.date(2026, 11, 1)
+        >>> batches({("a", d): ["a1"], ("b", d): ["b1"], ("c", d): ["c1"]},
+        ...         {("a", d): 10, ("b", d): 6, ("c", d): 5}, 2)
+        [['a1'], ['b1', 'c1']]
+    """
+    bins: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(slots, len(files))))]
+    for pair in sorted(files, key=lambda p: (-rows.get(p, 0), p)):
+        load, paths = min(bins, key=lambda b: b[0])
+        bins[bins.index((load, paths))] = (load + rows.get(pair, 0), [*paths, *files[pair]])
+    return [paths for _, paths in bins if paths]
+
+
 def rollup_partition(
     files: Sequence[str], specs: Sequence[RollupSpec], threads: int | None = 1
 ) -> dict[str, pa.Table]:
-    """A worker's job: every spec's rows over one partition's Parquet parts.
+    """A worker's job: every spec's rows over some partitions' Parquet parts.
 
     Args:
-        files: the partition's part paths (readable from the worker).
+        files: the partitions' part paths (readable from the worker).
         specs: the specs to compute.
         threads: DuckDB threads in this worker (None: DuckDB's default, every core).
 
@@ -133,6 +175,9 @@ def dask_client(
         yield client
         return
     address = address or (settings.extra.get(DASK_SETTING, "") if settings else "") or None
+    if not address and "distributed" not in sys.modules:  # not on a cluster: no import cost
+        yield None
+        return
     import distributed  # only when a cluster is used
 
     if address:
@@ -163,8 +208,9 @@ def refresh_rollups_on_dask(
     client: Any,
     pairs: Iterable[Pair] | None = None,
     threads: int | None = 1,
+    tasks_per_thread: int = 2,
 ) -> RefreshReport:
-    """Refresh rollups with the raw aggregation on a Dask cluster, one task per changed pair.
+    """Refresh rollups with the raw aggregation on a Dask cluster, partitions in tasks.
 
     Args:
         con: a writable warehouse connection in lake mode (the flow's process).
@@ -173,6 +219,9 @@ def refresh_rollups_on_dask(
         pairs: the pairs to refresh; default: every changed pair (every pair when a spec is
             new or redefined), computed from ``lake_parts``.
         threads: DuckDB threads per task (1 suits one Dask thread per core).
+        tasks_per_thread: tasks per Dask worker thread; the changed pairs are packed into
+            that many tasks of about equal rows (a task's statements cost a few ms each, so
+            one task per small pair would be mostly overhead).
 
     Returns:
         The refresh report of :func:`refresh_rollups`.
@@ -195,7 +244,8 @@ def refresh_rollups_on_dask(
         else changed_pairs(con, all_specs, source=PARTS_SOURCE)
     )
     files = partition_files(con, todo)
-    work = [files[pair] for pair in todo if pair in files]
+    slots = max(1, sum(client.nthreads().values()) * tasks_per_thread)
+    work = batches(files, _pair_rows(con, files), slots)
     futures = client.map(rollup_partition, work, specs=all_specs, threads=threads, pure=False)
     results = client.gather(futures)
     rows: dict[str, pa.Table] = {}
@@ -212,3 +262,30 @@ def _empty(con: duckdb.DuckDBPyConnection, spec: RollupSpec) -> pa.Table:
         return con.sql("SELECT * FROM _dask_empty").to_arrow_table()
     finally:
         con.execute("DROP TABLE _dask_empty")
+
+
+def refresh_night_rollups(
+    con: duckdb.DuckDBPyConnection,
+    specs: Sequence[RollupSpec],
+    settings: Settings | None = None,
+    *,
+    client: Any = None,
+) -> RefreshReport:
+    """The nightly refresh: on Dask when a cluster is set and every raw row is in the lake.
+
+    Otherwise (no cluster, no lake, or rows still in the DuckDB table) the plain
+    :func:`refresh_rollups` in this process, over ``usage_logs`` (the lake view included).
+
+    Args:
+        con: a writable warehouse connection.
+        specs: the specs to refresh.
+        settings: resolved settings (``LLMOPT_DASK_ADDRESS``).
+        client: an open ``distributed.Client`` instead of the setting.
+
+    Returns:
+        The refresh report.
+    """
+    with dask_client(settings, client=client) as dask:
+        if dask is not None and part_paths(con) and not staged_rows(con):
+            return refresh_rollups_on_dask(con, specs, client=dask)
+    return refresh_rollups(con, specs)
