@@ -158,6 +158,16 @@ class ExperimentDesign:
             ],
         }
 
+    def summary(self) -> str:
+        """One sentence for the night's reasons."""
+        return (
+            f"experiment {self.experiment_id} proposed: {self.control_config_id} (control) vs "
+            f"{self.treatment_config_id} (treatment), {self.traffic_share:.0%} of traffic, "
+            f"primary {self.primary} (mde {self.mde:.4g}), about "
+            f"{self.planned_units_per_arm:,.0f} requests per arm in {self.planned_days} day(s), "
+            f"max {self.max_days}"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """Plain values (the registry's metadata and the evidence bundle)."""
         out = asdict(self)
@@ -225,36 +235,34 @@ def propose_experiment(
         requests_per_day: the use case's daily requests (the experiment gets its share).
         policy: the design policy.
         running: ids of the use case's experiments that run or wait to start.
-        tried: candidate ids already tested against this production (not proposed again).
-        offpolicy_possible: the logs carry propensities, so the off-policy estimate decides.
+        tried: candidate ids already tested against this production.
+        offpolicy_possible: the logs carry propensities (the off-policy estimate decides).
 
     Returns:
-        :class:`ExperimentProposal`.
+        :class:`ExperimentProposal` (``none`` with the reason, or ``propose`` with the design).
     """
     policy = policy or DesignPolicy()
-    if not policy.enabled:
-        return _none("[auto_experiments] enabled = false")
-    if production is None or production.n == 0:
-        return _none("production is absent (nothing to compare against)")
-    if candidate is None:
-        return _none("no promising candidate")
-    if running:
-        return _none(f"{', '.join(sorted(running))} already runs for {use_case}")
-    if offpolicy_possible:
-        return _none("the logs carry propensities: the off-policy estimate decides")
-    if candidate.config_key in tried:
-        return _none(f"{candidate.config_key} was already tested against this production")
+    refusal = _refusal(
+        use_case=use_case,
+        production=production,
+        candidate=candidate,
+        policy=policy,
+        running=running,
+        tried=tried,
+        offpolicy_possible=offpolicy_possible,
+    )
+    if refusal is not None:
+        return _none(refusal)
+    assert production is not None and candidate is not None  # checked by _refusal
     primary, effect, guardrails = _primary_and_guardrails(objective, production, candidate, policy)
-    if primary is None:
+    if primary is None or not isinstance(effect, float):
         return _none(f"{candidate.config_key}'s gain is not on quality or cost: {effect}")
-    assert isinstance(effect, float)
     mde = policy.mde if policy.mde is not None else effect
     var_c, var_t = _variances(primary, production, candidate)
-    test = SequentialTest(alpha=policy.alpha, n_star=policy.n_star)
-    n = float(test.required_n(var_c, var_t, mde, power=policy.power)[0])
+    n = _planned_n(var_c, var_t, mde, policy)
     per_arm_per_day = requests_per_day * policy.traffic_share / 2.0
-    days = math.ceil(n / per_arm_per_day) if per_arm_per_day > 0 and math.isfinite(n) else None
-    if days is None or days > policy.max_days:
+    days = math.ceil(n / per_arm_per_day) if per_arm_per_day > 0 and math.isfinite(n) else 10**9
+    if days > policy.max_days:
         return _none(
             f"{candidate.config_key} needs about {n:,.0f} requests per arm to show {mde:.4g} on "
             f"{primary}; at {per_arm_per_day:,.0f} a day per arm that is more than "
@@ -265,7 +273,6 @@ def propose_experiment(
         use_case=use_case,
         control_config_id=production.config_key,
         treatment_config_id=candidate.config_key,
-        traffic_share=policy.traffic_share,
         primary=primary,
         mde=float(mde),
         variance_control=var_c,
@@ -273,28 +280,53 @@ def propose_experiment(
         planned_units_per_arm=n,
         requests_per_day=float(requests_per_day),
         planned_days=max(days, policy.min_days),
-        min_days=policy.min_days,
-        max_days=policy.max_days,
-        alpha=policy.alpha,
-        power=policy.power,
-        n_star=policy.n_star,
         guardrails=guardrails,
         objective=objective.name,
         reason=(
             f"{candidate.config_key} is ahead of production {production.config_key} on "
-            f"{objective.name} but not shown, and its traffic carries no propensities"
+            f"{objective.name} but not shown; its traffic carries no propensities"
         ),
+        **_policy_fields(policy),
     )
-    return ExperimentProposal(
-        action="propose",
-        reason=(
-            f"experiment {design.experiment_id} proposed: {production.config_key} (control) vs "
-            f"{candidate.config_key} (treatment), {policy.traffic_share:.0%} of traffic, primary "
-            f"{primary} (mde {mde:.4g}), about {n:,.0f} requests per arm in "
-            f"{design.planned_days} day(s), max {policy.max_days}"
-        ),
-        design=design,
-    )
+    return ExperimentProposal(action="propose", reason=design.summary(), design=design)
+
+
+def _policy_fields(policy: DesignPolicy) -> dict[str, Any]:
+    """The design's fields that the policy sets as they are."""
+    return {
+        "traffic_share": policy.traffic_share,
+        "min_days": policy.min_days,
+        "max_days": policy.max_days,
+        "alpha": policy.alpha,
+        "power": policy.power,
+        "n_star": policy.n_star,
+    }
+
+
+def _refusal(
+    *,
+    use_case: str,
+    production: ConfigStats | None,
+    candidate: ConfigStats | None,
+    policy: DesignPolicy,
+    running: Collection[str],
+    tried: Collection[str],
+    offpolicy_possible: bool,
+) -> str | None:
+    """Why no experiment is proposed before any design number (None: go on)."""
+    if not policy.enabled:
+        return "[auto_experiments] enabled = false"
+    if production is None or production.n == 0:
+        return "production is absent (nothing to compare against)"
+    if candidate is None:
+        return "no promising candidate"
+    if running:
+        return f"{', '.join(sorted(running))} already runs for {use_case}"
+    if offpolicy_possible:
+        return "the logs carry propensities: the off-policy estimate decides"
+    if candidate.config_key in tried:
+        return f"{candidate.config_key} was already tested against this production"
+    return None
 
 
 def _primary_and_guardrails(
@@ -333,6 +365,12 @@ def _primary_and_guardrails(
     if not gain > 0:
         return None, f"its {primary} difference is {gain:+.4g}", ()
     return primary, float(gain), (guard, *common)
+
+
+def _planned_n(var_c: float, var_t: float, mde: float, policy: DesignPolicy) -> float:
+    """Requests per arm at which the nightly sequential test shows ``mde`` with ``power``."""
+    test = SequentialTest(alpha=policy.alpha, n_star=policy.n_star)
+    return float(test.required_n(var_c, var_t, mde, power=policy.power)[0])
 
 
 def _variances(primary: str, prod: ConfigStats, cand: ConfigStats) -> tuple[float, float]:

@@ -153,6 +153,35 @@ def judge_dr(
     )
 
 
+def _rejudged(c: CandidateComparison, j: DrJudgement, level: float) -> CandidateComparison:
+    """The comparison with the DR difference, its sequence and status."""
+    return replace(
+        c,
+        status=j.status,
+        difference=j.value,
+        lower=j.lower,
+        upper=j.upper,
+        alpha=level,
+        needed_n=None,
+        reason=j.reason,
+    )
+
+
+def _evidence(j: DrJudgement) -> dict[str, Any]:
+    """The DR part of the evidence bundle."""
+    return {
+        "source": "logged propensities",
+        "method": "doubly robust",
+        "test": "normal-mixture confidence sequence on the paired DR difference (one-sided)",
+        "difference": j.value,
+        "difference_se": j.se,
+        "difference_lower": j.lower,
+        "difference_upper": j.upper,
+        "effective_sample_size": j.ess,
+        "rows_used": j.rows,
+    }
+
+
 def dr_promotion(
     decision: PromotionDecision,
     logged: Sequence[LoggedCell],
@@ -202,18 +231,7 @@ def dr_promotion(
             min_ess=min_ess,
         )
         details[c.config_key] = j
-        judged.append(
-            replace(
-                c,
-                status=j.status,
-                difference=j.value,
-                lower=j.lower,
-                upper=j.upper,
-                alpha=level,
-                needed_n=None,
-                reason=j.reason,
-            )
-        )
+        judged.append(_rejudged(c, j, level))
     winners = [c for c in judged if c.status == "beats"]
     base = replace(decision, comparisons=tuple(judged), candidate_config_id=None, evidence={})
     if not winners:
@@ -221,10 +239,7 @@ def dr_promotion(
         return replace(base, action="none", reason=f"{reason} (logged propensities, {context})")
     best = max(winners, key=lambda c: (c.lower, -c.candidate.cost_mean, c.config_key))
     j = details[best.config_key]
-    evidence: dict[str, Any] = {
-        "source": "logged propensities",
-        "method": "doubly robust",
-        "test": "normal-mixture confidence sequence on the paired DR difference (one-sided)",
+    evidence = {
         "context": context,
         "alpha": alpha,
         "alpha_per_candidate": level,
@@ -232,13 +247,7 @@ def dr_promotion(
         "n_star": n_star,
         "production": prod.as_dict(),
         "candidate": best.candidate.as_dict(),
-        "difference": j.value,
-        "difference_se": j.se,
-        "difference_lower": j.lower,
-        "difference_upper": j.upper,
-        "effective_sample_size": j.ess,
-        "rows_used": j.rows,
-    }
+    } | _evidence(j)
     return replace(
         base,
         action="propose",

@@ -250,9 +250,7 @@ def experiment_step(
     if decided.rollout is not None:
         return None, "no experiment: a rollout is in progress or proposed"
     routing = inputs.routing
-    offpolicy = bool(routing is not None and routing.rows > 0 and not routing.missing_propensity)
-    history = inputs.history(night.as_of)
-    stats = {s.config_key: s for s in config_stats(history)}
+    stats = {s.config_key: s for s in config_stats(inputs.history(night.as_of))}
     proposal = propose_for(
         promotion,
         use_case=inputs.use_case,
@@ -263,7 +261,9 @@ def experiment_step(
         policy=policy,
         running=running_experiments(analysed, decided.designs),
         tried=tried_candidates(decided.designs, production_id),
-        offpolicy_possible=offpolicy,
+        offpolicy_possible=bool(
+            routing is not None and routing.rows > 0 and not routing.missing_propensity
+        ),
     )
     design = proposal.design
     if proposal.action != "propose" or design is None:
@@ -280,14 +280,21 @@ def experiment_step(
     decided.designs[design.experiment_id] = design.as_dict()
     decided.needs_approval = True
     decided.guardrails = guardrails
-    decided.evidence = {
+    decided.evidence = _experiment_evidence(design.as_dict(), promotion, notes)
+    return proposal, proposal.reason
+
+
+def _experiment_evidence(
+    design: dict[str, Any], promotion: PromotionDecision | None, notes: Mapping[str, str]
+) -> dict[str, Any]:
+    """The evidence bundle of an experiment proposal (the registry version's evidence)."""
+    return {
         "source": "logged traffic without propensities",
         "method": "pre-registered experiment",
-        DESIGNS_KEY: {design.experiment_id: design.as_dict()},
+        DESIGNS_KEY: {design["experiment_id"]: design},
         "promising": [c.as_dict() for c in (promotion.promising if promotion else ())],
-        "guardrail_notes": notes,
+        "guardrail_notes": dict(notes),
     }
-    return proposal, proposal.reason
 
 
 def experiment_guardrails(exp: Mapping[str, Any]) -> dict[str, bool]:
