@@ -269,6 +269,7 @@ def logged_nights(
     per_night: int = 1200,
     contexts: Sequence[tuple[str, float, float]] = CONFOUNDED_CONTEXTS,
     candidate_gain: float = 0.0,
+    window: int | None = None,
 ) -> Iterator[tuple[list[ConfigStats], list[Any]]]:
     """A logged random routing whose propensities depend on the context, night after night.
 
@@ -285,10 +286,12 @@ def logged_nights(
         per_night: requests per night.
         contexts: (name, candidate propensity, mean quality) per context.
         candidate_gain: the candidate's true quality gain in every context.
+        window: the off-policy sums cover only the last ``window`` nights (as the flow's
+            ``[routing]`` window does); None: every night so far.
 
     Yields:
-        Per night, the cumulative ``[production, candidate]`` statistics and the cumulative
-        :class:`strategies.offpolicy.LoggedCell` sums by context.
+        Per night, the cumulative ``[production, candidate]`` statistics and the
+        :class:`strategies.offpolicy.LoggedCell` sums by context (cumulative or windowed).
     """
     from strategies.offpolicy import aggregate_logged
 
@@ -321,5 +324,7 @@ def logged_nights(
                     success=draw["success"][upto][mask],
                 )
             )
-        logged = aggregate_logged(cells[upto], arms[upto], reward[upto], propensity[upto])
+        first = 0 if window is None else per_night * max(night - window, 0)
+        rows = slice(first, per_night * night)
+        logged = aggregate_logged(cells[rows], arms[rows], reward[rows], propensity[rows])
         yield stats, logged

@@ -214,14 +214,18 @@ def aa_with_experiments(objective: Objective, seeds: range) -> dict[str, int]:
     return counts
 
 
-def aa_logged_rates(seeds: range) -> dict[str, Any]:
-    """Confounded A/A worlds with logged propensities: worlds ever promoted, two decisions."""
+def aa_logged_rates(seeds: range, window: int | None = None) -> dict[str, Any]:
+    """Confounded A/A worlds with logged propensities: worlds ever promoted, two decisions.
+
+    ``window``: the DR sums cover the last ``window`` nights (the flow's ``[routing]`` window).
+    """
     objective = OBJECTIVES["quality-focused"]
     alpha = 1 - objective.level
     dr_hits = plain_hits = 0
     for seed in seeds:
         dr_fired = plain_fired = False
-        for stats, logged in logged_nights(seed=seed, objective=objective, nights=NIGHTS):
+        nights = logged_nights(seed=seed, objective=objective, nights=NIGHTS, window=window)
+        for stats, logged in nights:
             plain = propose_promotion(
                 objective, production=stats[0], candidates=stats[1:], alpha=alpha
             )
@@ -235,6 +239,7 @@ def aa_logged_rates(seeds: range) -> dict[str, Any]:
     dr_rate, plain_rate = _rate(dr_hits, len(seeds)), _rate(plain_hits, len(seeds))
     return {
         "objective": "quality-focused",
+        "DR window": "cumulative" if window is None else f"last {window} nights",
         "worlds": len(seeds),
         "promoted (doubly robust)": dr_hits,
         "rate": dr_rate["rate"],
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nA/A loop with experiment creation ({clock.seconds:.1f} s)\n")
     print(markdown_table(with_experiments))
     with Clock() as clock:
-        logged = [aa_logged_rates(range(min(n, 200)))]
+        logged = [aa_logged_rates(range(min(n, 200)), w) for w in (None, 14)]
     print(f"\nA/A loop, logged propensities varying by context ({clock.seconds:.1f} s)\n")
     print(markdown_table(logged))
     write_result(
