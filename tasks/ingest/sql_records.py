@@ -241,7 +241,7 @@ def text_records_sql(shape: Shape) -> str:
     SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
            {", ".join(columns)},
            CASE WHEN pre_reason IS NOT NULL THEN NULL
-                WHEN md IS NULL AND list_has_all({consumed}, keys) THEN NULL
+                WHEN md IS NULL AND len(ek) = 0 THEN NULL
                 ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
     FROM (
         SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
