@@ -62,45 +62,49 @@ _TOKENS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens"
 _TOKENS += ("cache_write_tokens", "reasoning_tokens")
 
 
-def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str]:
-    """(timestamp expression, 'zone missing' flag) over ``x_timestamp``.
+def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
+    """(timestamp expression, 'zone missing' flag, helper columns) over ``x_timestamp``.
 
     Args:
         ts_mode: ``text`` (ISO 8601 or epoch s/ms/us/ns), ``tz`` or ``naive`` (typed columns).
         assume_utc: the producer writes naive UTC (LiteLLM): no missing_timezone.
+
+    Returns:
+        The two expressions, and the helper columns they read (computed one projection
+        earlier, so each pattern runs once per record).
     """
     if ts_mode == "tz":
-        return "x_timestamp", "false"
+        return "x_timestamp", "false", []
     if ts_mode == "naive":
         if assume_utc:
-            return "timezone('UTC', x_timestamp)", "false"
-        return "NULL::TIMESTAMPTZ", "x_timestamp IS NOT NULL"
+            return "timezone('UTC', x_timestamp)", "false", []
+        return "NULL::TIMESTAMPTZ", "x_timestamp IS NOT NULL", []
     t = "trim(CAST(x_timestamp AS VARCHAR))"
-    numeric = f"regexp_full_match({t}, '-?[0-9]+(\\.[0-9]+)?')"
-    zoned = (
+    helpers = [
+        f"{t} AS t_text",
+        f"regexp_full_match({t}, '-?[0-9]+(\\.[0-9]+)?') AS t_numeric",
         f"regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[T ][0-9:.]+"
-        f"\\s*(Z|z|UTC|[+-][0-9]{{2}}(:?[0-9]{{2}})?)')"
-    )
+        f"\\s*(Z|z|UTC|[+-][0-9]{{2}}(:?[0-9]{{2}})?)') AS t_zoned",
+    ]
+    number = "TRY_CAST(t_text AS DOUBLE)"
     epoch = (
-        f"to_timestamp(TRY_CAST({t} AS DOUBLE) / CASE"
-        f" WHEN abs(TRY_CAST({t} AS DOUBLE)) >= 1e17 THEN 1e9"
-        f" WHEN abs(TRY_CAST({t} AS DOUBLE)) >= 1e14 THEN 1e6"
-        f" WHEN abs(TRY_CAST({t} AS DOUBLE)) >= 1e11 THEN 1e3 ELSE 1 END)"
+        f"to_timestamp({number} / CASE WHEN abs({number}) >= 1e17 THEN 1e9"
+        f" WHEN abs({number}) >= 1e14 THEN 1e6 WHEN abs({number}) >= 1e11 THEN 1e3 ELSE 1 END)"
     )
-    naive_value = f"timezone('UTC', TRY_CAST({t} AS TIMESTAMP))" if assume_utc else "NULL"
+    naive_value = "timezone('UTC', TRY_CAST(t_text AS TIMESTAMP))" if assume_utc else "NULL"
     expr = (
-        f"CASE WHEN x_timestamp IS NULL THEN NULL WHEN {numeric} THEN {epoch}"
-        f" WHEN {zoned} THEN TRY_CAST({t} AS TIMESTAMPTZ) ELSE {naive_value} END"
+        f"CASE WHEN x_timestamp IS NULL THEN NULL WHEN t_numeric THEN {epoch}"
+        f" WHEN t_zoned THEN TRY_CAST(t_text AS TIMESTAMPTZ) ELSE {naive_value} END"
     )
     flag = (
         "false"
         if assume_utc
         else (
-            f"(x_timestamp IS NOT NULL AND NOT {numeric} AND NOT {zoned}"
-            f" AND TRY_CAST({t} AS TIMESTAMP) IS NOT NULL)"
+            "(x_timestamp IS NOT NULL AND NOT t_numeric AND NOT t_zoned"
+            " AND TRY_CAST(t_text AS TIMESTAMP) IS NOT NULL)"
         )
     )
-    return expr, flag
+    return expr, flag, helpers
 
 
 def _typed_values(
@@ -111,7 +115,8 @@ def _typed_values(
     sources: list[str] = []
     values: list[str] = []
     rules: dict[str, list[str]] = {"missing": [], "bad": [], "non_finite": []}
-    ts_expr, ts_naive = timestamp_sql(ts_mode, shape.naive_timestamps_are_utc)
+    ts_expr, ts_naive, helpers = timestamp_sql(ts_mode, shape.naive_timestamps_are_utc)
+    sources += helpers
     for name, kind, required in CANONICAL_FIELDS:
         if name == "timestamp":
             values.append(f"{ts_expr} AS ts, {ts_naive} AS ts_naive")
