@@ -228,11 +228,12 @@ def _insert_clean(
     blanks: int,
     counts: dict[int, Counts],
 ) -> pa.Table | None:
-    """One pass for the usual chunk: insert every valid, new record straight from the lines.
+    """One pass for the usual chunk: insert every valid record straight from the lines.
 
-    The records that pass every rule, are priced already and whose request_id is not stored
-    go in with one INSERT (no intermediate table). A request_id seen twice in the chunk is
-    then cut back to its first line. When every non-blank line went in, the chunk is done
+    The records that pass every rule and are priced already go in with one INSERT (no
+    intermediate table). Then the rows whose request_id was stored before, or that repeat
+    an id of an earlier line of the chunk, are taken out again (first occurrence wins).
+    When every non-blank line went in, the chunk is done
     (None); otherwise the lines that did not go in are returned, for the full path (which
     quarantines, prices new models and counts duplicates).
     """
@@ -249,21 +250,30 @@ def _insert_clean(
         priced=False,
         keep_raw=False,
     )
-    not_stored = "AND NOT EXISTS (SELECT 1 FROM usage_logs u WHERE u.request_id = c.request_id)"
-    candidates = candidates_sql("", not_stored, f"({priced_sql(f'({classify})')})")
+    candidates = candidates_sql("", "", f"({priced_sql(f'({classify})')})")
     (row,) = con.execute(f"{_INSERT_SQL} ({candidates})", [run_id]).fetchall()
     inserted = int(row[0])
     mine = "ingest_id = ? AND source_line BETWEEN ? AND ?"
     params = [ingest_id, first, last]
+    # stored before (this file's earlier chunks included): the chunk's ids are the hash
+    # join's build side and the table is only scanned, so this stays cheap as it grows
+    before = (
+        f"SELECT request_id FROM usage_logs WHERE NOT ({mine}) AND request_id IN"
+        f" (SELECT request_id FROM usage_logs WHERE {mine})"
+    )
     (row,) = con.execute(
-        f"SELECT count(*) - count(DISTINCT request_id) FROM usage_logs WHERE {mine}", params
+        f"SELECT count(*) - count(DISTINCT request_id), (SELECT count(*) FROM ({before}))"
+        f" FROM usage_logs WHERE {mine}",
+        params + params + params,
     ).fetchall()
-    if row[0]:  # an id twice in the chunk: keep its first line only
+    if row[0] or row[1]:  # an id stored before, or twice in the chunk: first line wins
         (row,) = con.execute(
             f"DELETE FROM usage_logs WHERE {mine} AND (request_id, source_line) IN ("
             f" SELECT request_id, source_line FROM usage_logs WHERE {mine}"
-            " QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY source_line) > 1)",
-            params + params,
+            " QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY source_line) > 1"
+            f" UNION ALL SELECT request_id, source_line FROM usage_logs WHERE {mine}"
+            f" AND request_id IN ({before}))",
+            params * 5,
         ).fetchall()
         inserted -= int(row[0])
     done = counts[file_no]
