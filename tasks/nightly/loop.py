@@ -46,6 +46,7 @@ LOOP_METRICS = (
     "objective_best_alternative_lower",
     "objective_best_alternative_upper",
     "loop_proposed",
+    "loop_experiment_proposed",
     "plan_expected_quality_change",
     "plan_expected_spend_change_usd",
 )
@@ -262,6 +263,7 @@ def loop_section(
     promotion: PromotionDecision | None,
     proposed: str,
     expectation: Mapping[str, Any],
+    experiment: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, float | None]]:
     """The report's loop section for one use case and its MLflow metrics (comparable nightly).
 
@@ -272,6 +274,7 @@ def loop_section(
             ``proposed``).
         proposed: one sentence: what was proposed and why, or why not.
         expectation: :func:`plan_expectation`'s result.
+        experiment: the id of the experiment proposed tonight for a promising candidate.
     """
     prod = promotion.production if promotion is not None else None
     best = promotion.best_alternative if promotion is not None else None
@@ -290,6 +293,7 @@ def loop_section(
         "best_alternative_difference_interval": _pair(best.lower, best.upper) if best else None,
         "proposed": proposed,
         "promotion": promotion.action if promotion else "not evaluated",
+        "experiment_proposed": experiment,
         "expected": dict(expectation),
     }
     ok = expectation.get("status") == "ok"
@@ -300,6 +304,7 @@ def loop_section(
         "objective_best_alternative_lower": _value(best.candidate.lower) if best else None,
         "objective_best_alternative_upper": _value(best.candidate.upper) if best else None,
         "loop_proposed": 1.0 if promotion is not None and promotion.action == "propose" else 0.0,
+        "loop_experiment_proposed": 1.0 if experiment else 0.0,
         "plan_expected_quality_change": expectation.get("quality_change") if ok else None,
         "plan_expected_spend_change_usd": expectation.get("spend_change_per_day_usd")
         if ok

@@ -246,6 +246,7 @@ def optimize_use_case(
         promotion=promotion,
         proposed=proposed_why,
         expectation=expectation,
+        experiment=t.results.get("experiment_proposal", {}).get("experiment_id"),
     )
     proposed = _registry_payload(plan, t.catalogue, decided.rollout, t.run_key)
     proposed["metadata"]["objective"] = objective.as_dict()

@@ -169,6 +169,9 @@ def test_a_promising_candidate_gets_an_experiment_that_ships_it(
     assert {g[0] for g in design["guardrails"]} == {"cost_usd", "error_rate", "latency_ms"}
     assert first["experiment_arms"] == [exp_id] and f"experiment {exp_id} proposed" in reasons
     assert f"experiment {exp_id} proposed" in first["summary"]["headline"]
+    assert first["summary"]["loop"]["experiment_proposed"] == exp_id
+    assert first["summary"]["metrics"]["loop_experiment_proposed"] == 1.0
+    assert nights[1]["summary"]["metrics"]["loop_experiment_proposed"] == 0.0
     proposal = first["versions"][-1]
     assert proposal.evidence["method"] == "pre-registered experiment"
     assert (proposal.version, "approve", "auto-approval") in first["audit"]
