@@ -1,8 +1,9 @@
 """One chunk into the warehouse: extract, classify, price, dedupe, insert, quarantine, count.
 
 Runs inside the caller's transaction. Text chunks are Arrow tables read by DuckDB's replacement
-scan of the local name ``_chunk``; ``_rec`` and ``_cls`` are temp tables dropped at the end, so
-memory stays bounded by the chunk whatever the file size. Parquet slices are scanned in place.
+scan of the local name ``_chunk`` (``con.register`` would keep each chunk alive until the
+file's COMMIT); ``_cls`` is a temp table dropped at the end, so memory stays bounded by the
+chunk whatever the file size. Parquet slices are scanned in place.
 """
 
 from __future__ import annotations
@@ -153,9 +154,10 @@ def _insert_typed(
 
 
 def _insert_text(
-    con: duckdb.DuckDBPyConnection, run_id: str, now: dt.datetime, by_line: bool
+    con: duckdb.DuckDBPyConnection, chunk: pa.Table, run_id: str, now: dt.datetime, by_line: bool
 ) -> dict[int, Counts]:
     """Classified text records (``_cls``, priced by the view ``_fin``) into the tables."""
+    _chunk = chunk  # the quarantine joins the lines back (replacement scan)
     per_file = con.execute(
         "SELECT __file_no, count(*), count(*) FILTER (WHERE reason IS NULL) FROM _fin GROUP BY 1"
     ).fetchall()
@@ -195,9 +197,10 @@ def _insert_text(
 
 
 def _classify_text(
-    con: duckdb.DuckDBPyConnection, shape: Shape, use_case: str, now: dt.datetime
+    con: duckdb.DuckDBPyConnection, chunk: pa.Table, shape: Shape, use_case: str, now: dt.datetime
 ) -> None:
-    """``_cls`` (materialized, unpriced) and its priced view ``_fin`` from ``_chunk``."""
+    """``_cls`` (materialized, unpriced) and its priced view ``_fin`` from the chunk."""
+    _chunk = chunk  # read by DuckDB's replacement scan
     classify = classify_sql(
         shape,
         "text",
@@ -237,6 +240,7 @@ def _insert_clean(
     (None); otherwise the lines that did not go in are returned, for the full path (which
     quarantines, prices new models and counts duplicates).
     """
+    _chunk = chunk  # read by DuckDB's replacement scan
     file_no = int(chunk.column("__file_no")[0].as_py())
     lines = chunk.column("line_no")
     first, last = int(lines[0].as_py()), int(lines[len(lines) - 1].as_py())
@@ -336,7 +340,9 @@ def process_chunk(
             )
             _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
             return
-        con.register("_chunk", chunk)  # an Arrow scan, no copy; unregistered below
+        # DuckDB's replacement scan reads the local name ``_chunk`` (no copy); a registered
+        # view would keep every chunk alive until the file's COMMIT
+        _chunk = chunk
         blank_lines = con.execute(
             "SELECT __file_no, count(*) FROM _chunk WHERE NOT regexp_matches(raw, '\\S') GROUP BY 1"
         ).fetchall()
@@ -356,9 +362,9 @@ def process_chunk(
             )
             if rest is None:
                 return
-            con.register("_chunk", rest)  # only the lines the clean pass did not insert
-        _classify_text(con, shape, use_case, now)
-        for file_no, part in _insert_text(con, run_id, now, by_line).items():
+            chunk = rest  # only the lines the clean pass did not insert
+        _classify_text(con, chunk, shape, use_case, now)
+        for file_no, part in _insert_text(con, chunk, run_id, now, by_line).items():
             _add(counts[file_no], part)
     finally:
         # after a failed statement the transaction is aborted: its rollback drops these
@@ -369,5 +375,3 @@ def process_chunk(
                 con.execute(f"DROP {kind} IF EXISTS {name}")
             if kind == "VIEW":
                 con.execute("DROP VIEW IF EXISTS _chunk")
-            else:
-                con.unregister("_chunk")

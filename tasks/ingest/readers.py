@@ -271,9 +271,8 @@ def iter_plain_csv(
                 sql = _csv_sql(header)
                 lines = table.slice(1)
             if lines.num_rows:
-                cursor.register("_lines", lines)
+                _lines = lines  # read by DuckDB's replacement scan
                 yield cursor.sql(sql).to_arrow_table()
-                cursor.unregister("_lines")
     finally:
         cursor.close()
 
