@@ -130,9 +130,10 @@ def resolve_night(settings: Settings, *, as_of: dt.date | None, use_cases: Seque
     cases from them.
     """
     from tasks.nightly.rollup_set import ALL_SPECS
+    from tasks.warehouse.dask_rollups import refresh_night_rollups
 
     with _warehouse(settings) as con:
-        refresh_rollups(con, ALL_SPECS)
+        refresh_night_rollups(con, ALL_SPECS, settings)  # on Dask with LLMOPT_DASK_ADDRESS
         first, last = con.execute(
             f"SELECT min(day), max(day) FROM {COVERAGE_SPEC.name}"
         ).fetchall()[0] or (None, None)

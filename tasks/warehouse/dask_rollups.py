@@ -58,6 +58,7 @@ PARTS_SOURCE = "(SELECT p.use_case, p.day, p.ingest_id FROM lake_parts AS p, ran
 __all__ = [
     "DASK_SETTING",
     "PARTS_SOURCE",
+    "InProcess",
     "batches",
     "dask_client",
     "partition_files",
@@ -271,10 +272,12 @@ def refresh_night_rollups(
     *,
     client: Any = None,
 ) -> RefreshReport:
-    """The nightly refresh: on Dask when a cluster is set and every raw row is in the lake.
+    """The nightly refresh: by partition when every raw row is in the lake, on Dask when set.
 
-    Otherwise (no cluster, no lake, or rows still in the DuckDB table) the plain
-    :func:`refresh_rollups` in this process, over ``usage_logs`` (the lake view included).
+    In lake mode the changed partitions are rolled up from their Parquet parts (on the Dask
+    cluster, or in this process without one) and the change check reads ``lake_parts`` only.
+    Without a lake, or with rows still in the DuckDB table, the plain :func:`refresh_rollups`
+    over ``usage_logs``.
 
     Args:
         con: a writable warehouse connection.
@@ -285,7 +288,28 @@ def refresh_night_rollups(
     Returns:
         The refresh report.
     """
+    if not part_paths(con) or staged_rows(con):  # raw rows outside the lake
+        return refresh_rollups(con, specs)
     with dask_client(settings, client=client) as dask:
-        if dask is not None and part_paths(con) and not staged_rows(con):
+        if dask is not None:
             return refresh_rollups_on_dask(con, specs, client=dask)
-    return refresh_rollups(con, specs)
+    # no cluster: the same partition reads in this process, so the night reads only the
+    # changed partitions' files and its count check stays on lake_parts
+    return refresh_rollups_on_dask(con, specs, client=InProcess(), threads=None)
+
+
+class InProcess:
+    """A stand-in for a Dask client that runs each task here, one after another."""
+
+    def nthreads(self) -> dict[str, int]:
+        """One slot: one task for all the changed pairs."""
+        return {"local": 1}
+
+    def map(self, fn: Any, work: Sequence[Any], **kwargs: Any) -> list[Any]:
+        """Call ``fn`` on every item now (``pure`` is ignored)."""
+        kwargs.pop("pure", None)
+        return [fn(item, **kwargs) for item in work]
+
+    def gather(self, results: list[Any]) -> list[Any]:
+        """The results, already computed."""
+        return results

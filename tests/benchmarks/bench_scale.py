@@ -13,9 +13,12 @@ committed: that state is the night to measure.
 **Variants**, each in its own child process (so its peak RSS is its own), each on a fresh copy
 of the prepared DuckDB file (the Parquet parts are shared, read only):
 
-- ``night``: ``refresh_rollups(con, ALL_SPECS)`` on the last night (only day N's pairs
+- ``night``: ``refresh_night_rollups(con, ALL_SPECS)`` (what ``resolve_night`` runs; no
+  cluster: the changed partitions read in process) on the last night (only day N's pairs
   change), then the window's sums read from every rollup table;
 - ``one_day_night``: the same over a warehouse whose lake holds day N only (no rollups yet);
+- ``night_view``: ``refresh_rollups`` over the ``usage_logs`` view instead (its change check
+  scans the window's ``use_case`` and ``day`` columns);
 - ``full_rescan``: ``refresh_rollups(..., full=True)``, every spec over the window's raw rows;
 - ``bare_day`` / ``bare_window``: a bare DuckDB grouped scan (counts, sums, squares per use
   case x config) over day N's parts / every part;
@@ -258,15 +261,19 @@ def _read_window(con: duckdb.DuckDBPyConnection, specs: Any) -> int:
 def variant(name: str, work: Path) -> dict[str, Any]:
     """Run one variant in this (child) process."""
     from tasks.warehouse import lake
+    from tasks.warehouse.dask_rollups import refresh_night_rollups
     from tasks.warehouse.rollups import refresh_rollups, with_coverage
 
     specs, _ = _specs()
     out: dict[str, Any] = {}
-    if name in ("night", "one_day_night", "full_rescan"):
+    if name in ("night", "one_day_night", "night_view", "full_rescan"):
         state = "one_day" if name == "one_day_night" else "night"
         con = _fresh(work, state, name)
         with Clock() as refresh:
-            report = refresh_rollups(con, specs, full=name == "full_rescan")
+            if name in ("night", "one_day_night"):  # what resolve_night runs
+                report = refresh_night_rollups(con, specs)
+            else:  # over the usage_logs view: every spec, or the count check, on raw rows
+                report = refresh_rollups(con, specs, full=name == "full_rescan")
         with Clock() as read:
             out["rollup_rows_read"] = _read_window(con, with_coverage(specs))
         out |= {
@@ -354,6 +361,7 @@ def _dask_variant(name: str, work: Path, specs: Any) -> dict[str, Any]:
 VARIANTS = (
     "night",
     "one_day_night",
+    "night_view",
     "full_rescan",
     "bare_day",
     "bare_window",
@@ -427,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     night, one = results["night"], results["one_day_night"]
     derived = {
         "night_over_one_day_night": night["seconds"] / one["seconds"],
+        "night_view_over_one_day_night": results["night_view"]["seconds"] / one["seconds"],
         "full_rescan_over_night": results["full_rescan"]["seconds"] / night["seconds"],
         "night_over_bare_day": night["seconds"] / results["bare_day"]["seconds"],
         "dask_night_w1_over_w2": results["dask_night_w1"]["seconds"]

@@ -10,6 +10,7 @@ is recorded: it never reads a Parquet part nor the raw ``usage_logs``.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tasks.ingest.pipeline import ingest_paths
 from tasks.nightly.rollup_set import ALL_SPECS
 from tasks.simulation.files import write_simulation
 from tasks.simulation.spec import SimulationSpec
-from tasks.warehouse import lake
+from tasks.warehouse import dask_rollups, lake
 from tasks.warehouse.connection import connect
 from tasks.warehouse.dask_rollups import partition_files, refresh_rollups_on_dask
 from tasks.warehouse.rollups import refresh_rollups, with_coverage
@@ -169,3 +170,46 @@ def test_rows_staged_in_the_duckdb_table_are_refused_with_one_clear_line(
             refresh_rollups_on_dask(con, ALL_SPECS, client=client)
     finally:
         con.close()
+
+
+def test_the_night_refresh_reads_partitions_on_the_cluster_when_given_else_in_process(
+    settings: Settings,
+    month: tuple[list[Path], Path],
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    on_dask, in_process = _lake_settings(settings, "auto-a"), _lake_settings(settings, "auto-b")
+    for target in (on_dask, in_process):
+        ingest_paths(month[0][:3], settings=target, validate=False)
+    used: list[str] = []
+    real = dask_rollups.refresh_rollups_on_dask
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        used.append(type(kwargs["client"]).__name__)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dask_rollups, "refresh_rollups_on_dask", recorded)
+    con_a, con_b = connect(on_dask), connect(in_process)
+    try:
+        first = dask_rollups.refresh_night_rollups(con_a, ALL_SPECS, on_dask, client=client)
+        assert used == ["Client"]
+        second = dask_rollups.refresh_night_rollups(con_b, ALL_SPECS, in_process)
+        assert used == ["Client", "InProcess"]  # no address, not on a cluster: partitions here
+        assert first.pairs == second.pairs
+        assert _tables(con_a) == _tables(con_b)
+    finally:
+        con_a.close()
+        con_b.close()
+
+
+def test_batches_hold_every_file_once_in_at_most_the_slots() -> None:
+    day = dt.date(2026, 11, 1)
+    files = {(f"uc{i}", day): [f"f{i}a", f"f{i}b"] for i in range(7)}
+    rows = {pair: 10 * (i + 1) for i, pair in enumerate(files)}
+    packed = dask_rollups.batches(files, rows, 3)
+    assert len(packed) == 3
+    assert sorted(f for batch in packed for f in batch) == sorted(
+        f for paths in files.values() for f in paths
+    )
+    loads = [sum(rows[p] for p in files if files[p][0] in batch) for batch in packed]
+    assert max(loads) - min(loads) <= max(rows.values())
