@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -131,6 +131,29 @@ def _psi_reasons(value_psi: float, th: DriftThresholds) -> list[str]:
     return [f"PSI {value_psi:.3f} >= {th.psi_alert}"] if value_psi >= th.psi_alert else []
 
 
+def _analysed(
+    feature: str,
+    kind: Literal["numeric", "categorical"],
+    n: int,
+    m: int,
+    *,
+    reasons: Sequence[str],
+    quiet: str,
+    **statistics: Any,
+) -> DriftResult:
+    """An analysed result: a drift when there are ``reasons``, else the ``quiet`` reason."""
+    return DriftResult(
+        feature=feature,
+        kind=kind,
+        n_reference=n,
+        n_current=m,
+        analysable=True,
+        drift_detected=bool(reasons),
+        reason="; ".join(reasons) or quiet,
+        **statistics,
+    )
+
+
 def numeric_drift(
     feature: str,
     edges: ArrayLike,
@@ -160,14 +183,13 @@ def numeric_drift(
         return _too_few_rows(feature, "numeric", n, m, th)
     if e.size < 2 or e[-1] == e[0]:
         # a single value in both windows: nothing moved
-        return DriftResult(
-            feature=feature,
-            kind="numeric",
-            n_reference=n,
-            n_current=m,
-            analysable=True,
-            drift_detected=False,
-            reason="constant field in both windows",
+        return _analysed(
+            feature,
+            "numeric",
+            n,
+            m,
+            reasons=(),
+            quiet="constant field in both windows",
             psi=0.0,
             psi_band="stable",
             ks_statistic=0.0,
@@ -184,14 +206,13 @@ def numeric_drift(
     reasons = _psi_reasons(value_psi, th)
     if pvalue < th.alpha and d >= th.min_ks:
         reasons.append(f"KS D {d:.3f} >= {th.min_ks} with p {pvalue:.2g} < {th.alpha}")
-    return DriftResult(
-        feature=feature,
-        kind="numeric",
-        n_reference=n,
-        n_current=m,
-        analysable=True,
-        drift_detected=bool(reasons),
-        reason="; ".join(reasons) or f"no drift (PSI {value_psi:.3f}, KS D {d:.3f})",
+    return _analysed(
+        feature,
+        "numeric",
+        n,
+        m,
+        reasons=reasons,
+        quiet=f"no drift (PSI {value_psi:.3f}, KS D {d:.3f})",
         psi=value_psi,
         psi_band=band,
         ks_statistic=d,
@@ -235,14 +256,13 @@ def categorical_drift(
     seen = (ref + cur) > 0
     value_psi = psi(ref[seen], cur[seen], epsilon=th.psi_epsilon)
     if int(seen.sum()) < 2:
-        return DriftResult(
-            feature=feature,
-            kind="categorical",
-            n_reference=n,
-            n_current=m,
-            analysable=True,
-            drift_detected=False,
-            reason="a single category in both windows",
+        return _analysed(
+            feature,
+            "categorical",
+            n,
+            m,
+            reasons=(),
+            quiet="a single category in both windows",
             psi=value_psi,
             psi_band=psi_band(value_psi),
             chi2=0.0,
@@ -256,14 +276,13 @@ def categorical_drift(
     reasons = _psi_reasons(value_psi, th)
     if pvalue < th.alpha and cramers_v >= th.min_cramers_v:
         reasons.append(f"Cramér's V {cramers_v:.3f} >= {th.min_cramers_v} with p {pvalue:.2g}")
-    return DriftResult(
-        feature=feature,
-        kind="categorical",
-        n_reference=n,
-        n_current=m,
-        analysable=True,
-        drift_detected=bool(reasons),
-        reason="; ".join(reasons) or f"no drift (PSI {value_psi:.3f}, V {cramers_v:.3f})",
+    return _analysed(
+        feature,
+        "categorical",
+        n,
+        m,
+        reasons=reasons,
+        quiet=f"no drift (PSI {value_psi:.3f}, V {cramers_v:.3f})",
         psi=value_psi,
         psi_band=psi_band(value_psi),
         chi2=float(chi2),
