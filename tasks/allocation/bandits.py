@@ -117,6 +117,13 @@ class BanditAllocation:
         return {arm.config_id: arm.weight for arm in self.arms}
 
 
+def _floor_refusal(floor: float, arms: int) -> str | None:
+    """Why a traffic floor per arm cannot be honoured, or ``None`` when it can."""
+    if floor * arms > 1.0:
+        return f"floor {floor} x {arms} arms exceeds 100% of the traffic"
+    return None
+
+
 def _arm_stats(
     con: duckdb.DuckDBPyConnection | None,
     use_case: str,
@@ -190,12 +197,8 @@ def bandit_allocation(
             status="cannot_analyse",
             reasons=(f"only one configuration ({key}) logged: nothing to allocate",),
         )
-    if floor * len(arms) > 1.0:
-        return BanditAllocation(
-            **base,
-            status="cannot_analyse",
-            reasons=(f"floor {floor} x {len(arms)} arms exceeds 100% of the traffic",),
-        )
+    if (refusal := _floor_refusal(floor, len(arms))) is not None:
+        return BanditAllocation(**base, status="cannot_analyse", reasons=(refusal,))
     sampler = ThompsonSampling(floor=floor, draws=draws, seed=seed)
     stats_list = [s for _, _, s in arms]
     p_best = sampler.probability_best(stats_list)
@@ -321,12 +324,8 @@ def contextual_allocation(
             status="cannot_analyse",
             reasons=(f"{len(arms)} configuration(s) with rewards in {start}..{as_of}",),
         )
-    if floor * len(arms) > 1.0:
-        return ContextualAllocation(
-            **base,
-            status="cannot_analyse",
-            reasons=(f"floor {floor} x {len(arms)} arms exceeds 100% of the traffic",),
-        )
+    if (refusal := _floor_refusal(floor, len(arms))) is not None:
+        return ContextualAllocation(**base, status="cannot_analyse", reasons=(refusal,))
     result = LinUCB(alpha=alpha, floor=floor).allocate(cells)
     counts: dict[tuple[tuple[str, str], ...], float] = {}
     for c in cells:
