@@ -115,15 +115,8 @@ def _too_few_rows(
     feature: str, kind: Literal["numeric", "categorical"], n: int, m: int, th: DriftThresholds
 ) -> DriftResult:
     """The explicit "cannot analyse" result of a window below ``min_rows``."""
-    return DriftResult(
-        feature=feature,
-        kind=kind,
-        n_reference=n,
-        n_current=m,
-        analysable=False,
-        drift_detected=False,
-        reason=f"too few rows (reference {n}, current {m}; need {th.min_rows} each)",
-    )
+    reason = f"too few rows (reference {n}, current {m}; need {th.min_rows} each)"
+    return _analysed(feature, kind, n, m, reasons=(), quiet=reason, analysable=False)
 
 
 def _psi_reasons(value_psi: float, th: DriftThresholds) -> list[str]:
@@ -139,15 +132,16 @@ def _analysed(
     *,
     reasons: Sequence[str],
     quiet: str,
+    analysable: bool = True,
     **statistics: Any,
 ) -> DriftResult:
-    """An analysed result: a drift when there are ``reasons``, else the ``quiet`` reason."""
+    """A result: a drift when there are ``reasons``, else the ``quiet`` reason."""
     return DriftResult(
         feature=feature,
         kind=kind,
         n_reference=n,
         n_current=m,
-        analysable=True,
+        analysable=analysable,
         drift_detected=bool(reasons),
         reason="; ".join(reasons) or quiet,
         **statistics,
