@@ -139,6 +139,8 @@ def _insert_typed(
     )
     row = con.execute(f"{_INSERT_SQL} ({candidates_sql(first_only, _mark_seen(con))})", [run_id])
     inserted = int((row.fetchone() or [0])[0])
+    if inserted == chunk.num_rows:  # every row went in: no classification pass for quarantine
+        return Counts(lines_read=inserted, ingested=inserted)
     row = con.execute(quarantine_sql(typed=True), [run_id, now])
     quarantined = int((row.fetchone() or [0])[0])
     counts = Counts(lines_read=chunk.num_rows, ingested=inserted, quarantined=quarantined)
