@@ -135,3 +135,30 @@ def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
     finally:
         con.close()
     assert json.loads(json.dumps(report.to_dict()))["totals"]["balanced"] is True
+
+
+def test_one_streamed_file_keeps_the_first_occurrence_within_and_across_chunks(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    stored = kit.write_jsonl(tmp_path / "stored.jsonl", [kit.record(9, prompt_id="stored")])
+    ingest_paths([stored], con=con, validate=False, now=kit.NOW)
+    lines: list[Any] = [
+        kit.record(1, prompt_id="first"),
+        kit.record(2),
+        kit.record(1, prompt_id="same chunk"),  # chunk 1: a repeat of line 1
+        kit.record(9, prompt_id="again"),  # chunk 2: stored by the earlier ingest
+        "{broken",
+        kit.record(2, prompt_id="next chunk"),  # chunk 2: a repeat of line 2
+        kit.record(3),
+    ]
+    path = kit.write_jsonl(tmp_path / "one.jsonl", lines)
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, chunk_rows=3)
+    kit.assert_balanced(report)
+    (item,) = report.files
+    assert (item.lines_read, item.ingested, item.duplicates, item.quarantined) == (7, 3, 3, 1)
+    kept = dict(con.execute("SELECT request_id, prompt_id FROM usage_logs").fetchall())
+    assert kept == {"r-1": "first", "r-2": "p1", "r-3": "p1", "r-9": "stored"}
+    lines_kept = con.execute(
+        "SELECT source_line FROM usage_logs WHERE source_file = ? ORDER BY 1", [str(path)]
+    ).fetchall()
+    assert lines_kept == [(1,), (2,), (7,)]
