@@ -4,6 +4,9 @@ Runs inside the caller's transaction. Text chunks are Arrow tables read by DuckD
 scan of the local name ``_chunk`` (``con.register`` would keep each chunk alive until the
 file's COMMIT); ``_cls`` is a temp table dropped at the end, so memory stays bounded by the
 chunk whatever the file size. Parquet slices are scanned in place.
+
+Size: one concept (a chunk into the tables) with its three ways in: the one-pass insert for
+the usual text chunk, the full path for the lines it leaves, and the typed (Parquet) path.
 """
 
 from __future__ import annotations
@@ -294,6 +297,33 @@ def _insert_clean(
     ).to_arrow_table()
 
 
+def _undo_clean(
+    con: duckdb.DuckDBPyConnection, chunk: pa.Table, run_id: str, counts: dict[int, Counts]
+) -> bool:
+    """Whether a left-over line, valid once its model is priced, precedes a row the clean
+    pass inserted with the same request_id; if so that pass is undone (first line wins).
+
+    Rare: it takes a model first seen in this chunk and an id repeated across models.
+    """
+    file_no = int(chunk.column("__file_no")[0].as_py())
+    lines = chunk.column("line_no")
+    params = [f"{run_id}-{file_no:06d}", int(lines[0].as_py()), int(lines[len(lines) - 1].as_py())]
+    (row,) = con.execute(
+        "SELECT count(*) FROM _fin f JOIN usage_logs u ON u.request_id = f.request_id"
+        " WHERE f.reason IS NULL AND u.ingest_id = ? AND u.source_line BETWEEN ? AND ?"
+        " AND u.source_line > f.line_no",
+        params,
+    ).fetchall()
+    if not row[0]:
+        return False
+    (row,) = con.execute(
+        "DELETE FROM usage_logs WHERE ingest_id = ? AND source_line BETWEEN ? AND ?", params
+    ).fetchall()
+    counts[file_no].lines_read -= int(row[0])
+    counts[file_no].ingested -= int(row[0])
+    return True
+
+
 def _add(total: Counts, part: Counts) -> None:
     total.lines_read += part.lines_read
     total.blank_lines += part.blank_lines
@@ -364,8 +394,13 @@ def process_chunk(
             )
             if rest is None:
                 return
-            chunk = rest  # only the lines the clean pass did not insert
-        _classify_text(con, chunk, shape, use_case, now)
+            _classify_text(con, rest, shape, use_case, now)  # prices the models it meets
+            if _undo_clean(con, chunk, run_id, counts):
+                _classify_text(con, chunk, shape, use_case, now)  # the whole chunk, in full
+            else:
+                chunk = rest  # only the lines the clean pass did not insert
+        else:
+            _classify_text(con, chunk, shape, use_case, now)
         for file_no, part in _insert_text(con, chunk, run_id, now, by_line).items():
             _add(counts[file_no], part)
     finally:

@@ -162,3 +162,22 @@ def test_one_streamed_file_keeps_the_first_occurrence_within_and_across_chunks(
         "SELECT source_line FROM usage_logs WHERE source_file = ? ORDER BY 1", [str(path)]
     ).fetchall()
     assert lines_kept == [(1,), (2,), (7,)]
+
+
+def test_first_occurrence_wins_when_its_model_is_first_priced_in_the_same_chunk(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    known = kit.write_jsonl(tmp_path / "known.jsonl", [kit.record(9)])  # prices gpt-4o-mini
+    ingest_paths([known], con=con, validate=False, now=kit.NOW)
+    lines = [
+        kit.record(1, model="claude-haiku-4-5", provider="anthropic"),  # not priced yet
+        kit.record(2),
+        kit.record(1, prompt_id="later"),  # priced already: the one pass would take it
+    ]
+    path = kit.write_jsonl(tmp_path / "new_model.jsonl", lines)
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
+    kit.assert_balanced(report)
+    (item,) = report.files
+    assert (item.lines_read, item.ingested, item.duplicates, item.quarantined) == (3, 2, 1, 0)
+    kept = con.execute("SELECT model, source_line FROM usage_logs WHERE request_id = 'r-1'")
+    assert kept.fetchall() == [("claude-haiku-4-5", 1)]
