@@ -79,7 +79,7 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
         18: "out_of_range",
     }
     assert {line: reason for line, (reason, _) in reasons.items()} == expected
-    assert reasons[3][1].startswith("no metadata.use_case")
+    assert (reasons[3][1] or "").startswith("no metadata.use_case")
     assert reasons[4][1] == "input_tokens"
     assert reasons[15][1] == "no-such-model-xyz"
     raw = con.execute("SELECT raw, source_file FROM quarantine WHERE source_line = 2").fetchone()
