@@ -40,8 +40,10 @@ from tasks.monitoring.histograms import categorical_counts_many, numeric_bins_ma
 from tasks.monitoring.rollups import MONITOR_BINS
 from tasks.monitoring.series import metric_series, metric_series_many
 from tasks.monitoring.sql import quantiles_by_key, window_params, windowed_rollup
+from tasks.warehouse.dask_rollups import refresh_night_rollups
+from tasks.warehouse.lake import part_paths
 from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY
-from tasks.warehouse.rollups import COVERAGE_SPEC, RefreshReport, changed_pairs, refresh_rollups
+from tasks.warehouse.rollups import COVERAGE_SPEC, RefreshReport, changed_pairs
 
 #: the sums a window's statistics add up, from ``rollup_config_day``
 _STATS_SUMS = """sum(n), sum(successes), sum(quality_n), sum(quality_sum),
@@ -63,9 +65,10 @@ def refresh_monitoring_rollups(con: duckdb.DuckDBPyConnection) -> RefreshReport 
     """
     from tasks.nightly.rollup_set import ALL_SPECS  # lazy: the nightly set imports this package
 
-    if not changed_pairs(con, ALL_SPECS):
+    if not part_paths(con) and not changed_pairs(con, ALL_SPECS):
         return None
-    return refresh_rollups(con, ALL_SPECS)
+    # in lake mode the change check reads lake_parts, never the raw parts
+    return refresh_night_rollups(con, ALL_SPECS)
 
 
 def rolled_up_latest_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:

@@ -36,8 +36,8 @@ from tasks.core.config import load_config
 from tasks.core.settings import Settings
 from tasks.nightly.loop import bootstrap_by_objective
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL, SharedConfigMetrics, Window
+from tasks.warehouse.dask_rollups import refresh_night_rollups
 from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY, binned_quantiles
-from tasks.warehouse.rollups import refresh_rollups
 
 if TYPE_CHECKING:
     from tasks.allocation.budget import BudgetReport
@@ -382,7 +382,7 @@ def aggregate_night(
     from tasks.nightly.rollup_set import ALL_SPECS
     from tasks.search.study import load_search_config
 
-    refresh_rollups(con, ALL_SPECS)
+    refresh_night_rollups(con, ALL_SPECS, settings)
     start = as_of - dt.timedelta(days=lookback_days - 1)
     search_lookback = load_search_config(settings).lookback_days
     shared = SharedConfigMetrics.compute(

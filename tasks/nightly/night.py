@@ -29,8 +29,9 @@ from tasks.core.errors import LlmoptError
 from tasks.core.settings import Settings
 from tasks.warehouse.config_metrics import CONFIG_KEY_SQL
 from tasks.warehouse.connection import connect
+from tasks.warehouse.dask_rollups import refresh_night_rollups
 from tasks.warehouse.rollup_specs import ARM_DAY
-from tasks.warehouse.rollups import COVERAGE_SPEC, refresh_rollups
+from tasks.warehouse.rollups import COVERAGE_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,6 @@ def resolve_night(settings: Settings, *, as_of: dt.date | None, use_cases: Seque
     cases from them.
     """
     from tasks.nightly.rollup_set import ALL_SPECS
-    from tasks.warehouse.dask_rollups import refresh_night_rollups
 
     with _warehouse(settings) as con:
         refresh_night_rollups(con, ALL_SPECS, settings)  # on Dask with LLMOPT_DASK_ADDRESS
@@ -256,7 +256,8 @@ def analyse_experiments(settings: Settings, night: Night, *, run_key: str) -> li
     from tasks.nightly.rollup_set import ALL_SPECS
 
     with _warehouse(settings) as con:
-        refresh_rollups(con, ALL_SPECS)  # a no-op after resolve_night; run alone, it is not
+        # a no-op after resolve_night (reads lake_parts only in lake mode); run alone, it is not
+        refresh_night_rollups(con, ALL_SPECS, settings)
         reports = analyze_experiments(con, config, as_of=night.as_of, run_id=run_key)
         arm_rows = (
             con.execute(ROLLUP_ARM_CONFIG_SQL, {"as_of": night.as_of}).df().to_dict("records")

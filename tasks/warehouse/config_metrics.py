@@ -28,6 +28,7 @@ import duckdb
 import pandas as pd
 
 from tasks.warehouse.connection import require_connection
+from tasks.warehouse.dask_rollups import refresh_night_rollups
 from tasks.warehouse.rollup_specs import (
     CONFIG_DAY,
     CONFIG_KEY_SQL,
@@ -35,7 +36,6 @@ from tasks.warehouse.rollup_specs import (
     WAREHOUSE_SPECS,
     binned_quantiles,
 )
-from tasks.warehouse.rollups import refresh_rollups
 
 Source = Literal["auto", "rollups", "raw"]
 
@@ -198,7 +198,7 @@ def resolve_source(con: duckdb.DuckDBPyConnection, source: Source) -> Literal["r
         return source
     if _read_only(con):
         return "raw"
-    refresh_rollups(con, WAREHOUSE_SPECS)
+    refresh_night_rollups(con, WAREHOUSE_SPECS)  # lake mode: the check reads lake_parts
     return "rollups"
 
 
