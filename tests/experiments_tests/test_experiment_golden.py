@@ -372,6 +372,7 @@ def _cuped_stats(y: np.ndarray, x: np.ndarray) -> CupedStats:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cuped_relative_lift_divides_by_the_observed_control_mean_and_covers() -> None:
     rng = np.random.default_rng(5)
     true_rel, reps, hits = 0.04, 600, 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from tasks.core.settings import REPO_ROOT
 from tasks.ingest.pipeline import ingest_paths
@@ -60,6 +61,7 @@ def test_a_copy_of_a_file_under_another_name_is_skipped_by_content_hash(
     assert kit.counts(con) == (5, 0)
 
 
+@pytest.mark.slow
 def test_two_thousand_tiny_files_in_a_folder(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:

@@ -46,6 +46,7 @@ def test_true_reward_oracle_is_the_grid_maximum(
         true_reward(UC, next(space.grid()).as_dict(), RewardWeights())
 
 
+@pytest.mark.slow
 def test_tpe_converges_and_beats_random_search_on_the_median(
     space: SearchSpace, optimum: tuple[str, float]
 ) -> None:
