@@ -27,24 +27,7 @@ from strategies.experiments.analysis import (
 )
 from strategies.experiments.bayesian import BayesianTest
 from strategies.experiments.cuped import cuped_adjust, observed_control_base, variance_reduction
-from strategies.experiments.decide import (
-    ACTIONS,
-    CANNOT_ANALYSE,
-    INCONCLUSIVE,
-    KEEP_RUNNING,
-    METHODS,
-    SCALES,
-    SHIP,
-    STOP_HARM,
-    STOP_SRM,
-    Comparison,
-    Decision,
-    ExperimentReport,
-    ExperimentSpec,
-    Guardrail,
-    SrmCheck,
-    decide,
-)
+from strategies.experiments.decide import decide
 from strategies.experiments.duration import days_to_decision
 from strategies.experiments.effects import EffectResult, EffectTest, RelativeBase, prepare
 from strategies.experiments.frequentist import WelchTest
@@ -66,6 +49,23 @@ from strategies.experiments.power import (
     detection_power,
     minimum_detectable_effect,
     required_n,
+)
+from strategies.experiments.report import (
+    ACTIONS,
+    CANNOT_ANALYSE,
+    INCONCLUSIVE,
+    KEEP_RUNNING,
+    METHODS,
+    SCALES,
+    SHIP,
+    STOP_HARM,
+    STOP_SRM,
+    Comparison,
+    Decision,
+    ExperimentReport,
+    ExperimentSpec,
+    Guardrail,
+    SrmCheck,
 )
 from strategies.experiments.sequential import DEFAULT_N_STAR, SequentialTest, cumulate
 from strategies.experiments.srm import (

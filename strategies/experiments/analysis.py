@@ -10,7 +10,7 @@ arms and looks: each metric is one call of the configured test on arrays of shap
 the per-method nightly rules and sticky stops (:mod:`strategies.experiments.nightly`).
 
 Example:
-    >>> from strategies.experiments.decide import ExperimentSpec
+    >>> from strategies.experiments.report import ExperimentSpec
     >>> from strategies.experiments.stats import ProportionStats
     >>> arms = ("control", "b")
     >>> data = MetricData(metric="success", kind="proportion", arms=arms,
@@ -41,15 +41,7 @@ from strategies.experiments.cuped import (
     observed_control_base,
     variance_reduction,
 )
-from strategies.experiments.decide import (
-    Comparison,
-    Decision,
-    ExperimentReport,
-    ExperimentSpec,
-    decide,
-    guardrail_verdict,
-    primary_verdict,
-)
+from strategies.experiments.decide import decide, guardrail_verdict, primary_verdict
 from strategies.experiments.duration import days_to_decision
 from strategies.experiments.effects import EffectResult, EffectTest
 from strategies.experiments.frequentist import WelchTest
@@ -61,6 +53,12 @@ from strategies.experiments.nightly import (
     ActiveStop,
     nightly_decision,
     sticky_decision,
+)
+from strategies.experiments.report import (
+    Comparison,
+    Decision,
+    ExperimentReport,
+    ExperimentSpec,
 )
 from strategies.experiments.sequential import SequentialTest, cumulate
 from strategies.experiments.srm import srm_check

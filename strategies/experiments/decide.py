@@ -41,20 +41,15 @@ import math
 
 from strategies.experiments.effects import MSG_ZERO_VAR
 from strategies.experiments.report import (
-    ACTIONS,
     CANNOT_ANALYSE,
     INCONCLUSIVE,
     KEEP_RUNNING,
-    METHODS,
-    SCALES,
     SHIP,
     STOP_HARM,
     STOP_SRM,
     Comparison,
     Decision,
-    ExperimentReport,
     ExperimentSpec,
-    Guardrail,
     SrmCheck,
 )
 
@@ -300,21 +295,6 @@ def decide(
 
 
 __all__ = [
-    "ACTIONS",
-    "CANNOT_ANALYSE",
-    "INCONCLUSIVE",
-    "KEEP_RUNNING",
-    "METHODS",
-    "SCALES",
-    "SHIP",
-    "STOP_HARM",
-    "STOP_SRM",
-    "Comparison",
-    "Decision",
-    "ExperimentReport",
-    "ExperimentSpec",
-    "Guardrail",
-    "SrmCheck",
     "decide",
     "degradation_bounds",
     "guardrail_verdict",

@@ -19,7 +19,7 @@ stop, with tonight's own reading beside it, until a person resets it
 (:func:`sticky_decision`); the warehouse keeps the audit trail.
 
 Example:
-    >>> from strategies.experiments.decide import Decision, ExperimentSpec, KEEP_RUNNING
+    >>> from strategies.experiments.report import Decision, ExperimentSpec, KEEP_RUNNING
     >>> fixed = ExperimentSpec(experiment_id="e", method="fixed", max_days=14)
     >>> analysis_days(fixed, days_elapsed=20), analysis_days(fixed, days_elapsed=9)
     (14, None)
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.experiments.decide import (
+from strategies.experiments.report import (
     CANNOT_ANALYSE,
     KEEP_RUNNING,
     STOP_HARM,
