@@ -264,48 +264,46 @@ def optimize_traffic_mix(
             admitted.append(cand)
     if not admitted:
         return TrafficMix(
-            False,
-            "no_candidate",
-            {},
-            None,
-            None,
-            budget,
-            0.0,
-            excluded,
-            "no candidate meets the latency ceiling" if candidates else "no candidates given",
+            feasible=False,
+            status="no_candidate",
+            weights={},
+            expected_quality=None,
+            expected_monthly_cost=None,
+            budget=budget,
+            shortfall=0.0,
+            excluded=excluded,
+            reason="no candidate meets the latency ceiling"
+            if candidates
+            else "no candidates given",
         )
     k = len(admitted)
     floor = min(min_share, 1.0 / k)
     quality = np.array([c.quality for c in admitted])
     monthly_cost = np.array([c.cost_per_request for c in admitted]) * monthly_requests
     ids = [c.config_id for c in admitted]
+
+    def mix(shares: np.ndarray, *, over_budget: bool, reason: str) -> TrafficMix:
+        cost = float(shares @ monthly_cost)
+        return TrafficMix(
+            feasible=not over_budget,
+            status="over_budget" if over_budget else "optimal",
+            weights=dict(zip(ids, shares.tolist(), strict=True)),
+            expected_quality=float(shares @ quality),
+            expected_monthly_cost=cost,
+            budget=budget,
+            shortfall=cost - budget if over_budget else 0.0,
+            excluded=excluded,
+            reason=reason,
+        )
+
     weights = _solve(-quality, monthly_cost, budget_cap=budget, min_share=floor)
     if weights is not None:
-        cost = float(weights @ monthly_cost)
-        return TrafficMix(
-            True,
-            "optimal",
-            dict(zip(ids, weights.tolist(), strict=True)),
-            float(weights @ quality),
-            cost,
-            budget,
-            0.0,
-            excluded,
-            f"best expected quality within {budget:.2f} USD/month",
-        )
+        why = f"best expected quality within {budget:.2f} USD/month"
+        return mix(weights, over_budget=False, reason=why)
     # Over budget: the cheapest admissible mix (the floors still hold) and how far it misses.
     cheapest = _solve(monthly_cost, monthly_cost, budget_cap=None, min_share=floor)
     if cheapest is None:  # pragma: no cover - the equality-only LP is always feasible
         raise RuntimeError("linprog failed on the cheapest-mix problem")
     cost = float(cheapest @ monthly_cost)
-    return TrafficMix(
-        False,
-        "over_budget",
-        dict(zip(ids, cheapest.tolist(), strict=True)),
-        float(cheapest @ quality),
-        cost,
-        budget,
-        cost - budget,
-        excluded,
-        f"even the cheapest mix costs {cost:.2f} USD/month, {cost - budget:.2f} over budget",
-    )
+    why = f"even the cheapest mix costs {cost:.2f} USD/month, {cost - budget:.2f} over budget"
+    return mix(cheapest, over_budget=True, reason=why)

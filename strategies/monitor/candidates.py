@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from strategies.monitor.alerts import AlertCandidate
 from strategies.monitor.degradation import ACTION_SEVERITY, RecoveryAction, RuleEvaluation
@@ -49,6 +50,25 @@ def _rule_alerts(
     return out
 
 
+def _use_case_alert(
+    use_case: str,
+    kind: Literal["drift", "change", "anomaly"],
+    severity: Literal["info", "warning"],
+    message: str,
+    details: Mapping[str, float | str | int | bool | None],
+) -> AlertCandidate:
+    """The one alert of ``kind`` a use case gets per night (its incident key names no field)."""
+    return AlertCandidate(
+        incident_key=f"{use_case}|{kind}",
+        use_case=use_case,
+        kind=kind,
+        name=kind,
+        severity=severity,
+        message=f"{use_case}: {message}",
+        details=details,
+    )
+
+
 def alert_candidates(
     use_case: str,
     *,
@@ -76,49 +96,39 @@ def alert_candidates(
     out = _rule_alerts(use_case, rules, action)
     drifted = [d for d in drift if d.drift_detected]
     if drifted:
+        message = (
+            f"distribution drift on {windows.current_start}..{windows.as_of} "
+            f"vs the {config.reference_days} days before: "
+            + "; ".join(f"{d.feature}: {d.reason}" for d in drifted)
+        )
         out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|drift",
-                use_case=use_case,
-                kind="drift",
-                name="drift",
-                severity="warning",
-                message=f"{use_case}: distribution drift on "
-                f"{windows.current_start}..{windows.as_of} "
-                f"vs the {config.reference_days} days before: "
-                + "; ".join(f"{d.feature}: {d.reason}" for d in drifted),
-                details={d.feature: d.psi for d in drifted},
+            _use_case_alert(
+                use_case, "drift", "warning", message, {d.feature: d.psi for d in drifted}
             )
         )
     changed = [s for s in series if s.recent_change_points]
     if changed:
+        message = "change detected in " + ", ".join(
+            f"{s.metric} ({s.granularity}) at {s.recent_change_points[-1]}" for s in changed
+        )
         out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|change",
-                use_case=use_case,
-                kind="change",
-                name="change",
-                severity="warning",
-                message=f"{use_case}: change detected in "
-                + ", ".join(
-                    f"{s.metric} ({s.granularity}) at {s.recent_change_points[-1]}" for s in changed
-                ),
-                details={s.metric: s.recent_change_points[-1] for s in changed},
+            _use_case_alert(
+                use_case,
+                "change",
+                "warning",
+                message,
+                {s.metric: s.recent_change_points[-1] for s in changed},
             )
         )
     last_period = {s.metric: s.periods[-1] if s.periods else None for s in series}
     today = [a for s in series for a in s.anomalies if a.period == last_period.get(a.metric)]
     if config.alert_on_anomalies and today:
+        message = "anomalous " + ", ".join(
+            f"{a.metric}={a.value:.4g} ({'+'.join(a.methods)})" for a in today
+        )
         out.append(
-            AlertCandidate(
-                incident_key=f"{use_case}|anomaly",
-                use_case=use_case,
-                kind="anomaly",
-                name="anomaly",
-                severity="info",
-                message=f"{use_case}: anomalous "
-                + ", ".join(f"{a.metric}={a.value:.4g} ({'+'.join(a.methods)})" for a in today),
-                details={a.metric: a.value for a in today},
+            _use_case_alert(
+                use_case, "anomaly", "info", message, {a.metric: a.value for a in today}
             )
         )
     return out

@@ -124,9 +124,9 @@ def decide_recovery(
     pause = policy.pause_optimizer or any(
         policy.action_for(e.rule) == "pause_optimizer" for e in fired
     )
-    notes: list[str] = []
-    for evaluation in fired:
-        template = RecoveryAction(
+
+    def alert(evaluation: RuleEvaluation) -> RecoveryAction:
+        return RecoveryAction(
             kind="alert_only",
             use_case=use_case,
             reason=evaluation.reason,
@@ -139,23 +139,19 @@ def decide_recovery(
             pause_optimizer=pause,
             rules_fired=names,
         )
-        pool = _candidates(approved_configs, production_config_id, floor)
-        switched = _switch(template, policy.action_for(evaluation.rule), evaluation, pool, notes)
+
+    pool = _candidates(approved_configs, production_config_id, floor)
+    notes: list[str] = []
+    for evaluation in fired:
+        action = policy.action_for(evaluation.rule)
+        switched = _switch(alert(evaluation), action, evaluation, pool, notes)
         if switched is not None:
             return switched
     top = fired[0]
-    return RecoveryAction(
+    return replace(
+        alert(top),
         kind="pause_optimizer" if pause else "alert_only",
-        use_case=use_case,
         reason="; ".join([top.reason, *notes, "optimizer paused" if pause else "alert only"]),
-        rule=top.rule,
-        from_config_id=production_config_id,
-        observed=top.observed,
-        baseline=top.baseline,
-        threshold=top.threshold,
-        quality_floor=floor,
-        pause_optimizer=pause,
-        rules_fired=names,
     )
 
 

@@ -157,6 +157,16 @@ def _arm_stats(
     return out
 
 
+def _window_fields(use_case: str, as_of: dt.date, window_days: int, reward: str) -> dict[str, Any]:
+    """What every allocation result starts with: the use case, the window and the reward."""
+    return {
+        "use_case": use_case,
+        "as_of": as_of,
+        "window_start": as_of - dt.timedelta(days=window_days - 1),
+        "reward": reward,
+    }
+
+
 def bandit_allocation(
     con: duckdb.DuckDBPyConnection | None,
     *,
@@ -178,13 +188,8 @@ def bandit_allocation(
     """
     if reward not in _REWARD_SQL:
         raise ValueError(f"unknown reward {reward!r}; use one of {sorted(_REWARD_SQL)}")
-    start = as_of - dt.timedelta(days=window_days - 1)
-    base: dict[str, Any] = {
-        "use_case": use_case,
-        "as_of": as_of,
-        "window_start": start,
-        "reward": reward,
-    }
+    base = _window_fields(use_case, as_of, window_days, reward)
+    start = base["window_start"]
     arms = _arm_stats(con, use_case, start, as_of, reward, shared=shared)
     if not arms:
         return BanditAllocation(
@@ -306,14 +311,8 @@ def contextual_allocation(
     reward: Reward = "quality",
 ) -> ContextualAllocation:
     """LinUCB weights per context cell seen in the window (one-hot features + intercept)."""
-    start = as_of - dt.timedelta(days=window_days - 1)
-    base: dict[str, Any] = {
-        "use_case": use_case,
-        "as_of": as_of,
-        "window_start": start,
-        "reward": reward,
-        "features": tuple(features),
-    }
+    base = {**_window_fields(use_case, as_of, window_days, reward), "features": tuple(features)}
+    start = base["window_start"]
     cells = cell_stats(
         con, use_case=use_case, start=start, end=as_of, features=features, reward=reward
     )

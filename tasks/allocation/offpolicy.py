@@ -88,37 +88,50 @@ _ROLLUP_REWARD: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _logged_cells_rollup(
-    con: duckdb.DuckDBPyConnection, params: dict[str, Any], context: str | None, reward: str
-) -> tuple[list[Any], tuple[Any, ...]]:
-    """The sums and counts of :func:`logged_cells` from the rollup (one propensity per row)."""
+def _rollup_sql(context: str | None, reward: str) -> tuple[str, str]:
+    """The sums and counts queries of :func:`logged_cells` on the rollup (one propensity a row)."""
     n, s, s2, missing = _ROLLUP_REWARD[reward]
     cell = f"'{ANY_CELL}'" if context is None else f"coalesce({context}, 'unknown')"
     window = (
         f"FROM {ALLOCATION_CELLS.name} WHERE use_case = $use_case AND day BETWEEN $start AND $end"
     )
     p = "propensity"
-    sums = con.execute(
-        f"""
+    sums = f"""
         SELECT {cell} AS cell, arm, sum({n}), fsum({s}), fsum({n} / {p}), fsum({s} / {p}),
                fsum({n} / ({p} * {p})), fsum({s} / ({p} * {p})), fsum({s2} / ({p} * {p})),
                max(1 / {p})
         {window} AND {p} > 0 AND {p} <= 1 AND {n} > 0
         GROUP BY ALL
         ORDER BY ALL
-        """,
-        params,
-    ).fetchall()
-    counts = con.execute(
-        f"""
+        """
+    counts = f"""
         SELECT coalesce(sum(rows), 0),
                coalesce(sum(rows) FILTER (WHERE {p} IS NULL), 0),
                coalesce(sum(rows) FILTER (WHERE {p} <= 0 OR {p} > 1 OR isnan({p})), 0),
                coalesce(sum({missing}), 0)
         {window}
-        """,
-        params,
-    ).fetchall()[0]
+        """
+    return sums, counts
+
+
+def _raw_sql(context: str | None, reward: str) -> tuple[str, str]:
+    """The sums and counts queries of :func:`logged_cells` on the raw logs."""
+    rows_sql = _rows_sql(context, reward)
+    sums = f"""
+        SELECT cell, arm, count(*), sum(r), sum(1 / p), sum(r / p), sum(1 / (p * p)),
+               sum(r / (p * p)), sum(r * r / (p * p)), max(1 / p)
+        FROM ({rows_sql})
+        WHERE p > 0 AND p <= 1 AND r IS NOT NULL
+        GROUP BY ALL
+        ORDER BY ALL
+        """
+    counts = f"""
+        SELECT count(*),
+               count(*) FILTER (WHERE p IS NULL),
+               count(*) FILTER (WHERE p <= 0 OR p > 1 OR isnan(p)),
+               count(*) FILTER (WHERE r IS NULL)
+        FROM ({rows_sql})
+        """
     return sums, counts
 
 
@@ -148,33 +161,14 @@ def logged_cells(
         ``(cells, counts)``: the logged cells and the counts of rows, missing / invalid
         propensities and missing rewards.
     """
-    rows_sql = _rows_sql(context, reward)
+    raw = _raw_sql(context, reward)  # checks the context and the reward
     params = {"use_case": use_case, "start": start, "end": end}
     needs = [] if context is None else [context]
-    if use_rollups(con, source, needs):
-        sums, counts = _logged_cells_rollup(con, params, context, reward)
-        return _cells_and_counts(sums, counts)
-    sums = con.execute(
-        f"""
-        SELECT cell, arm, count(*), sum(r), sum(1 / p), sum(r / p), sum(1 / (p * p)),
-               sum(r / (p * p)), sum(r * r / (p * p)), max(1 / p)
-        FROM ({rows_sql})
-        WHERE p > 0 AND p <= 1 AND r IS NOT NULL
-        GROUP BY ALL
-        ORDER BY ALL
-        """,
-        params,
-    ).fetchall()
-    counts = con.execute(
-        f"""
-        SELECT count(*),
-               count(*) FILTER (WHERE p IS NULL),
-               count(*) FILTER (WHERE p <= 0 OR p > 1 OR isnan(p)),
-               count(*) FILTER (WHERE r IS NULL)
-        FROM ({rows_sql})
-        """,
-        params,
-    ).fetchall()[0]  # an aggregate without GROUP BY always returns one row
+    rollup = use_rollups(con, source, needs)
+    sums_sql, counts_sql = _rollup_sql(context, reward) if rollup else raw
+    sums = con.execute(sums_sql, params).fetchall()
+    # an aggregate without GROUP BY always returns one row
+    counts = con.execute(counts_sql, params).fetchall()[0]
     return _cells_and_counts(sums, counts)
 
 

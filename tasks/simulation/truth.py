@@ -37,16 +37,10 @@ from tasks.simulation.world import (
 
 
 @dataclass(frozen=True)
-class ConfigTruth:
-    """True expected behaviour of one configuration (means over ALL calls unless noted)."""
+class ConfigTruth(SimConfig):
+    """True expected behaviour of one configuration (means over ALL calls unless noted): the
+    configuration's own fields, then what the world does with it."""
 
-    config_id: str
-    model: str
-    provider: str
-    prompt_id: str
-    temperature: float
-    top_p: float
-    max_tokens: int
     role: str  # production | experiment | exploration | candidate
     propensity: float  # logging probability (0 for configs not logged)
     true_mean_quality: float  # over successful calls (errors have no quality)
@@ -277,14 +271,9 @@ def config_truth(
     c = config
     quality = true_quality(use_case, c.model, c.prompt_id, c.temperature, c.top_p, c.max_tokens)
     # P(+1 | given) = 0.9 E[q]; the Beta noise is unbiased so E[q] is the true quality
+    fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(SimConfig)}
     return ConfigTruth(
-        config_id=c.config_id,
-        model=c.model,
-        provider=c.provider,
-        prompt_id=c.prompt_id,
-        temperature=c.temperature,
-        top_p=c.top_p,
-        max_tokens=c.max_tokens,
+        **fields,
         role=role,
         propensity=propensity,
         true_mean_quality=quality,
