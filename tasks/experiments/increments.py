@@ -5,11 +5,13 @@ still re-runs every unit's running totals over every unit-day of every experimen
 cost that grows with the experiment's age, not with the new day. The statement's *daily
 increments* (``daily`` in :data:`tasks.experiments.sql.STATS_SQL_TEMPLATE`) of day ``d`` depend
 on each unit's rows of days ``<= d`` only, so they are stored (``experiment_increments``) and a
-night recomputes them from the earliest changed day ``d0`` of each experiment on: each unit's
-totals before ``d0`` come from one grouped sum over the older unit-days of the rollup
-(``prefix`` in :func:`tasks.experiments.sql.stats_sql`), the window runs over the days from
-``d0`` only. The looks then cumulate the stored increments (:data:`LOOKS_SQL`), which is the
-last step of the full statement. Same numbers: integer counts are exact, double sums differ
+night recomputes them from the earliest changed day ``d0`` of each experiment on: the window
+runs over the days from ``d0`` only, and each unit's totals before ``d0`` (``prefix`` in
+:func:`tasks.experiments.sql.stats_sql`) are its cumulative totals
+(:mod:`tasks.experiments.unit_totals`, one row per unit) minus its unit-days from ``d0`` on, so
+a night reads the units and the changed days, not every older unit-day. The looks then
+cumulate the stored increments (:data:`LOOKS_SQL`), which is the last step of the full
+statement. Same numbers: integer counts are exact, double sums differ
 from the full window only in summation order (tests: 1e-9 relative, observed ulps).
 
 Which days changed: the rolled-up raw row count per (use_case, day) (``rollup_coverage``, kept
@@ -24,8 +26,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from tasks.experiments.rollups import EXPERIMENT_UNITS, UNIT_SUMS_ROLLUP_SQL
+from tasks.experiments.rollups import EXPERIMENT_UNITS, UNIT_SUMS_ROLLUP_SQL, UNIT_TOTALS
 from tasks.experiments.sql import LOOKS_SELECT_TEMPLATE, stats_sql
+from tasks.experiments.unit_totals import SUM_COLUMNS
 from tasks.warehouse.rollups import COVERAGE_SPEC
 
 __all__ = [
@@ -54,10 +57,23 @@ _RECENT_SQL = f"""    SELECT experiment_id, variant_id, unit, day, {_SUMS}
     FROM {_UNITS} AS u JOIN _increments_from AS f USING (experiment_id)
     WHERE u.day >= f.d0
     GROUP BY ALL"""
-_PREFIX_SQL = f"""SELECT experiment_id, variant_id, unit, {_SUMS}
-    FROM {_UNITS} AS u JOIN _increments_from AS f USING (experiment_id)
-    WHERE u.day < f.d0
-    GROUP BY ALL"""
+# each unit's totals before d0: its cumulative totals (one row per unit) minus its unit-days
+# from d0 on (the days the window above re-reads anyway); not the older unit-days themselves
+_RECENT_TOTALS = ", ".join(f"sum({c}) AS {c}" for c in SUM_COLUMNS)
+_PREFIX_COLUMNS = ", ".join(
+    f"sum(t.{c}) - coalesce(any_value(r.{c}), 0) AS {c}" for c in SUM_COLUMNS
+)
+_PREFIX_SQL = f"""SELECT t.experiment_id, t.variant_id, t.unit, {_PREFIX_COLUMNS}
+    FROM {UNIT_TOTALS.name} AS t JOIN _increments_from AS f USING (experiment_id)
+    LEFT JOIN (
+        SELECT experiment_id, variant_id, unit, {_RECENT_TOTALS}
+        FROM {_UNITS} AS u JOIN _increments_from AS f USING (experiment_id)
+        WHERE u.day >= f.d0
+        GROUP BY ALL
+    ) AS r ON t.experiment_id = r.experiment_id AND t.variant_id = r.variant_id
+        AND t.unit = r.unit
+    WHERE t.first_day < f.d0
+    GROUP BY t.experiment_id, t.variant_id, t.unit"""
 
 INCREMENTS_SQL = stats_sql(
     _RECENT_SQL, source=f"{_UNITS} from d0", prefix=_PREFIX_SQL, increments_only=True

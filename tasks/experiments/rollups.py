@@ -13,7 +13,10 @@ statement is the shared text of :func:`tasks.experiments.sql.stats_sql` (Kahan `
 The other inputs of a nightly look, from the same or two small rollups:
 
 * units per arm, first day, crossovers (units in several variants), the stop-reset baseline:
-  ``count(DISTINCT unit)`` over :data:`EXPERIMENT_UNITS` (exact: the unit is in the key);
+  ``count(DISTINCT unit)`` over the cumulative per-unit totals :data:`UNIT_TOTALS` (one row per
+  unit, kept by the refresh from the per-unit-day rows: :mod:`tasks.experiments.unit_totals`),
+  filtered on ``first_day <= $as_of`` (exact: the unit is in the key, and a unit has a row on or
+  before ``as_of`` exactly when its first day is);
 * the latency p95 reported beside the mean: :data:`EXPERIMENT_LATENCY` counts calls (with the
   smallest and largest value) in the shared fixed log-spaced bins of
   :mod:`strategies.rollup_quantiles` (ratio 1.01); the p95 of the merged bins
@@ -25,7 +28,8 @@ warehouse's ``rollup_arm_day`` (:mod:`tasks.warehouse.rollup_specs`).
 
 Size: the unit rollup has one row per unit-day, so it is as large as the distinct unit-days
 (the raw row count when logs carry no ``unit_id``, since the unit then falls back to the
-request id); the per-unit running sums need it.
+request id); the per-unit running sums need it from each experiment's first changed day on.
+Whole-window reads use the per-unit totals instead.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import duckdb
 
 from strategies.rollup_quantiles import RATIO, bin_sql, quantile_by_group
 from tasks.experiments.sql import UNIT_DAY_SUMS_SQL, stats_sql
+from tasks.experiments.unit_totals import UnitTotals
 from tasks.warehouse.rollup_specs import ARM_DAY
 from tasks.warehouse.rollups import COVERAGE_SPEC, RollupSpec
 
@@ -53,6 +58,7 @@ __all__ = [
     "UNITS_ROLLUP_SQL",
     "UNIT_DAY_ROLLUP_SQL",
     "UNIT_SUMS_ROLLUP_SQL",
+    "UNIT_TOTALS",
     "latency_p95",
     "rollups_current",
 ]
@@ -65,6 +71,22 @@ _TOKENS = "sum(input_tokens + output_tokens) AS tokens_num"
 assert _TOKENS in UNIT_DAY_SUMS_SQL
 _UNIT_DAY_SUMS = UNIT_DAY_SUMS_SQL.replace(
     _TOKENS, "CAST(sum(input_tokens + output_tokens) AS BIGINT) AS tokens_num"
+)
+
+UNIT_TOTALS = UnitTotals(
+    name="rollup_experiment_unit_totals",
+    source="rollup_experiment_units",
+    sum_types=(
+        "DOUBLE",
+        "BIGINT",
+        "BIGINT",
+        "BIGINT",
+        "BIGINT",
+        "BIGINT",
+        "DOUBLE",
+        "DOUBLE",
+        "BIGINT",
+    ),
 )
 
 EXPERIMENT_UNITS = RollupSpec(
@@ -86,6 +108,7 @@ EXPERIMENT_UNITS = RollupSpec(
         GROUP BY ALL
     """
     ),
+    derived=UNIT_TOTALS,
 )
 
 EXPERIMENT_LATENCY = RollupSpec(
@@ -131,12 +154,15 @@ UNIT_DAY_ROLLUP_SQL = f"""    SELECT experiment_id, variant_id, unit, day,
 
 STATS_ROLLUP_SQL = stats_sql(UNIT_DAY_ROLLUP_SQL, source=EXPERIMENT_UNITS.name)
 
-# per arm: first day, units, use case (the p95 comes from latency_p95, NULL here)
+# per arm: first day, units, use case (the p95 comes from latency_p95, NULL here), from the
+# per-unit totals: a unit has a row on or before as_of exactly when its first day is
+_TOTALS_FILTER = """first_day <= $as_of
+      AND ($experiments IS NULL OR list_contains($experiments, experiment_id))"""
 EXTRAS_ROLLUP_SQL = f"""
-SELECT experiment_id, variant_id, CAST(NULL AS DOUBLE) AS latency_p95, min(day) AS first_day,
-    count(DISTINCT unit) AS units, any_value(use_case) AS use_case
-FROM {EXPERIMENT_UNITS.name}
-WHERE {_FILTER}
+SELECT experiment_id, variant_id, CAST(NULL AS DOUBLE) AS latency_p95,
+    min(first_day) AS first_day, count(DISTINCT unit) AS units, any_value(use_case) AS use_case
+FROM {UNIT_TOTALS.name}
+WHERE {_TOTALS_FILTER}
 GROUP BY ALL
 """
 
@@ -185,16 +211,16 @@ CROSSOVER_ROLLUP_SQL = f"""
 SELECT experiment_id, count(*) AS units
 FROM (
     SELECT experiment_id, unit
-    FROM {EXPERIMENT_UNITS.name}
-    WHERE day <= $as_of
+    FROM {UNIT_TOTALS.name}
+    WHERE first_day <= $as_of
     GROUP BY ALL HAVING count(DISTINCT variant_id) > 1
 )
 GROUP BY ALL
 """
 
 UNITS_ROLLUP_SQL = f"""
-SELECT variant_id, count(DISTINCT unit) AS units, max(day) AS last_day
-FROM {EXPERIMENT_UNITS.name}
+SELECT variant_id, count(DISTINCT unit) AS units, max(last_day) AS last_day
+FROM {UNIT_TOTALS.name}
 WHERE experiment_id = $experiment
 GROUP BY ALL
 """
@@ -226,7 +252,8 @@ def rollups_current(con: duckdb.DuckDBPyConnection, specs: tuple[RollupSpec, ...
             "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal"
         ).fetchall()
     }
-    if not {"rollup_tables", "rollup_ingests", "usage_logs", *names} <= tables:
+    derived = {s.derived.name for s in specs if s.derived is not None}
+    if not {"rollup_tables", "rollup_ingests", "usage_logs", *names, *derived} <= tables:
         return False
     row = con.execute(
         "SELECT count(*) FROM rollup_tables WHERE complete AND list_contains($names, name)",

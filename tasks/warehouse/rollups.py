@@ -38,7 +38,7 @@ import datetime as dt
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -63,6 +63,31 @@ CREATE TABLE IF NOT EXISTS rollup_stale (
 """
 
 
+class Derived(Protocol):
+    """A table kept up to date from a spec's rows inside the same refresh transaction.
+
+    For example a cumulative table without the day in its key (per-unit totals), so readers of
+    a whole window touch one row per key instead of one per key and day.
+    """
+
+    @property
+    def name(self) -> str:
+        """The derived table's name."""
+
+    @property
+    def definition(self) -> str:
+        """Its columns and maintenance SQL (part of the spec's definition hash)."""
+
+    def create(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)create the table empty."""
+
+    def before(self, con: duckdb.DuckDBPyConnection, pairs_table: str) -> None:
+        """Called before the spec's rows of the pairs in ``pairs_table`` are deleted."""
+
+    def after(self, con: duckdb.DuckDBPyConnection, pairs_table: str, rebuild: bool) -> None:
+        """Called once the spec's new rows of those pairs are in (``rebuild``: every pair)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RollupSpec:
     """One rollup table: its columns, key and the SELECT that aggregates raw rows into it.
@@ -75,12 +100,14 @@ class RollupSpec:
             (a table name or a parenthesised subquery with the usage_logs columns) GROUP BY the
             key, output columns in table order. Rows of one (use_case, day) depend only on raw
             rows of that pair.
+        derived: a table maintained from this spec's rows in the same transaction (optional).
     """
 
     name: str
     columns_sql: str
     key: tuple[str, ...]
     select: Callable[[str], str]
+    derived: Derived | None = None
 
     def __post_init__(self) -> None:
         if not self.name.startswith("rollup_") or not self.name.replace("_", "").isalnum():
@@ -91,7 +118,10 @@ class RollupSpec:
     @property
     def definition(self) -> str:
         """A hash of what the table holds: changes when columns, key or SELECT change."""
-        text = "\n".join((self.columns_sql, ",".join(self.key), self.select("usage_logs")))
+        parts = [self.columns_sql, ",".join(self.key), self.select("usage_logs")]
+        if self.derived is not None:
+            parts.append(self.derived.definition)
+        text = "\n".join(parts)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -165,10 +195,13 @@ def ensure_rollup_tables(con: duckdb.DuckDBPyConnection, specs: Iterable[RollupS
     known = dict(con.execute("SELECT name, definition FROM rollup_tables").fetchall())
     for spec in with_coverage(specs):
         exists = _table_exists(con, spec.name)
-        if exists and known.get(spec.name) == spec.definition:
+        derived_ok = spec.derived is None or _table_exists(con, spec.derived.name)
+        if exists and derived_ok and known.get(spec.name) == spec.definition:
             continue
         con.execute(f"DROP TABLE IF EXISTS {spec.name}")
         con.execute(f"CREATE TABLE {spec.name} ({spec.columns_sql})")
+        if spec.derived is not None:
+            spec.derived.create(con)
         con.execute("DELETE FROM rollup_tables WHERE name = ?", [spec.name])
         con.execute(
             "INSERT INTO rollup_tables VALUES (?, ?, false, NULL)", [spec.name, spec.definition]
@@ -355,6 +388,8 @@ def _refresh_spec(
     """Replace one spec's rows of ``pairs`` (all rows when ``rebuild``); rows inserted."""
     table = f"_rollup_pairs_{spec.name}"
     _pairs_table(con, table, pairs)
+    if spec.derived is not None and not rebuild and pairs:
+        spec.derived.before(con, table)
     if rebuild:
         con.execute(f"DELETE FROM {spec.name}")
     else:
@@ -370,6 +405,8 @@ def _refresh_spec(
         con.execute(f"INSERT INTO {spec.name} {spec.select(_restricted(source, pairs, table))}")
         after = con.execute(f"SELECT count(*) FROM {spec.name}").fetchall()[0]
         inserted = int(after[0] if after else 0) - int(before[0] if before else 0)
+    if spec.derived is not None and (rebuild or pairs):
+        spec.derived.after(con, table, rebuild)
     con.execute(f"DROP TABLE IF EXISTS {table}")
     return inserted
 
@@ -464,6 +501,7 @@ def refresh_rollups(
 
 __all__ = [
     "COVERAGE_SPEC",
+    "Derived",
     "Pair",
     "RefreshReport",
     "RollupSpec",
