@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from contextlib import closing
 from typing import Any
 
-from flows.cli_support import CommandError, add_json_flag, emit, guarded
+from flows.cli_support import CommandError, add_command, add_json_flag, emit, iso_date, user_errors
 
 __all__ = ["register"]
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dt.date]:
@@ -39,9 +33,9 @@ def _open(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dt.date]:
         raise CommandError(f"cannot open {settings.warehouse_path}: {exc}") from exc
     try:
         config = load_config("budget", settings)
-    except ConfigError as exc:
+    except ConfigError:
         con.close()
-        raise CommandError(str(exc)) from exc
+        raise
     as_of = getattr(args, "as_of", None) or latest_day(con)
     if as_of is None:
         con.close()
@@ -93,7 +87,7 @@ def _budget(args: argparse.Namespace) -> int:
     )
 
     con, config, as_of = _open(args)
-    try:
+    with closing(con), user_errors():  # a malformed budget.toml value
         use_cases = [args.use_case] if args.use_case else None
         reports = budget_report(con, as_of=as_of, config=config, use_cases=use_cases)
         mixes = []
@@ -122,10 +116,6 @@ def _budget(args: argparse.Namespace) -> int:
                         candidates=candidates,
                     )
                 )
-    except ValueError as exc:  # a malformed budget.toml value
-        raise CommandError(str(exc)) from exc
-    finally:
-        con.close()
     payload = {"as_of": as_of, "reports": reports, "traffic_mix": mixes}
     emit(payload, as_json=args.json, human=_budget_human)
     return 0
@@ -207,7 +197,7 @@ def _bandit(args: argparse.Namespace) -> int:
     window = args.window_days or int(opts.get("window_days", 14))
     floor = args.floor if args.floor is not None else float(opts.get("floor", 0.02))
     reward = args.reward or str(opts.get("reward", "quality"))
-    try:
+    with closing(con), user_errors():
         allocations, contextual, linucb = [], [], []
         for use_case in _use_cases(con, args.use_case, as_of, window):
             allocations.append(
@@ -242,10 +232,6 @@ def _bandit(args: argparse.Namespace) -> int:
                         reward=reward,  # type: ignore[arg-type]
                     )
                 )
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
-    finally:
-        con.close()
     payload: dict[str, Any] = {"as_of": as_of, "allocations": allocations, "contextual": contextual}
     if args.linucb:
         payload["linucb"] = linucb
@@ -277,10 +263,8 @@ def _offpolicy_human(result: Any) -> str:
 def _offpolicy(args: argparse.Namespace) -> int:
     from tasks.allocation.offpolicy import evaluate_policy, parse_policy_document
 
-    try:
+    with user_errors():
         policy, table_context = parse_policy_document(args.policy, use_case=args.use_case)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
     con, config, as_of = _open(args)
     opts = config.get("offpolicy", {})
     end = args.end or as_of
@@ -288,7 +272,7 @@ def _offpolicy(args: argparse.Namespace) -> int:
     context = args.context if args.context is not None else table_context
     if context is None:
         context = opts.get("context", "task_type")
-    try:
+    with closing(con), user_errors():
         result = evaluate_policy(
             con,
             use_case=args.use_case,
@@ -301,21 +285,19 @@ def _offpolicy(args: argparse.Namespace) -> int:
             min_ess=float(opts.get("min_ess", 200)),
             max_unsupported_mass=float(opts.get("max_unsupported_mass", 0.01)),
         )
-    except ValueError as exc:
-        raise CommandError(str(exc)) from exc
-    finally:
-        con.close()
     emit(result, as_json=args.json, human=_offpolicy_human)
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add ``budget``, ``bandit`` and ``offpolicy`` to the ``llmopt`` parser."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "budget",
+        _budget,
         help="month-to-date spend, month-end forecast and the best traffic mix under budget",
     )
-    p.add_argument("--as-of", type=_date, help="last day counted (default: last logged day)")
+    p.add_argument("--as-of", type=iso_date, help="last day counted (default: last logged day)")
     p.add_argument("--use-case", help="only this use case")
     p.add_argument("--no-mix", action="store_true", help="skip the budget traffic mix")
     p.add_argument(
@@ -324,13 +306,15 @@ def register(subparsers: Any) -> None:
         help="mix only Pareto-frontier configurations (default: every config with enough data)",
     )
     add_json_flag(p)
-    p.set_defaults(handler=guarded(_budget))
 
-    p = subparsers.add_parser(
-        "bandit", help="Thompson-sampling (and --contextual LinUCB) traffic weights per use case"
+    p = add_command(
+        subparsers,
+        "bandit",
+        _bandit,
+        help="Thompson-sampling (and --contextual LinUCB) traffic weights per use case",
     )
     p.add_argument("--use-case", help="only this use case (default: all with recent calls)")
-    p.add_argument("--as-of", type=_date, help="last day counted (default: last logged day)")
+    p.add_argument("--as-of", type=iso_date, help="last day counted (default: last logged day)")
     p.add_argument("--window-days", type=int, help="statistics window (default: budget.toml)")
     p.add_argument("--floor", type=float, help="minimum weight per arm")
     p.add_argument(
@@ -350,10 +334,12 @@ def register(subparsers: Any) -> None:
         "--features", help="comma-separated context columns (routing) or features (LinUCB)"
     )
     add_json_flag(p)
-    p.set_defaults(handler=guarded(_bandit))
 
-    p = subparsers.add_parser(
-        "offpolicy", help="IPS / SNIPS / doubly-robust value of a candidate policy from the logs"
+    p = add_command(
+        subparsers,
+        "offpolicy",
+        _offpolicy,
+        help="IPS / SNIPS / doubly-robust value of a candidate policy from the logs",
     )
     p.add_argument("--use-case", required=True, help="the use case whose logs are used")
     p.add_argument(
@@ -362,8 +348,8 @@ def register(subparsers: Any) -> None:
         help='JSON or a JSON file: {"cell": {"config_id": prob}}, {"config_id": prob}, a '
         "routing table, or the JSON output of llmopt bandit --contextual",
     )
-    p.add_argument("--start", type=_date, help="first day (default: end - window + 1)")
-    p.add_argument("--end", type=_date, help="last day (default: last logged day)")
+    p.add_argument("--start", type=iso_date, help="first day (default: end - window + 1)")
+    p.add_argument("--end", type=iso_date, help="last day (default: last logged day)")
     p.add_argument("--context", help="context column the policy is keyed by ('' for none)")
     p.add_argument(
         "--reward",
@@ -371,4 +357,3 @@ def register(subparsers: Any) -> None:
         help="the outcome valued (default: budget.toml [offpolicy] reward, else quality)",
     )
     add_json_flag(p)
-    p.set_defaults(handler=guarded(_offpolicy))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tasks.core.errors import LlmoptError
@@ -23,6 +25,47 @@ def emit(payload: Any, *, as_json: bool, human: Callable[[Any], str] | None = No
         sys.stdout.write("\n")
     else:
         sys.stdout.write(human(payload).rstrip("\n") + "\n")
+
+
+def iso_date(text: str) -> dt.date:
+    """An argparse ``type``: a ``YYYY-MM-DD`` day, or a usage error that says so."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+@contextmanager
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Report ``kinds`` (default :class:`ValueError`: a bad option or configuration value) as a
+    :class:`CommandError`, which :func:`guarded` prints as one line.
+
+    Only for errors that are not already an :class:`LlmoptError` (those print as one line anyway).
+    """
+    caught = kinds or (ValueError,)
+    try:
+        yield
+    except caught as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int | None],
+    **options: Any,
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``handler`` runs :func:`guarded`; add its arguments to the result.
+
+    Args:
+        subparsers: what ``add_subparsers`` returned.
+        name: the command's name.
+        handler: takes the parsed arguments; returns the exit code (``None``: 0).
+        options: passed to ``add_parser`` (``help``, ``description``, ...).
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, **options)
+    parser.set_defaults(handler=guarded(handler))
+    return parser
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -44,4 +87,13 @@ def guarded(
     return run
 
 
-__all__ = ["CommandError", "add_json_flag", "emit", "guarded", "to_jsonable"]
+__all__ = [
+    "CommandError",
+    "add_command",
+    "add_json_flag",
+    "emit",
+    "guarded",
+    "iso_date",
+    "to_jsonable",
+    "user_errors",
+]

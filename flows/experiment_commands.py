@@ -13,14 +13,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from flows.cli_support import CommandError, add_json_flag, emit, guarded
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+from flows.cli_support import add_command, add_json_flag, emit, iso_date
 
 
 def _alpha(text: str) -> float:
@@ -58,16 +51,13 @@ def _prior_sd(text: str) -> float:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from tasks.core.config import ConfigError, load_config
+    from tasks.core.config import load_config
     from tasks.core.settings import load_settings
     from tasks.experiments import analyze_warehouse_experiments, plot_experiment_intervals
     from tasks.warehouse.connection import open_existing
 
     settings = load_settings()
-    try:
-        config = load_config("experiments", settings)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+    config = load_config("experiments", settings)
     run_id = args.run_id or "cli-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     con = open_existing(settings)
     try:
@@ -79,8 +69,6 @@ def _analyze(args: argparse.Namespace) -> int:
             experiments=args.experiment or None,
             store=not args.no_store,
         )
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
     finally:
         con.close()
     if args.plot and reports:
@@ -113,23 +101,20 @@ def _reset_human(done: dict[str, Any]) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from tasks.experiments import StatsFileError, analyze_stats_csv
+    from tasks.experiments import analyze_stats_csv
 
-    try:
-        reports = analyze_stats_csv(
-            args.file,
-            method=args.method,
-            alpha=args.alpha,
-            correction=args.correction,
-            correction_scale=args.correction_scale,
-            n_star=args.n_star,
-            srm_alpha=args.srm_alpha,
-            prior_mean=args.prior_mean,
-            prior_sd=args.prior_sd,
-            prior_scale=args.prior_scale,
-        )
-    except StatsFileError as exc:
-        raise CommandError(str(exc)) from exc
+    reports = analyze_stats_csv(
+        args.file,
+        method=args.method,
+        alpha=args.alpha,
+        correction=args.correction,
+        correction_scale=args.correction_scale,
+        n_star=args.n_star,
+        srm_alpha=args.srm_alpha,
+        prior_mean=args.prior_mean,
+        prior_sd=args.prior_sd,
+        prior_scale=args.prior_scale,
+    )
     emit({"experiments": [r.to_dict() for r in reports]}, as_json=args.json, human=_human)
     return 0
 
@@ -229,27 +214,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """
     exp = subparsers.add_parser("experiments", help="analyse A/B experiments in the warehouse")
     exp_sub = exp.add_subparsers(dest="experiments_command", metavar="ACTION", required=True)
-    analyze = exp_sub.add_parser(
-        "analyze", help="effects, intervals, SRM and a decision per experiment (stored per run)"
+    analyze = add_command(
+        exp_sub,
+        "analyze",
+        _analyze,
+        help="effects, intervals, SRM and a decision per experiment (stored per run)",
     )
-    analyze.add_argument("--as-of", type=_date, default=None, help="last day analysed (UTC)")
+    analyze.add_argument("--as-of", type=iso_date, default=None, help="last day analysed (UTC)")
     analyze.add_argument("--run-id", default=None, help="run id to store results under")
     analyze.add_argument("--experiment", action="append", help="only this experiment (repeat)")
     analyze.add_argument("--no-store", action="store_true", help="do not write result tables")
     analyze.add_argument("--plot", default=None, help="also write the interval plot PNG here")
     add_json_flag(analyze)
-    analyze.set_defaults(handler=guarded(_analyze))
-    reset = exp_sub.add_parser(
-        "reset", help="lift a sticky stop (SRM / harm) of an experiment; recorded with the reason"
+    reset = add_command(
+        exp_sub,
+        "reset",
+        _reset,
+        help="lift a sticky stop (SRM / harm) of an experiment; recorded with the reason",
     )
     reset.add_argument("experiment_id", metavar="ID", help="the experiment to reset")
     reset.add_argument("--reason", required=True, help="why the stop no longer applies")
     reset.add_argument("--by", default=None, help="who resets (default: your login name)")
     add_json_flag(reset)
-    reset.set_defaults(handler=guarded(_reset))
 
-    stats = subparsers.add_parser(
-        "stats", help="analyse a CSV of per-arm sufficient statistics (one row per arm)"
+    stats = add_command(
+        subparsers,
+        "stats",
+        _stats,
+        help="analyse a CSV of per-arm sufficient statistics (one row per arm)",
     )
     stats.add_argument("file", help="CSV: experiment,metric,kind,variant,n,sum,sum_squares,...")
     methods = ("sequential", "fixed", "bayesian")
@@ -289,7 +281,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bayesian prior on the absolute effect or on the relative lift",
     )
     add_json_flag(stats)
-    stats.set_defaults(handler=guarded(_stats))
 
 
 __all__ = ["format_table", "register"]

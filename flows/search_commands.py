@@ -13,16 +13,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from flows.cli_support import CommandError, add_json_flag, emit, guarded
+from flows.cli_support import CommandError, add_command, add_json_flag, emit, iso_date, user_errors
 
 __all__ = ["register"]
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -39,15 +32,11 @@ def _weights(text: str) -> dict[str, float]:
 
 
 def _settings_and_config() -> tuple[Any, Any]:
-    from tasks.core.config import ConfigError
     from tasks.core.settings import load_settings
     from tasks.search.study import load_search_config
 
     settings = load_settings()
-    try:
-        return settings, load_search_config(settings)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+    return settings, load_search_config(settings)
 
 
 def _warehouse(settings: Any) -> Any:
@@ -97,14 +86,10 @@ def _status_human(payload: dict[str, Any]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from tasks.core.config import ConfigError
     from tasks.search.study import search_status
 
     settings, config = _settings_and_config()
-    try:
-        studies = search_status(settings, use_case=args.use_case, config=config)
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+    studies = search_status(settings, use_case=args.use_case, config=config)
     emit({"studies": studies}, as_json=args.json, human=_status_human)
     return 0
 
@@ -132,7 +117,6 @@ def _round_human(payload: dict[str, Any]) -> str:
 
 
 def _round(args: argparse.Namespace) -> int:
-    from tasks.core.config import ConfigError
     from tasks.search.study import run_search_round
 
     settings, config = _settings_and_config()
@@ -147,19 +131,16 @@ def _round(args: argparse.Namespace) -> int:
             raise CommandError(f"no configured use case has logs between {start} and {as_of}")
         rounds = []
         for uc in use_cases:
-            try:
-                rounds.append(
-                    run_search_round(
-                        settings,
-                        con,
-                        use_case=uc,
-                        as_of=as_of,
-                        n_candidates=args.candidates,
-                        config=config,
-                    )
+            rounds.append(
+                run_search_round(
+                    settings,
+                    con,
+                    use_case=uc,
+                    as_of=as_of,
+                    n_candidates=args.candidates,
+                    config=config,
                 )
-            except ConfigError as exc:
-                raise CommandError(str(exc)) from exc
+            )
     finally:
         con.close()
     emit({"as_of": as_of, "rounds": rounds}, as_json=args.json, human=_round_human)
@@ -198,14 +179,11 @@ def _plot_path(base: Path, use_case: str, several: bool) -> Path:
 
 
 def _frontier(args: argparse.Namespace) -> int:
-    from tasks.core.config import ConfigError, load_config
+    from tasks.core.config import load_config
     from tasks.search.frontier import compute_frontier, most_served_config, plot_frontier
 
     settings, _ = _settings_and_config()
-    try:
-        cfg = dict(load_config("search", settings).get("frontier", {}))
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+    cfg = dict(load_config("search", settings).get("frontier", {}))
     con = _warehouse(settings)
     try:
         end = args.as_of or _last_day(con)
@@ -219,7 +197,7 @@ def _frontier(args: argparse.Namespace) -> int:
             production = args.production or most_served_config(
                 con, use_case=uc, start=start, end=end
             )
-            try:
+            with user_errors():
                 results.append(
                     compute_frontier(
                         con,
@@ -237,8 +215,6 @@ def _frontier(args: argparse.Namespace) -> int:
                         min_requests=int(args.min_requests or cfg.get("min_requests", 100)),
                     )
                 )
-            except ValueError as exc:
-                raise CommandError(str(exc)) from exc
     finally:
         con.close()
     plots = []
@@ -265,22 +241,27 @@ def register(subparsers: Any) -> None:
     )
     sub = search.add_subparsers(dest="search_command", metavar="SUBCOMMAND", required=True)
 
-    status = sub.add_parser("status", help="trials, candidates collecting traffic, best so far")
+    status = add_command(
+        sub, "status", _status, help="trials, candidates collecting traffic, best so far"
+    )
     status.add_argument("--use-case", help="one use case (default: every one in search.toml)")
     add_json_flag(status)
-    status.set_defaults(handler=guarded(_status))
 
-    rnd = sub.add_parser("round", help="tell ready trials their observed value, ask new candidates")
+    rnd = add_command(
+        sub, "round", _round, help="tell ready trials their observed value, ask new candidates"
+    )
     rnd.add_argument("--use-case", help="one use case (default: configured ones with logs)")
-    rnd.add_argument("--as-of", type=_date, help="UTC day the round is for (default: last day)")
+    rnd.add_argument("--as-of", type=iso_date, help="UTC day the round is for (default: last day)")
     rnd.add_argument(
         "--candidates", type=int, help="candidates collecting traffic (default: config)"
     )
     add_json_flag(rnd)
-    rnd.set_defaults(handler=guarded(_round))
 
-    frontier = subparsers.add_parser(
-        "frontier", help="noise-aware Pareto frontier (quality, cost, latency p95) and selection"
+    frontier = add_command(
+        subparsers,
+        "frontier",
+        _frontier,
+        help="noise-aware Pareto frontier (quality, cost, latency p95) and selection",
     )
     frontier.add_argument("--use-case", help="one use case (default: every one with logs)")
     frontier.add_argument(
@@ -294,9 +275,10 @@ def register(subparsers: Any) -> None:
     frontier.add_argument("--z", type=float, help="significance for dominance (0 = plain Pareto)")
     frontier.add_argument("--min-requests", type=int, help="fewer requests: cannot analyse")
     frontier.add_argument("--production", help="production config id (default: most served)")
-    frontier.add_argument("--as-of", type=_date, help="last day of the window (default: last day)")
-    frontier.add_argument("--start", type=_date, help="first day (default: window before as-of)")
+    frontier.add_argument(
+        "--as-of", type=iso_date, help="last day of the window (default: last day)"
+    )
+    frontier.add_argument("--start", type=iso_date, help="first day (default: window before as-of)")
     frontier.add_argument("--window-days", type=int, help="window length (default: config)")
     frontier.add_argument("--plot", help="write a PNG here (suffixed per use case if several)")
     add_json_flag(frontier)
-    frontier.set_defaults(handler=guarded(_frontier))

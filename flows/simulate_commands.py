@@ -10,12 +10,14 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from flows.cli_support import CommandError, add_json_flag, emit, guarded
+from flows.cli_support import CommandError, add_command, add_json_flag, emit, user_errors
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "simulate",
+        _run,
         help="write simulated usage logs with a known ground truth",
         description=(
             "Simulate LLM traffic (4 use cases, 4 models, an A/B and an A/A experiment, drift, a "
@@ -52,7 +54,6 @@ def register(subparsers: Any) -> None:
         "--with-cost", action="store_true", help="fill cost_usd (default: left null for pricing)"
     )
     add_json_flag(parser)
-    parser.set_defaults(handler=guarded(_run))
 
 
 def _human(payload: dict[str, Any]) -> str:
@@ -92,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     total_rows = args.rows
     if args.requests_per_day is not None:  # exactly N per day, every day
         weights = split_requests_per_day(args.requests_per_day)
-    try:
+    with user_errors(ValueError, TypeError):
         spec = SimulationSpec(
             seed=args.seed,
             start_date=start,
@@ -104,8 +105,6 @@ def _run(args: argparse.Namespace) -> int:
             cost_spike=not args.no_cost_spike,
             include_cost=args.with_cost,
         )
-    except (ValueError, TypeError) as exc:
-        raise CommandError(str(exc)) from exc
     out_dir = args.out if args.out is not None else load_settings().sim_dir
     output = write_simulation(
         spec, out_dir, fmt=args.fmt, compress=args.gzip, rows_per_file=args.rows_per_file
