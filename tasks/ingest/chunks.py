@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from tasks.ingest.log_formats import Shape
 from tasks.ingest.pricing import ensure_model_prices
-from tasks.ingest.readers import ParquetSlice
+from tasks.ingest.readers import ParquetSlice, csv_as_json, csv_header
 from tasks.ingest.sql_classify import (
     USAGE_COLUMNS,
     candidates_sql,
@@ -32,6 +32,7 @@ from tasks.ingest.sql_classify import (
 )
 from tasks.ingest.sql_records import (
     UseCaseRules,
+    csv_records_sql,
     text_records_sql,
     typed_records_sql,
     use_case_sql,
@@ -235,6 +236,7 @@ def _insert_clean(
     now: dt.datetime,
     blanks: int,
     counts: dict[int, Counts],
+    header: list[str] | None = None,
 ) -> pa.Table | None:
     """One pass for the usual chunk: insert every valid record straight from the lines.
 
@@ -243,21 +245,18 @@ def _insert_clean(
     an id of an earlier line of the chunk, are taken out again (first occurrence wins).
     When every non-blank line went in, the chunk is done
     (None); otherwise the lines that did not go in are returned, for the full path (which
-    quarantines, prices new models and counts duplicates).
+    quarantines, prices new models and counts duplicates). A chunk of physical CSV lines
+    (``header`` given) is read from its split fields; its left-over lines are returned as
+    physical lines too.
     """
     _chunk = chunk  # read by DuckDB's replacement scan
     file_no = int(chunk.column("__file_no")[0].as_py())
     lines = chunk.column("line_no")
     first, last = int(lines[0].as_py()), int(lines[len(lines) - 1].as_py())
     ingest_id = f"{run_id}-{file_no:06d}"
+    records = text_records_sql(shape) if header is None else csv_records_sql(shape, header)
     classify = classify_sql(
-        shape,
-        "text",
-        now,
-        use_case,
-        source=f"({text_records_sql(shape)})",
-        priced=False,
-        keep_raw=False,
+        shape, "text", now, use_case, source=f"({records})", priced=False, keep_raw=False
     )
     candidates = candidates_sql("", "", f"({priced_sql(f'({classify})')})")
     (row,) = con.execute(f"{_INSERT_SQL} ({candidates})", [run_id]).fetchall()
@@ -290,11 +289,22 @@ def _insert_clean(
     done.ingested += inserted
     if inserted == chunk.num_rows - blanks:
         return None
-    return con.sql(
-        f"SELECT * FROM _chunk WHERE regexp_matches(raw, '\\S') AND line_no NOT IN"
+    rest = con.sql(
+        f"SELECT * FROM _chunk WHERE NOT ({_blank_sql(header)}) AND line_no NOT IN"
         f" (SELECT source_line FROM usage_logs WHERE {mine})",
         params=params,
     ).to_arrow_table()
+    return rest if header is None else rest.replace_schema_metadata(chunk.schema.metadata)
+
+
+def _blank_sql(header: list[str] | None) -> str:
+    """Whether a line of ``_chunk`` is blank (a CSV row of empty cells is blank too)."""
+    if header is None:
+        return "NOT regexp_matches(raw, '\\S')"
+    return (
+        "CASE WHEN pre IS NOT NULL THEN NOT regexp_matches(rtrim(raw, chr(13)), '\\S')"
+        " ELSE NOT regexp_matches(raw, '[^\\s,]') END"
+    )
 
 
 def _undo_clean(
@@ -372,15 +382,19 @@ def process_chunk(
             )
             _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
             return
+        clean = by_line and shape.name != "otel" and _single_file(chunk)
+        header = csv_header(chunk) if clean else None
+        if not clean:
+            chunk = csv_as_json(con, chunk)  # physical CSV lines: as JSON records
         # DuckDB's replacement scan reads the local name ``_chunk`` (no copy); a registered
         # view would keep every chunk alive until the file's COMMIT
         _chunk = chunk
         blank_lines = con.execute(
-            "SELECT __file_no, count(*) FROM _chunk WHERE NOT regexp_matches(raw, '\\S') GROUP BY 1"
+            f"SELECT __file_no, count(*) FROM _chunk WHERE {_blank_sql(header)} GROUP BY 1"
         ).fetchall()
         for file_no, blanks in blank_lines:
             counts[int(file_no)].blank_lines += int(blanks)
-        if by_line and shape.name != "otel" and _single_file(chunk):
+        if clean:
             blanks = sum(int(n) for _, n in blank_lines)
             rest = _insert_clean(
                 con,
@@ -391,11 +405,14 @@ def process_chunk(
                 now=now,
                 blanks=blanks,
                 counts=counts,
+                header=header,
             )
             if rest is None:
                 return
+            rest = csv_as_json(con, rest)
             _classify_text(con, rest, shape, use_case, now)  # prices the models it meets
             if _undo_clean(con, chunk, run_id, counts):
+                chunk = csv_as_json(con, chunk)
                 _classify_text(con, chunk, shape, use_case, now)  # the whole chunk, in full
             else:
                 chunk = rest  # only the lines the clean pass did not insert

@@ -98,14 +98,20 @@ class _Options:
 
 
 def _chunks(
-    con: duckdb.DuckDBPyConnection, plan: Plan, chunk_rows: int | None, cursor: TextCursor
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    chunk_rows: int | None,
+    cursor: TextCursor,
+    *,
+    csv_lines: bool = False,
 ) -> Iterator[pa.Table] | Iterator[ParquetSlice]:
+    """The file's chunks; ``csv_lines``: a plain CSV file as physical lines (streamed files)."""
     if plan.fmt == "parquet":
         return iter_parquet(plan.path, chunk_rows or PARQUET_CHUNK_ROWS)
     rows = chunk_rows or TEXT_CHUNK_ROWS
     if plan.fmt == "csv":
         if plain_csv(plan.path, plan.compressed):
-            return iter_plain_csv(con, plan.path, rows)
+            return iter_plain_csv(con, plan.path, rows, lines=csv_lines)
         return iter_csv(plan.path, plan.compressed, rows)
     if plan.fmt == "json":
         layout = sniff_json(plan.path, plan.compressed)
@@ -202,7 +208,7 @@ def _load(
     plan = plans[0]
     cursor = TextCursor(next_line=plan.resume_line, offset=plan.resume_offset)
     if plan.size > plan.resume_offset:
-        for chunk in _chunks(con, plan, options.chunk_rows, cursor):
+        for chunk in _chunks(con, plan, options.chunk_rows, cursor, csv_lines=True):
             process_chunk(con, tag_chunk(chunk, str(plan.path), plan.file_no), **common)
             if options.on_chunk is not None:
                 done = counts[plan.file_no]

@@ -25,8 +25,11 @@ from tasks.ingest.errors import IngestFileError
 from tasks.ingest.paths import BOM, TruncatedInput, head, iter_blocks
 
 __all__ = [
+    "CSV_HEADER",
     "ParquetSlice",
     "TextCursor",
+    "csv_as_json",
+    "csv_header",
     "iter_csv",
     "iter_json_objects",
     "iter_jsonl",
@@ -35,6 +38,9 @@ __all__ = [
     "plain_csv",
     "sql_str",
 ]
+
+
+CSV_HEADER = b"llmopt.csv_header"  # schema metadata of a chunk of physical CSV lines
 
 
 def sql_str(text: str) -> str:
@@ -224,7 +230,10 @@ def plain_csv(path: Path, compressed: bool) -> bool:
 
 
 def _csv_sql(header: list[str]) -> str:
-    """SELECT turning ``_lines`` (physical lines) into JSON records keyed by the header."""
+    """SELECT turning ``_lines`` (physical lines) into JSON records keyed by the header.
+
+    Other columns of ``_lines`` (the file tags) are kept.
+    """
     width = len(header)
     keys = [json.dumps(name, ensure_ascii=False) for name in header]
     cells = ", ".join(
@@ -233,7 +242,7 @@ def _csv_sql(header: list[str]) -> str:
     )
     names = sql_str(json.dumps(header, ensure_ascii=False))
     return f"""
-    SELECT line_no,
+    SELECT * EXCLUDE (f) REPLACE (
            CASE WHEN pre IS NOT NULL THEN rtrim(raw, chr(13))
                 WHEN NOT regexp_matches(raw, '[^\\s,]') THEN ''
                 WHEN len(f) <> {width}
@@ -241,13 +250,37 @@ def _csv_sql(header: list[str]) -> str:
                 ELSE '{{' || concat_ws(',', {cells}) || '}}' END AS raw,
            CASE WHEN pre IS NOT NULL THEN pre
                 WHEN regexp_matches(raw, '[^\\s,]') AND len(f) <> {width} THEN 'malformed_row'
-           END AS pre
-    FROM (SELECT line_no, raw, pre, string_split(rtrim(raw, chr(13)), ',') AS f FROM _lines)
+           END AS pre)
+    FROM (SELECT *, string_split(rtrim(raw, chr(13)), ',') AS f FROM _lines)
     """
 
 
+def csv_header(table: pa.Table) -> list[str] | None:
+    """The header of a chunk of physical CSV lines (``iter_plain_csv(lines=True)``), or None."""
+    value = (table.schema.metadata or {}).get(CSV_HEADER)
+    return None if value is None else list(json.loads(value))
+
+
+def csv_as_json(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+    """A chunk of physical CSV lines as JSON records (other chunks unchanged).
+
+    Args:
+        con: a connection (a cursor of it converts the lines).
+        table: a chunk, possibly tagged (:func:`tasks.ingest.chunks.tag_chunk`).
+    """
+    header = csv_header(table)
+    if header is None:
+        return table
+    _lines = table  # read by DuckDB's replacement scan
+    cursor = con.cursor()
+    try:
+        return cursor.sql(_csv_sql(header)).to_arrow_table()
+    finally:
+        cursor.close()
+
+
 def iter_plain_csv(
-    con: duckdb.DuckDBPyConnection, path: Path, chunk_rows: int
+    con: duckdb.DuckDBPyConnection, path: Path, chunk_rows: int, *, lines: bool = False
 ) -> Iterator[pa.Table]:
     """A :func:`plain_csv` file as ``(line_no, raw, pre)`` JSON records, split in DuckDB.
 
@@ -258,23 +291,20 @@ def iter_plain_csv(
         con: a connection (a cursor of it converts the lines).
         path: the file.
         chunk_rows: lines per table.
+        lines: yield the physical lines instead, the header in the schema metadata
+            (:func:`csv_header`): the ingest reads their fields directly
+            (:func:`tasks.ingest.sql_records.csv_records_sql`), no JSON text per row.
     """
     header: list[str] | None = None
-    sql = ""
-    cursor = con.cursor()
-    try:
-        for table in iter_jsonl(path, False, chunk_rows):
-            lines = table
-            if header is None:
-                first = table.column("raw")[0].as_py()
-                header = next(csv.reader([first.rstrip("\r")]), [])
-                sql = _csv_sql(header)
-                lines = table.slice(1)
-            if lines.num_rows:
-                _lines = lines  # read by DuckDB's replacement scan
-                yield cursor.sql(sql).to_arrow_table()
-    finally:
-        cursor.close()
+    for table in iter_jsonl(path, False, chunk_rows):
+        rows = table
+        if header is None:
+            first = table.column("raw")[0].as_py()
+            header = next(csv.reader([first.rstrip("\r")]), [])
+            rows = table.slice(1)
+        if rows.num_rows:
+            rows = rows.replace_schema_metadata({CSV_HEADER: json.dumps(header)})
+            yield rows if lines else csv_as_json(con, rows)
 
 
 def _csv_record(header: list[str], row: list[str]) -> tuple[str, str | None]:

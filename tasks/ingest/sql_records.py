@@ -13,7 +13,7 @@ OTel input is first flattened to one object per span (:mod:`tasks.ingest.sql_ote
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -24,6 +24,7 @@ from tasks.ingest.sql_otel import otel_docs_sql, pre_reason_sql
 
 __all__ = [
     "UseCaseRules",
+    "csv_records_sql",
     "json_path",
     "quote",
     "text_records_sql",
@@ -131,20 +132,25 @@ def use_case_sql(shape: Shape, rules: UseCaseRules | None) -> str:
     return options[0] if len(options) == 1 else f"coalesce({', '.join(options)})"
 
 
-def _field_options(shape: Shape, keys: list[str]) -> dict[str, list[tuple[str, str | None]]]:
-    """Per extracted name, its (SQL value, top-level key or None when nested) in order."""
+def _field_options(
+    shape: Shape, base: Callable[[str], str]
+) -> dict[str, list[tuple[str, str | None]]]:
+    """Per extracted name, its (SQL value, top-level key or None when nested) in order.
+
+    ``base(key)`` is the text of a top-level key's value (NULL when absent).
+    """
     result: dict[str, list[tuple[str, str | None]]] = {}
     for name, alternatives in shape.sources.items():
         options: list[tuple[str, str | None]] = []
         for path in alternatives:
-            base = f"struct_extract(v, {sql_str(path[0])})"
+            value = base(path[0])
             if len(path) == 1:
-                options.append((f"nullif({base}, '')", path[0]))
+                options.append((f"nullif({value}, '')", path[0]))
             else:
                 nested = sql_str(json_path(path[1:]))
                 options.append(
                     (
-                        f"CASE WHEN json_valid({base}) THEN nullif(json_extract_string({base},"
+                        f"CASE WHEN json_valid({value}) THEN nullif(json_extract_string({value},"
                         f" {nested}), '') END",
                         None,
                     )
@@ -178,7 +184,7 @@ def _used_keys_sql(
     return static, "[" + ", ".join(dynamic) + "]"
 
 
-def _record_metadata_sql(shape: Shape, keys: list[str]) -> str:
+def _record_metadata_sql(shape: Shape) -> str:
     """The record's own metadata object (JSON) or NULL; a non-object is wrapped."""
     if not shape.metadata_key:
         return "NULL::JSON"
@@ -204,6 +210,42 @@ def merged_metadata_sql(md: str, pairs: str) -> str:
     )
 
 
+def _records_sql(
+    shape: Shape, docs: str, *, base: Callable[[str], str], value: str, md: str, keys: str
+) -> str:
+    """Records from ``docs`` (one row per record, with ``pre_reason``): x_* values as text,
+    every key that filled no column in ``x_metadata``.
+
+    ``base(key)``: a key's text; ``value``: the JSON text of the value of key ``k`` (a lambda
+    variable); ``md``: the record's own metadata object; ``keys``: the record's keys, in order.
+    """
+    options = _field_options(shape, base)
+    columns = [
+        f"{opts[0][0] if len(opts) == 1 else 'coalesce(' + ', '.join(e for e, _ in opts) + ')'}"
+        f" AS x_{name}"
+        for name, opts in options.items()
+    ]
+    static, dynamic = _used_keys_sql(shape, options)
+    consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
+    label = f"CASE WHEN list_contains(mk, k) THEN '{COLLISION_PREFIX}' || k ELSE k END"
+    pairs = (
+        f"array_to_string(list_transform(ek, lambda k: to_json({label}) || ':' || {value}), ',')"
+    )
+    return f"""
+    SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
+           {", ".join(columns)},
+           CASE WHEN pre_reason IS NOT NULL THEN NULL
+                WHEN md IS NULL AND len(ek) = 0 THEN NULL
+                ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
+    FROM (
+        SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
+               list_filter(keys, lambda k: NOT list_contains({consumed}, k)
+                   AND NOT coalesce(list_contains({dynamic}, k), false)) AS ek
+        FROM (SELECT *, {md} AS md, {keys} AS keys FROM ({docs}))
+    )
+    """
+
+
 def text_records_sql(shape: Shape) -> str:
     """``_rec`` from ``_chunk`` for JSON text records: x_* values as text, extras as JSON.
 
@@ -223,39 +265,94 @@ def text_records_sql(shape: Shape) -> str:
         )
     )
     keys = shape.top_level_keys()
-    options = _field_options(shape, keys)
+    parsed = (
+        f"SELECT *, CASE WHEN pre_reason IS NULL THEN json_transform(doc,"
+        f" {sql_str(json.dumps(dict.fromkeys(keys, 'VARCHAR')))}) END AS v FROM ({docs})"
+    )
+    return _records_sql(
+        shape,
+        parsed,
+        base=lambda key: f"struct_extract(v, {sql_str(key)})",
+        value="json_extract(doc, '/' || replace(replace(k, '~', '~0'), '/', '~1'))::VARCHAR",
+        md=_record_metadata_sql(shape),
+        keys="CASE WHEN pre_reason IS NULL THEN json_keys(doc) END",
+    )
+
+
+def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
+    """``_rec`` from ``_chunk`` holding a plain CSV file's physical lines (no quoting).
+
+    The same records as :func:`text_records_sql` over the rows as JSON objects (an empty cell
+    is an absent key), read from the split fields with no JSON text per row; the header is
+    known, so which cell goes to metadata is decided per column, not per key of each row.
+    Only non-blank rows with no pre-reason are records here, a row of the wrong width with the
+    reason ``malformed_row`` (the split is not repeated to filter it); the caller sends every
+    line that is not inserted (blank, malformed, invalid UTF-8) through the JSON path.
+
+    Args:
+        shape: the log shape (not ``otel``).
+        header: the file's column names (distinct).
+    """
+    index = {name: i + 1 for i, name in enumerate(header)}
+
+    def base(key: str) -> str:
+        return f"nullif(f[{index[key]}], '')" if key in index else "NULL::VARCHAR"
+
+    options = _field_options(shape, base)
     columns = [
         f"{opts[0][0] if len(opts) == 1 else 'coalesce(' + ', '.join(e for e, _ in opts) + ')'}"
         f" AS x_{name}"
         for name, opts in options.items()
     ]
-    static, dynamic = _used_keys_sql(shape, options)
-    consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
-    pointer = "'/' || replace(replace(k, '~', '~0'), '/', '~1')"
-    label = f"CASE WHEN list_contains(mk, k) THEN '{COLLISION_PREFIX}' || k ELSE k END"
-    pairs = (
-        f"array_to_string(list_transform(ek, lambda k: to_json({label}) || ':'"
-        f" || json_extract(doc, {pointer})::VARCHAR), ',')"
-    )
-    return f"""
-    SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
-           {", ".join(columns)},
-           CASE WHEN pre_reason IS NOT NULL THEN NULL
-                WHEN md IS NULL AND len(ek) = 0 THEN NULL
-                ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
-    FROM (
-        SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
-               list_filter(keys, lambda k: NOT list_contains({consumed}, k)
-                   AND NOT coalesce(list_contains({dynamic}, k), false)) AS ek
-        FROM (
-            SELECT *, {_record_metadata_sql(shape, keys)} AS md
-            FROM (
-                SELECT *,
-                       CASE WHEN pre_reason IS NULL THEN json_transform(doc,
-                            {sql_str(json.dumps(dict.fromkeys(keys, "VARCHAR")))}) END AS v,
-                       CASE WHEN pre_reason IS NULL THEN json_keys(doc) END AS keys
-                FROM ({docs})
+    static, _ = _used_keys_sql(shape, options)
+    used_by: dict[str, list[str]] = {}  # a fallback key -> "this record's field used it"
+    for name, opts in options.items():
+        keys = [key for _, key in opts if key is not None]
+        if name.startswith("aux_") or not keys or len(opts) == 1:
+            continue
+        whens = " ".join(
+            f"WHEN {expr} IS NOT NULL THEN {sql_str(key) if key else 'NULL'}" for expr, key in opts
+        )
+        primary = sql_str(opts[0][1]) if opts[0][1] else "NULL"
+        for key in keys:
+            used_by.setdefault(key, []).append(
+                f"coalesce((CASE {whens} ELSE {primary} END) = {sql_str(key)}, false)"
             )
+    md = "NULL::JSON"
+    if shape.metadata_key and shape.metadata_key in index:
+        text = base(shape.metadata_key)
+        md = (
+            f"CASE WHEN {text} IS NULL THEN NULL WHEN json_valid({text})"
+            f" AND json_type({text}::JSON) = 'OBJECT' THEN {text}::JSON"
+            f" ELSE json_object('metadata', {text}) END"
+        )
+    pairs = []
+    for key, i in index.items():
+        if key in static:
+            continue
+        label = f"to_json({sql_str(key)})::VARCHAR"
+        if md != "NULL::JSON":
+            label = (
+                f"CASE WHEN list_contains(mk, {sql_str(key)})"
+                f" THEN to_json({sql_str(COLLISION_PREFIX + key)})::VARCHAR ELSE {label} END"
+            )
+        taken = " OR ".join(used_by.get(key, [])) or "false"
+        pairs.append(
+            f"CASE WHEN f[{i}] <> '' AND NOT ({taken})"
+            f" THEN {label} || ':' || to_json(f[{i}])::VARCHAR END"
+        )
+    pair_text = f"concat_ws(',', {', '.join(pairs)})" if pairs else "NULL"
+    return f"""
+    SELECT __file, __file_no, line_no, 0 AS rec_no, NULL::VARCHAR AS raw,
+           CASE WHEN len(f) <> {len(header)} THEN 'malformed_row' END AS pre_reason,
+           NULL::VARCHAR AS pre_detail,
+           {", ".join(columns)}, {merged_metadata_sql("md", pair_text)} AS x_metadata
+    FROM (
+        SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk
+        FROM (
+            SELECT *, {md} AS md
+            FROM (SELECT *, string_split(rtrim(raw, chr(13)), ',') AS f FROM _chunk
+                  WHERE pre IS NULL AND regexp_matches(raw, '[^\\s,]'))
         )
     )
     """

@@ -12,6 +12,7 @@ import pytest
 
 from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.readers import plain_csv
+from tasks.ingest.sql_records import UseCaseRules
 
 
 def _csv_lines(kit: Any) -> list[str]:
@@ -82,3 +83,74 @@ def test_plain_csv_is_split_in_sql_like_the_csv_module(
     by_line = {line: (prompt, md) for _, line, prompt, _, md in fast["rows"]}
     assert json.loads(by_line[2][1]) == {"note": "n0"}
     assert by_line[6][0] is None  # the empty cell is absent, not ""
+
+
+def _litellm_lines() -> list[str]:
+    header = (
+        "request_id,startTime,endTime,model,model_group,custom_llm_provider,end_user,user,"
+        "prompt_tokens,completion_tokens,spend,status,metadata,note"
+    )
+    return [
+        header,
+        # model empty: model_group fills it; end_user empty: user fills unit_id
+        "l-1,2026-10-01 10:00:00,2026-10-01 10:00:01,,gpt-4o-mini,openai,,u-9,10,5,0.001,"
+        "success,plain text,n1",
+        # end_user set: user is a fallback not used and stays in metadata
+        "l-2,2026-10-01 11:00:00,2026-10-01 11:00:02,gpt-4o-mini,grp,openai,e-1,u-2,12,6,"
+        "0.002,failure,,n2",
+        # no metadata column value, no note: metadata holds only the unused fallbacks
+        "l-3,2026-10-01 12:00:00,2026-10-01 12:00:00.5,gpt-4o-mini,,openai,e-3,,7,1,0.001,"
+        "success,metadata?,",
+        "l-4,not a time,2026-10-01 12:00:01,gpt-4o-mini,,openai,,,7,1,0.001,success,,n4",
+        "l-1,2026-10-01 13:00:00,2026-10-01 13:00:01,gpt-4o-mini,,openai,,,7,1,0.001,success,,",
+    ]
+
+
+def test_plain_litellm_csv_reads_fields_like_the_json_path(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """Fallback keys, unused fallbacks, extra columns and a non-object ``metadata`` cell land
+    where the JSON path puts them (the quoted file is read as JSON records)."""
+    lines = _litellm_lines()
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text(
+        "\n".join([lines[0], *(line.replace(",n1", ',"n1"') for line in lines[1:])]) + "\n",
+        encoding="utf-8",
+    )
+    assert plain_csv(plain, False) and not plain_csv(quoted, False)
+
+    def run(path: Path) -> tuple[Any, list[Any], list[Any]]:
+        report = ingest_paths(
+            [path],
+            con=con,
+            validate=False,
+            now=kit.NOW,
+            use_cases=UseCaseRules(default="csv-default"),
+        )
+        kit.assert_balanced(report)
+        rows = con.execute(
+            "SELECT request_id, source_line, model, unit_id, status, latency_ms, metadata"
+            " FROM usage_logs ORDER BY source_line"
+        ).fetchall()
+        held = con.execute(
+            "SELECT source_line, reason, request_id FROM quarantine ORDER BY source_line"
+        ).fetchall()
+        (item,) = report.files
+        return (item.lines_read, item.ingested, item.duplicates, item.quarantined), rows, held
+
+    slow = run(quoted)
+    _clear(con)
+    fast = run(plain)
+    assert fast[0] == slow[0]
+    assert fast[2] == slow[2]
+    assert [r[:6] for r in fast[1]] == [r[:6] for r in slow[1]]
+    assert [json.loads(r[6] or "null") for r in fast[1]] == [
+        json.loads(r[6] or "null") for r in slow[1]
+    ]
+    by_id = {r[0]: (r[2], r[3], json.loads(r[6] or "null")) for r in fast[1]}
+    assert by_id["l-1"][:2] == ("gpt-4o-mini", "u-9")
+    assert by_id["l-1"][2]["metadata"] == "plain text" and by_id["l-1"][2]["note"] == "n1"
+    assert "user" not in by_id["l-1"][2]  # it filled unit_id
+    assert by_id["l-2"][2]["user"] == "u-2" and by_id["l-2"][2]["model_group"] == "grp"
