@@ -12,7 +12,7 @@ import datetime as dt
 from contextlib import closing
 from typing import Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit, iso_date, user_errors
+from flows.cli_support import CommandError, add_json_flag, emit, guarded, iso_date, user_errors
 
 __all__ = ["register"]
 
@@ -291,10 +291,8 @@ def _offpolicy(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``budget``, ``bandit`` and ``offpolicy`` to the ``llmopt`` parser."""
-    p = add_command(
-        subparsers,
+    p = subparsers.add_parser(
         "budget",
-        _budget,
         help="month-to-date spend, month-end forecast and the best traffic mix under budget",
     )
     p.add_argument("--as-of", type=iso_date, help="last day counted (default: last logged day)")
@@ -306,12 +304,10 @@ def register(subparsers: Any) -> None:
         help="mix only Pareto-frontier configurations (default: every config with enough data)",
     )
     add_json_flag(p)
+    p.set_defaults(handler=guarded(_budget))
 
-    p = add_command(
-        subparsers,
-        "bandit",
-        _bandit,
-        help="Thompson-sampling (and --contextual LinUCB) traffic weights per use case",
+    p = subparsers.add_parser(
+        "bandit", help="Thompson-sampling (and --contextual LinUCB) traffic weights per use case"
     )
     p.add_argument("--use-case", help="only this use case (default: all with recent calls)")
     p.add_argument("--as-of", type=iso_date, help="last day counted (default: last logged day)")
@@ -334,12 +330,10 @@ def register(subparsers: Any) -> None:
         "--features", help="comma-separated context columns (routing) or features (LinUCB)"
     )
     add_json_flag(p)
+    p.set_defaults(handler=guarded(_bandit))
 
-    p = add_command(
-        subparsers,
-        "offpolicy",
-        _offpolicy,
-        help="IPS / SNIPS / doubly-robust value of a candidate policy from the logs",
+    p = subparsers.add_parser(
+        "offpolicy", help="IPS / SNIPS / doubly-robust value of a candidate policy from the logs"
     )
     p.add_argument("--use-case", required=True, help="the use case whose logs are used")
     p.add_argument(
@@ -357,3 +351,4 @@ def register(subparsers: Any) -> None:
         help="the outcome valued (default: budget.toml [offpolicy] reward, else quality)",
     )
     add_json_flag(p)
+    p.set_defaults(handler=guarded(_offpolicy))

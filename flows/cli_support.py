@@ -49,25 +49,6 @@ def user_errors(*kinds: type[Exception]) -> Iterator[None]:
         raise CommandError(str(exc)) from exc
 
 
-def add_command(
-    subparsers: Any,
-    name: str,
-    handler: Callable[[argparse.Namespace], int | None],
-    **options: Any,
-) -> argparse.ArgumentParser:
-    """A sub-command whose ``handler`` runs :func:`guarded`; add its arguments to the result.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned.
-        name: the command's name.
-        handler: takes the parsed arguments; returns the exit code (``None``: 0).
-        options: passed to ``add_parser`` (``help``, ``description``, ...).
-    """
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, **options)
-    parser.set_defaults(handler=guarded(handler))
-    return parser
-
-
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -89,7 +70,6 @@ def guarded(
 
 __all__ = [
     "CommandError",
-    "add_command",
     "add_json_flag",
     "emit",
     "guarded",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flows.cli_support import add_command, add_json_flag, emit
+from flows.cli_support import add_json_flag, emit, guarded
 from tasks.core.config import CONFIG_NAMES, ConfigProblem, check_config, load_config
 from tasks.core.config_view import (
     ObservedExperiment,
@@ -263,19 +263,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """
     parser = subparsers.add_parser("config", help="check the configuration files")
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = add_command(
-        sub,
-        "check",
-        _check,
-        help="validate every file strictly; print the effective config per use case",
+    check = sub.add_parser(
+        "check", help="validate every file strictly; print the effective config per use case"
     )
     add_json_flag(check)
+    check.set_defaults(handler=guarded(_check))
 
-    init = add_command(
-        subparsers,
-        "init",
-        _init,
-        help="write a commented starting config for the use cases in the warehouse",
+    init = subparsers.add_parser(
+        "init", help="write a commented starting config for the use cases in the warehouse"
     )
     init.add_argument("--dir", help="folder to write (default: the configuration folder)")
     init.add_argument(
@@ -283,3 +278,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     add_json_flag(init)
+    init.set_defaults(handler=guarded(_init))

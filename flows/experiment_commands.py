@@ -13,7 +13,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from flows.cli_support import add_command, add_json_flag, emit, iso_date
+from flows.cli_support import add_json_flag, emit, guarded, iso_date
 
 
 def _alpha(text: str) -> float:
@@ -214,11 +214,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """
     exp = subparsers.add_parser("experiments", help="analyse A/B experiments in the warehouse")
     exp_sub = exp.add_subparsers(dest="experiments_command", metavar="ACTION", required=True)
-    analyze = add_command(
-        exp_sub,
-        "analyze",
-        _analyze,
-        help="effects, intervals, SRM and a decision per experiment (stored per run)",
+    analyze = exp_sub.add_parser(
+        "analyze", help="effects, intervals, SRM and a decision per experiment (stored per run)"
     )
     analyze.add_argument("--as-of", type=iso_date, default=None, help="last day analysed (UTC)")
     analyze.add_argument("--run-id", default=None, help="run id to store results under")
@@ -226,22 +223,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     analyze.add_argument("--no-store", action="store_true", help="do not write result tables")
     analyze.add_argument("--plot", default=None, help="also write the interval plot PNG here")
     add_json_flag(analyze)
-    reset = add_command(
-        exp_sub,
-        "reset",
-        _reset,
-        help="lift a sticky stop (SRM / harm) of an experiment; recorded with the reason",
+    analyze.set_defaults(handler=guarded(_analyze))
+    reset = exp_sub.add_parser(
+        "reset", help="lift a sticky stop (SRM / harm) of an experiment; recorded with the reason"
     )
     reset.add_argument("experiment_id", metavar="ID", help="the experiment to reset")
     reset.add_argument("--reason", required=True, help="why the stop no longer applies")
     reset.add_argument("--by", default=None, help="who resets (default: your login name)")
     add_json_flag(reset)
+    reset.set_defaults(handler=guarded(_reset))
 
-    stats = add_command(
-        subparsers,
-        "stats",
-        _stats,
-        help="analyse a CSV of per-arm sufficient statistics (one row per arm)",
+    stats = subparsers.add_parser(
+        "stats", help="analyse a CSV of per-arm sufficient statistics (one row per arm)"
     )
     stats.add_argument("file", help="CSV: experiment,metric,kind,variant,n,sum,sum_squares,...")
     methods = ("sequential", "fixed", "bayesian")
@@ -281,6 +274,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bayesian prior on the absolute effect or on the relative lift",
     )
     add_json_flag(stats)
+    stats.set_defaults(handler=guarded(_stats))
 
 
 __all__ = ["format_table", "register"]

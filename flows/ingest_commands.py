@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit, to_jsonable
+from flows.cli_support import CommandError, add_json_flag, emit, guarded, to_jsonable
 
 
 def _human_ingest(payload: dict[str, Any]) -> str:
@@ -139,10 +139,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    ingest = add_command(
-        subparsers,
+    ingest = subparsers.add_parser(
         "ingest",
-        _run_ingest,
         help="load usage logs (JSONL / CSV / Parquet, .gz; LiteLLM files or PostgreSQL; OTel"
         " spans) into the warehouse",
         description="Ingest files, globs or folders. Idempotent: a file already ingested is"
@@ -175,14 +173,13 @@ def register(subparsers: Any) -> None:
         help='{"model_group": {...}, "key_alias": {...}, "tag": {...}}: use case per value',
     )
     add_json_flag(ingest)
+    ingest.set_defaults(handler=guarded(_run_ingest))
 
-    status = add_command(
-        subparsers,
-        "status",
-        _run_status,
-        help="rows, days, use cases, quarantine counts and the last ingest",
+    status = subparsers.add_parser(
+        "status", help="rows, days, use cases, quarantine counts and the last ingest"
     )
     add_json_flag(status)
+    status.set_defaults(handler=guarded(_run_status))
 
 
 __all__ = ["register"]

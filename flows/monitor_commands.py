@@ -12,14 +12,12 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit
+from flows.cli_support import CommandError, add_json_flag, emit, guarded
 
 
 def register(subparsers: Any) -> None:
-    parser = add_command(
-        subparsers,
+    parser = subparsers.add_parser(
         "monitor",
-        _monitor,
         help="drift, change points, anomalies and degradation rules per use case",
         description=__doc__,
     )
@@ -31,6 +29,7 @@ def register(subparsers: Any) -> None:
         "--record", action="store_true", help="store alerts in the warehouse and notify"
     )
     add_json_flag(parser)
+    parser.set_defaults(handler=guarded(_monitor))
 
 
 def _human(payload: dict[str, Any]) -> str:

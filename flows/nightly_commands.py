@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit
+from flows.cli_support import CommandError, add_json_flag, emit, guarded
 from tasks.core.errors import LlmoptError
 
 STRATEGIES = ("experiments", "search", "frontier", "budget", "bandits", "monitoring")
@@ -251,9 +251,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     nightly = subparsers.add_parser("nightly", help="run or serve the nightly optimization flow")
     actions = nightly.add_subparsers(dest="nightly_command", metavar="ACTION", required=True)
 
-    run = add_command(
-        actions, "run", _run, help="run one night now (a temporary Prefect server if none)"
-    )
+    run = actions.add_parser("run", help="run one night now (a temporary Prefect server if none)")
     run.add_argument(
         "--as-of",
         type=dt.date.fromisoformat,
@@ -286,11 +284,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a running night")
     add_json_flag(run)
+    run.set_defaults(handler=guarded(_run))
 
-    serve = add_command(
-        actions,
+    serve = actions.add_parser(
         "serve",
-        _serve,
         help="serve the flow on a cron schedule in this process (the same parameters as "
         "deployments/prefect.yaml; needs PREFECT_API_URL)",
     )
@@ -302,12 +299,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="override the deployment's approval mode (default: policy)",
     )
+    serve.set_defaults(handler=guarded(_serve))
 
-    approve = add_command(
-        actions,
-        "approve",
-        _approve,
-        help="answer a paused nightly run's approval form (as the Prefect UI does)",
+    approve = actions.add_parser(
+        "approve", help="answer a paused nightly run's approval form (as the Prefect UI does)"
     )
     approve.add_argument("flow_run_id", help="the paused flow run's id (prefect flow-run ls)")
     approve.add_argument("--by", required=True, help="your name: recorded in the registry audit")
@@ -321,15 +316,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=0.0,
         help="seconds to wait for the run to reach its approval step (default: answer now)",
     )
+    approve.set_defaults(handler=guarded(_approve))
     _register_demo(subparsers)
 
 
 def _register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo = add_command(
-        subparsers,
-        "demo",
-        _demo,
-        help="simulate a month of traffic and run the nightly flow over its last nights",
+    demo = subparsers.add_parser(
+        "demo", help="simulate a month of traffic and run the nightly flow over its last nights"
     )
     demo.add_argument("--days", type=int, default=30, help="simulated days")
     demo.add_argument("--nights", type=int, default=10, help="nightly runs over the last N days")
@@ -338,6 +331,7 @@ def _register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulated world")
     add_json_flag(demo)
+    demo.set_defaults(handler=guarded(_demo))
 
 
 __all__ = ["register"]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit, to_jsonable
+from flows.cli_support import CommandError, add_json_flag, emit, guarded, to_jsonable
 
 if TYPE_CHECKING:
     from tasks.registry.store import RegistryStore
@@ -243,6 +243,7 @@ def _publish(args: argparse.Namespace) -> None:
 
 
 def _snapshot(args: argparse.Namespace) -> None:
+
     with _store() as store:
         directory = Path(args.out) if args.out else None
         if args.use_case:
@@ -373,7 +374,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
 
     def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], None]) -> Any:
-        return add_command(sub, name, handler, help=help_text)
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(handler=guarded(handler))
+        return p
 
     p = add("show", "show a version (default: production)", _show)
     p.add_argument("use_case", help="the use case")

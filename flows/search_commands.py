@@ -13,7 +13,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit, iso_date, user_errors
+from flows.cli_support import CommandError, add_json_flag, emit, guarded, iso_date, user_errors
 
 __all__ = ["register"]
 
@@ -241,27 +241,22 @@ def register(subparsers: Any) -> None:
     )
     sub = search.add_subparsers(dest="search_command", metavar="SUBCOMMAND", required=True)
 
-    status = add_command(
-        sub, "status", _status, help="trials, candidates collecting traffic, best so far"
-    )
+    status = sub.add_parser("status", help="trials, candidates collecting traffic, best so far")
     status.add_argument("--use-case", help="one use case (default: every one in search.toml)")
     add_json_flag(status)
+    status.set_defaults(handler=guarded(_status))
 
-    rnd = add_command(
-        sub, "round", _round, help="tell ready trials their observed value, ask new candidates"
-    )
+    rnd = sub.add_parser("round", help="tell ready trials their observed value, ask new candidates")
     rnd.add_argument("--use-case", help="one use case (default: configured ones with logs)")
     rnd.add_argument("--as-of", type=iso_date, help="UTC day the round is for (default: last day)")
     rnd.add_argument(
         "--candidates", type=int, help="candidates collecting traffic (default: config)"
     )
     add_json_flag(rnd)
+    rnd.set_defaults(handler=guarded(_round))
 
-    frontier = add_command(
-        subparsers,
-        "frontier",
-        _frontier,
-        help="noise-aware Pareto frontier (quality, cost, latency p95) and selection",
+    frontier = subparsers.add_parser(
+        "frontier", help="noise-aware Pareto frontier (quality, cost, latency p95) and selection"
     )
     frontier.add_argument("--use-case", help="one use case (default: every one with logs)")
     frontier.add_argument(
@@ -282,3 +277,4 @@ def register(subparsers: Any) -> None:
     frontier.add_argument("--window-days", type=int, help="window length (default: config)")
     frontier.add_argument("--plot", help="write a PNG here (suffixed per use case if several)")
     add_json_flag(frontier)
+    frontier.set_defaults(handler=guarded(_frontier))

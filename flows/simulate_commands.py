@@ -10,14 +10,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from flows.cli_support import CommandError, add_command, add_json_flag, emit, user_errors
+from flows.cli_support import CommandError, add_json_flag, emit, guarded, user_errors
 
 
 def register(subparsers: Any) -> None:
-    parser = add_command(
-        subparsers,
+    parser = subparsers.add_parser(
         "simulate",
-        _run,
         help="write simulated usage logs with a known ground truth",
         description=(
             "Simulate LLM traffic (4 use cases, 4 models, an A/B and an A/A experiment, drift, a "
@@ -54,6 +52,7 @@ def register(subparsers: Any) -> None:
         "--with-cost", action="store_true", help="fill cost_usd (default: left null for pricing)"
     )
     add_json_flag(parser)
+    parser.set_defaults(handler=guarded(_run))
 
 
 def _human(payload: dict[str, Any]) -> str:
