@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -96,20 +96,7 @@ class ObjectiveScore:
 
     def as_dict(self) -> dict[str, Any]:
         """A plain dict (JSON / MLflow / reports)."""
-        return {
-            "config_key": self.config_key,
-            "status": self.status,
-            "value": self.value,
-            "se": self.se,
-            "lower": self.lower,
-            "upper": self.upper,
-            "n": self.n,
-            "cost_mean": self.cost_mean,
-            "quality_mean": self.quality_mean,
-            "feasible": self.feasible,
-            "confidently_feasible": self.confidently_feasible,
-            "reason": self.reason,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only the trial's type: the space itself does not need Optuna at run time
@@ -87,13 +87,7 @@ class CandidateParams:
         return candidate_config_id(self)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "prompt_id": self.prompt_id,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-        }
+        return asdict(self)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> CandidateParams:

@@ -30,7 +30,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -133,6 +133,11 @@ def as_json_object(value: object, field_name: str) -> dict[str, Any]:
     return result
 
 
+def _field_names(cls: type) -> set[str]:
+    """The keys a record's dict form may hold: its dataclass fields."""
+    return {f.name for f in fields(cls)}
+
+
 def _check_keys(data: Mapping[str, Any], allowed: set[str], required: set[str], what: str) -> None:
     if not isinstance(data, Mapping):
         raise ConfigValidationError(f"{what} must be a JSON object")
@@ -179,19 +184,11 @@ class ModelParams:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "provider": self.provider,
-            "prompt_id": self.prompt_id,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelParams:
-        fields_ = {"model", "provider", "prompt_id", "temperature", "top_p", "max_tokens"}
-        _check_keys(data, fields_, {"model"}, "params")
+        _check_keys(data, _field_names(cls), {"model"}, "params")
         return cls(**dict(data))
 
 
@@ -226,20 +223,11 @@ class Arm:
         _name(self.config_id, "config_id", optional=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "arm_id": self.arm_id,
-            "params": self.params.to_dict(),
-            "weight": self.weight,
-            "role": self.role,
-            "experiment_id": self.experiment_id,
-            "variant_id": self.variant_id,
-            "config_id": self.config_id,
-        }
+        return asdict(self)  # params as ModelParams.to_dict gives them
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Arm:
-        allowed = {"arm_id", "params", "weight", "role", "experiment_id", "variant_id", "config_id"}
-        _check_keys(data, allowed, {"arm_id", "params", "weight"}, "arm")
+        _check_keys(data, _field_names(cls), {"arm_id", "params", "weight"}, "arm")
         values = dict(data)
         values["params"] = ModelParams.from_dict(values["params"])
         return cls(**values)
@@ -306,8 +294,7 @@ class RegistryConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegistryConfig:
-        allowed = {"use_case", "params", "traffic", "salt", "allocation", "metadata"}
-        _check_keys(data, allowed, {"use_case", "params"}, "config")
+        _check_keys(data, _field_names(cls), {"use_case", "params"}, "config")
         values = dict(data)
         values["params"] = ModelParams.from_dict(values["params"])
         traffic = values.get("traffic", [])
