@@ -210,40 +210,13 @@ def merged_metadata_sql(md: str, pairs: str) -> str:
     )
 
 
-def _records_sql(
-    shape: Shape, docs: str, *, base: Callable[[str], str], value: str, md: str, keys: str
-) -> str:
-    """Records from ``docs`` (one row per record, with ``pre_reason``): x_* values as text,
-    every key that filled no column in ``x_metadata``.
-
-    ``base(key)``: a key's text; ``value``: the JSON text of the value of key ``k`` (a lambda
-    variable); ``md``: the record's own metadata object; ``keys``: the record's keys, in order.
-    """
-    options = _field_options(shape, base)
-    columns = [
+def _columns(options: dict[str, list[tuple[str, str | None]]]) -> list[str]:
+    """``x_<name>``: the first non-empty of a field's alternatives."""
+    return [
         f"{opts[0][0] if len(opts) == 1 else 'coalesce(' + ', '.join(e for e, _ in opts) + ')'}"
         f" AS x_{name}"
         for name, opts in options.items()
     ]
-    static, dynamic = _used_keys_sql(shape, options)
-    consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
-    label = f"CASE WHEN list_contains(mk, k) THEN '{COLLISION_PREFIX}' || k ELSE k END"
-    pairs = (
-        f"array_to_string(list_transform(ek, lambda k: to_json({label}) || ':' || {value}), ',')"
-    )
-    return f"""
-    SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
-           {", ".join(columns)},
-           CASE WHEN pre_reason IS NOT NULL THEN NULL
-                WHEN md IS NULL AND len(ek) = 0 THEN NULL
-                ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
-    FROM (
-        SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
-               list_filter(keys, lambda k: NOT list_contains({consumed}, k)
-                   AND NOT coalesce(list_contains({dynamic}, k), false)) AS ek
-        FROM (SELECT *, {md} AS md, {keys} AS keys FROM ({docs}))
-    )
-    """
 
 
 def text_records_sql(shape: Shape) -> str:
@@ -265,18 +238,37 @@ def text_records_sql(shape: Shape) -> str:
         )
     )
     keys = shape.top_level_keys()
-    parsed = (
-        f"SELECT *, CASE WHEN pre_reason IS NULL THEN json_transform(doc,"
-        f" {sql_str(json.dumps(dict.fromkeys(keys, 'VARCHAR')))}) END AS v FROM ({docs})"
+    options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})")
+    static, dynamic = _used_keys_sql(shape, options)
+    consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
+    pointer = "'/' || replace(replace(k, '~', '~0'), '/', '~1')"
+    label = f"CASE WHEN list_contains(mk, k) THEN '{COLLISION_PREFIX}' || k ELSE k END"
+    pairs = (
+        f"array_to_string(list_transform(ek, lambda k: to_json({label}) || ':'"
+        f" || json_extract(doc, {pointer})::VARCHAR), ',')"
     )
-    return _records_sql(
-        shape,
-        parsed,
-        base=lambda key: f"struct_extract(v, {sql_str(key)})",
-        value="json_extract(doc, '/' || replace(replace(k, '~', '~0'), '/', '~1'))::VARCHAR",
-        md=_record_metadata_sql(shape),
-        keys="CASE WHEN pre_reason IS NULL THEN json_keys(doc) END",
+    return f"""
+    SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
+           {", ".join(_columns(options))},
+           CASE WHEN pre_reason IS NOT NULL THEN NULL
+                WHEN md IS NULL AND len(ek) = 0 THEN NULL
+                ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
+    FROM (
+        SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
+               list_filter(keys, lambda k: NOT list_contains({consumed}, k)
+                   AND NOT coalesce(list_contains({dynamic}, k), false)) AS ek
+        FROM (
+            SELECT *, {_record_metadata_sql(shape)} AS md
+            FROM (
+                SELECT *,
+                       CASE WHEN pre_reason IS NULL THEN json_transform(doc,
+                            {sql_str(json.dumps(dict.fromkeys(keys, "VARCHAR")))}) END AS v,
+                       CASE WHEN pre_reason IS NULL THEN json_keys(doc) END AS keys
+                FROM ({docs})
+            )
+        )
     )
+    """
 
 
 def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
@@ -299,11 +291,6 @@ def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
         return f"nullif(f[{index[key]}], '')" if key in index else "NULL::VARCHAR"
 
     options = _field_options(shape, base)
-    columns = [
-        f"{opts[0][0] if len(opts) == 1 else 'coalesce(' + ', '.join(e for e, _ in opts) + ')'}"
-        f" AS x_{name}"
-        for name, opts in options.items()
-    ]
     static, _ = _used_keys_sql(shape, options)
     used_by: dict[str, list[str]] = {}  # a fallback key -> "this record's field used it"
     for name, opts in options.items():
@@ -346,7 +333,7 @@ def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
     SELECT __file, __file_no, line_no, 0 AS rec_no, NULL::VARCHAR AS raw,
            CASE WHEN len(f) <> {len(header)} THEN 'malformed_row' END AS pre_reason,
            NULL::VARCHAR AS pre_detail,
-           {", ".join(columns)}, {merged_metadata_sql("md", pair_text)} AS x_metadata
+           {", ".join(_columns(options))}, {merged_metadata_sql("md", pair_text)} AS x_metadata
     FROM (
         SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk
         FROM (
