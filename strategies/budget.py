@@ -44,6 +44,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, stats
 
+from strategies._checks import require_open_interval
+
 __all__ = [
     "Candidate",
     "SpendForecast",
@@ -85,8 +87,7 @@ def _checked_spend(
         raise ValueError("daily_spend must be one-dimensional")
     if not np.all(np.isfinite(spend)) or np.any(spend < 0):
         raise ValueError("daily_spend must be finite and >= 0")
-    if not 0.0 < level < 1.0:
-        raise ValueError("level must be in (0, 1)")
+    require_open_interval("level", level, 0.0, 1.0)
     if method not in ("mean", "trend"):
         raise ValueError(f"unknown forecast method {method!r}: use 'mean' or 'trend'")
     if spend.size > days_in_month:

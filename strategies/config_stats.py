@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from strategies._checks import require_finite_nonnegative
 from strategies.search_space import CandidateParams
 
 __all__ = [
@@ -204,9 +205,7 @@ class RewardWeights:
 
     def __post_init__(self) -> None:
         for name in ("quality", "cost", "latency", "errors"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"weight {name} must be finite and >= 0, got {value}")
+            require_finite_nonnegative(f"weight {name}", getattr(self, name))
         if not (self.cost_scale_usd > 0 and self.latency_scale_ms > 0):
             raise ValueError("cost_scale_usd and latency_scale_ms must be > 0")
 

@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from strategies._checks import require_finite_positive
 from strategies.config_stats import ConfigStats
 from strategies.experiments.sequential import DEFAULT_N_STAR, SequentialTest
 from strategies.objective import Objective
@@ -102,8 +103,8 @@ class DesignPolicy:
     def __post_init__(self) -> None:
         if not 0.0 < self.traffic_share <= 1.0:
             raise ValueError(f"traffic_share must be in (0, 1], got {self.traffic_share}")
-        if self.mde is not None and not (math.isfinite(self.mde) and self.mde > 0):
-            raise ValueError(f"mde must be finite and > 0, got {self.mde}")
+        if self.mde is not None:
+            require_finite_positive("mde", self.mde)
         if not 0.0 < self.alpha < 0.5 or not 0.5 <= self.power < 1.0:
             raise ValueError("alpha must be in (0, 0.5) and power in [0.5, 1)")
         if not 1 <= self.min_days <= self.max_days:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from strategies._checks import require_open_interval
+
 __all__ = ["ExplorationWeights", "exploration_weights"]
 
 
@@ -72,8 +74,7 @@ def exploration_weights(
     Returns:
         :class:`ExplorationWeights`.
     """
-    if not 0.5 < confidence < 1.0:
-        raise ValueError("confidence must be in (0.5, 1)")
+    require_open_interval("confidence", confidence, 0.5, 1.0)
     p_mean, p_se = production
     dropped: dict[str, str] = {}
     proven: list[str] = []

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from strategies._checks import require_finite_nonnegative
 from strategies.config_stats import PRESETS, ConfigStats, RewardWeights
 
 __all__ = [
@@ -144,8 +145,7 @@ def analyse_frontier(
     latency_ceiling_ms: float | None = None,
 ) -> FrontierAnalysis:
     """Frontier, feasibility and weighted selection of the configurations in ``stats``."""
-    if not (math.isfinite(z) and z >= 0):
-        raise ValueError(f"z must be finite and >= 0, got {z}")
+    require_finite_nonnegative("z", z)
     weights = weights or PRESETS["balanced"]
     excluded: list[Excluded] = []
     usable: list[ConfigStats] = []

@@ -54,6 +54,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
+from strategies._checks import require_finite_positive, require_open_interval
 from strategies.config_stats import PRESETS, ConfigStats, RewardWeights
 
 __all__ = [
@@ -140,14 +141,12 @@ class Objective:
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"objective kind must be one of {_KINDS}, got {self.kind!r}")
-        if not 0.5 < self.level < 1.0:
-            raise ValueError(f"level must be in (0.5, 1), got {self.level}")
+        require_open_interval("level", self.level, 0.5, 1.0)
         if self.min_requests < 2:
             raise ValueError(f"min_requests must be >= 2, got {self.min_requests}")
         for name in ("max_cost_per_request", "monthly_budget_usd"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be finite and > 0, got {value}")
+            if (value := getattr(self, name)) is not None:
+                require_finite_positive(name, value)
         if self.quality_floor is not None and not math.isfinite(self.quality_floor):
             raise ValueError(f"quality_floor must be finite, got {self.quality_floor}")
         if self.kind == "max_quality" and (

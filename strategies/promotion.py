@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from strategies._checks import require_open_interval
 from strategies.config_stats import ConfigStats
 from strategies.experiments.sequential import DEFAULT_N_STAR, cs_radius, optimal_mixing_ratio
 from strategies.objective import BestChoice, Objective, ObjectiveScore
@@ -159,8 +160,7 @@ def propose_promotion(
     Raises:
         ValueError: ``alpha`` outside (0, 0.5) or non-positive ``n_star``.
     """
-    if not 0.0 < alpha < 0.5:
-        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    require_open_interval("alpha", alpha, 0.0, 0.5)
     if not n_star > 0:
         raise ValueError(f"n_star must be > 0, got {n_star}")
     if production is None:

@@ -50,6 +50,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
+from strategies._checks import require_open_interval
 from strategies.experiments import MeanStats, ProportionStats, WelchTest
 
 __all__ = ["GuardrailFinding", "RolloutGuard", "RolloutJudgement", "StepVerdict", "step_verdict"]
@@ -139,8 +140,7 @@ class RolloutGuard:
     power: float = 0.8  # for the required sample
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        require_open_interval("alpha", self.alpha, 0.0, 0.5)
         if self.max_nights < 1 or self.min_requests < 1:
             raise ValueError("max_nights and min_requests must be >= 1")
         if not 0.5 <= self.power < 1.0:

@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as sps
 
+from strategies._checks import require_open_interval
 from strategies.experiments.stats import FloatArray, Moments
 
 Alternative = Literal["two-sided", "greater", "less"]
@@ -237,9 +238,7 @@ def check_alpha(alpha: float) -> float:
     Args:
         alpha: the level to check.
     """
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    return float(alpha)
+    return require_open_interval("alpha", float(alpha), 0.0, 1.0)
 
 
 def check_alternative(alternative: str) -> str:

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from strategies._checks import require_open_interval
 from strategies.monitor.binned import (
     binned_quantile,
     counts_array,
@@ -66,8 +67,7 @@ class DriftThresholds:
     psi_epsilon: float = 1e-4
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError("alpha must be in (0, 1)")
+        require_open_interval("alpha", self.alpha, 0.0, 1.0)
         if self.psi_bins < 2 or self.min_rows < 1:
             raise ValueError("psi_bins must be >= 2 and min_rows >= 1")
 
