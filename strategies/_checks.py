@@ -39,24 +39,16 @@ def require_open_interval(name: str, value: float, low: float, high: float) -> f
 
 
 def require_finite_nonnegative(name: str, value: float) -> float:
-    """``value`` when it is finite and ``>= 0``, else ValueError.
-
-    Args:
-        name: the argument's name, for the message.
-        value: the value to check.
-    """
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    return float(value)
+    """``value`` when it is finite and ``>= 0``, else ValueError naming ``name``."""
+    return _finite(name, value, ok=value >= 0, bound=">= 0")
 
 
 def require_finite_positive(name: str, value: float) -> float:
-    """``value`` when it is finite and ``> 0``, else ValueError.
+    """``value`` when it is finite and ``> 0``, else ValueError naming ``name``."""
+    return _finite(name, value, ok=value > 0, bound="> 0")
 
-    Args:
-        name: the argument's name, for the message.
-        value: the value to check.
-    """
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+
+def _finite(name: str, value: float, *, ok: bool, bound: str) -> float:
+    if not (math.isfinite(value) and ok):
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
     return float(value)
