@@ -43,7 +43,7 @@ from strategies.rollup_quantiles import RATIO, bin_sql, quantile_by_group
 from tasks.experiments.sql import UNIT_DAY_SUMS_SQL, stats_sql
 from tasks.experiments.unit_totals import UnitTotals
 from tasks.warehouse.rollup_specs import ARM_DAY
-from tasks.warehouse.rollups import COVERAGE_SPEC, RollupSpec
+from tasks.warehouse.rollups import RollupSpec, rollups_current
 
 __all__ = [
     "CROSSOVER_ROLLUP_SQL",
@@ -227,56 +227,3 @@ GROUP BY ALL
 
 # the last day with experiment traffic (variant or not, as the raw statement counts it)
 LAST_DAY_ROLLUP_SQL = f"SELECT max(day) FROM {ARM_DAY.name}"
-
-
-def rollups_current(con: duckdb.DuckDBPyConnection, specs: tuple[RollupSpec, ...]) -> bool:
-    """Whether ``specs``' tables hold every raw row (read only; no raw scan but a count).
-
-    True when each table exists and is complete (``rollup_tables``) with no pair left pending
-    for it (``rollup_stale``), no ingest is newer than the watermark and the rolled-up row count
-    equals ``usage_logs``'s. An in-place UPDATE of
-    raw rows is not seen (the product only appends; see :mod:`tasks.warehouse.rollups`).
-
-    Args:
-        con: a warehouse connection.
-        specs: the rollup specs a reader needs.
-
-    Returns:
-        ``True`` when the rollups can replace the raw scan.
-    """
-    names = [COVERAGE_SPEC.name, *(s.name for s in specs)]
-    tables = {
-        str(r[0])
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary "
-            "UNION ALL SELECT view_name FROM duckdb_views() WHERE NOT internal"
-        ).fetchall()
-    }
-    derived = {s.derived.name for s in specs if s.derived is not None}
-    if not {"rollup_tables", "rollup_ingests", "usage_logs", *names, *derived} <= tables:
-        return False
-    row = con.execute(
-        "SELECT count(*) FROM rollup_tables WHERE complete AND list_contains($names, name)",
-        {"names": names},
-    ).fetchall()[0]
-    if int(row[0]) != len(set(names)):
-        return False
-    if "rollup_stale" in tables:  # pairs a refresh of other specs left pending for these
-        stale = con.execute(
-            "SELECT count(*) FROM rollup_stale WHERE list_contains($names, name)",
-            {"names": names},
-        ).fetchall()[0]
-        if int(stale[0]) > 0:
-            return False
-    if "ingest_manifest" in tables:
-        new = con.execute(
-            "SELECT count(*) FROM ingest_manifest "
-            "WHERE ingest_id NOT IN (SELECT ingest_id FROM rollup_ingests)"
-        ).fetchall()[0]
-        if int(new[0]) > 0:
-            return False
-    counts = con.execute(
-        f"SELECT (SELECT count(*) FROM usage_logs), "
-        f"(SELECT coalesce(sum(n), 0) FROM {COVERAGE_SPEC.name})"
-    ).fetchall()[0]  # fetchall: a pending fetchone result blocks con.register in DuckDB 2
-    return int(counts[0]) == int(counts[1])

@@ -6,6 +6,11 @@ the daily latency p95 from ``rollup_monitor_bins`` (or ``rollup_config_latency``
 configuration), hourly series from ``rollup_monitor_hourly`` and
 ``rollup_monitor_hourly_latency`` (:mod:`tasks.monitoring.rollups`). The p95 is within 1% of
 ``quantile_cont`` on the raw rows (:mod:`strategies.rollup_quantiles`).
+
+The hourly latency bins are not in the nightly rollup set (only hourly monitoring reads them):
+an hourly series first brings that one table up to date (:func:`hourly_latency_source`), or on
+a read-only connection bins the window's raw rows with the rollup's own SELECT; either way the
+bins, and so the p95, are the same.
 """
 
 from __future__ import annotations
@@ -17,9 +22,63 @@ from typing import Any, Literal
 import duckdb
 import numpy as np
 
-from tasks.monitoring.rollups import MONITOR_BINS, MONITOR_HOURLY, MONITOR_HOURLY_LATENCY
+from tasks.monitoring.rollups import (
+    MONITOR_BINS,
+    MONITOR_HOURLY,
+    MONITOR_HOURLY_LATENCY,
+    hourly_latency_select,
+)
 from tasks.monitoring.sql import SERIES_METRICS, quantiles_by_key
+from tasks.warehouse.dask_rollups import refresh_night_rollups
 from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY
+from tasks.warehouse.rollups import COVERAGE_SPEC, read_only
+
+_DAYS = (
+    "list_contains($use_cases, use_case)"
+    " AND day BETWEEN CAST($start AS DATE) AND CAST($end AS DATE)"
+)
+
+
+# one statement: the hourly latency table is complete, no pair is pending for it, no ingest is
+# newer than the watermark and the rolled-up row count is the raw one (as rollups_current)
+_HOURLY_CURRENT_SQL = f"""
+SELECT (SELECT count(*) FROM rollup_tables WHERE complete AND name = $name) = 1
+   AND NOT EXISTS (SELECT 1 FROM rollup_stale WHERE name = $name)
+   AND NOT EXISTS (SELECT 1 FROM ingest_manifest
+                   WHERE ingest_id NOT IN (SELECT ingest_id FROM rollup_ingests))
+   AND (SELECT count(*) FROM usage_logs) = (SELECT coalesce(sum(n), 0) FROM {COVERAGE_SPEC.name})
+"""
+
+
+def _hourly_current(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        row = con.execute(_HOURLY_CURRENT_SQL, {"name": MONITOR_HOURLY_LATENCY.name}).fetchall()
+    except duckdb.CatalogException:  # never rolled up (the bookkeeping tables are missing)
+        return False
+    return bool(row and row[0][0])
+
+
+def hourly_latency_source(con: duckdb.DuckDBPyConnection) -> str:
+    """The relation to read hourly latency bins from (columns of ``rollup_monitor_hourly_latency``).
+
+    The rollup table when it is current; else, on a writable connection, the table after a
+    refresh of that spec alone (a new table is rolled up over every pair: the backfill when
+    hourly monitoring is turned on; later only the pairs the nightly refreshes left pending for
+    it); on a read-only connection, the rollup's SELECT over the raw rows of the series' use
+    cases and days (parameters ``$use_cases``, ``$start``, ``$end``).
+
+    Args:
+        con: a warehouse connection.
+
+    Returns:
+        A table name or a parenthesised subquery.
+    """
+    if _hourly_current(con):
+        return MONITOR_HOURLY_LATENCY.name
+    if not read_only(con):
+        refresh_night_rollups(con, (MONITOR_HOURLY_LATENCY,))
+        return MONITOR_HOURLY_LATENCY.name
+    return f"({hourly_latency_select(f'(SELECT * FROM usage_logs WHERE {_DAYS})')})"
 
 
 def _grid(granularity: Literal["day", "hour"]) -> str:
@@ -34,21 +93,21 @@ def _grid(granularity: Literal["day", "hour"]) -> str:
     """
 
 
-def _series_sql(granularity: Literal["day", "hour"], config_key: bool) -> tuple[str, str]:
-    """(SELECT of the summed metrics per use case and period, SELECT of the latency bins)."""
+def _series_sql(
+    granularity: Literal["day", "hour"], config_key: bool, hourly_bins: str = ""
+) -> tuple[str, str]:
+    """(SELECT of the summed metrics per use case and period, SELECT of the latency bins);
+    ``hourly_bins``: the relation of the hourly latency bins (:func:`hourly_latency_source`)."""
     metrics = """sum(quality_sum) / nullif(sum(quality_n), 0) AS quality,
         sum(successes)::DOUBLE / sum(n) AS success_rate,
         sum(cost_sum) / sum(n) AS cost_per_request, sum(n)::DOUBLE AS requests"""
-    days = (
-        "list_contains($use_cases, use_case)"
-        " AND day BETWEEN CAST($start AS DATE) AND CAST($end AS DATE)"
-    )
+    days = _DAYS
     if granularity == "hour":
         period = "CAST(day AS TIMESTAMP) + to_hours(hour)"
         sums = f"""SELECT use_case, {period} AS period, {metrics}
             FROM {MONITOR_HOURLY.name} WHERE {days} GROUP BY ALL"""
         bins = f"""SELECT use_case, day, hour, sum(n), min(vmin), max(vmax)
-            FROM {MONITOR_HOURLY_LATENCY.name} WHERE {days}
+            FROM {hourly_bins} WHERE {days}
             GROUP BY use_case, day, hour, bin ORDER BY use_case, day, hour, bin"""
         return sums, bins
     one = "AND config_key = $config_id" if config_key else ""
@@ -77,7 +136,8 @@ def _series(
     """Series of many use cases: the summed metrics on the grid, then the latency p95."""
     if granularity == "hour" and config_id is not None:
         raise ValueError("hourly series are rolled up per use case, not per configuration")
-    sums, bins = _series_sql(granularity, config_id is not None)
+    hourly_bins = hourly_latency_source(con) if granularity == "hour" else ""
+    sums, bins = _series_sql(granularity, config_id is not None, hourly_bins)
     plain = [name for name in SERIES_METRICS if name != "latency_p95"]
     params: dict[str, Any] = {"use_cases": names, "start": start, "end": end}
     if config_id is not None:
@@ -169,4 +229,4 @@ def metric_series_many(
     return _series(con, names, start=start, end=end, granularity=granularity)
 
 
-__all__ = ["metric_series", "metric_series_many"]
+__all__ = ["hourly_latency_source", "metric_series", "metric_series_many"]

@@ -36,6 +36,7 @@ from tasks.warehouse.rollup_specs import (
     WAREHOUSE_SPECS,
     binned_quantiles,
 )
+from tasks.warehouse.rollups import read_only
 
 Source = Literal["auto", "rollups", "raw"]
 
@@ -172,13 +173,6 @@ class SharedConfigMetrics:
         )
 
 
-def _read_only(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(
-        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchall()[0]
-    return bool(row and row[0])
-
-
 def resolve_source(con: duckdb.DuckDBPyConnection, source: Source) -> Literal["rollups", "raw"]:
     """Which path ``source`` means on ``con``; ``auto`` refreshes the rollups when it can.
 
@@ -196,7 +190,7 @@ def resolve_source(con: duckdb.DuckDBPyConnection, source: Source) -> Literal["r
     """
     if source != "auto":
         return source
-    if _read_only(con):
+    if read_only(con):
         return "raw"
     refresh_night_rollups(con, WAREHOUSE_SPECS)  # lake mode: the check reads lake_parts
     return "rollups"
