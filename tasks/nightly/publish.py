@@ -5,6 +5,7 @@ registry write (or leaving a proposal as a candidate).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from tasks.core.settings import Settings
@@ -58,8 +59,6 @@ def publish_outcome(
     A rollback re-promotes the earlier approved version the monitoring chose, with the reason in
     the audit trail. A stale ``current_version`` (someone published meanwhile) fails clearly.
     """
-    from tasks.registry.model import RegistryConfig
-
     store = _store(settings)
     try:
         kept = _already_published(store, outcome)
@@ -73,18 +72,13 @@ def publish_outcome(
                 to_version=outcome.rollback_to_version,
             )
         else:
-            config = RegistryConfig.from_dict(outcome.proposed_config)
-            version = store.publish(
-                outcome.use_case,
-                config,
-                expected_version=outcome.base_version,
+            version = _publish_proposal(
+                store,
+                outcome,
                 actor=_proposer_for(approved_by),
                 reason=outcome.headline,
                 run_id=mlflow_run_id,
-                evidence=_jsonable(
-                    {"reasons": outcome.reasons, "guardrails": outcome.guardrails}
-                    | outcome.evidence
-                ),
+                evidence=outcome.evidence,
             )
             try:
                 store.approve(outcome.use_case, version.version, actor=approved_by, comment=comment)
@@ -103,6 +97,32 @@ def publish_outcome(
         }
     finally:
         store.dispose()
+
+
+def _publish_proposal(
+    store: Any,
+    outcome: UseCaseOutcome,
+    *,
+    actor: str,
+    reason: str,
+    run_id: str | None,
+    evidence: Mapping[str, Any] | None = None,
+) -> Any:
+    """Store tonight's proposed configuration as the next (candidate) version of its use case,
+    with the night's reasons and guardrails (and ``evidence``) as the registry evidence."""
+    from tasks.registry.model import RegistryConfig
+
+    return store.publish(
+        outcome.use_case,
+        RegistryConfig.from_dict(outcome.proposed_config),
+        expected_version=outcome.base_version,
+        actor=actor,
+        reason=reason,
+        run_id=run_id,
+        evidence=_jsonable(
+            {"reasons": outcome.reasons, "guardrails": outcome.guardrails} | dict(evidence or {})
+        ),
+    )
 
 
 def _proposer_for(approved_by: str) -> str:
@@ -150,18 +170,14 @@ def leave_as_candidate(
     settings: Settings, outcome: UseCaseOutcome, *, reason: str, mlflow_run_id: str | None = None
 ) -> dict[str, Any]:
     """Publish the proposal as a candidate only (awaiting ``llmopt registry approve``)."""
-    from tasks.registry.model import RegistryConfig
-
     store = _store(settings)
     try:
-        version = store.publish(
-            outcome.use_case,
-            RegistryConfig.from_dict(outcome.proposed_config),
-            expected_version=outcome.base_version,
+        version = _publish_proposal(
+            store,
+            outcome,
             actor=PROPOSER,
             reason=f"{outcome.headline} ({reason})",
             run_id=mlflow_run_id,
-            evidence=_jsonable({"reasons": outcome.reasons, "guardrails": outcome.guardrails}),
         )
         return {"status": "candidate", "version": int(version.version), "reason": reason}
     finally:
@@ -194,19 +210,12 @@ def record_rejection(
         ``status`` ``rejected``, the rejected ``version``, ``rejected_by``, ``reason``,
         ``production_version`` (None on a first night) and a one-line ``message``.
     """
-    from tasks.registry.model import RegistryConfig
     from tasks.registry.store import NotFoundError
 
     store = _store(settings)
     try:
-        version = store.publish(
-            outcome.use_case,
-            RegistryConfig.from_dict(outcome.proposed_config),
-            expected_version=outcome.base_version,
-            actor=PROPOSER,
-            reason=outcome.headline,
-            run_id=mlflow_run_id,
-            evidence=_jsonable({"reasons": outcome.reasons, "guardrails": outcome.guardrails}),
+        version = _publish_proposal(
+            store, outcome, actor=PROPOSER, reason=outcome.headline, run_id=mlflow_run_id
         )
         store.reject(outcome.use_case, version.version, actor=rejected_by, comment=reason)
         try:
