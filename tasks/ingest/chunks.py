@@ -344,6 +344,7 @@ def _add(total: Counts, part: Counts) -> None:
         total.reasons[reason] = total.reasons.get(reason, 0) + count
 
 
+# size: one dispatch over the three ways in (typed, one-pass, full) and one cleanup (finally)
 def process_chunk(
     con: duckdb.DuckDBPyConnection,
     chunk: pa.Table | ParquetSlice,

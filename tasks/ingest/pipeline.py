@@ -43,10 +43,7 @@ from tasks.core.settings import Settings
 from tasks.ingest.chunks import Counts, ingest_settings, process_chunk, tag_chunk
 from tasks.ingest.errors import IngestError, IngestFileError
 from tasks.ingest.log_formats import FIELD_NAMES, SHAPE_BY_NAME, SHAPES
-from tasks.ingest.paths import (
-    resolve_paths,
-    sniff_json,
-)
+from tasks.ingest.paths import resolve_paths, sniff_json
 from tasks.ingest.plans import Plan, plan_file, transaction_groups
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
 from tasks.ingest.readers import (
@@ -62,7 +59,7 @@ from tasks.ingest.readers import (
 from tasks.ingest.report import FileIngestReport, IngestReport, WarehouseStatus, warehouse_status
 from tasks.ingest.sql_classify import REASON_CODES
 from tasks.ingest.sql_records import UseCaseRules
-from tasks.ingest.validation import validate_ingest_run
+from tasks.ingest.validation import merge_validations, validate_ingest_run
 from tasks.warehouse.connection import connect
 from tasks.warehouse.lake import commit_ingests, staging
 
@@ -292,22 +289,6 @@ def _ingest_plans(
     return reports, validation
 
 
-def _merge_validations(results: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not results:
-        return None
-    if len(results) == 1:
-        return results[0]
-    merged = dict(results[-1])
-    merged["success"] = all(r["success"] for r in results)
-    merged["statistics"] = {
-        key: sum(int(r["statistics"][key]) for r in results) for key in results[0]["statistics"]
-    }
-    merged["sample_rows"] = sum(int(r["sample_rows"]) for r in results)
-    merged["total_rows"] = sum(int(r["total_rows"]) for r in results)
-    merged["transactions"] = len(results)
-    return merged
-
-
 def ingest_paths(
     paths: Sequence[str | Path],
     *,
@@ -401,6 +382,6 @@ def _ingest_files(
     return IngestReport(
         run_id=options.run_id,
         files=tuple(reports[plan.file_no] for plan in plans),
-        validation=_merge_validations(validations),
+        validation=merge_validations(validations),
         seconds=time.perf_counter() - started,
     )

@@ -2,9 +2,13 @@
 
 JSONL lines are split by Arrow's ``split_pattern`` over 16 MiB blocks (no Python object per
 line); a block with invalid UTF-8 is re-split line by line so only the bad lines are flagged
-(``pre = 'invalid_utf8'``), never dropped. CSV rows become JSON objects keyed by the header.
+(``pre = 'invalid_utf8'``), never dropped. CSV rows become JSON objects keyed by the header
+(a streamed plain CSV file may stay physical lines, read from its split fields in SQL).
 JSON arrays and pretty-printed documents are split by DuckDB's ``read_json_objects``. Parquet is
 scanned in place by DuckDB (:class:`ParquetSlice`). A UTF-8 BOM at the start is skipped.
+
+Size: one concept (a file as bounded chunks) for every input format; the CSV readers share the
+JSONL line splitter.
 """
 
 from __future__ import annotations

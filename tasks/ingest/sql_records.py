@@ -7,7 +7,11 @@ primary key when none had a value); unused fallbacks (LiteLLM ``user`` when ``en
 OTel ``gen_ai.response.model``) stay. A top-level key that collides with a key of the record's
 own ``metadata`` object is kept as ``record.<key>``: neither overwrites the other.
 
-OTel input is first flattened to one object per span (:mod:`tasks.ingest.sql_otel`).
+OTel input is first flattened to one object per span (:mod:`tasks.ingest.sql_otel`). A plain
+CSV file's physical lines are read from their split fields (:func:`csv_records_sql`).
+
+Size: one concept (input keys to ``x_*`` columns and metadata) for its three inputs (JSON text,
+CSV fields, typed Parquet columns), which share the field options and the used-key rules.
 """
 
 from __future__ import annotations

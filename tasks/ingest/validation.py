@@ -165,11 +165,29 @@ def latest_validation_results(
     return value if isinstance(value, dict) else None
 
 
+def merge_validations(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One summary of several transactions' validation results (None when there are none)."""
+    if not results:
+        return None
+    if len(results) == 1:
+        return results[0]
+    merged = dict(results[-1])
+    merged["success"] = all(r["success"] for r in results)
+    merged["statistics"] = {
+        key: sum(int(r["statistics"][key]) for r in results) for key in results[0]["statistics"]
+    }
+    merged["sample_rows"] = sum(int(r["sample_rows"]) for r in results)
+    merged["total_rows"] = sum(int(r["total_rows"]) for r in results)
+    merged["transactions"] = len(results)
+    return merged
+
+
 __all__ = [
     "DEFAULT_SAMPLE_ROWS",
     "SUITE_PATH",
     "latest_validation_results",
     "load_suite_definition",
+    "merge_validations",
     "validate_frame",
     "validate_ingest_run",
 ]
