@@ -23,14 +23,47 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmopt-prefect-home-")
 from tasks.core.settings import Settings, load_settings
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 
+#: The longest modules of ``make test`` (measured 2026-12-01), longest first; see
+#: :func:`pytest_collection_modifyitems`.
+LONGEST_MODULES = (
+    "e2e_tests/test_deploying_walkthrough.py",
+    "e2e_tests/test_e2e_nightly.py",
+)
+
+
+def _module_rank(path: str, items: list[pytest.Item]) -> tuple[int, int]:
+    """Where a module goes in the run: the known longest first, then modules with end-to-end
+    tests, then modules with slow tests, then the rest."""
+    for index, suffix in enumerate(LONGEST_MODULES):
+        if path.endswith(suffix):
+            return (0, index)
+    if any(item.get_closest_marker("e2e") for item in items):
+        return (1, 0)
+    if any(item.get_closest_marker("slow") for item in items):
+        return (2, 0)
+    return (3, 0)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs PostgreSQL (the ``pg_url`` fixture, directly or through another
-    fixture) carries the ``postgres`` mark, so ``make test-fast`` leaves it out; a fixture that
-    parametrizes over databases marks its PostgreSQL param itself."""
+    """Marks and order.
+
+    A test that needs PostgreSQL (the ``pg_url`` fixture, directly or through another fixture)
+    carries the ``postgres`` mark, so ``make test-fast`` leaves it out; a fixture that
+    parametrizes over databases marks its PostgreSQL param itself.
+
+    Whole modules are then put longest first (a stable sort: the order within a module, and
+    pytest-randomly's shuffle when it is on, are kept). ``pytest-xdist --dist loadfile
+    --no-loadscope-reorder`` hands modules to the workers in this order, so a four-minute module
+    starts at once instead of ending last on one worker while the other sits idle.
+    """
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    rank = {path: _module_rank(path, members) for path, members in modules.items()}
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ from tasks.registry.model import Arm, ModelParams, RegistryConfig
 from tasks.registry.store import RegistryStore
 from tasks.core.settings import load_settings
 store = RegistryStore.from_settings(load_settings())
+print("ready", flush=True)  # imported and connected: the test starts its readers, then says go
+sys.stdin.read()
 for i in range(int(sys.argv[1])):
     n = 2 + i % 5  # vary the size of the payload so a torn write would show
     arms = tuple(
@@ -125,24 +127,32 @@ def test_readers_never_see_a_half_written_configuration(settings: Settings, read
     threads += [threading.Thread(target=file_reader) for _ in range(readers)]
     with serve_in_subprocess(settings) as base_url:
         port = int(base_url.rsplit(":", 1)[1])
+        # the writer imports and connects first, so the readers do not spin through its start-up
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(VERSIONS)],
+            cwd=REPO_ROOT,
+            env=_env(settings),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
+            assert writer.stdout is not None and writer.stdin is not None
+            ready = writer.stdout.readline()
             for t in threads:
                 t.start()
-            writer = subprocess.run(
-                [sys.executable, "-c", _WRITER, str(VERSIONS)],
-                cwd=REPO_ROOT,
-                env=_env(settings),
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            assert writer.returncode == 0, writer.stderr[-2000:]
+            _, stderr = writer.communicate(timeout=300)  # closes its stdin: go
+            assert ready == "ready\n" and writer.returncode == 0, stderr[-2000:]
             time.sleep(0.6)  # let HTTP readers pass the server's 0.25 s refresh interval
         finally:
             stop.set()
             for t in threads:
-                t.join(timeout=60)
+                if t.ident is not None:  # started
+                    t.join(timeout=60)
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait(timeout=30)
     assert errors == []
     final = VERSIONS + 1
     assert max(seen["http"]) == final and max(seen["file"]) == final
