@@ -20,14 +20,20 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmopt demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+# Both lanes: --dist loadfile sends each module whole to one worker, so its module fixtures are
+# built once (pytest 9.2 + xdist 3.8 ignore xdist_group: xdist sets item._nodeid, which pytest
+# 9.2 no longer reads, so --dist loadgroup was test by test). --no-loadscope-reorder keeps
+# tests/conftest.py's order, longest modules first (xdist would sort modules by test count and
+# start the four-minute walkthrough last). Random order: PYTEST_ARGS="-p randomly".
+DIST := -n 2 --dist loadfile --no-loadscope-reorder
 
-# The edit loop: everything but the slow, end-to-end and PostgreSQL tests (under a minute).
-# --dist loadfile: a module's fixtures are built once (pytest 9.2 + xdist 3.8 ignore xdist_group,
-# so --dist loadgroup split a module over both workers and built its fixtures twice).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(DIST) $(PYTEST_ARGS)
+
+# The edit loop: everything but the slow, end-to-end and PostgreSQL tests (under a minute on a
+# quiet 2-core machine).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not e2e and not postgres" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(DIST) -m "not slow and not e2e and not postgres" $(PYTEST_ARGS)
 
 # docs/deploying.md's walkthrough against a real Prefect server, scheduler and worker (~2-4 min);
 # also part of `make test`.

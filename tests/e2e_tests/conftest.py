@@ -1,9 +1,11 @@
 """Real services for end-to-end tests, started by the test run on 127.0.0.1 and always stopped.
 
-``prefect_server`` / ``mlflow_server`` start ``prefect server start`` and ``mlflow server`` on free
-loopback ports with their own state directories (SQLite), or on fresh PostgreSQL databases for the
-shared-deployment variant (``*_pg`` fixtures). A server that does not answer its health endpoint in
-time fails the test with the tail of its log.
+``services.start_prefect`` / ``services.start_mlflow`` start ``prefect server start`` and
+``mlflow server`` on free loopback ports with their own state directories (SQLite), or on fresh
+PostgreSQL databases (``services.postgres_database``) for the shared-deployment variant; each test
+starts the servers it needs, on the backend it tests. ``prefect_server`` is one Prefect server
+(SQLite) per module. A server that does not answer its health endpoint in time fails the test with
+the tail of its log.
 """
 
 from __future__ import annotations
@@ -170,20 +172,12 @@ def services() -> SimpleNamespace:
     )
 
 
-@pytest.fixture(scope="session")
-def e2e_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("e2e")
-    yield home
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A Prefect server (SQLite, its own home) for the module's tests, stopped after its last
+    one: an idle server kept to the end of the session spends a few per cent of a core on its
+    loops for nothing."""
+    home = tmp_path_factory.mktemp("e2e-prefect")
+    with start_prefect(home) as service:
+        yield service
     shutil.rmtree(home / "prefect", ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def prefect_server(e2e_home: Path) -> Iterator[Service]:
-    with start_prefect(e2e_home / "sqlite-prefect") as service:
-        yield service
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(e2e_home: Path) -> Iterator[Service]:
-    with start_mlflow(e2e_home / "sqlite-mlflow") as service:
-        yield service
