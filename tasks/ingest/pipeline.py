@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -345,9 +346,17 @@ def ingest_paths(
     own = con is None
     con = connect(settings) if con is None else con
     try:
-        with ingest_settings(con), staging(con):  # lake mode: usage_logs is the table
-            overrides = price_overrides or overrides_path(settings)
-            return _ingest_files(con, files, shape=shape, overrides=overrides, options=options)
+        with ingest_settings(con):
+            with staging(con):  # lake mode: usage_logs is the table
+                overrides = price_overrides or overrides_path(settings)
+                report = _ingest_files(
+                    con, files, shape=shape, overrides=overrides, options=options
+                )
+            # write the new rows to the file now, under the ingest's memory limit: left to the
+            # connection's close, the checkpoint ran with the caller's limit (1.6 GB RSS at 10 M)
+            with contextlib.suppress(duckdb.Error):  # another transaction open: the close does it
+                con.execute("CHECKPOINT")
+            return report
     finally:
         if own:
             con.close()
