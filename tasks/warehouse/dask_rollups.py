@@ -11,8 +11,9 @@ concatenation is the exact merge) and hands them to
 in one transaction.
 
 The flow process never reads raw rows here: which pairs changed, and the coverage check, are
-computed from ``lake_parts`` (one row per part and ingest with its row count) expanded to one
-row per raw row without touching the Parquet files (:data:`PARTS_SOURCE`). Rows still staged
+computed from ``lake_parts`` (one row per part and ingest with its row count) without touching
+the Parquet files: counts are sums of the parts' counts, and the pairs' other reads see the
+parts expanded to one row per raw row (:data:`PARTS_SOURCE`). Rows still staged
 in the DuckDB table (a warehouse from before the lake, or a LiteLLM pull) are refused with a
 clear message: :func:`tasks.warehouse.lake.flush` moves them into the lake first.
 
@@ -41,6 +42,7 @@ import pyarrow as pa
 from tasks.core.settings import Settings
 from tasks.warehouse.lake import LakeError, part_paths, staged_rows
 from tasks.warehouse.rollups import (
+    COUNTED,
     Pair,
     RefreshReport,
     RollupSpec,
@@ -54,6 +56,7 @@ DASK_SETTING = "LLMOPT_DASK_ADDRESS"
 
 PARTS_SOURCE = "(SELECT p.use_case, p.day, p.ingest_id FROM lake_parts AS p, range(p.rows) AS r(i))"
 """One row per raw row, from the parts' counts: what ``changed_pairs`` needs, no Parquet read."""
+COUNTED[PARTS_SOURCE] = "(SELECT use_case, day, ingest_id, rows AS n FROM lake_parts)"
 
 __all__ = [
     "DASK_SETTING",
