@@ -20,15 +20,19 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmopt demo
 
-# Both lanes: --dist loadfile sends each module whole to one worker, so its module fixtures are
-# built once (pytest 9.2 + xdist 3.8 ignore xdist_group: xdist sets item._nodeid, which pytest
-# 9.2 no longer reads, so --dist loadgroup was test by test). --no-loadscope-reorder keeps
-# tests/conftest.py's order, longest modules first (xdist would sort modules by test count and
-# start the four-minute walkthrough last). Random order: PYTEST_ARGS=-prandomly.
+# make test: --dist load hands out tests one by one in tests/conftest.py's order (longest
+# modules first), which balances the few multi-minute end-to-end tests across both workers
+# (pytest 9.2 + xdist 3.8 ignore xdist_group: xdist sets item._nodeid, which pytest 9.2 no
+# longer reads, so --dist loadgroup was the same as load). A clean-clone run with --dist loadfile
+# took 15 min of pytest for 753 tests (2026-12-01) against 8 min in all for 702 tests with load
+# the day before: whole end-to-end modules queued on one worker.
+# make test-fast: --dist loadfile sends each module whole to one worker, so its module fixtures
+# are built once; --no-loadscope-reorder keeps the conftest order. Random order:
+# PYTEST_ARGS=-prandomly.
 DIST := -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(DIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist load $(PYTEST_ARGS)
 
 # The edit loop: everything but the slow, end-to-end and PostgreSQL tests (66 s on a quiet
 # 2-core machine on 2026-11-30; figures of 2026-12-01 in the README, Development).

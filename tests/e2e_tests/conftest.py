@@ -4,8 +4,8 @@
 ``mlflow server`` on free loopback ports with their own state directories (SQLite), or on fresh
 PostgreSQL databases (``services.postgres_database``) for the shared-deployment variant; each test
 starts the servers it needs, on the backend it tests. ``prefect_server`` is one Prefect server
-(SQLite) per module. A server that does not answer its health endpoint in time fails the test with
-the tail of its log.
+(SQLite) for the session. A server that does not answer its health endpoint in time fails the
+test with the tail of its log.
 """
 
 from __future__ import annotations
@@ -172,11 +172,15 @@ def services() -> SimpleNamespace:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A Prefect server (SQLite, its own home) for the module's tests, stopped after its last
-    one: an idle server kept to the end of the session spends a few per cent of a core on its
-    loops for nothing."""
+    """A Prefect server (SQLite, its own home) for the session.
+
+    Session scope on purpose: a flow run in this process binds Prefect's process-wide events
+    worker to the server's URL, and the flow tests' ``prefect_test_harness`` drains every events
+    worker when it stops; with this server stopped after its module, that drain waited forever
+    at the end of the session (seen 2026-12-01 in a clean-clone ``make test``).
+    """
     home = tmp_path_factory.mktemp("e2e-prefect")
     with start_prefect(home) as service:
         yield service
