@@ -184,4 +184,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
     home = tmp_path_factory.mktemp("e2e-prefect")
     with start_prefect(home) as service:
         yield service
+        # and before it stops, this process's events and log workers bound to it are drained and
+        # stopped, so no later drain waits on a server that is gone (imported here: only the
+        # workers that ran an e2e flow in-process need it)
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        EventsWorker.drain_all(timeout=30)
+        APILogWorker.drain_all(timeout=30)
     shutil.rmtree(home / "prefect", ignore_errors=True)
