@@ -52,9 +52,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     parametrizes over databases marks its PostgreSQL param itself.
 
     Whole modules are then put longest first (a stable sort: the order within a module, and
-    pytest-randomly's shuffle when it is on, are kept). ``pytest-xdist --dist loadfile
-    --no-loadscope-reorder`` hands modules to the workers in this order, so a four-minute module
-    starts at once instead of ending last on one worker while the other sits idle.
+    pytest-randomly's shuffle when it is on, are kept). pytest-xdist hands work out in this
+    order (``make test``: tests one by one with ``--dist load``; ``make test-fast``: whole modules
+    with ``--dist loadfile --no-loadscope-reorder``), so a four-minute test starts at once instead
+    of ending last on one worker while the other sits idle.
     """
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()):
