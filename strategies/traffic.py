@@ -331,8 +331,11 @@ def plan_traffic(
         arms.extend(explore)
         reasons.extend(dropped)
         remaining -= math.fsum(a.weight for a in explore)
+    remaining = max(remaining, 0.0)  # float rounding can leave -1e-19 when the claims fill 1
 
-    if rollout is not None:
+    if rollout is not None and remaining <= 1e-12:
+        reasons.append(f"rollout of {rollout.candidate_config_id} held: no traffic left")
+    elif rollout is not None:
         stage = policy.rollout_stages[min(rollout.stage_index, len(policy.rollout_stages) - 1)]
         share = stage * remaining
         arms.append(
