@@ -30,12 +30,15 @@ demo: $(STAMP)
 # are built once; --no-loadscope-reorder keeps the conftest order. Random order:
 # PYTEST_ARGS=-prandomly.
 DIST := -n 2 --dist loadfile --no-loadscope-reorder
+# These machines set PYTHONDONTWRITEBYTECODE=1, so every pytest worker rewrote the asserts of
+# all test modules again on each run (~3 s per worker); __pycache__/ is gitignored.
+unexport PYTHONDONTWRITEBYTECODE
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist load $(PYTEST_ARGS)
 
-# The edit loop: everything but the slow, end-to-end and PostgreSQL tests (66 s on a quiet
-# 2-core machine on 2026-11-30; figures of 2026-12-01 in the README, Development).
+# The edit loop: everything but the slow, end-to-end and PostgreSQL tests (figures in the
+# README, Development).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest $(DIST) -m "not slow and not e2e and not postgres" $(PYTEST_ARGS)
 

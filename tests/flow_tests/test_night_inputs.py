@@ -179,6 +179,7 @@ def test_a_use_case_without_traffic_in_the_window_is_a_problem_of_its_own(
     assert all(inputs[uc].problem is None for uc in use_cases[1:])
 
 
+@pytest.mark.slow  # ~2 s: the whole night decided for every use case
 def test_each_use_case_is_decided_with_no_warehouse_connection(
     settings: Settings, night: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,7 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
     assert acquired_after < 2.0
 
 
+@pytest.mark.slow  # ~1.5 s: a second process waits on the first one's lock
 def test_waiting_run_proceeds_once_the_first_finishes(tmp_path: Path) -> None:
     lock = tmp_path / "run.lock"
     proc = _hold_in_subprocess(lock, 1.5)

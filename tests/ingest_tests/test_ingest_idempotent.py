@@ -77,6 +77,7 @@ def test_two_thousand_tiny_files_in_a_folder(
     assert kit.counts(con) == (2000, 4)
 
 
+@pytest.mark.slow  # ~1.9 s: a child process killed mid-file, then a re-run
 def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
     tmp_path: Path, kit: Any
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -52,6 +53,7 @@ def _base(i: int) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # 4-6 s: 20 generated files, each ingested through DuckDB
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_RECORD, min_size=1, max_size=4))
 def test_every_input_field_lands_in_a_column_or_in_metadata(records: list[dict[str, Any]]) -> None:

@@ -162,7 +162,12 @@ def decisions(report: UseCaseReport) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("as_of", NIGHTS, ids=str)
+@pytest.mark.parametrize(
+    "as_of",
+    # the first two nights in the edit loop (make test-fast), all four in make test
+    [*NIGHTS[:2], *(pytest.param(night, marks=pytest.mark.slow) for night in NIGHTS[2:])],
+    ids=str,
+)
 def test_rollup_inputs_equal_the_raw_scan_reference(
     world: dict[str, Any], raw_scan: ModuleType, as_of: dt.date
 ) -> None:

@@ -69,6 +69,7 @@ def _timed(client: RegistryClient, seconds: float) -> list[tuple[float, str, flo
     return calls
 
 
+@pytest.mark.slow  # ~2.7 s: callers keep calling through a hung server
 def test_hung_server_never_blocks_callers_once_a_value_is_cached(
     settings: Settings, published: RegistryStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -140,6 +140,7 @@ def own_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow  # ~1.8 s per store: a writer process killed, then a restart
 def test_kill_between_commit_and_snapshot_is_repaired_on_restart(
     own_settings: Settings, make_config: Any
 ) -> None:

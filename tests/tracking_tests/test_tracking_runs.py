@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -20,6 +21,7 @@ def _png(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # ~1.8 s: nested MLflow runs with figures in a file store
 def test_nested_runs_metrics_and_artifacts_land_in_the_configured_store(
     settings: Settings, tmp_path: Path
 ) -> None:
