@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from tasks.ingest.log_formats import Shape
 from tasks.ingest.readers import sql_str
-from tasks.ingest.sql_otel import otel_docs_sql, pre_reason_sql
+from tasks.ingest.sql_otel import otel_docs_sql
 
 __all__ = [
     "UseCaseRules",
@@ -232,16 +232,23 @@ def text_records_sql(shape: Shape) -> str:
     Returns:
         A SELECT over ``_chunk`` (``__file, __file_no, line_no, raw, pre``).
     """
-    docs = (
-        otel_docs_sql()
-        if shape.name == "otel"
-        else (
-            "SELECT __file, __file_no, line_no, 0 AS rec_no, raw, raw AS doc,"
-            f" {pre_reason_sql()} AS pre_reason, NULL AS pre_detail"
-            " FROM _chunk WHERE regexp_matches(raw, '\\S')"
-        )
-    )
     keys = shape.top_level_keys()
+    struct = sql_str(json.dumps(dict.fromkeys(keys, "VARCHAR")))
+    if shape.name == "otel":
+        docs = otel_docs_sql()
+        values = f"CASE WHEN pre_reason IS NULL THEN json_transform(doc, {struct}) END"
+    else:
+        # one parse where json_valid and then json_transform took two: try() gives NULL
+        # exactly where json_valid is false (or the line is the literal null)
+        docs = (
+            "SELECT __file, __file_no, line_no, 0 AS rec_no, raw, raw AS doc, parsed,"
+            " CASE WHEN pre IS NOT NULL THEN pre WHEN parsed IS NULL"
+            " OR NOT regexp_matches(raw, '^\\s*\\{') THEN 'malformed_json' END AS pre_reason,"
+            " NULL AS pre_detail FROM (SELECT *, CASE WHEN pre IS NULL"
+            f" THEN try(json_transform(raw, {struct})) END AS parsed"
+            " FROM _chunk WHERE regexp_matches(raw, '\\S'))"
+        )
+        values = "CASE WHEN pre_reason IS NULL THEN parsed END"
     options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})")
     static, dynamic = _used_keys_sql(shape, options)
     consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
@@ -265,8 +272,7 @@ def text_records_sql(shape: Shape) -> str:
             SELECT *, {_record_metadata_sql(shape)} AS md
             FROM (
                 SELECT *,
-                       CASE WHEN pre_reason IS NULL THEN json_transform(doc,
-                            {sql_str(json.dumps(dict.fromkeys(keys, "VARCHAR")))}) END AS v,
+                       {values} AS v,
                        CASE WHEN pre_reason IS NULL THEN json_keys(doc) END AS keys
                 FROM ({docs})
             )
