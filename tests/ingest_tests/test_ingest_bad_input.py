@@ -90,6 +90,29 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
     assert kit.counts(con) == (2, 17)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "null",
+        '"just text"',
+        "42",
+        "{'request_id': 'r-2'}",
+        '{"request_id": "r-2"} trailing',
+        '{"request_id": "r-2"}{"request_id": "r-3"}',
+        '{"request_id": "\\ud800"}',
+    ],
+)
+def test_every_kind_of_line_that_is_not_one_json_object_is_malformed_json(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, line: str
+) -> None:
+    """The one-parse path (``try(json_transform)``) sorts lines as ``json_valid`` did."""
+    path = kit.write_jsonl(tmp_path / "m.jsonl", [kit.record(1), line, kit.record(3)])
+    report = _ingest(con, [path], kit)
+    (item,) = report.files
+    assert (item.lines_read, item.ingested, item.quarantined) == (3, 2, 1)
+    assert _reasons(con) == {2: ("malformed_json", None)}
+
+
 def test_unknown_model_with_a_logged_cost_is_kept_never_priced_at_zero(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
