@@ -39,7 +39,12 @@ from strategies.monitor.settings import MonitoringConfig, Windows, hourly_range,
 from tasks.monitoring.histograms import categorical_counts_many, numeric_bins_many
 from tasks.monitoring.rollups import MONITOR_BINS
 from tasks.monitoring.series import metric_series, metric_series_many
-from tasks.monitoring.sql import quantiles_by_key, window_params, windowed_rollup
+from tasks.monitoring.sql import (
+    quantiles_by_key,
+    stats_from_row,
+    window_params,
+    windowed_rollup,
+)
 from tasks.warehouse.dask_rollups import refresh_night_rollups
 from tasks.warehouse.lake import part_paths
 from tasks.warehouse.rollup_specs import CONFIG_DAY, CONFIG_LATENCY
@@ -104,18 +109,6 @@ def rolled_up_use_cases(con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.
     return [str(r[0]) for r in rows]
 
 
-def _stats(row: Sequence[Any], p95: float | None) -> WindowStats:
-    return WindowStats(
-        n=int(row[0]),
-        successes=int(row[1]),
-        quality_n=int(row[2]),
-        quality_sum=float(row[3]),
-        quality_sum_squares=float(row[4]),
-        cost_sum=float(row[5]),
-        latency_p95=p95,
-    )
-
-
 def window_stats_many(
     con: duckdb.DuckDBPyConnection, use_cases: Sequence[str], windows: Windows
 ) -> dict[tuple[str, str | None, int], WindowStats]:
@@ -169,7 +162,7 @@ def window_stats_many(
     out: dict[tuple[str, str | None, int], WindowStats] = {}
     for r in rows:
         key = (str(r[0]), None if r[1] is None else str(r[1]), int(r[2]))
-        out[key] = _stats(r[3:], p95.get(key))
+        out[key] = stats_from_row((*r[3:9], p95.get(key)))  # the p95 from the bins
     return out
 
 
