@@ -41,7 +41,7 @@ import duckdb
 import pyarrow as pa
 
 from tasks.core.settings import Settings
-from tasks.ingest.chunks import Counts, ingest_settings, process_chunk, tag_chunk
+from tasks.ingest.chunks import Counts, dedupe_file, ingest_settings, process_chunk, tag_chunk
 from tasks.ingest.errors import IngestError, IngestFileError
 from tasks.ingest.log_formats import FIELD_NAMES, SHAPE_BY_NAME, SHAPES
 from tasks.ingest.paths import resolve_paths, sniff_json
@@ -211,6 +211,7 @@ def _load(
             if options.on_chunk is not None:
                 done = counts[plan.file_no]
                 options.on_chunk(str(plan.path), done.lines_read + done.blank_lines)
+        dedupe_file(con, options.run_id, plan.file_no, counts[plan.file_no])
     resumable = plan.fmt == "jsonl" and not plan.compressed
     return {plan.file_no: cursor.next_line - 1 if resumable else None}
 

@@ -167,6 +167,35 @@ def test_one_streamed_file_keeps_the_first_occurrence_within_and_across_chunks(
     assert lines_kept == [(1,), (2,), (7,)]
 
 
+def test_an_id_stored_before_and_repeated_in_later_chunks_keeps_only_the_stored_row(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """Ids stored before are checked once per file (dedupe_file), repeats in the file per chunk."""
+    stored = kit.write_jsonl(tmp_path / "stored.jsonl", [kit.record(9, prompt_id="stored")])
+    ingest_paths([stored], con=con, validate=False, now=kit.NOW)
+    lines = [
+        kit.record(9, prompt_id="chunk 1"),  # stored before
+        kit.record(1),
+        kit.record(2),
+        kit.record(9, prompt_id="chunk 2"),  # stored before, and a repeat of line 1
+        kit.record(1, prompt_id="repeat"),  # a repeat of line 2, from the previous chunk
+        kit.record(3),
+        kit.record(9, prompt_id="chunk 3"),  # once more
+    ]
+    path = kit.write_jsonl(tmp_path / "later.jsonl", lines)
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, chunk_rows=3)
+    kit.assert_balanced(report)
+    (item,) = report.files
+    assert (item.lines_read, item.ingested, item.duplicates) == (7, 3, 4)
+    kept = dict(con.execute("SELECT request_id, prompt_id FROM usage_logs").fetchall())
+    assert kept == {"r-9": "stored", "r-1": "p1", "r-2": "p1", "r-3": "p1"}
+    manifest = con.execute(
+        "SELECT ingested, duplicates FROM ingest_manifest WHERE path = ?",
+        [str(path)],
+    ).fetchall()
+    assert manifest == [(3, 4)]
+
+
 def test_first_occurrence_wins_when_its_model_is_first_priced_in_the_same_chunk(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
