@@ -6,7 +6,8 @@ file's COMMIT); ``_cls`` is a temp table dropped at the end, so memory stays bou
 chunk whatever the file size. Parquet slices are scanned in place.
 
 Size: one concept (a chunk into the tables) with its three ways in: the one-pass insert for
-the usual text chunk, the full path for the lines it leaves, and the typed (Parquet) path.
+the usual text chunk (and its end-of-file dedupe), the full path for the lines it leaves, and
+the typed (Parquet) path.
 """
 
 from __future__ import annotations
@@ -311,20 +312,33 @@ def _insert_clean(
     return rest if header is None else rest.replace_schema_metadata(chunk.schema.metadata)
 
 
-def dedupe_file(con: duckdb.DuckDBPyConnection, run_id: str, file_no: int, counts: Counts) -> None:
-    """After a streamed file's last chunk: its rows whose request_id another ingest stored go.
+def _one_pass(shape: Shape) -> bool:
+    """Whether a text chunk of this shape may take the one-pass insert (spans do not)."""
+    return shape.name != "otel"
+
+
+def dedupe_file(
+    con: duckdb.DuckDBPyConnection, shape: Shape, run_id: str, file_no: int, counts: Counts
+) -> None:
+    """After a streamed text file's last chunk: its rows whose request_id another ingest stored go.
 
     The row stored first wins, as for a duplicate inside the file. Once per file, not per
     chunk: with no index on ``request_id`` (an ART index cost ~1.5x at 10 M rows) the check
     reads every stored id, so done per 128k-line chunk it grew with the warehouse (0.13 s per
     chunk at 5 M stored rows).
 
+    Only the one-pass insert leaves this check to the end of the file; the other paths (spans,
+    Parquet slices, left-over lines) check stored ids as they insert.
+
     Args:
         con: the warehouse, inside the file's transaction.
+        shape: the file's log shape (spans never take the one-pass insert: nothing to do).
         run_id: this ingest run.
         file_no: the file's number in the run.
         counts: the file's running counts (rows moved from ingested to duplicates).
     """
+    if not _one_pass(shape):
+        return
     params = {"id": f"{run_id}-{file_no:06d}"}
     # the file's ids are the hash join's build side, every stored id only probes it
     stored = (
@@ -428,7 +442,7 @@ def process_chunk(
             )
             _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
             return
-        clean = by_line and shape.name != "otel" and _single_file(chunk)
+        clean = by_line and _one_pass(shape) and _single_file(chunk)
         header = csv_header(chunk) if clean else None
         if not clean:
             chunk = csv_as_json(con, chunk)  # physical CSV lines: as JSON records
