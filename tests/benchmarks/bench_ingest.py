@@ -7,11 +7,15 @@ and CSV, then measures, each in a fresh child process (so peak RSS is per method
   'newline_delimited') / read_csv``
 * ``tasks.ingest.pipeline.ingest_paths`` (mapping, pricing, checks, dedupe, quarantine, manifest)
 
-Both use ``threads=2`` and ``memory_limit=1500MB``. Prints a markdown table and writes
-``data/benchmarks/ingest.json`` (``ingest.quick.json`` for ``--quick``) through the shared harness.
+Both use ``threads=2`` and ``memory_limit=1500MB``. ``--stored N`` first loads N other rows
+(untimed, same format) into each warehouse, so the timed load goes into a table that already
+holds rows (bare: ``INSERT INTO ... SELECT``), as a nightly ingest does. Prints a markdown
+table and writes ``data/benchmarks/ingest.json`` (``ingest.quick.json`` for ``--quick``) through
+the shared harness.
 
     .venv/bin/python tests/benchmarks/bench_ingest.py --quick      # 1 M rows
     .venv/bin/python tests/benchmarks/bench_ingest.py              # 10 M rows
+    .venv/bin/python tests/benchmarks/bench_ingest.py --quick --formats jsonl --stored 5000000
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from harness import Clock, bench_parser, markdown_table, peak_rss_mib, write_res
 DUCKDB_SETTINGS = "SET threads = 2; SET memory_limit = '1500MB';"
 
 ROWS_SQL = """
-SELECT 'req-' || i AS request_id,
+SELECT '{prefix}-' || i AS request_id,
        TIMESTAMPTZ '2026-10-01 00:00:00+00' + to_milliseconds(i * 250) AS timestamp,
        ['support-summarize', 'ticket-classify', 'sales-email', 'code-review'][1 + i % 4]
            AS use_case,
@@ -57,13 +61,17 @@ _SUFFIX = {"parquet": "parquet", "jsonl": "jsonl", "csv": "csv"}
 _COPY = {"parquet": "(FORMAT parquet)", "jsonl": "(FORMAT json)", "csv": "(FORMAT csv, HEADER)"}
 
 
-def _bare(kind: str, source: Path, db: Path) -> dict[str, Any]:
+def _bare(kind: str, source: Path, db: Path, stored: Path | None) -> dict[str, Any]:
     import duckdb
 
     con = duckdb.connect(str(db))
     con.execute(DUCKDB_SETTINGS)
+    load = f"SELECT * FROM {_READERS[kind].format(source)}"
+    if stored is not None:
+        con.execute(f"CREATE TABLE t AS SELECT * FROM {_READERS[kind].format(stored)}")
+        con.execute("CHECKPOINT")
     with Clock() as clock:
-        con.execute(f"CREATE TABLE t AS SELECT * FROM {_READERS[kind].format(source)}")
+        con.execute(f"INSERT INTO t {load}" if stored is not None else f"CREATE TABLE t AS {load}")
     rows = con.execute("SELECT count(*) FROM t").fetchone()
     con.close()
     return {
@@ -73,44 +81,48 @@ def _bare(kind: str, source: Path, db: Path) -> dict[str, Any]:
     }
 
 
-def _ours(source: Path, db: Path) -> dict[str, Any]:
+def _ours(source: Path, db: Path, stored: Path | None) -> dict[str, Any]:
     from tasks.ingest.pipeline import ingest_paths
     from tasks.warehouse.connection import connect
 
     con = connect(path=db)
     con.execute(DUCKDB_SETTINGS)
+    if stored is not None:
+        ingest_paths([stored], con=con, validate=False)
     with Clock() as clock:
         report = ingest_paths([source], con=con, validate=False)
     con.close()
-    assert report.balanced and not report.failed, report.to_dict()
+    assert report.balanced and not report.failed and not report.duplicates, report.to_dict()
     return {"seconds": clock.seconds, "rows": report.ingested, "peak_rss_mb": peak_rss_mib()}
 
 
-def _run(method: str, kind: str, source: Path, work: Path) -> dict[str, Any]:
+def _run(method: str, kind: str, source: Path, work: Path, stored: Path | None) -> dict[str, Any]:
     db = work / f"{method}-{kind}.duckdb"
     if method == "bare":
-        return _bare(kind, source, db)
-    return _ours(source, db)
+        return _bare(kind, source, db, stored)
+    return _ours(source, db, stored)
 
 
-def _in_child(method: str, kind: str, source: Path, work: Path) -> dict[str, Any]:
+def _in_child(
+    method: str, kind: str, source: Path, work: Path, stored: Path | None
+) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(_run, (method, kind, source, work))
+        result: dict[str, Any] = pool.apply(_run, (method, kind, source, work, stored))
     for leftover in work.glob(f"{method}-{kind}.duckdb*"):
         leftover.unlink()
     return result
 
 
-def _generate(n: int, work: Path, kinds: list[str]) -> dict[str, Path]:
+def _generate(n: int, work: Path, kinds: list[str], prefix: str = "req") -> dict[str, Path]:
     import duckdb
 
     con = duckdb.connect()
     con.execute(DUCKDB_SETTINGS)
     paths = {}
     for kind in kinds:
-        path = work / f"rows.{_SUFFIX[kind]}"
-        con.execute(f"COPY ({ROWS_SQL.format(n=n)}) TO '{path}' {_COPY[kind]}")
+        path = work / f"{prefix}.{_SUFFIX[kind]}"
+        con.execute(f"COPY ({ROWS_SQL.format(n=n, prefix=prefix)}) TO '{path}' {_COPY[kind]}")
         paths[kind] = path
     con.close()
     return paths
@@ -122,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="rows (default 10 M, 1 M quick)")
     parser.add_argument("--formats", default="parquet,jsonl,csv")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--stored", type=int, default=0, help="rows already in the warehouse")
     args = parser.parse_args(argv)
     n = args.rows or (1_000_000 if args.quick else 10_000_000)
     kinds = [k for k in args.formats.split(",") if k]
@@ -129,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         sources = _generate(n, work, kinds)
+        stored = _generate(args.stored, work, kinds, prefix="old") if args.stored else {}
         for kind in kinds:
-            bare = _in_child("bare", kind, sources[kind], work)
-            ours = _in_child("ours", kind, sources[kind], work)
+            bare = _in_child("bare", kind, sources[kind], work, stored.get(kind))
+            ours = _in_child("ours", kind, sources[kind], work, stored.get(kind))
             results.append(
                 {
                     "format": kind,
                     "rows": n,
+                    "stored_rows": args.stored,
                     "file_mb": round(sources[kind].stat().st_size / 1e6, 1),
                     "bare_s": round(bare["seconds"], 2),
                     "ingest_s": round(ours["seconds"], 2),
@@ -148,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(markdown_table(results))
-    payload = {"rows": n, "duckdb_settings": DUCKDB_SETTINGS, "results": results}
+    payload = {
+        "rows": n,
+        "stored_rows": args.stored,
+        "duckdb_settings": DUCKDB_SETTINGS,
+        "results": results,
+    }
     print(write_result("ingest", payload, quick=args.quick, out=args.out))
     return 0
 
