@@ -170,20 +170,10 @@ class RegistryStore(StoreWrites):
         Raises:
             StaleVersionError: the registry moved past ``expected_version``; nothing is written.
         """
-        evidence_json = self._checked_publish_args(
-            use_case, config, expected_version, actor=actor, reason=reason, run_id=run_id,
-            evidence=evidence,
+        return self._new_version(
+            use_case, config, expected_version=expected_version, actor=actor, reason=reason,
+            run_id=run_id, evidence=evidence,
         )  # fmt: skip
-        try:
-            with write_transaction(self.engine) as conn:
-                version = self._insert_version(
-                    conn, use_case, config, expected_version=expected_version, actor=actor,
-                    reason=reason, run_id=run_id, evidence_json=evidence_json,
-                )  # fmt: skip
-        except IntegrityError as exc:  # a concurrent publisher inserted the same version first
-            raise StaleVersionError(f"{use_case}: version {expected_version + 1} exists") from exc
-        self._after_write(use_case)
-        return self.get(use_case, version)
 
     def record_rejection(
         self,
@@ -213,23 +203,45 @@ class RegistryStore(StoreWrites):
             The new version, in state ``rejected``.
         """
         check_text(rejected_by, "rejected_by", limit=200)
+        return self._new_version(
+            use_case, config, expected_version=expected_version, actor=proposer, reason=reason,
+            run_id=run_id, evidence=evidence, rejected_by=rejected_by,
+        )  # fmt: skip
+
+    def _new_version(
+        self,
+        use_case: str,
+        config: RegistryConfig,
+        *,
+        expected_version: int,
+        actor: str,
+        reason: str,
+        run_id: str | None,
+        evidence: Mapping[str, Any] | None,
+        rejected_by: str | None = None,
+    ) -> ConfigVersion:
+        """Check and insert the next version (a candidate, or rejected by ``rejected_by`` in the
+        same transaction); then the snapshot follows."""
         evidence_json = self._checked_publish_args(
-            use_case, config, expected_version, actor=proposer, reason=reason, run_id=run_id,
+            use_case, config, expected_version, actor=actor, reason=reason, run_id=run_id,
             evidence=evidence,
         )  # fmt: skip
+        stored_reason = (
+            reason if rejected_by is None else f"proposed, then rejected by {rejected_by}"
+        )
         try:
             with write_transaction(self.engine) as conn:
                 version = self._insert_version(
-                    conn, use_case, config, expected_version=expected_version, actor=proposer,
-                    reason=f"proposed, then rejected by {rejected_by}", run_id=run_id,
-                    evidence_json=evidence_json,
+                    conn, use_case, config, expected_version=expected_version, actor=actor,
+                    reason=stored_reason, run_id=run_id, evidence_json=evidence_json,
                 )  # fmt: skip
-                self._apply(
-                    conn, use_case, version, action="reject",
-                    allowed_from={ConfigState.CANDIDATE}, to_state=ConfigState.REJECTED,
-                    actor=rejected_by, reason=reason,
-                )  # fmt: skip
-        except IntegrityError as exc:
+                if rejected_by is not None:
+                    self._apply(
+                        conn, use_case, version, action="reject",
+                        allowed_from={ConfigState.CANDIDATE}, to_state=ConfigState.REJECTED,
+                        actor=rejected_by, reason=reason,
+                    )  # fmt: skip
+        except IntegrityError as exc:  # a concurrent publisher inserted the same version first
             raise StaleVersionError(f"{use_case}: version {expected_version + 1} exists") from exc
         self._after_write(use_case)
         return self.get(use_case, version)
