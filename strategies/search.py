@@ -83,6 +83,7 @@ __all__ = [
     "RewardWeights",
     "SearchSpace",
     "SearchStrategy",
+    "SuggestedTrial",
     "TPESearch",
     "TrialOutcome",
     "ask_candidates",
@@ -109,23 +110,26 @@ class TrialOutcome:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A configuration that should receive exploration traffic (new or still collecting)."""
+class SuggestedTrial:
+    """A configuration the sampler suggested: its trial, its id and its parameters."""
 
     trial_number: int
     config_id: str
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Candidate(SuggestedTrial):
+    """A configuration that should receive exploration traffic (new or still collecting)."""
+
     asked_on: str
     new: bool
 
 
 @dataclass(frozen=True)
-class Rejection:
+class Rejection(SuggestedTrial):
     """A suggestion that was not served, and why (forbidden, duplicate)."""
 
-    trial_number: int
-    config_id: str
-    params: dict[str, Any]
     state: str
     reason: str
 
