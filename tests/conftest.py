@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,45 @@ def pg_url() -> str:
     if url is None:
         pytest.skip("PostgreSQL not reachable on 127.0.0.1:5432 (required when CI=true)")
     return url
+
+
+def nights_with_late_rows(
+    spec: Any,
+    late_days: Collection[int],
+    *,
+    also: Callable[[int, Any], dict[int, list[Any]]] | None = None,
+) -> dict[int, list[Any]]:
+    """Per night, the simulated tables loaded that night: each day's rows on its own night,
+    except an eighth of each late day's rows, which arrive three nights later (at the latest on
+    the last night).
+
+    Args:
+        spec: the :class:`tasks.simulation.SimulationSpec` simulated.
+        late_days: indexes of the days with late rows.
+        also: ``also(day index, day table)``: more tables per night, added after the day's own.
+
+    Returns:
+        Night index -> its Arrow tables, in loading order.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from tasks.simulation.generate import iter_simulation
+
+    nights: dict[int, list[Any]] = {d: [] for d in range(spec.days)}
+    for index, (_, table) in enumerate(iter_simulation(spec)):
+        if index in late_days:
+            late = np.array([hash(r) % 8 == 0 for r in table["request_id"].to_pylist()])
+            nights[index].append(table.filter(pa.array(~late)))
+            nights[min(index + 3, spec.days - 1)].append(table.filter(pa.array(late)))
+        else:
+            nights[index].append(table)
+        for night, tables in (also(index, table) if also else {}).items():
+            nights[night] += tables
+    return nights
+
+
+@pytest.fixture(scope="session")
+def late_nights() -> Callable[..., dict[int, list[Any]]]:
+    """:func:`nights_with_late_rows`: a simulated month loaded night by night, with late rows."""
+    return nights_with_late_rows

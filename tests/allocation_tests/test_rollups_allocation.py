@@ -27,7 +27,6 @@ from tasks.allocation.offpolicy import logged_cells
 from tasks.allocation.rollups import ALLOCATION_SPECS, FEEDBACK_ROLLUP_SQL, use_rollups
 from tasks.simulation import SimulationSpec
 from tasks.simulation.files import load_simulated
-from tasks.simulation.generate import iter_simulation
 from tasks.warehouse.connection import connect
 from tasks.warehouse.rollups import refresh_rollups
 
@@ -65,17 +64,9 @@ def _odd_rows(table: pa.Table) -> pa.Table:
     return rows
 
 
-def _month() -> dict[int, list[pa.Table]]:
-    nights: dict[int, list[pa.Table]] = {d: [] for d in range(SPEC.days)}
-    for index, (_, table) in enumerate(iter_simulation(SPEC)):
-        if index in LATE_DAYS:
-            late = np.array([hash(r) % 8 == 0 for r in table["request_id"].to_pylist()])
-            nights[index].append(table.filter(pa.array(~late)))
-            later = min(index + 3, SPEC.days - 1)
-            nights[later] += [table.filter(pa.array(late)), _odd_rows(table)]
-        else:
-            nights[index].append(table)
-    return nights
+def _odd_rows_late(index: int, table: pa.Table) -> dict[int, list[pa.Table]]:
+    """A late day's odd rows arrive with its late rows."""
+    return {min(index + 3, SPEC.days - 1): [_odd_rows(table)]} if index in LATE_DAYS else {}
 
 
 def _both(fn: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -102,10 +93,10 @@ def _checks(con: Any, as_of: dt.date) -> dict[str, tuple[Any, Any]]:
 
 
 @pytest.fixture(scope="module")
-def month() -> Any:
+def month(late_nights: Any) -> Any:
     con = connect(path=":memory:")
     results: dict[int, dict[str, tuple[Any, Any]]] = {}
-    for night, tables in _month().items():
+    for night, tables in late_nights(SPEC, LATE_DAYS, also=_odd_rows_late).items():
         for table in tables:
             load_simulated(con, table, label=f"night-{night}")
         assert not use_rollups(con, "auto")  # new rows: the rollups are stale until refreshed

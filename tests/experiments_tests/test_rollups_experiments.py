@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -57,28 +56,18 @@ def _leak(table: pa.Table) -> pa.Table:
     return rows.set_column(rows.schema.get_field_index("request_id"), "request_id", ids)
 
 
-def _month() -> dict[int, list[pa.Table]]:
-    """Per night, the tables loaded that night (on-time rows, late rows, the leak)."""
-    nights: dict[int, list[pa.Table]] = {d: [] for d in range(SPEC.days)}
-    for index, (_, table) in enumerate(iter_simulation(SPEC)):
-        if index in LATE_DAYS:
-            late = np.array([hash(r) % 8 == 0 for r in table["request_id"].to_pylist()])
-            nights[index].append(table.filter(pa.array(~late)))
-            nights[min(index + 3, SPEC.days - 1)].append(table.filter(pa.array(late)))
-        else:
-            nights[index].append(table)
-        if index == 2:
-            nights[LEAK_NIGHT].append(_leak(table))
-    return nights
+def _leak_of_day_2(index: int, table: pa.Table) -> dict[int, list[pa.Table]]:
+    """Day 2's leaked rows, loaded on :data:`LEAK_NIGHT`."""
+    return {LEAK_NIGHT: [_leak(table)]} if index == 2 else {}
 
 
 @pytest.fixture(scope="module")
-def month() -> Any:
+def month(late_nights: Any) -> Any:
     """Run the month night by night; yield (connection, {night: checks}) for the checks."""
     con = connect(path=":memory:")
     results: dict[int, dict[str, Any]] = {}
     earliest: dt.date | None = None  # the earliest day loaded since the last check
-    for night, tables in _month().items():
+    for night, tables in late_nights(SPEC, LATE_DAYS, also=_leak_of_day_2).items():
         for table in tables:
             load_simulated(con, table, label=f"night-{night}")
             first = pc.min(table["timestamp"]).as_py().date()
