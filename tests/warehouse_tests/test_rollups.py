@@ -308,19 +308,27 @@ def test_an_in_place_update_needs_a_full_refresh(
     _assert_metrics_equal(config_metrics(con, source="rollups"), config_metrics_scan(con))
 
 
+def _daily_test_spec(
+    name: str, column_sql: str, aggregate: str
+) -> tuple[rollups.RollupSpec, str, str]:
+    """A new rollup of one ``aggregate`` per use case and day; the raw query its rows must
+    equal, and the query of its stored rows (both ordered)."""
+    spec = rollups.RollupSpec(
+        name=name,
+        columns_sql=f"use_case VARCHAR, day DATE, {column_sql}",
+        key=("use_case", "day"),
+        select=lambda source: f"SELECT use_case, day, {aggregate} FROM {source} GROUP BY ALL",
+    )
+    raw = f"SELECT use_case, day, {aggregate} FROM usage_logs GROUP BY ALL ORDER BY ALL"
+    return spec, raw, f"SELECT * FROM {name} ORDER BY ALL"
+
+
 def test_a_new_spec_is_built_over_every_day_and_a_partial_refresh_leaves_no_gap(
     con: duckdb.DuckDBPyConnection, month: dict[str, Any]
 ) -> None:
-    extra = rollups.RollupSpec(
-        name="rollup_test_tokens",
-        columns_sql="use_case VARCHAR, day DATE, tokens HUGEINT",
-        key=("use_case", "day"),
-        select=lambda source: (
-            f"SELECT use_case, day, sum(output_tokens) FROM {source} GROUP BY ALL"
-        ),
+    extra, raw, stored = _daily_test_spec(
+        "rollup_test_tokens", "tokens HUGEINT", "sum(output_tokens)"
     )
-    raw = "SELECT use_case, day, sum(output_tokens) FROM usage_logs GROUP BY ALL ORDER BY ALL"
-    stored = "SELECT * FROM rollup_test_tokens ORDER BY ALL"
     built = refresh_rollups(con, [*ALL_SPECS, extra])
     assert built.rebuilt == ("rollup_test_tokens",)
     assert built.pairs == ()  # the others had nothing to do
@@ -378,14 +386,7 @@ def test_rows_computed_elsewhere_give_the_same_rollups(
 def test_a_new_spec_refreshed_for_some_pairs_only_is_completed_later(
     con: duckdb.DuckDBPyConnection, month: dict[str, Any]
 ) -> None:
-    extra = rollups.RollupSpec(
-        name="rollup_test_calls",
-        columns_sql="use_case VARCHAR, day DATE, calls BIGINT",
-        key=("use_case", "day"),
-        select=lambda source: f"SELECT use_case, day, count(*) FROM {source} GROUP BY ALL",
-    )
-    raw = "SELECT use_case, day, count(*) FROM usage_logs GROUP BY ALL ORDER BY ALL"
-    stored = "SELECT * FROM rollup_test_calls ORDER BY ALL"
+    extra, raw, stored = _daily_test_spec("rollup_test_calls", "calls BIGINT", "count(*)")
     some = [month["late_pair"]]
     partial = refresh_rollups(con, [extra], pairs=some)
     assert partial.rebuilt == () and partial.touched["rollup_test_calls"] == tuple(some)
