@@ -46,15 +46,22 @@ def _night(con: Any) -> tuple[Any, Any]:
     return world, inputs
 
 
-def test_held_traffic_records_the_proposal_without_publishing(con: Any) -> None:
+def _routed(con: Any, **options: Any) -> tuple[Any, Any]:
+    """The world and the night's routing with the weak model in production (``options``: more
+    of :func:`nightly_routing`'s)."""
     world, inputs = _night(con)
     routed = nightly_routing(
         inputs,
         objective=OBJECTIVE,
         production_id=world.weak.config_id,
         budget_config=BUDGET_CONFIG,
-        held_by="experiment exp-1 is running",
+        **options,
     )
+    return world, routed
+
+
+def test_held_traffic_records_the_proposal_without_publishing(con: Any) -> None:
+    _, routed = _routed(con, held_by="experiment exp-1 is running")
     assert routed.proposal is not None and routed.proposal.status == "proposed"
     assert not routed.publish
     assert routed.reasons[-1] == "not published tonight: experiment exp-1 is running"
@@ -69,13 +76,7 @@ def test_held_traffic_records_the_proposal_without_publishing(con: Any) -> None:
 def test_published_table_is_served_by_context_through_the_registry_api(
     con: Any, settings: Settings, tmp_path: Any
 ) -> None:
-    world, inputs = _night(con)
-    routed = nightly_routing(
-        inputs,
-        objective=OBJECTIVE,
-        production_id=world.weak.config_id,
-        budget_config=BUDGET_CONFIG,
-    )
+    world, routed = _routed(con)
     assert routed.publish
     params = {a.config_id: {"model": a.model, "provider": a.provider} for a in world.arms}
     base = RegistryConfig(use_case=world.use_case, params=ModelParams(model=world.weak.model))
