@@ -18,44 +18,18 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.core.settings import load_settings
 from tasks.simulation.worlds_loop import ExplorationWorld
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nightly-flow")]
 
 HISTORY_DAYS = 1  # days of hour-of-day exploration before the flow's first night
-OFF = {"search": False, "bandits": False, "frontier": False, "budget": False, "monitoring": False}
 
-NIGHTLY_TOML = """
-[objective]
-preset = "quality-focused"
-
-[traffic]
-max_exploration_share = 0.10
-min_arm_share = 0.01
-rollout_stages = [0.05, 0.25, 0.50, 1.0]
-
-[rollout]
-min_requests = 100
-quality_margin = 0.02
-error_rate_margin = 0.01
-latency_ratio_limit = 1.25
-alpha = 0.05
-max_holds = 3
-
+AUTO_EXPERIMENTS_TOML = """
 [auto_experiments]
 traffic_share = 0.5
 mde = 0.025
 min_days = 3
 max_days = 8
-"""
-
-REGISTRY_TOML = """
-[defaults]
-approval = "auto"
-auto_promote = true
-four_eyes = false
-required_guardrails = ["srm", "quality", "error_rate", "latency_p95", "cost_per_request"]
 """
 
 
@@ -78,45 +52,21 @@ def _owner_publishes_production(settings: Any, world: ExplorationWorld) -> None:
         store.dispose()
 
 
-def _registry_view(settings: Any, use_case: str) -> dict[str, Any]:
-    from tasks.nightly.inputs import production_of
-    from tasks.registry.store import RegistryStore
-
-    store = RegistryStore.from_settings(settings)
-    try:
-        production = store.get(use_case, "production")
-        versions = list(store.versions_of(use_case))
-        audit = [(e.version, e.action, e.actor) for e in store.history(use_case)]
-    finally:
-        store.dispose()
-    metadata = dict(production.config.metadata or {})
-    return {
-        "config": production.config,
-        "production": production_of(production)[0],
-        "rollout": metadata.get("rollout"),
-        "designs": metadata.get("experiment_designs") or {},
-        "experiment_arms": sorted(
-            {a.experiment_id for a in production.config.traffic if a.experiment_id}
-        ),
-        "versions": versions,
-        "audit": audit,
-    }
+def _registry_view(home: Any, use_case: str) -> dict[str, Any]:
+    view = home.registry_view(use_case)
+    view["designs"] = view["metadata"].get("experiment_designs") or {}
+    view["experiment_arms"] = sorted(
+        {a.experiment_id for a in view["config"].traffic if a.experiment_id}
+    )
+    return view
 
 
 def _closed_loop(
-    tmp: Path, monkeypatch: pytest.MonkeyPatch, world: ExplorationWorld, nights: int
+    tmp: Path, home: Any, world: ExplorationWorld, nights: int
 ) -> list[dict[str, Any]]:
     """Run the flow night after night; each new day is served by the published version."""
-    from flows.nightly import NightlyParameters, nightly_optimization
-
-    config = tmp / "config"
-    config.mkdir()
-    monkeypatch.setenv("LLMOPT_HOME", str(tmp / "home"))
-    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(config))
-    (config / "registry.toml").write_text(REGISTRY_TOML)
-    (config / "nightly.toml").write_text(NIGHTLY_TOML)
-    settings = load_settings().ensure_dirs()
-    _owner_publishes_production(settings, world)
+    home.write_nightly("quality-focused", extra=AUTO_EXPERIMENTS_TOML)
+    _owner_publishes_production(home.settings, world)
     logs = tmp / "logs"
     logs.mkdir()
     files = []
@@ -130,16 +80,8 @@ def _closed_loop(
         if night > 0:  # tomorrow's traffic follows what the flow published tonight
             files = [logs / f"day-{index:02d}.parquet"]
             pq.write_table(world.day(index, serving=serving), files[0])
-        summary = nightly_optimization(
-            params=NightlyParameters(
-                as_of=world.start + dt.timedelta(days=index),
-                input_paths=[str(f) for f in files],
-                approval="auto",
-                strategies=OFF,  # type: ignore[arg-type]
-            )
-        )
-        assert summary["failures"] == {}
-        view = _registry_view(settings, world.use_case)
+        summary = home.night(world.start + dt.timedelta(days=index), files)
+        view = _registry_view(home, world.use_case)
         view["summary"] = summary["use_cases"][world.use_case]
         view["experiments"] = summary["experiments"]
         serving = view["config"]
@@ -150,11 +92,11 @@ def _closed_loop(
 
 
 def test_a_promising_candidate_gets_an_experiment_that_ships_it(
-    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, tmp_path: Path, loop_home: Any
 ) -> None:
     world = ExplorationWorld()
     assert world.truth[world.candidate_id] > world.truth[world.production_id]  # grading only
-    nights = _closed_loop(tmp_path, monkeypatch, world, nights=16)
+    nights = _closed_loop(tmp_path, loop_home, world, nights=16)
     prod, cand = world.production_id, world.candidate_id
 
     # the first night: ahead but not shown, no propensities -> a pre-registered experiment
@@ -189,12 +131,12 @@ def test_a_promising_candidate_gets_an_experiment_that_ships_it(
 
 
 def test_aa_the_experiment_never_ships(
-    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, tmp_path: Path, loop_home: Any
 ) -> None:
     # a seed whose first night has the (identical) candidate ahead by chance, so an experiment
     # is created; the test is that it never ships
     world = ExplorationWorld(candidate_quality=0.78, seed=6)
-    nights = _closed_loop(tmp_path, monkeypatch, world, nights=11)
+    nights = _closed_loop(tmp_path, loop_home, world, nights=11)
     prod, cand = world.production_id, world.candidate_id
     assert all(n["production"] == prod for n in nights)
     assert all(n["rollout"] is None for n in nights)

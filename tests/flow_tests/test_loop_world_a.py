@@ -28,33 +28,8 @@ UC = "support-route"
 START = dt.date(2026, 10, 1)
 DAYS = 10
 STRONG_PER_NIGHT = 300  # logged requests of the strong model per day, in both routings
-OFF = {"search": False, "bandits": False, "frontier": False, "budget": False, "monitoring": False}
-
-NIGHTLY_TOML = """
-[objective]
-preset = "{preset}"
-
-[traffic]
-max_exploration_share = 0.10
-min_arm_share = 0.01
-rollout_stages = [0.05, 0.25, 0.50, 1.0]
-
-[rollout]
-min_requests = 100
-quality_margin = 0.02
-error_rate_margin = 0.01
-latency_ratio_limit = 2.0   # this owner accepts the strong model's slower answers
-alpha = 0.05
-max_holds = 3
-"""
-
-REGISTRY_TOML = """
-[defaults]
-approval = "auto"
-auto_promote = true
-four_eyes = false
-required_guardrails = ["srm", "quality", "error_rate", "latency_p95", "cost_per_request"]
-"""
+# this owner accepts the strong model's slower answers
+LATENCY_RATIO_LIMIT = 2.0
 
 
 def _world(strong_share: float) -> RoutingWorld:
@@ -86,63 +61,34 @@ def _truth_prefers_strong(world: RoutingWorld, preset: str) -> bool:
 
 def _run(
     tmp: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    home: Any,
     world: RoutingWorld,
     presets: list[str],
     *,
-    template: str = NIGHTLY_TOML,
+    error_rate_margin: float = 0.01,
 ) -> list[dict[str, Any]]:
     """One flow run per night; the registry's production after each."""
-    from flows.nightly import NightlyParameters, nightly_optimization
-    from tasks.nightly.inputs import production_of
-    from tasks.registry.store import RegistryStore
-
-    config = tmp / "config"
-    config.mkdir()
-    monkeypatch.setenv("LLMOPT_HOME", str(tmp / "home"))
-    monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(config))
-    (config / "registry.toml").write_text(REGISTRY_TOML)
-    settings = load_settings().ensure_dirs()
     logs = tmp / "logs.parquet"
     pq.write_table(world.simulate(), logs)
     nights = []
     for index, preset in enumerate(presets):
-        (config / "nightly.toml").write_text(template.format(preset=preset))
-        params = NightlyParameters(
-            as_of=START + dt.timedelta(days=index),
-            input_paths=[str(logs)],
-            approval="auto",
-            strategies=OFF,  # type: ignore[arg-type]
+        home.write_nightly(
+            preset, latency_ratio_limit=LATENCY_RATIO_LIMIT, error_rate_margin=error_rate_margin
         )
-        summary = nightly_optimization(params=params)
-        assert summary["failures"] == {}
-        store = RegistryStore.from_settings(settings)
-        try:
-            production = store.get(UC, "production")
-            versions = list(store.versions_of(UC))
-            audit = [(e.version, e.action, e.actor) for e in store.history(UC)]
-        finally:
-            store.dispose()
-        nights.append(
-            {
-                "production": production_of(production)[0],
-                "rollout": dict(production.config.metadata or {}).get("rollout"),
-                "versions": versions,
-                "audit": audit,
-                "summary": summary["use_cases"][UC],
-            }
-        )
+        summary = home.night(START + dt.timedelta(days=index), [logs])
+        view = home.registry_view(UC)
+        nights.append({**view, "summary": summary["use_cases"][UC]})
     return nights
 
 
 @pytest.mark.parametrize("strong_share", [0.5, 0.2])
 def test_quality_focused_promotes_the_strong_model_through_approval_and_rollout(
-    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strong_share: float
+    prefect_server: None, tmp_path: Path, loop_home: Any, strong_share: float
 ) -> None:
     world = _world(strong_share)
     assert _truth_prefers_strong(world, "quality-focused")
     assert not _truth_prefers_strong(world, "cost-focused")
-    nights = _run(tmp_path, monkeypatch, world, ["cost-focused"] + ["quality-focused"] * (DAYS - 1))
+    nights = _run(tmp_path, loop_home, world, ["cost-focused"] + ["quality-focused"] * (DAYS - 1))
     strong, weak = world.strong.config_id, world.weak.config_id
 
     # night 0: bootstrapped on the cost-focused objective's lower bound (the weak model)
@@ -178,10 +124,10 @@ def test_quality_focused_promotes_the_strong_model_through_approval_and_rollout(
 
 
 def test_cost_focused_keeps_the_cheap_model(
-    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, tmp_path: Path, loop_home: Any
 ) -> None:
     world = _world(0.5)
-    nights = _run(tmp_path, monkeypatch, world, ["cost-focused"] * 5)
+    nights = _run(tmp_path, loop_home, world, ["cost-focused"] * 5)
     weak = world.weak.config_id
     assert all(n["production"] == weak for n in nights)
     assert all(n["rollout"] is None for n in nights)
@@ -192,17 +138,16 @@ def test_cost_focused_keeps_the_cheap_model(
 
 
 def test_a_stage_that_cannot_gather_its_sample_stops_and_says_so(
-    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prefect_server: None, tmp_path: Path, loop_home: Any
 ) -> None:
     """Issue 14: not enough evidence is a stop with the numbers, never a failed guardrail."""
     world = _world(0.5)
-    strict = NIGHTLY_TOML.replace("error_rate_margin = 0.01", "error_rate_margin = 0.001")
     nights = _run(
         tmp_path,
-        monkeypatch,
+        loop_home,
         world,
         ["cost-focused", "quality-focused", "quality-focused"],
-        template=strict,
+        error_rate_margin=0.001,
     )
     assert nights[1]["rollout"]["candidate_config_id"] == world.strong.config_id
     stopped = nights[2]
