@@ -39,6 +39,20 @@ def _shift(alpha: float, power: float, alternative: str) -> float:
     return shift
 
 
+def _standard_error(
+    var_control: ArrayLike, var_treatment: ArrayLike, n_control: ArrayLike, ratio: float
+) -> FloatArray:
+    """Standard error of the difference in means: ``n_control`` and ``ratio`` times as many."""
+    n = np.asarray(n_control, dtype=np.float64)
+    return np.asarray(
+        np.sqrt(
+            np.asarray(var_control, dtype=np.float64) / n
+            + np.asarray(var_treatment, dtype=np.float64) / (ratio * n)
+        ),
+        dtype=np.float64,
+    )
+
+
 def detection_power(
     effect: ArrayLike,
     var_control: ArrayLike,
@@ -61,11 +75,7 @@ def detection_power(
         alternative: ``two-sided``, ``greater`` or ``less``.
     """
     eff = np.atleast_1d(np.asarray(effect, dtype=np.float64))
-    se = np.sqrt(
-        np.asarray(var_control, dtype=np.float64) / np.asarray(n_control, dtype=np.float64)
-        + np.asarray(var_treatment, dtype=np.float64)
-        / (ratio * np.asarray(n_control, dtype=np.float64))
-    )
+    se = _standard_error(var_control, var_treatment, n_control, ratio)
     z = _z_alpha(alpha, alternative)
     shift = eff / se
     if alternative == "two-sided":
@@ -132,14 +142,7 @@ def minimum_detectable_effect(
         alternative: ``two-sided``, ``greater`` or ``less``.
     """
     z = _shift(alpha, power, alternative)
-    n = np.asarray(n_control, dtype=np.float64)
-    return np.atleast_1d(
-        z
-        * np.sqrt(
-            np.asarray(var_control, dtype=np.float64) / n
-            + np.asarray(var_treatment, dtype=np.float64) / (ratio * n)
-        )
-    )
+    return np.atleast_1d(z * _standard_error(var_control, var_treatment, n_control, ratio))
 
 
 def days_needed(
