@@ -158,3 +158,17 @@ def nights_with_late_rows(
 def late_nights() -> Callable[..., dict[int, list[Any]]]:
     """:func:`nights_with_late_rows`: a simulated month loaded night by night, with late rows."""
     return nights_with_late_rows
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``run_cli(*argv)``: the ``llmopt`` command line in this process; (exit code, stdout,
+    stderr), the output captured since the last read."""
+    from flows.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

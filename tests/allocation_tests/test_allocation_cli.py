@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from flows.cli import main
 from tasks.simulation import SimulationSpec, simulate
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 from tasks.simulation.world import exploration_configs, production_config
@@ -32,16 +31,8 @@ def sim_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_table: Any) -
     return tmp_path
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_budget_command_reports_every_configured_use_case(
-    sim_home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, _ = _run(capsys, "budget", "--json")
+def test_budget_command_reports_every_configured_use_case(sim_home: Path, run_cli: Any) -> None:
+    code, out, _ = run_cli("budget", "--json")
     assert code == 0
     payload = json.loads(out)
     assert payload["as_of"] == "2026-10-10"
@@ -54,14 +45,12 @@ def test_budget_command_reports_every_configured_use_case(
     assert mixes["code-review"]["status"] == "ok"
     weights = mixes["code-review"]["mix"]["weights"]
     assert sum(weights.values()) == pytest.approx(1.0)
-    code, human, _ = _run(capsys, "budget", "--use-case", "sales-email", "--no-mix")
+    code, human, _ = run_cli("budget", "--use-case", "sales-email", "--no-mix")
     assert code == 0 and "sales-email" in human and "forecast" in human
 
 
-def test_bandit_command_gives_weights_per_use_case(
-    sim_home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, _ = _run(capsys, "bandit", "--json", "--contextual", "--seed", "3")
+def test_bandit_command_gives_weights_per_use_case(sim_home: Path, run_cli: Any) -> None:
+    code, out, _ = run_cli("bandit", "--json", "--contextual", "--seed", "3")
     assert code == 0
     payload = json.loads(out)
     allocations = {a["use_case"]: a for a in payload["allocations"]}
@@ -72,41 +61,37 @@ def test_bandit_command_gives_weights_per_use_case(
     routed = {r["use_case"]: r for r in payload["contextual"]}
     assert set(routed) == {"sales-email", "code-review"}
     assert all(r["status"] in {"proposed", "not_proposed", "cannot_route"} for r in routed.values())
-    code, out, _ = _run(capsys, "bandit", "--json", "--linucb", "--use-case", "sales-email")
+    code, out, _ = run_cli("bandit", "--json", "--linucb", "--use-case", "sales-email")
     cells = json.loads(out)["linucb"][0]["cells"]
     assert cells and {"task_type", "user_segment"} == set(cells[0]["cell"])
-    code, _, err = _run(capsys, "bandit", "--features", "bogus", "--contextual")
+    code, _, err = run_cli("bandit", "--features", "bogus", "--contextual")
     assert code == 1 and "unknown context column" in err
-    code, _, err = _run(capsys, "bandit", "--features", "bogus", "--linucb")
+    code, _, err = run_cli("bandit", "--features", "bogus", "--linucb")
     assert code == 1 and "unknown context feature" in err
 
 
-def test_offpolicy_command_estimates_and_refuses(
-    sim_home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_offpolicy_command_estimates_and_refuses(sim_home: Path, run_cli: Any) -> None:
     explore = exploration_configs("sales-email")[0].config_id
     prod = production_config("sales-email").config_id
     policy = json.dumps({prod: 0.5, explore: 0.5})
-    code, out, _ = _run(
-        capsys, "offpolicy", "--use-case", "sales-email", "--policy", policy, "--json"
-    )
+    code, out, _ = run_cli("offpolicy", "--use-case", "sales-email", "--policy", policy, "--json")
     assert code == 0
     payload = json.loads(out)
     assert payload["status"] == "ok"
     est = payload["estimate"]
     assert est["dr"]["lower"] < est["dr"]["value"] < est["dr"]["upper"]
-    code, out, _ = _run(
-        capsys, "offpolicy", "--use-case", "sales-email", "--policy", '{"never-served": 1}'
+    code, out, _ = run_cli(
+        "offpolicy", "--use-case", "sales-email", "--policy", '{"never-served": 1}'
     )
     assert code == 0 and "cannot_estimate" in out and "never served" in out
-    code, _, err = _run(capsys, "offpolicy", "--use-case", "x", "--policy", "{not json")
+    code, _, err = run_cli("offpolicy", "--use-case", "x", "--policy", "{not json")
     assert code == 1 and "not valid JSON" in err
 
 
 def test_commands_fail_clearly_without_a_warehouse(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Any
 ) -> None:
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path))
     monkeypatch.delenv("LLMOPT_WAREHOUSE", raising=False)
-    code, _, err = _run(capsys, "budget")
+    code, _, err = run_cli("budget")
     assert code == 1 and "no warehouse" in err

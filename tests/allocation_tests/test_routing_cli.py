@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from flows.cli import main
 from tasks.simulation.demo_config import DEMO_CONFIG_DIR
 from tasks.simulation.worlds_routing import RoutingWorld, segmented_world
 from tasks.warehouse.connection import connect
@@ -28,17 +27,11 @@ def world_home(
     return tmp_path, world
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_contextual_bandit_output_is_an_offpolicy_policy_as_is(
-    world_home: tuple[Path, RoutingWorld], capsys: pytest.CaptureFixture[str]
+    world_home: tuple[Path, RoutingWorld], run_cli: Any
 ) -> None:
     home, world = world_home
-    code, out, _ = _run(capsys, "bandit", "--contextual", "--json")
+    code, out, _ = run_cli("bandit", "--contextual", "--json")
     assert code == 0
     payload = json.loads(out)
     (entry,) = payload["contextual"]
@@ -51,8 +44,8 @@ def test_contextual_bandit_output_is_an_offpolicy_policy_as_is(
     # the whole output, untouched, is a valid --policy (the context comes from the table)
     path = home / "bandit.json"
     path.write_text(out, encoding="utf-8")
-    code, out, err = _run(
-        capsys, "offpolicy", "--use-case", world.use_case, "--policy", str(path), "--json"
+    code, out, err = run_cli(
+        "offpolicy", "--use-case", world.use_case, "--policy", str(path), "--json"
     )
     assert code == 0, err
     estimate = json.loads(out)
@@ -63,23 +56,21 @@ def test_contextual_bandit_output_is_an_offpolicy_policy_as_is(
     dr = estimate["estimate"]["dr"]
     assert dr["lower"] <= true_quality <= dr["upper"]
     # just the table works too
-    code, out, _ = _run(
-        capsys, "offpolicy", "--use-case", world.use_case, "--policy", json.dumps(table)
-    )
+    code, out, _ = run_cli("offpolicy", "--use-case", world.use_case, "--policy", json.dumps(table))
     assert code == 0 and "[ok]" in out
 
 
 def test_contextual_bandit_human_output_and_unknown_use_case_table(
-    world_home: tuple[Path, RoutingWorld], capsys: pytest.CaptureFixture[str]
+    world_home: tuple[Path, RoutingWorld], run_cli: Any
 ) -> None:
     home, _ = world_home
-    code, out, _ = _run(capsys, "bandit", "--contextual", "--features", "user_segment,language")
+    code, out, _ = run_cli("bandit", "--contextual", "--features", "user_segment,language")
     assert code == 0
     assert "routing [proposed] on user_segment" in out
     assert "language skipped: empty" in out
     assert "* (default):" in out
-    code, out, _ = _run(capsys, "bandit", "--contextual", "--json")
+    code, out, _ = run_cli("bandit", "--contextual", "--json")
     path = home / "bandit.json"
     path.write_text(out, encoding="utf-8")
-    code, _, err = _run(capsys, "offpolicy", "--use-case", "other", "--policy", str(path))
+    code, _, err = run_cli("offpolicy", "--use-case", "other", "--policy", str(path))
     assert code == 1 and "0 routing table(s) for 'other'" in err

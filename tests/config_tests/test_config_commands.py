@@ -6,10 +6,10 @@ import json
 import shutil
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flows.cli import main
 from tasks.core.config import CONFIG_NAMES, check_config
 from tasks.core.settings import load_settings
 from tasks.ingest.pipeline import ingest_paths
@@ -75,16 +75,10 @@ def _user_config(home: Path, **files: str) -> Path:
     return folder
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_init_writes_a_commented_config_for_the_warehouse_use_cases(
-    user_home: Path, capsys: pytest.CaptureFixture[str]
+    user_home: Path, run_cli: Any
 ) -> None:
-    code, out, _ = _run(capsys, "init", "--json")
+    code, out, _ = run_cli("init", "--json")
     assert code == 0
     result = json.loads(out)
     folder = user_home.resolve() / "config"
@@ -107,20 +101,20 @@ def test_init_writes_a_commented_config_for_the_warehouse_use_cases(
         assert tomllib.loads(path.read_text()) == shipped
 
     (folder / "registry.toml").write_text('[defaults]\napproval = "auto"\n')
-    code, out, _ = _run(capsys, "init")
+    code, out, _ = run_cli("init")
     assert code == 0 and "kept" in out and "--force" in out
     assert (folder / "registry.toml").read_text() == '[defaults]\napproval = "auto"\n'
 
 
 def test_config_check_prints_the_effective_config_per_use_case(
-    user_home: Path, capsys: pytest.CaptureFixture[str]
+    user_home: Path, run_cli: Any
 ) -> None:
     folder = _user_config(
         user_home,
         registry='[defaults]\napproval = "human"\n\n'
         '[use_cases."checkout-bot"]\napproval = "auto"\n',
     )
-    code, out, _ = _run(capsys, "config", "check", "--json")
+    code, out, _ = run_cli("config", "check", "--json")
     assert code == 0
     report = json.loads(out)
     assert report["ok"] is True and report["problems"] == []
@@ -136,31 +130,29 @@ def test_config_check_prints_the_effective_config_per_use_case(
     assert summarize["experiments"] == {}
     assert "prompt_ids" not in summarize["search"]["space"]
 
-    code, out, _ = _run(capsys, "config", "check")
+    code, out, _ = run_cli("config", "check")
     assert code == 0 and "Every file is valid." in out
     assert "checkout-bot (60 requests in the warehouse)" in out
 
 
 def test_config_check_lists_every_problem_with_file_and_line_and_exits_1(
-    user_home: Path, capsys: pytest.CaptureFixture[str]
+    user_home: Path, run_cli: Any
 ) -> None:
     folder = _user_config(
         user_home,
         registry='approval = "auto"\n',
         monitoring="[rules]\nerror_rate_max = 0.02\ncost_ratio = 3\n",
     )
-    code, out, err = _run(capsys, "config", "check")
+    code, out, err = run_cli("config", "check")
     assert code == 1 and err == ""
     assert f"{folder.resolve() / 'registry.toml'}:1: unknown key 'approval'" in out
     assert f"{folder.resolve() / 'monitoring.toml'}:3: unknown key 'cost_ratio'" in out
     assert "2 problem(s)" in out
 
 
-def test_config_check_reports_a_value_the_capability_refuses(
-    user_home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_config_check_reports_a_value_the_capability_refuses(user_home: Path, run_cli: Any) -> None:
     _user_config(user_home, monitoring="[windows]\nreference_days = 14\nseries_days = 7\n")
-    code, out, _ = _run(capsys, "config", "check", "--json")
+    code, out, _ = run_cli("config", "check", "--json")
     report = json.loads(out)
     assert code == 1 and report["ok"] is False
     assert any("monitoring.toml" in p and "series_days" in p for p in report["problems"])

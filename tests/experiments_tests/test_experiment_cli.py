@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,12 +18,6 @@ from tasks.core.settings import REPO_ROOT
 HEADER = "experiment,metric,kind,variant,n,sum,sum_squares,weight\n"
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _write(tmp_path: Path, text: str, name: str = "stats.csv") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -34,14 +29,12 @@ def _arm(rng: np.random.Generator, mean: float, n: int) -> tuple[int, float, flo
     return n, float(x.sum()), float((x * x).sum()), x
 
 
-def test_stats_csv_three_arms_fixed_matches_scipy_and_holm(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_stats_csv_three_arms_fixed_matches_scipy_and_holm(tmp_path: Path, run_cli: Any) -> None:
     rng = np.random.default_rng(1)
     arms = {"control": _arm(rng, 0.70, 900), "b": _arm(rng, 0.74, 950), "c": _arm(rng, 0.705, 880)}
     lines = [f"exp,quality,mean,{v},{n},{s!r},{ss!r},\n" for v, (n, s, ss, _) in arms.items()]
     path = _write(tmp_path, HEADER + "".join(lines))
-    code, out, _ = _run(["stats", str(path), "--json", "--method", "fixed"], capsys)
+    code, out, _ = run_cli("stats", str(path), "--json", "--method", "fixed")
     assert code == 0
     (report,) = json.loads(out)["experiments"]
     control = arms["control"][3]
@@ -64,9 +57,7 @@ def test_stats_csv_three_arms_fixed_matches_scipy_and_holm(
     }  # fmt: skip
 
 
-def test_stats_csv_human_output_ratio_cuped_and_bayesian(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_stats_csv_human_output_ratio_cuped_and_bayesian(tmp_path: Path, run_cli: Any) -> None:
     text = (
         "experiment,metric,kind,variant,n,sum,sum_squares,den_sum,den_sum_squares,"
         "sum_products,pre_sum,pre_sum_squares,pre_sum_products\n"
@@ -76,10 +67,10 @@ def test_stats_csv_human_output_ratio_cuped_and_bayesian(
         "e,quality,mean,new,520,380,292,,,,350,256,262\n"
     )
     path = _write(tmp_path, text)
-    code, out, _ = _run(["stats", str(path)], capsys)
+    code, out, _ = run_cli("stats", str(path))
     assert code == 0
     assert "e: " in out and "tokens" in out and "quality" in out and "verdict" in out
-    code, out, _ = _run(["stats", str(path), "--json", "--method", "bayesian"], capsys)
+    code, out, _ = run_cli("stats", str(path), "--json", "--method", "bayesian")
     (report,) = json.loads(out)["experiments"]
     kinds = {c["metric"]: c["kind"] for c in report["comparisons"]}
     assert kinds == {"tokens": "ratio", "quality": "cuped"}
@@ -107,22 +98,20 @@ def test_stats_csv_human_output_ratio_cuped_and_bayesian(
     ],
 )
 def test_bad_csv_gives_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+    tmp_path: Path, run_cli: Any, text: str, message: str
 ) -> None:
     path = _write(tmp_path, text)
-    code, out, err = _run(["stats", str(path), "--json"], capsys)
+    code, out, err = run_cli("stats", str(path), "--json")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("llmopt: error: ")
     assert message in err
 
 
-def test_degenerate_csv_reports_cannot_analyse(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_degenerate_csv_reports_cannot_analyse(tmp_path: Path, run_cli: Any) -> None:
     path = _write(
         tmp_path, HEADER + "e,q,mean,a,1,0.5,0.25,\ne,q,mean,b,10,5,3,\nf,q,mean,a,5,2,1,\n"
     )
-    code, out, _ = _run(["stats", str(path), "--json"], capsys)
+    code, out, _ = run_cli("stats", str(path), "--json")
     assert code == 0
     reports = {r["experiment_id"]: r for r in json.loads(out)["experiments"]}
     assert reports["e"]["decision"]["action"] == "cannot analyse"
@@ -131,11 +120,11 @@ def test_degenerate_csv_reports_cannot_analyse(
 
 
 def test_experiments_analyze_on_the_warehouse(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, run_cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLMOPT_HOME", str(tmp_path))
     monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(REPO_ROOT / "tasks" / "simulation" / "demo_config"))
-    code, _, err = _run(["experiments", "analyze"], capsys)
+    code, _, err = run_cli("experiments", "analyze")
     assert code == 1 and "no warehouse" in err
     from tasks.core.settings import load_settings
     from tasks.warehouse.connection import connect
@@ -169,7 +158,7 @@ def test_experiments_analyze_on_the_warehouse(
     con.close()
     plot = tmp_path / "plot.png"
     argv = ["experiments", "analyze", "--as-of", "2026-10-10", "--run-id", "t1", "--json"]
-    code, out, _ = _run([*argv, "--plot", str(plot)], capsys)
+    code, out, _ = run_cli(*argv, "--plot", str(plot))
     assert code == 0, out
     payload = json.loads(out)
     assert payload["run_id"] == "t1"
@@ -177,19 +166,19 @@ def test_experiments_analyze_on_the_warehouse(
     assert report["as_of"] == "2026-10-10" and report["days_elapsed"] == 10
     assert report["decision"]["label"] == "ship treatment"
     assert plot.exists()
-    code, out, _ = _run(["experiments", "analyze", "--as-of", "2026-10-10"], capsys)
+    code, out, _ = run_cli("experiments", "analyze", "--as-of", "2026-10-10")
     assert code == 0 and "exp-summarize-prompt-v2: ship treatment" in out
-    code, _, err = _run(["stats", str(tmp_path / "missing.csv")], capsys)
+    code, _, err = run_cli("stats", str(tmp_path / "missing.csv"))
     assert code == 1 and "file not found" in err
 
 
 def test_non_utf8_file_and_non_finite_options_are_one_line_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], run_cli: Any
 ) -> None:
     latin = tmp_path / "latin1.csv"
     text = HEADER + "exp,qualité,mean,control,10,5,3,\n"
     latin.write_bytes(text.encode("latin-1"))
-    code, _, err = _run(["stats", str(latin)], capsys)
+    code, _, err = run_cli("stats", str(latin))
     assert code == 1
     where = text.index("é")
     assert err.strip().splitlines() == [
@@ -203,17 +192,17 @@ def test_non_utf8_file_and_non_finite_options_are_one_line_errors(
         err = capsys.readouterr().err
         assert exc.value.code == 2
         assert err.strip().splitlines()[-1].endswith(f"must be a finite number, got '{value}'")
-    code, out, _ = _run(["stats", str(good), "--json", "--method", "bayesian", "--prior-sd", "inf",
-                         "--prior-scale", "relative"], capsys)  # fmt: skip
+    code, out, _ = run_cli(
+        "stats", str(good), "--json", "--method", "bayesian", "--prior-sd", "inf",
+        "--prior-scale", "relative",
+    )  # fmt: skip
     assert code == 0 and json.loads(out)["experiments"][0]["method"] == "bayesian"
 
 
-def test_human_table_keeps_columns_apart_and_shows_relative_p(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_human_table_keeps_columns_apart_and_shows_relative_p(tmp_path: Path, run_cli: Any) -> None:
     rows = "exp,cost_usd,mean,control,1350,9.1275,0.09,\nexp,cost_usd,mean,b,1400,9.6,0.095,\n"
     path = _write(tmp_path, HEADER + rows)
-    code, out, _ = _run(["stats", str(path), "--method", "fixed"], capsys)
+    code, out, _ = run_cli("stats", str(path), "--method", "fixed")
     assert code == 0
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.strip().startswith("metric"))

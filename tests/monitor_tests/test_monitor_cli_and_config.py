@@ -34,18 +34,10 @@ def small_world(
     return settings
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from flows.cli import main
-
-    code = main(argv)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def test_monitor_json_reports_drift_and_the_decision(
-    small_world: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    small_world: Settings, run_cli: Any, tmp_path: Path
 ) -> None:
-    code, out, _ = _run(["monitor", "--json", "--plot-dir", str(tmp_path / "plots")], capsys)
+    code, out, _ = run_cli("monitor", "--json", "--plot-dir", str(tmp_path / "plots"))
     assert code == 0
     payload = json.loads(out)
     assert payload["as_of"] == "2026-10-22" and payload["recorded"] is False
@@ -62,15 +54,13 @@ def test_monitor_json_reports_drift_and_the_decision(
     assert payload["alerts_stored"] == 0  # read-only without --record
 
 
-def test_monitor_record_stores_alerts_once(
-    small_world: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_monitor_record_stores_alerts_once(small_world: Settings, run_cli: Any) -> None:
     from tasks.warehouse.connection import connect
 
-    code, out, _ = _run(["monitor", "--as-of", "2026-10-21", "--record"], capsys)
+    code, out, _ = run_cli("monitor", "--as-of", "2026-10-21", "--record")
     assert code == 0
     assert "sales-email: CRITICAL" in out or "sales-email: WARNING" in out
-    _run(["monitor", "--as-of", "2026-10-22", "--record", "--json"], capsys)
+    run_cli("monitor", "--as-of", "2026-10-22", "--record", "--json")
     con = connect(small_world)
     try:
         keys = [
@@ -84,10 +74,8 @@ def test_monitor_record_stores_alerts_once(
     assert "sales-email|rule|quality_drop" in keys and len(keys) == len(set(keys))
 
 
-def test_monitor_errors_are_one_clear_line(
-    small_world: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, _, err = _run(["monitor", "--as-of", "21-10-2026"], capsys)
+def test_monitor_errors_are_one_clear_line(small_world: Settings, run_cli: Any) -> None:
+    code, _, err = run_cli("monitor", "--as-of", "21-10-2026")
     assert code == 1 and err.startswith("llmopt: error: --as-of")
 
 

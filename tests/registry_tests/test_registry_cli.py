@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from flows.cli import main
 from tasks.core.settings import Settings
 from tasks.registry.snapshot import read_snapshot
 
@@ -16,17 +15,14 @@ UC = "support-summarize"
 
 
 @pytest.fixture
-def cli(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Any:
+def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, run_cli: Any) -> Any:
     monkeypatch.setenv("LLMOPT_HOME", str(settings.home))
     monkeypatch.setenv("LLMOPT_CONFIG_DIR", str(settings.config_dir))
     monkeypatch.delenv("LLMOPT_REGISTRY_TOKEN", raising=False)
     monkeypatch.delenv("LLMOPT_REGISTRY_TOKENS_FILE", raising=False)
 
     def run(*argv: str) -> tuple[int, Any, str]:
-        code = main(["registry", *argv])
-        out, err = capsys.readouterr()
+        code, out, err = run_cli("registry", *argv)
         try:
             payload = json.loads(out) if "--json" in argv else out
         except ValueError:
