@@ -40,6 +40,13 @@ from tasks.warehouse.rollups import read_only
 
 Source = Literal["auto", "rollups", "raw"]
 
+# the optional use case and day window, on the raw rows and on the rollups alike
+_WINDOW_FILTER = """
+WHERE ($use_case IS NULL OR use_case = $use_case)
+  AND ($start IS NULL OR day >= $start)
+  AND ($end IS NULL OR day <= $end)
+"""
+
 CONFIG_METRICS_SQL = f"""
 SELECT
     use_case,
@@ -63,17 +70,9 @@ SELECT
     min(ts) AS first_seen,
     max(ts) AS last_seen
 FROM usage_logs
-WHERE ($use_case IS NULL OR use_case = $use_case)
-  AND ($start IS NULL OR day >= $start)
-  AND ($end IS NULL OR day <= $end)
+{_WINDOW_FILTER}
 GROUP BY ALL
 ORDER BY use_case, config_key
-"""
-
-_ROLLUP_FILTER = """
-WHERE ($use_case IS NULL OR use_case = $use_case)
-  AND ($start IS NULL OR day >= $start)
-  AND ($end IS NULL OR day <= $end)
 """
 
 ROLLUP_CONFIG_METRICS_SQL = f"""
@@ -98,7 +97,7 @@ WITH m AS (
         min(first_seen) AS first_seen,
         max(last_seen) AS last_seen
     FROM {CONFIG_DAY.name}
-    {_ROLLUP_FILTER}
+    {_WINDOW_FILTER}
     GROUP BY use_case, config_key
 )
 SELECT use_case, config_key, model, prompt_id, temperature, top_p, max_tokens, n,
@@ -107,7 +106,7 @@ SELECT use_case, config_key, model, prompt_id, temperature, top_p, max_tokens, n
 FROM m
 ORDER BY use_case, config_key
 """
-ROLLUP_LATENCY_BINS_SQL = f"(SELECT * FROM {CONFIG_LATENCY.name} {_ROLLUP_FILTER})"
+ROLLUP_LATENCY_BINS_SQL = f"(SELECT * FROM {CONFIG_LATENCY.name} {_WINDOW_FILTER})"
 
 Window = tuple[dt.date | None, dt.date | None]
 
