@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from tasks.core.settings import Settings
 from tasks.registry import snapshot_sync
@@ -207,44 +207,6 @@ class RegistryStore(StoreWrites):
             use_case, config, expected_version=expected_version, actor=proposer, reason=reason,
             run_id=run_id, evidence=evidence, rejected_by=rejected_by,
         )  # fmt: skip
-
-    def _new_version(
-        self,
-        use_case: str,
-        config: RegistryConfig,
-        *,
-        expected_version: int,
-        actor: str,
-        reason: str,
-        run_id: str | None,
-        evidence: Mapping[str, Any] | None,
-        rejected_by: str | None = None,
-    ) -> ConfigVersion:
-        """Check and insert the next version (a candidate, or rejected by ``rejected_by`` in the
-        same transaction); then the snapshot follows."""
-        evidence_json = self._checked_publish_args(
-            use_case, config, expected_version, actor=actor, reason=reason, run_id=run_id,
-            evidence=evidence,
-        )  # fmt: skip
-        stored_reason = (
-            reason if rejected_by is None else f"proposed, then rejected by {rejected_by}"
-        )
-        try:
-            with write_transaction(self.engine) as conn:
-                version = self._insert_version(
-                    conn, use_case, config, expected_version=expected_version, actor=actor,
-                    reason=stored_reason, run_id=run_id, evidence_json=evidence_json,
-                )  # fmt: skip
-                if rejected_by is not None:
-                    self._apply(
-                        conn, use_case, version, action="reject",
-                        allowed_from={ConfigState.CANDIDATE}, to_state=ConfigState.REJECTED,
-                        actor=rejected_by, reason=reason,
-                    )  # fmt: skip
-        except IntegrityError as exc:  # a concurrent publisher inserted the same version first
-            raise StaleVersionError(f"{use_case}: version {expected_version + 1} exists") from exc
-        self._after_write(use_case)
-        return self.get(use_case, version)
 
     def _transition(self, use_case: str, version: int, **kwargs: Any) -> ConfigVersion:
         validate_use_case(use_case)

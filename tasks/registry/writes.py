@@ -2,16 +2,19 @@
 
 Mixed into :class:`tasks.registry.store.RegistryStore`; the public lifecycle methods live there.
 Every helper runs on a connection inside a write transaction, so a publish and a reject (or a
-promote and the retirement of the previous production version) commit together or not at all.
+promote and the retirement of the previous production version) commit together or not at all;
+``_new_version`` is the one that opens its own (the write of ``publish`` and ``record_rejection``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from tasks.registry.errors import (
     FourEyesError,
@@ -23,6 +26,7 @@ from tasks.registry.errors import (
 from tasks.registry.model import (
     ConfigState,
     ConfigValidationError,
+    ConfigVersion,
     RegistryConfig,
     as_json_object,
     validate_use_case,
@@ -30,6 +34,7 @@ from tasks.registry.model import (
 from tasks.registry.policy import PolicyBook, is_automated
 from tasks.registry.reads import StoreReads
 from tasks.registry.rows import check_text, check_version, now
+from tasks.registry.schema import write_transaction
 
 __all__ = ["UNSET", "StoreWrites"]
 
@@ -146,6 +151,47 @@ class StoreWrites(StoreReads):
                 check_text(value, name, limit=2000 if name == "reason" else 200)
         evidence = as_json_object(texts.get("evidence") or {}, "evidence")
         return json.dumps(evidence, sort_keys=True)
+
+    def _after_write(self, use_case: str) -> None:
+        """Called after every committed write of ``use_case`` (the store syncs its snapshot)."""
+
+    def _new_version(
+        self,
+        use_case: str,
+        config: RegistryConfig,
+        *,
+        expected_version: int,
+        actor: str,
+        reason: str,
+        run_id: str | None,
+        evidence: Mapping[str, Any] | None,
+        rejected_by: str | None = None,
+    ) -> ConfigVersion:
+        """Check and insert the next version (a candidate, or rejected by ``rejected_by`` in the
+        same transaction); then the snapshot follows."""
+        evidence_json = self._checked_publish_args(
+            use_case, config, expected_version, actor=actor, reason=reason, run_id=run_id,
+            evidence=evidence,
+        )  # fmt: skip
+        stored_reason = (
+            reason if rejected_by is None else f"proposed, then rejected by {rejected_by}"
+        )
+        try:
+            with write_transaction(self.engine) as conn:
+                version = self._insert_version(
+                    conn, use_case, config, expected_version=expected_version, actor=actor,
+                    reason=stored_reason, run_id=run_id, evidence_json=evidence_json,
+                )  # fmt: skip
+                if rejected_by is not None:
+                    self._apply(
+                        conn, use_case, version, action="reject",
+                        allowed_from={ConfigState.CANDIDATE}, to_state=ConfigState.REJECTED,
+                        actor=rejected_by, reason=reason,
+                    )  # fmt: skip
+        except IntegrityError as exc:  # a concurrent publisher inserted the same version first
+            raise StaleVersionError(f"{use_case}: version {expected_version + 1} exists") from exc
+        self._after_write(use_case)
+        return self.get(use_case, version)
 
     def _check_four_eyes(self, conn: Connection, use_case: str, row: Any, actor: str) -> None:
         policy = None if self.policies is None else self.policies.for_use_case(use_case)
