@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -41,6 +41,7 @@ from tasks.ingest.sql_records import (
 
 __all__ = [
     "INGEST_MEMORY_LIMIT",
+    "PRICE_SAMPLE_ROWS",
     "Counts",
     "dedupe_file",
     "ingest_settings",
@@ -54,6 +55,9 @@ INGEST_MEMORY_LIMIT = "384MB"
 
 # rows per Arrow record batch of a text chunk: a few batches per thread for DuckDB's scan
 _BATCH_ROWS = 16_384
+
+# lines of a text chunk whose models are priced before its one-pass insert
+PRICE_SAMPLE_ROWS = 1_024
 
 _INSERT_SQL = f"INSERT INTO usage_logs ({USAGE_COLUMNS}) SELECT * EXCLUDE (__file_no) FROM"
 
@@ -135,12 +139,33 @@ def _mark_seen(
     )
 
 
-def _price_models(con: duckdb.DuckDBPyConnection, source: str = "_rec", prefix: str = "x_") -> None:
-    models = con.execute(
+def _models_sql(source: str = "_rec", prefix: str = "x_") -> str:
+    """The distinct models of ``source`` with a provider seen for each."""
+    return (
         f"SELECT CAST({prefix}model AS VARCHAR), any_value(CAST({prefix}provider AS VARCHAR))"
         f" FROM {source} WHERE {prefix}model IS NOT NULL GROUP BY 1"
-    ).fetchall()
+    )
+
+
+def _price(models: list[tuple[str, str | None]], con: duckdb.DuckDBPyConnection) -> None:
     ensure_model_prices(con, [m for m, _ in models], {m: p for m, p in models if p})
+
+
+def _price_models(con: duckdb.DuckDBPyConnection, source: str = "_rec", prefix: str = "x_") -> None:
+    _price(con.execute(_models_sql(source, prefix)).fetchall(), con)
+
+
+def _price_first_lines(
+    con: duckdb.DuckDBPyConnection, chunk: pa.Table, records: Callable[[str], str]
+) -> None:
+    """Price the models of a text chunk's first lines, before its one-pass insert.
+
+    The first chunk into a new warehouse (or the first with a new model) then goes in whole
+    instead of being classified again in full (0.4 s of a 1 M-line ingest); a model first
+    seen further into the chunk still takes the full path.
+    """
+    _sample = chunk.slice(0, PRICE_SAMPLE_ROWS)  # read by DuckDB's replacement scan
+    _price(con.execute(_models_sql(f"({records('_sample')})")).fetchall(), con)
 
 
 def _insert_typed(
@@ -269,36 +294,23 @@ def _insert_clean(
     lines = chunk.column("line_no")
     first, last = int(lines[0].as_py()), int(lines[len(lines) - 1].as_py())
     ingest_id = f"{run_id}-{file_no:06d}"
-    records = text_records_sql(shape) if header is None else csv_records_sql(shape, header)
+
+    def records(source: str = "_chunk") -> str:
+        if header is None:
+            return text_records_sql(shape, source)
+        return csv_records_sql(shape, header, source)
+
+    _price_first_lines(con, chunk, records)
     classify = classify_sql(
-        shape, "text", now, use_case, source=f"({records})", priced=False, keep_raw=False
+        shape, "text", now, use_case, source=f"({records()})", priced=False, keep_raw=False
     )
     candidates = candidates_sql("", "", f"({priced_sql(f'({classify})')})")
     (row,) = con.execute(f"{_INSERT_SQL} ({candidates})", [run_id]).fetchall()
     inserted = int(row[0])
+    # a request_id repeated inside the file, or stored by another ingest: the later rows go
+    # once per file, after its last chunk (dedupe_file)
     mine = "ingest_id = $id AND source_line BETWEEN $first AND $last"
     params = {"id": ingest_id, "first": first, "last": last}
-    # in this file's earlier chunks (other ingests' rows: once per file, dedupe_file);
-    # the ingest_id filter skips other ingests' row groups by their min/max
-    before = (
-        "SELECT request_id FROM usage_logs WHERE ingest_id = $id AND source_line < $first"
-        f" AND request_id IN (SELECT request_id FROM usage_logs WHERE {mine})"
-    )
-    (row,) = con.execute(
-        f"SELECT count(*) - count(DISTINCT request_id), (SELECT count(*) FROM ({before}))"
-        f" FROM usage_logs WHERE {mine}",
-        params,
-    ).fetchall()
-    if row[0] or row[1]:  # an id in an earlier line of the file, or twice in the chunk
-        (row,) = con.execute(
-            f"DELETE FROM usage_logs WHERE {mine} AND (request_id, source_line) IN ("
-            f" SELECT request_id, source_line FROM usage_logs WHERE {mine}"
-            " QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY source_line) > 1"
-            f" UNION ALL SELECT request_id, source_line FROM usage_logs WHERE {mine}"
-            f" AND request_id IN ({before}))",
-            params,
-        ).fetchall()
-        inserted -= int(row[0])
     done = counts[file_no]
     done.lines_read += inserted
     done.ingested += inserted
@@ -320,15 +332,16 @@ def _one_pass(shape: Shape) -> bool:
 def dedupe_file(
     con: duckdb.DuckDBPyConnection, shape: Shape, run_id: str, file_no: int, counts: Counts
 ) -> None:
-    """After a streamed text file's last chunk: its rows whose request_id another ingest stored go.
+    """After a streamed text file's last chunk: its rows whose request_id came earlier go.
 
-    The row stored first wins, as for a duplicate inside the file. Once per file, not per
-    chunk: with no index on ``request_id`` (an ART index cost ~1.5x at 10 M rows) the check
-    reads every stored id, so done per 128k-line chunk it grew with the warehouse (0.13 s per
-    chunk at 5 M stored rows).
+    Earlier means in an earlier line of the file, or stored by another ingest; the first
+    occurrence wins either way. Once per file, not per chunk: with no index on
+    ``request_id`` (an ART index cost ~1.5x at 10 M rows) a check per 122,880-line chunk read
+    every id stored or inserted before it, so it grew with the warehouse and with the file
+    (the in-file check alone: 9.9 s of a 10 M-line ingest; 0.6 s once at the end).
 
-    Only the one-pass insert leaves this check to the end of the file; the other paths (spans,
-    Parquet slices, left-over lines) check stored ids as they insert.
+    Only the one-pass insert leaves these checks to the end of the file; the other paths
+    (spans, Parquet slices, left-over lines) check ids as they insert.
 
     Args:
         con: the warehouse, inside the file's transaction.
@@ -340,6 +353,20 @@ def dedupe_file(
     if not _one_pass(shape):
         return
     params = {"id": f"{run_id}-{file_no:06d}"}
+    repeated = (
+        "SELECT request_id FROM usage_logs WHERE ingest_id = $id"
+        " GROUP BY request_id HAVING count(*) > 1"
+    )
+    (found,) = con.execute(f"SELECT count(*) FROM ({repeated})", params).fetchall()
+    if found[0]:
+        (row,) = con.execute(
+            "DELETE FROM usage_logs WHERE ingest_id = $id AND (request_id, source_line) IN ("
+            " SELECT request_id, source_line FROM usage_logs WHERE ingest_id = $id"
+            f" AND request_id IN ({repeated}) QUALIFY row_number() OVER"
+            " (PARTITION BY request_id ORDER BY source_line) > 1)",
+            params,
+        ).fetchall()
+        _moved_to_duplicates(counts, int(row[0]))
     # the file's ids are the hash join's build side, every stored id only probes it
     stored = (
         "SELECT u.request_id FROM usage_logs u WHERE u.ingest_id <> $id AND u.request_id IN"
@@ -351,9 +378,12 @@ def dedupe_file(
     (row,) = con.execute(
         f"DELETE FROM usage_logs WHERE ingest_id = $id AND request_id IN ({stored})", params
     ).fetchall()
-    dropped = int(row[0])
-    counts.ingested -= dropped
-    counts.duplicates += dropped
+    _moved_to_duplicates(counts, int(row[0]))
+
+
+def _moved_to_duplicates(counts: Counts, rows: int) -> None:
+    counts.ingested -= rows
+    counts.duplicates += rows
 
 
 def _blank_sql(header: list[str] | None) -> str:

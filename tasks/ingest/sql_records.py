@@ -223,11 +223,12 @@ def _columns(options: dict[str, list[tuple[str, str | None]]]) -> list[str]:
     ]
 
 
-def text_records_sql(shape: Shape) -> str:
+def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     """``_rec`` from ``_chunk`` for JSON text records: x_* values as text, extras as JSON.
 
     Args:
         shape: the log shape.
+        source: the table of lines (another name for a part of the chunk; not for spans).
 
     Returns:
         A SELECT over ``_chunk`` (``__file, __file_no, line_no, raw, pre``).
@@ -246,7 +247,7 @@ def text_records_sql(shape: Shape) -> str:
             " OR NOT regexp_matches(raw, '^\\s*\\{') THEN 'malformed_json' END AS pre_reason,"
             " NULL AS pre_detail FROM (SELECT *, CASE WHEN pre IS NULL"
             f" THEN try(json_transform(raw, {struct})) END AS parsed"
-            " FROM _chunk WHERE regexp_matches(raw, '\\S'))"
+            f" FROM {source} WHERE regexp_matches(raw, '\\S'))"
         )
         values = "CASE WHEN pre_reason IS NULL THEN parsed END"
     options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})")
@@ -281,7 +282,7 @@ def text_records_sql(shape: Shape) -> str:
     """
 
 
-def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
+def csv_records_sql(shape: Shape, header: Sequence[str], source: str = "_chunk") -> str:
     """``_rec`` from ``_chunk`` holding a plain CSV file's physical lines (no quoting).
 
     The same records as :func:`text_records_sql` over the rows as JSON objects (an empty cell
@@ -294,6 +295,7 @@ def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
     Args:
         shape: the log shape (not ``otel``).
         header: the file's column names (distinct).
+        source: the table of lines (another name for a part of the chunk).
     """
     index = {name: i + 1 for i, name in enumerate(header)}
 
@@ -348,7 +350,7 @@ def csv_records_sql(shape: Shape, header: Sequence[str]) -> str:
         SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk
         FROM (
             SELECT *, {md} AS md
-            FROM (SELECT *, string_split(rtrim(raw, chr(13)), ',') AS f FROM _chunk
+            FROM (SELECT *, string_split(rtrim(raw, chr(13)), ',') AS f FROM {source}
                   WHERE pre IS NULL AND regexp_matches(raw, '[^\\s,]'))
         )
     )

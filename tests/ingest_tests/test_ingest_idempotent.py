@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from tasks.core.settings import REPO_ROOT
+from tasks.ingest.chunks import PRICE_SAMPLE_ROWS
 from tasks.ingest.pipeline import ingest_paths
 
 
@@ -170,7 +171,7 @@ def test_one_streamed_file_keeps_the_first_occurrence_within_and_across_chunks(
 def test_an_id_stored_before_and_repeated_in_later_chunks_keeps_only_the_stored_row(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    """Ids stored before are checked once per file (dedupe_file), repeats in the file per chunk."""
+    """Ids stored before and repeats in the file are both checked once per file (dedupe_file)."""
     stored = kit.write_jsonl(tmp_path / "stored.jsonl", [kit.record(9, prompt_id="stored")])
     ingest_paths([stored], con=con, validate=False, now=kit.NOW)
     lines = [
@@ -201,7 +202,11 @@ def test_first_occurrence_wins_when_its_model_is_first_priced_in_the_same_chunk(
 ) -> None:
     known = kit.write_jsonl(tmp_path / "known.jsonl", [kit.record(9)])  # prices gpt-4o-mini
     ingest_paths([known], con=con, validate=False, now=kit.NOW)
+    # the models of a chunk's first lines are priced before its one pass: the new model
+    # comes after them, so only the full path (after the one pass) prices it
+    pad = [kit.record(100 + i) for i in range(PRICE_SAMPLE_ROWS)]
     lines = [
+        *pad,
         kit.record(1, model="claude-haiku-4-5", provider="anthropic"),  # not priced yet
         kit.record(2),
         kit.record(1, prompt_id="later"),  # priced already: the one pass would take it
@@ -210,6 +215,8 @@ def test_first_occurrence_wins_when_its_model_is_first_priced_in_the_same_chunk(
     report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
     kit.assert_balanced(report)
     (item,) = report.files
-    assert (item.lines_read, item.ingested, item.duplicates, item.quarantined) == (3, 2, 1, 0)
+    n = len(pad)
+    counted = (item.lines_read, item.ingested, item.duplicates, item.quarantined)
+    assert counted == (n + 3, n + 2, 1, 0)
     kept = con.execute("SELECT model, source_line FROM usage_logs WHERE request_id = 'r-1'")
-    assert kept.fetchall() == [("claude-haiku-4-5", 1)]
+    assert kept.fetchall() == [("claude-haiku-4-5", n + 1)]
