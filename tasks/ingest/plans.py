@@ -8,16 +8,25 @@ safe).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from tasks.ingest.chunks import Counts
 from tasks.ingest.errors import IngestError
 from tasks.ingest.paths import detect_file_shape, file_format, sha256_with_prefix
 
-__all__ = ["GROUP_BYTES", "SMALL_FILE_BYTES", "Plan", "plan_file", "transaction_groups"]
+__all__ = [
+    "GROUP_BYTES",
+    "SMALL_FILE_BYTES",
+    "Plan",
+    "plan_file",
+    "transaction_groups",
+    "write_manifest",
+]
 
 SMALL_FILE_BYTES = 1024 * 1024  # text files up to this size are grouped ...
 GROUP_BYTES = 32 * 1024 * 1024  # ... into one transaction of at most this many bytes
@@ -131,3 +140,49 @@ def transaction_groups(
         group_bytes += plan.size
     if group:
         yield group
+
+
+def write_manifest(
+    con: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    counts: Counts,
+    *,
+    run_id: str,
+    started_at: dt.datetime,
+    end_line: int | None,
+) -> None:
+    """Record a file in ``ingest_manifest`` (inside its transaction): its counts and where a
+    later read of the same file resumes.
+
+    Args:
+        con: the warehouse, inside the file's transaction.
+        plan: the file's plan.
+        counts: its final counts.
+        run_id: this ingest run.
+        started_at: when its transaction started.
+        end_line: its last line (a resumable plain JSONL file), else None.
+    """
+    con.execute(
+        "INSERT INTO ingest_manifest BY NAME SELECT ? AS ingest_id, ? AS run_id, ? AS path,"
+        " ? AS size_bytes, ? AS content_hash, ? AS file_format, ? AS shape, ? AS lines_read,"
+        " ? AS blank_lines, ? AS ingested, ? AS duplicates, ? AS quarantined,"
+        " ? AS started_at, ? AS finished_at, ? AS end_offset, ? AS end_line",
+        [
+            f"{run_id}-{plan.file_no:06d}",
+            run_id,
+            str(plan.path),
+            plan.size,
+            plan.digest,
+            plan.fmt,
+            plan.shape,
+            counts.lines_read,
+            counts.blank_lines,
+            counts.ingested,
+            counts.duplicates,
+            counts.quarantined,
+            started_at,
+            dt.datetime.now(dt.UTC),
+            plan.size if end_line is not None else None,
+            end_line,
+        ],
+    )

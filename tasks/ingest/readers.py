@@ -60,7 +60,9 @@ class TextCursor:
     offset: int = 0
 
 
-def _table(line_no: np.ndarray, raw: pa.Array, pre: pa.Array) -> pa.Table:
+def _table(
+    line_no: np.ndarray, raw: pa.Array | pa.ChunkedArray, pre: pa.Array | pa.ChunkedArray
+) -> pa.Table:
     return pa.table({"line_no": pa.array(line_no), "raw": raw, "pre": pre})
 
 
@@ -142,8 +144,9 @@ class _Lines:
         """Tables of ``chunk_rows`` lines (and the rest when ``final``); the cursor advances."""
         if not self.rows or (self.rows < chunk_rows and not final):
             return
-        raw = pa.chunked_array(self.raw, pa.large_string()).combine_chunks()
-        pre = pa.chunked_array(self.pre, pa.string()).combine_chunks()
+        # slices of the split blocks, not one combined copy (a chunk's text once in memory)
+        raw = pa.chunked_array(self.raw, pa.large_string())
+        pre = pa.chunked_array(self.pre, pa.string())
         size = sum(self.sizes)
         start = 0
         while self.rows - start >= chunk_rows or (final and start < self.rows):
@@ -160,7 +163,7 @@ class _Lines:
             cursor.offset += size
             self.raw, self.pre, self.sizes, self.rows = [], [], [], 0
         else:
-            self.raw, self.pre = [raw.slice(start)], [pre.slice(start)]
+            self.raw, self.pre = raw.slice(start).chunks, pre.slice(start).chunks
             self.rows -= start
             self.sizes = [size]
             # offset advances only when whole parts are consumed (resume points are part ends)
