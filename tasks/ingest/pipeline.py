@@ -183,8 +183,8 @@ def _load(
             if options.on_chunk is not None:
                 done = counts[plan.file_no]
                 options.on_chunk(str(plan.path), done.lines_read + done.blank_lines)
-        if plan.fmt != "parquet":  # Parquet slices check stored ids as they insert
-            dedupe_file(con, shape, options.run_id, plan.file_no, counts[plan.file_no])
+        typed = plan.fmt == "parquet"
+        dedupe_file(con, shape, options.run_id, plan.file_no, counts[plan.file_no], typed=typed)
     resumable = plan.fmt == "jsonl" and not plan.compressed
     return {plan.file_no: cursor.next_line - 1 if resumable else None}
 

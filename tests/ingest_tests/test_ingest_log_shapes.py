@@ -192,3 +192,13 @@ def test_parquet_duplicates_within_and_across_files(
     assert [(f.ingested, f.duplicates) for f in report.files] == [(3, 1), (2, 3)]
     distinct = con.execute("SELECT count(*), count(DISTINCT request_id) FROM usage_logs")
     assert distinct.fetchall() == [(5, 5)]
+    kept = con.execute(  # the first occurrence wins, across slices (removed at the file's end)
+        "SELECT request_id, source_file, source_line FROM usage_logs ORDER BY 1"
+    ).fetchall()
+    assert kept == [
+        ("r-1", str(a), 1),
+        ("r-2", str(a), 2),
+        ("r-3", str(a), 4),
+        ("r-4", str(b), 2),
+        ("r-5", str(b), 3),
+    ]
