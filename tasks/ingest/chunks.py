@@ -46,6 +46,7 @@ __all__ = [
     "dedupe_file",
     "ingest_settings",
     "process_chunk",
+    "restorable_limit",
     "tag_chunk",
 ]
 
@@ -114,7 +115,34 @@ def ingest_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
             if before[0] is not None:
                 con.execute(f"SET preserve_insertion_order = {bool(before[0][0])}")
             if before[1] is not None:
-                con.execute(f"SET memory_limit = '{before[1][0]}'")
+                con.execute(f"SET memory_limit = '{restorable_limit(str(before[1][0]))}'")
+
+
+def restorable_limit(shown: str) -> str:
+    """A ``memory_limit`` to set back that DuckDB shows as ``shown`` again.
+
+    DuckDB shows the limit cut to one decimal (1500MB is ``1.3 GiB``); setting that string back
+    gave 1.2999 GiB, shown as ``1.2 GiB``, so each ingest on a caller's connection lowered its
+    limit by a step (1.3, 1.2, 1.1, 1.0 GiB). Half a step up stays inside the range the shown
+    value stands for and shows as the same string: a fixed point.
+
+    Args:
+        shown: ``current_setting('memory_limit')``.
+
+    >>> restorable_limit("1.3 GiB")
+    '1.35 GiB'
+    >>> restorable_limit("366.2 MiB")
+    '366.25 MiB'
+    >>> restorable_limit("512 bytes")
+    '512 bytes'
+    """
+    number, _, unit = shown.partition(" ")
+    if "." not in number or not unit:
+        return shown
+    try:
+        return f"{float(number) + 0.05:.2f} {unit}"
+    except ValueError:
+        return shown
 
 
 def _mark_seen(con: duckdb.DuckDBPyConnection, source: str, key: str) -> str:

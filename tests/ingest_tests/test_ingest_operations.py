@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import gzip
 import json
 import os
@@ -16,6 +17,7 @@ import duckdb
 import pytest
 
 from tasks.core.settings import REPO_ROOT
+from tasks.ingest import chunks
 from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.report import read_status
 from tasks.warehouse.connection import WarehouseBusyError, connect
@@ -144,3 +146,27 @@ def test_status_reads_while_another_process_writes_and_a_second_writer_gets_one_
         holder.kill()
         holder.wait(timeout=30)
     assert read_status(warehouse).snapshot is False
+
+
+@pytest.mark.parametrize("limit", ["1500MB", "700MB", "3GB"])
+def test_ingests_on_a_callers_connection_give_back_its_settings_unchanged(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, limit: str
+) -> None:
+    """DuckDB shows memory_limit cut to one decimal; setting the shown string back lowered the
+    caller's limit a step per ingest (1.3, 1.2, 1.1 GiB). Five ingests now leave it as it was."""
+
+    def settings() -> tuple[Any, ...]:
+        names = ("memory_limit", "preserve_insertion_order")
+        return tuple(con.execute(f"SELECT current_setting('{n}')").fetchone()[0] for n in names)
+
+    con.execute(f"SET memory_limit = '{limit}'")
+    before = settings()
+    for i in range(5):
+        path = kit.write_jsonl(tmp_path / f"night-{i}.jsonl", [kit.record(i)])
+        _ingest(con, path, kit)
+        assert settings() == before
+
+
+def test_restorable_limit_examples_run() -> None:
+    result = doctest.testmod(chunks)
+    assert result.attempted >= 3 and result.failed == 0
