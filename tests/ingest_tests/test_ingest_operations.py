@@ -157,7 +157,7 @@ def test_ingests_on_a_callers_connection_give_back_its_settings_unchanged(
 
     def settings() -> tuple[Any, ...]:
         names = ("memory_limit", "preserve_insertion_order")
-        return tuple(con.execute(f"SELECT current_setting('{n}')").fetchone()[0] for n in names)
+        return tuple(con.execute(f"SELECT current_setting('{n}')").fetchall()[0] for n in names)
 
     con.execute(f"SET memory_limit = '{limit}'")
     before = settings()
