@@ -57,7 +57,7 @@ INGEST_MEMORY_LIMIT = "384MB"
 # rows per Arrow record batch of a text chunk: a few batches per thread for DuckDB's scan
 _BATCH_ROWS = 16_384
 
-# lines of a text chunk whose models are priced before its one-pass insert
+# lines of a text file whose models are priced before its first one-pass insert
 PRICE_SAMPLE_ROWS = 1_024
 
 _INSERT_SQL = f"INSERT INTO usage_logs ({USAGE_COLUMNS}) SELECT * EXCLUDE (__file_no) FROM"
@@ -184,11 +184,11 @@ def _price_models(con: duckdb.DuckDBPyConnection, source: str = "_rec", prefix: 
 def _price_first_lines(
     con: duckdb.DuckDBPyConnection, chunk: pa.Table, records: Callable[[str], str]
 ) -> None:
-    """Price the models of a text chunk's first lines, before its one-pass insert.
+    """Price the models of a file's first lines, before its first chunk's one-pass insert.
 
-    The first chunk into a new warehouse (or the first with a new model) then goes in whole
+    The first chunk into a new warehouse (or of a file with a new model) then goes in whole
     instead of being classified again in full (0.4 s of a 1 M-line ingest); a model first
-    seen further into the chunk still takes the full path.
+    seen further into the file still takes the full path for its chunk.
     """
     _sample = chunk.slice(0, PRICE_SAMPLE_ROWS)  # read by DuckDB's replacement scan
     _price(con.execute(_models_sql(f"({records('_sample')})")).fetchall(), con)
@@ -322,7 +322,8 @@ def _insert_clean(
             return text_records_sql(shape, source)
         return csv_records_sql(shape, header, source)
 
-    _price_first_lines(con, chunk, records)
+    if not counts[file_no].lines_read:  # the file's first chunk (20 ms each: not every chunk)
+        _price_first_lines(con, chunk, records)
     classify = classify_sql(
         shape, "text", now, use_case, source=f"({records()})", priced=False, keep_raw=False
     )

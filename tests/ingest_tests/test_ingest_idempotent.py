@@ -202,7 +202,7 @@ def test_first_occurrence_wins_when_its_model_is_first_priced_in_the_same_chunk(
 ) -> None:
     known = kit.write_jsonl(tmp_path / "known.jsonl", [kit.record(9)])  # prices gpt-4o-mini
     ingest_paths([known], con=con, validate=False, now=kit.NOW)
-    # the models of a chunk's first lines are priced before its one pass: the new model
+    # the models of a file's first lines are priced before its first one pass: the new model
     # comes after them, so only the full path (after the one pass) prices it
     pad = [kit.record(100 + i) for i in range(PRICE_SAMPLE_ROWS)]
     lines = [
