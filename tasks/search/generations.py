@@ -60,11 +60,13 @@ def latest_generation(
         The study name, or None when the use case has no study yet.
     """
     found: list[tuple[int, str]] = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        name = summary.study_name
+    # the studies' names and attributes only: get_all_study_summaries would also load every
+    # trial of every study (a query per study, growing night after night)
+    for frozen in optuna.storages.get_storage(storage).get_all_studies():
+        name = frozen.study_name
         if name == exclude or not (name == base or name.startswith(f"{base}@")):
             continue
-        found.append((int(summary.user_attrs.get(GENERATION_ATTR, 0)), name))
+        found.append((int(frozen.user_attrs.get(GENERATION_ATTR, 0)), name))
     return max(found)[1] if found else None
 
 

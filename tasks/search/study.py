@@ -164,7 +164,7 @@ def open_generation(
         The generation's study name and the study.
     """
     name = generation_name(base, space)
-    known = {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
+    known = set(optuna.get_all_study_names(storage))  # names only, no trials loaded
     study = load_or_create_study(storage, name=name, strategy=strategy)
     if name not in known:
         previous = latest_generation(storage, base, exclude=name)
@@ -348,7 +348,7 @@ def search_status(
         storage if storage is not None else open_storage(config.storage or settings.optuna_storage)
     )
     strategy = config.strategy()
-    names = {s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)}
+    names = set(optuna.get_all_study_names(store))
     out = []
     for uc in [use_case] if use_case else list(config.use_cases):
         base = study_name(uc, config.objective, config.study_prefix)
