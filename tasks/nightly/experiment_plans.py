@@ -86,7 +86,9 @@ def planned_specs(settings: Settings, use_cases: Sequence[str]) -> dict[str, dic
     """
     from tasks.registry.store import NotFoundError, RegistryStore
 
-    store = RegistryStore.from_settings(settings)
+    # read only, once per use case and night: the night's first store (resolve_night) has
+    # already reconciled the snapshots, so this one does not rewrite them again
+    store = RegistryStore.from_settings(settings, reconcile=False)
     out: dict[str, dict[str, Any]] = {}
     try:
         for use_case in use_cases:

@@ -315,7 +315,7 @@ def _registry_states(
     """Registry state per use case, its versions, and the problems of use cases left out."""
     from tasks.registry.store import RegistryStore
 
-    store = RegistryStore.from_settings(settings)
+    store = RegistryStore.from_settings(settings, reconcile=False)  # read only; see planned_specs
     try:
         read = {use_case: _read_registry(store, use_case) for use_case in use_cases}
     finally:
