@@ -253,11 +253,19 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})")
     static, dynamic = _used_keys_sql(shape, options)
     consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
-    pointer = "'/' || replace(replace(k, '~', '~0'), '/', '~1')"
-    label = f"CASE WHEN list_contains(mk, k) THEN '{COLLISION_PREFIX}' || k ELSE k END"
+    # the lambdas below read no wide column from outside (DuckDB copies what a lambda reads
+    # from outside for every list element): the values of all keys come from one parse ('$.*',
+    # in key order, duplicates and nulls included) instead of one json_extract of the line
+    # per extra key; `dyn` (a few fallback keys) and `clash` (extra keys also in the record's
+    # metadata, usually none) are short. A 15,000-line LiteLLM chunk: 1.95 -> 0.88 s.
+    extra = f"NOT list_contains({consumed}, k) AND NOT coalesce(list_contains(dyn, k), false)"
+    label = f"CASE WHEN list_contains(clash, p[1]) THEN '{COLLISION_PREFIX}' || p[1] ELSE p[1] END"
     pairs = (
-        f"array_to_string(list_transform(ek, lambda k: to_json({label}) || ':'"
-        f" || json_extract(doc, {pointer})::VARCHAR), ',')"
+        "CASE WHEN len(ek) > 0 THEN array_to_string(list_transform(list_filter("
+        "list_zip(keys, json_extract(doc, '$.*')), lambda p: {}),".format(
+            extra.replace("k)", "p[1])").replace("(k,", "(p[1],")
+        )
+        + f" lambda p: to_json({label}) || ':' || p[2]::VARCHAR), ',') END"
     )
     return f"""
     SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
@@ -266,11 +274,12 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
                 WHEN md IS NULL AND len(ek) = 0 THEN NULL
                 ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
     FROM (
+      SELECT *, list_intersect(ek, mk) AS clash
+      FROM (
         SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
-               list_filter(keys, lambda k: NOT list_contains({consumed}, k)
-                   AND NOT coalesce(list_contains({dynamic}, k), false)) AS ek
+               list_filter(keys, lambda k: {extra}) AS ek
         FROM (
-            SELECT *, {_record_metadata_sql(shape)} AS md
+            SELECT *, {_record_metadata_sql(shape)} AS md, {dynamic} AS dyn
             FROM (
                 SELECT *,
                        {values} AS v,
@@ -278,6 +287,7 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
                 FROM ({docs})
             )
         )
+      )
     )
     """
 
