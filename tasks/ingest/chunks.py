@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import duckdb
@@ -40,19 +40,12 @@ from tasks.ingest.sql_records import (
 )
 
 __all__ = [
-    "INGEST_MEMORY_LIMIT",
     "PRICE_SAMPLE_ROWS",
     "Counts",
     "dedupe_file",
-    "ingest_settings",
     "process_chunk",
-    "restorable_limit",
     "tag_chunk",
 ]
-
-# DuckDB's buffer pool during an ingest: chunks are bounded, so more memory buys little, and
-# the process (Python chunk + DuckDB) then stays under ~1 GB RSS whatever the file size.
-INGEST_MEMORY_LIMIT = "384MB"
 
 # rows per Arrow record batch of a text chunk: a few batches per thread for DuckDB's scan
 _BATCH_ROWS = 16_384
@@ -96,55 +89,6 @@ def tag_chunk(table: pa.Table | ParquetSlice, path: str, file_no: int) -> pa.Tab
     return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), table.schema)
 
 
-@contextlib.contextmanager
-def ingest_settings(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Settings for an ingest on ``con`` (restored after): no insertion order, bounded memory.
-
-    Args:
-        con: the warehouse connection (possibly the caller's).
-    """
-    names = ("preserve_insertion_order", "memory_limit")
-    before = [con.execute(f"SELECT current_setting('{n}')").fetchone() for n in names]
-    # row order inside usage_logs carries no meaning; not keeping it speeds up inserts
-    con.execute("SET preserve_insertion_order = false")
-    con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(duckdb.Error):  # a closed connection keeps nothing
-            if before[0] is not None:
-                con.execute(f"SET preserve_insertion_order = {bool(before[0][0])}")
-            if before[1] is not None:
-                con.execute(f"SET memory_limit = '{restorable_limit(str(before[1][0]))}'")
-
-
-def restorable_limit(shown: str) -> str:
-    """A ``memory_limit`` to set back that DuckDB shows as ``shown`` again.
-
-    DuckDB shows the limit cut to one decimal (1500MB is ``1.3 GiB``); setting that string back
-    gave 1.2999 GiB, shown as ``1.2 GiB``, so each ingest on a caller's connection lowered its
-    limit by a step (1.3, 1.2, 1.1, 1.0 GiB). Half a step up stays inside the range the shown
-    value stands for and shows as the same string: a fixed point.
-
-    Args:
-        shown: ``current_setting('memory_limit')``.
-
-    >>> restorable_limit("1.3 GiB")
-    '1.35 GiB'
-    >>> restorable_limit("366.2 MiB")
-    '366.25 MiB'
-    >>> restorable_limit("512 bytes")
-    '512 bytes'
-    """
-    number, _, unit = shown.partition(" ")
-    if "." not in number or not unit:
-        return shown
-    try:
-        return f"{float(number) + 0.05:.2f} {unit}"
-    except ValueError:
-        return shown
-
-
 def _mark_seen(con: duckdb.DuckDBPyConnection, source: str, key: str) -> str:
     """Positions in ``_rec`` whose request_id is already stored; the anti-join clause for them.
 
@@ -173,12 +117,12 @@ def _models_sql(source: str = "_rec", prefix: str = "x_") -> str:
     )
 
 
-def _price(models: list[tuple[str, str | None]], con: duckdb.DuckDBPyConnection) -> None:
+def _price(con: duckdb.DuckDBPyConnection, models: list[tuple[str, str | None]]) -> None:
     ensure_model_prices(con, [m for m, _ in models], {m: p for m, p in models if p})
 
 
 def _price_models(con: duckdb.DuckDBPyConnection, source: str = "_rec", prefix: str = "x_") -> None:
-    _price(con.execute(_models_sql(source, prefix)).fetchall(), con)
+    _price(con, con.execute(_models_sql(source, prefix)).fetchall())
 
 
 def _price_first_lines(
@@ -191,7 +135,7 @@ def _price_first_lines(
     seen further into the file still takes the full path for its chunk.
     """
     _sample = chunk.slice(0, PRICE_SAMPLE_ROWS)  # read by DuckDB's replacement scan
-    _price(con.execute(_models_sql(f"({records('_sample')})")).fetchall(), con)
+    _price(con, con.execute(_models_sql(f"({records('_sample')})")).fetchall())
 
 
 def _insert_typed(

@@ -42,7 +42,7 @@ import duckdb
 import pyarrow as pa
 
 from tasks.core.settings import Settings
-from tasks.ingest.chunks import Counts, dedupe_file, ingest_settings, process_chunk, tag_chunk
+from tasks.ingest.chunks import Counts, dedupe_file, process_chunk, tag_chunk
 from tasks.ingest.errors import IngestError, IngestFileError
 from tasks.ingest.log_formats import FIELD_NAMES, SHAPE_BY_NAME, SHAPES
 from tasks.ingest.paths import resolve_paths, sniff_json
@@ -60,6 +60,7 @@ from tasks.ingest.readers import (
     plain_csv,
 )
 from tasks.ingest.report import FileIngestReport, IngestReport, WarehouseStatus, warehouse_status
+from tasks.ingest.session import ingest_settings, larger_memory_limit
 from tasks.ingest.sql_classify import REASON_CODES
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import merge_validations, validate_ingest_run
@@ -174,15 +175,20 @@ def _load(
     plan = plans[0]
     cursor = TextCursor(next_line=plan.resume_line, offset=plan.resume_offset)
     if plan.size > plan.resume_offset:
-        chunks = _chunks(con, plan, options.chunk_rows, cursor, csv_lines=True)
+        # the next chunk is read in a thread while this one is inserted; that thread reads JSON
+        # arrays through its own DuckDB connection, closed (with the thread) on any exit
+        reader = con.cursor()
         tag = functools.partial(tag_chunk, path=str(plan.path), file_no=plan.file_no)
-        # text is split in a thread one chunk ahead; Parquet slices are only file positions
-        tagged = map(tag, chunks) if plan.fmt == "parquet" else prefetch(chunks, tag)
-        for chunk in tagged:
-            process_chunk(con, chunk, **common)
-            if options.on_chunk is not None:
-                done = counts[plan.file_no]
-                options.on_chunk(str(plan.path), done.lines_read + done.blank_lines)
+        chunks = _chunks(reader, plan, options.chunk_rows, cursor, csv_lines=True)
+        try:
+            with contextlib.closing(prefetch(chunks, tag)) as tagged:
+                for chunk in tagged:
+                    process_chunk(con, chunk, **common)
+                    if options.on_chunk is not None:
+                        done = counts[plan.file_no]
+                        options.on_chunk(str(plan.path), done.lines_read + done.blank_lines)
+        finally:
+            reader.close()
         typed = plan.fmt == "parquet"
         dedupe_file(con, shape, options.run_id, plan.file_no, counts[plan.file_no], typed=typed)
     resumable = plan.fmt == "jsonl" and not plan.compressed
@@ -202,12 +208,14 @@ def _validate(
 
 
 def _ingest_plans(
-    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], options: _Options
+    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], options: _Options, *, retry: bool = True
 ) -> tuple[list[FileIngestReport], dict[str, Any] | None]:
     """One transaction for one file (streamed) or for a group of small files (read first).
 
     The validation runs inside the transaction, before the COMMIT that records the files in
-    the manifest: a crash between the two cannot leave unvalidated rows behind.
+    the manifest: a crash between the two cannot leave unvalidated rows behind. A transaction
+    that runs out of the ingest's memory limit is rolled back and run once more under a larger
+    one (:func:`tasks.ingest.session.larger_memory_limit`).
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
@@ -230,6 +238,13 @@ def _ingest_plans(
         validation = _validate(con, good, counts, options)
         commit_ingests(con, {f"{options.run_id}-{p.file_no:06d}": counts[p.file_no] for p in good})
         con.execute("COMMIT")
+    except duckdb.OutOfMemoryException as exc:
+        con.execute("ROLLBACK")
+        if retry:
+            with larger_memory_limit(con):
+                return _ingest_plans(con, plans, options, retry=False)
+        for plan in good:  # one line: DuckDB's message goes on with tuning hints
+            failed[plan.file_no] = f"{plan.path}: {str(exc).splitlines()[0]}"
     except (IngestFileError, duckdb.Error, UnicodeError, ValueError) as exc:
         con.execute("ROLLBACK")
         for plan in good:

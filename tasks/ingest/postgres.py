@@ -33,11 +33,12 @@ import pyarrow as pa
 from psycopg import sql
 
 from tasks.core.settings import Settings
-from tasks.ingest.chunks import Counts, ingest_settings, process_chunk, tag_chunk
+from tasks.ingest.chunks import Counts, process_chunk, tag_chunk
 from tasks.ingest.errors import SourceError
 from tasks.ingest.log_formats import LITELLM
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
 from tasks.ingest.report import FileIngestReport, IngestReport
+from tasks.ingest.session import ingest_settings
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import validate_ingest_run
 from tasks.warehouse.connection import connect

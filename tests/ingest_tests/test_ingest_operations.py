@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from tasks.core.settings import REPO_ROOT
-from tasks.ingest import chunks
+from tasks.ingest import session
 from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.report import read_status
 from tasks.warehouse.connection import WarehouseBusyError, connect
@@ -168,5 +168,5 @@ def test_ingests_on_a_callers_connection_give_back_its_settings_unchanged(
 
 
 def test_restorable_limit_examples_run() -> None:
-    result = doctest.testmod(chunks)
+    result = doctest.testmod(session)
     assert result.attempted >= 3 and result.failed == 0

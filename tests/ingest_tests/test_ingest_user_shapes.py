@@ -147,3 +147,31 @@ def test_bom_jsonl_of_canonical_records(
     )
     report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
     assert report.ingested == 3 and report.quarantined == 0
+
+
+@pytest.mark.slow
+def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """25,000 LiteLLM spend-log lines (nested metadata, no status column, no use case) ran out
+    of the ingest's 384 MB: DuckDB's JSON functions hold buffers per vector and expression,
+    whatever the chunk size. The file's transaction is rolled back and run once more under a
+    larger limit; everything lands, and the caller's limit is given back."""
+    lines = (kit.FIXTURES / "litellm_spend_logs_bom.jsonl").read_text(encoding="utf-8-sig")
+    base = [json.loads(line) for line in lines.splitlines()]
+    path = tmp_path / "spend_logs.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(25_000):
+            record = dict(base[i % 2], request_id=f"req-{i}")
+            handle.write(json.dumps(record) + "\n")
+    con.execute("SET memory_limit = '1500MB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    rules = UseCaseRules(by_model_group={"support-mini": "support", "code-reasoner": "code"})
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, use_cases=rules)
+    kit.assert_balanced(report)
+    (item,) = report.files
+    assert item.error is None
+    assert (item.lines_read, item.ingested, item.quarantined) == (25_000, 25_000, 0)
+    by_use_case = con.execute("SELECT use_case, count(*) FROM usage_logs GROUP BY 1 ORDER BY 1")
+    assert by_use_case.fetchall() == [("code", 12_500), ("support", 12_500)]
+    assert con.execute("SELECT current_setting('memory_limit')").fetchall() == before
