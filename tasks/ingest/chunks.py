@@ -67,6 +67,20 @@ class Counts:
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    def add(self, part: Counts) -> None:
+        """Add the counts of ``part`` (a chunk's, or a batch's) to these.
+
+        Args:
+            part: the counts to add.
+        """
+        self.lines_read += part.lines_read
+        self.blank_lines += part.blank_lines
+        self.ingested += part.ingested
+        self.duplicates += part.duplicates
+        self.quarantined += part.quarantined
+        for reason, count in part.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + count
+
 
 def tag_chunk(table: pa.Table | ParquetSlice, path: str, file_no: int) -> pa.Table | ParquetSlice:
     """Add the file name (a one-entry dictionary: no per-row string) and the file number.
@@ -398,16 +412,6 @@ def _undo_clean(
     return True
 
 
-def _add(total: Counts, part: Counts) -> None:
-    total.lines_read += part.lines_read
-    total.blank_lines += part.blank_lines
-    total.ingested += part.ingested
-    total.duplicates += part.duplicates
-    total.quarantined += part.quarantined
-    for reason, count in part.reasons.items():
-        total.reasons[reason] = total.reasons.get(reason, 0) + count
-
-
 # size: one dispatch over the three ways in (typed, one-pass, full) and one cleanup (finally)
 def process_chunk(
     con: duckdb.DuckDBPyConnection,
@@ -445,7 +449,7 @@ def process_chunk(
             con.execute(
                 f"CREATE OR REPLACE TEMP VIEW _cls AS {classify_sql(shape, ts_mode, now, use_case)}"
             )
-            _add(counts[chunk.file_no], _insert_typed(con, chunk, run_id, now))
+            counts[chunk.file_no].add(_insert_typed(con, chunk, run_id, now))
             return
         clean = by_line and _one_pass(shape) and _single_file(chunk)
         header = csv_header(chunk) if clean else None
@@ -484,7 +488,7 @@ def process_chunk(
         else:
             _classify_text(con, chunk, shape, use_case, now)
         for file_no, part in _insert_text(con, chunk, run_id, now, by_line).items():
-            _add(counts[file_no], part)
+            counts[file_no].add(part)
     finally:
         # after a failed statement the transaction is aborted: its rollback drops these
         with contextlib.suppress(duckdb.TransactionException):

@@ -163,15 +163,6 @@ def _commit_batch(
     return counts[number]
 
 
-def _add(total: Counts, part: Counts) -> None:
-    total.lines_read += part.lines_read
-    total.ingested += part.ingested
-    total.duplicates += part.duplicates
-    total.quarantined += part.quarantined
-    for reason, count in part.reasons.items():
-        total.reasons[reason] = total.reasons.get(reason, 0) + count
-
-
 def _stream(
     con: duckdb.DuckDBPyConnection,
     url: str,
@@ -191,11 +182,10 @@ def _stream(
             cursor.execute(query, params)
             number = 0
             while rows := cursor.fetchmany(batch_rows):
-                _add(
-                    total,
+                total.add(
                     _commit_batch(
                         con, rows, number=number, first_line=total.lines_read + 1, pull=pull
-                    ),
+                    )
                 )
                 number += 1
                 if on_batch is not None:
