@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,11 +12,14 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.ingest.pipeline import IngestReport
+from tasks.ingest.pipeline import IngestReport, ingest_paths
 from tasks.ingest.pricing import apply_ingest_schema
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+OVERRIDES_HEADER = (
+    "model,provider,input_usd_per_mtok,output_usd_per_mtok,effective_from,effective_to,note\n"
+)
 
 
 def record(i: int, **overrides: Any) -> dict[str, Any]:
@@ -46,12 +50,19 @@ def record(i: int, **overrides: Any) -> dict[str, Any]:
     return base
 
 
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any] | str]) -> Path:
-    """One line per item; strings are written verbatim (for malformed lines)."""
-    with path.open("w", encoding="utf-8") as handle:
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any] | str], *, append: bool = False) -> Path:
+    """One line per item; strings are written verbatim (for malformed lines); ``append`` adds
+    the lines at the end of an existing file."""
+    with path.open("a" if append else "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
     return path
+
+
+def gzipped_records(count: int, *, pad: int) -> bytes:
+    """``count`` records as gzipped JSON lines, each padded by a ``region`` of ``pad`` chars."""
+    lines = (json.dumps(record(i, region="r" * pad)).encode() + b"\n" for i in range(count))
+    return gzip.compress(b"".join(lines))
 
 
 def assert_balanced(report: IngestReport) -> None:
@@ -60,6 +71,28 @@ def assert_balanced(report: IngestReport) -> None:
         assert item.lines_read == item.ingested + item.duplicates + item.quarantined, item
         assert sum(item.quarantine_by_reason.values()) == item.quarantined, item
     assert report.lines_read == report.ingested + report.duplicates + report.quarantined
+
+
+def ingest(
+    con: duckdb.DuckDBPyConnection, paths: Iterable[Path | str], **options: Any
+) -> IngestReport:
+    """``ingest_paths`` at the fixed clock, without validation, its accounting checked."""
+    report = ingest_paths(list(paths), con=con, validate=False, now=NOW, **options)
+    assert_balanced(report)
+    return report
+
+
+def usage_rows(con: duckdb.DuckDBPyConnection, order: str = "request_id") -> list[dict[str, Any]]:
+    """Every ``usage_logs`` row as a dict, ordered by ``order``."""
+    cursor = con.execute(f"SELECT * FROM usage_logs ORDER BY {order}")
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def write_overrides(path: Path, *rows: str) -> Path:
+    """A price overrides file: the header, then one line per item of ``rows``."""
+    path.write_text(OVERRIDES_HEADER + "".join(f"{row}\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def warehouse_counts(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
@@ -80,12 +113,7 @@ def con(warehouse: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnect
 @pytest.fixture
 def no_overrides(tmp_path: Path) -> Path:
     """An overrides file with the header only (tests that must see genai-prices alone)."""
-    path = tmp_path / "no_overrides.csv"
-    path.write_text(
-        "model,provider,input_usd_per_mtok,output_usd_per_mtok,effective_from,effective_to,note\n",
-        encoding="utf-8",
-    )
-    return path
+    return write_overrides(tmp_path / "no_overrides.csv")
 
 
 @pytest.fixture
@@ -98,6 +126,10 @@ def kit() -> Any:
         FIXTURES=FIXTURES,
         record=record,
         write_jsonl=write_jsonl,
+        gzipped_records=gzipped_records,
         assert_balanced=assert_balanced,
+        ingest=ingest,
+        rows=usage_rows,
+        write_overrides=write_overrides,
         counts=warehouse_counts,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,6 @@ import duckdb
 import pytest
 
 from tasks.ingest.pipeline import IngestError, ingest_paths
-
-
-def _ingest(con: duckdb.DuckDBPyConnection, paths: list[Path], kit: Any, **kwargs: Any) -> Any:
-    report = ingest_paths(paths, con=con, validate=False, now=kit.NOW, **kwargs)
-    kit.assert_balanced(report)
-    return report
 
 
 def _reasons(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, str | None]]:
@@ -53,7 +46,7 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
         rec(20, timestamp=1790845200000),  # 20 epoch ms: ok
     ]
     path = kit.write_jsonl(tmp_path / "bad.jsonl", lines)
-    report = _ingest(con, [path], kit)
+    report = kit.ingest(con, [path])
     (item,) = report.files
     assert item.status == "ingested"
     assert item.lines_read == 19 and item.blank_lines == 1
@@ -107,7 +100,7 @@ def test_every_kind_of_line_that_is_not_one_json_object_is_malformed_json(
 ) -> None:
     """The one-parse path (``try(json_transform)``) sorts lines as ``json_valid`` did."""
     path = kit.write_jsonl(tmp_path / "m.jsonl", [kit.record(1), line, kit.record(3)])
-    report = _ingest(con, [path], kit)
+    report = kit.ingest(con, [path])
     (item,) = report.files
     assert (item.lines_read, item.ingested, item.quarantined) == (3, 2, 1)
     assert _reasons(con) == {2: ("malformed_json", None)}
@@ -120,7 +113,7 @@ def test_unknown_model_with_a_logged_cost_is_kept_never_priced_at_zero(
         tmp_path / "m.jsonl",
         [kit.record(1, model="inhouse-7b", cost_usd=0.0021), kit.record(2, model="inhouse-7b")],
     )
-    report = _ingest(con, [path], kit)
+    report = kit.ingest(con, [path])
     assert report.ingested == 1 and report.quarantine_by_reason == {"unknown_model": 1}
     row = con.execute("SELECT cost_usd, cost_source FROM usage_logs").fetchone()
     assert row == (pytest.approx(0.0021), "log")
@@ -135,7 +128,7 @@ def test_invalid_utf8_line_is_quarantined_and_its_neighbours_kept(
     good = json.dumps(kit.record(1)).encode()
     bad = json.dumps(kit.record(2, region="Zürich")).encode().replace(b"\\u00fc", b"\xfc")
     path.write_bytes(good + b"\n" + bad + b"\n" + json.dumps(kit.record(3)).encode() + b"\n")
-    report = _ingest(con, [path], kit)
+    report = kit.ingest(con, [path])
     assert report.ingested == 2 and report.quarantine_by_reason == {"invalid_utf8": 1}
     raw = con.execute("SELECT raw FROM quarantine").fetchone()
     assert raw is not None and "Z\ufffdrich" in raw[0]
@@ -148,25 +141,22 @@ def test_empty_file_and_blank_only_file_are_recorded_as_empty(
     empty.write_bytes(b"")
     blank = tmp_path / "blank.jsonl"
     blank.write_text("\n  \n\n", encoding="utf-8")
-    report = _ingest(con, [empty, blank], kit)
+    report = kit.ingest(con, [empty, blank])
     assert [f.status for f in report.files] == ["empty", "empty"]
     assert report.files[0].blank_lines + report.files[1].blank_lines == 3
     assert kit.counts(con) == (0, 0)
-    again = _ingest(con, [empty, blank], kit)
+    again = kit.ingest(con, [empty, blank])
     assert [f.status for f in again.files] == ["skipped", "skipped"]
 
 
 def test_truncated_gzip_fails_with_file_and_line_and_leaves_nothing(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    payload = b"".join(
-        json.dumps(kit.record(i, region="r" * 200)).encode() + b"\n" for i in range(3000)
-    )
-    whole = gzip.compress(payload)
+    whole = kit.gzipped_records(3000, pad=200)
     broken = tmp_path / "cut.jsonl.gz"
     broken.write_bytes(whole[: len(whole) // 2])
     fine = kit.write_jsonl(tmp_path / "fine.jsonl", [kit.record(9001)])
-    report = _ingest(con, [broken, fine], kit)
+    report = kit.ingest(con, [broken, fine])
     by_name = {Path(f.path).name: f for f in report.files}
     failed = by_name["cut.jsonl.gz"]
     assert failed.status == "failed" and failed.ingested == 0
@@ -182,7 +172,7 @@ def test_corrupt_parquet_is_one_clear_error(
 ) -> None:
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"PAR1 this is not really parquet")
-    report = _ingest(con, [path], kit)
+    report = kit.ingest(con, [path])
     (item,) = report.files
     assert item.status == "failed" and item.error is not None and "broken.parquet" in item.error
     assert kit.counts(con) == (0, 0)
@@ -204,7 +194,7 @@ def test_unknown_extra_fields_are_kept_in_metadata(
 ) -> None:
     row = kit.record(1, metadata={"team": "a"}, customer_tier="gold", nested={"k": [1, 2]})
     path = kit.write_jsonl(tmp_path / "extra.jsonl", [row])
-    _ingest(con, [path], kit)
+    kit.ingest(con, [path])
     stored = con.execute("SELECT metadata FROM usage_logs").fetchone()
     assert stored is not None
     assert json.loads(stored[0]) == {"team": "a", "customer_tier": "gold", "nested": {"k": [1, 2]}}

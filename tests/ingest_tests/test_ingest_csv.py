@@ -10,7 +10,6 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.readers import plain_csv
 from tasks.ingest.sql_records import UseCaseRules
 
@@ -36,8 +35,7 @@ def _csv_lines(kit: Any) -> list[str]:
 
 
 def _ingest(con: duckdb.DuckDBPyConnection, path: Path, kit: Any) -> dict[str, Any]:
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path])
     (item,) = report.files
     rows = con.execute(
         "SELECT request_id, source_line, prompt_id, input_tokens, metadata FROM usage_logs"
@@ -122,14 +120,7 @@ def test_plain_litellm_csv_reads_fields_like_the_json_path(
     assert plain_csv(plain, False) and not plain_csv(quoted, False)
 
     def run(path: Path) -> tuple[Any, list[Any], list[Any]]:
-        report = ingest_paths(
-            [path],
-            con=con,
-            validate=False,
-            now=kit.NOW,
-            use_cases=UseCaseRules(default="csv-default"),
-        )
-        kit.assert_balanced(report)
+        report = kit.ingest(con, [path], use_cases=UseCaseRules(default="csv-default"))
         rows = con.execute(
             "SELECT request_id, source_line, model, unit_id, status, latency_ms, metadata"
             " FROM usage_logs ORDER BY source_line"

@@ -24,8 +24,7 @@ def test_reingesting_the_same_file_adds_nothing(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
     path = kit.write_jsonl(tmp_path / "a.jsonl", [kit.record(i) for i in range(50)])
-    first = ingest_paths([path], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(first)
+    first = kit.ingest(con, [path])
     assert first.ingested == 50
     second = ingest_paths([path, str(tmp_path / "*.jsonl")], con=con, validate=False, now=kit.NOW)
     assert [f.status for f in second.files] == ["skipped"]
@@ -40,8 +39,7 @@ def test_duplicates_within_and_across_files_are_counted_first_occurrence_wins(
         [kit.record(1, prompt_id="first"), kit.record(2), kit.record(1, prompt_id="second")],
     )
     b = kit.write_jsonl(tmp_path / "b.jsonl", [kit.record(2), kit.record(3), kit.record(3)])
-    report = ingest_paths([a, b], con=con, validate=False, now=kit.NOW, chunk_rows=2)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [a, b], chunk_rows=2)
     assert [(f.ingested, f.duplicates) for f in report.files] == [(2, 1), (1, 2)]
     assert kit.counts(con) == (3, 0)
     kept = con.execute("SELECT prompt_id FROM usage_logs WHERE request_id = 'r-1'").fetchall()
@@ -71,8 +69,7 @@ def test_two_thousand_tiny_files_in_a_folder(
     for i in range(2000):
         rows = [kit.record(i)] if i % 500 else [kit.record(i), "not json"]
         kit.write_jsonl(folder / f"part-{i:05d}.jsonl", rows)
-    report = ingest_paths([tmp_path / "many"], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [tmp_path / "many"])
     assert len(report.files) == 2000
     assert report.ingested == 2000 and report.quarantine_by_reason == {"malformed_json": 4}
     assert kit.counts(con) == (2000, 4)
@@ -126,8 +123,7 @@ def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
     try:
         before = con.execute("SELECT count(*) FROM usage_logs").fetchone()
         assert before == (10,)  # the small file committed; nothing of the big one
-        report = ingest_paths([small, big], con=con, validate=False, now=kit.NOW)
-        kit.assert_balanced(report)
+        report = kit.ingest(con, [small, big])
         assert [f.status for f in report.files] == ["skipped", "ingested"]
         assert report.files[1].ingested == 4000 and report.files[1].duplicates == 0
         total, distinct = con.execute(
@@ -156,8 +152,7 @@ def test_one_streamed_file_keeps_the_first_occurrence_within_and_across_chunks(
         kit.record(3),
     ]
     path = kit.write_jsonl(tmp_path / "one.jsonl", lines)
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, chunk_rows=3)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path], chunk_rows=3)
     (item,) = report.files
     assert (item.lines_read, item.ingested, item.duplicates, item.quarantined) == (7, 3, 3, 1)
     kept = dict(con.execute("SELECT request_id, prompt_id FROM usage_logs").fetchall())
@@ -184,8 +179,7 @@ def test_an_id_stored_before_and_repeated_in_later_chunks_keeps_only_the_stored_
         kit.record(9, prompt_id="chunk 3"),  # once more
     ]
     path = kit.write_jsonl(tmp_path / "later.jsonl", lines)
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, chunk_rows=3)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path], chunk_rows=3)
     (item,) = report.files
     assert (item.lines_read, item.ingested, item.duplicates) == (7, 3, 4)
     kept = dict(con.execute("SELECT request_id, prompt_id FROM usage_logs").fetchall())
@@ -212,8 +206,7 @@ def test_first_occurrence_wins_when_its_model_is_first_priced_in_the_same_chunk(
         kit.record(1, prompt_id="later"),  # priced already: the one pass would take it
     ]
     path = kit.write_jsonl(tmp_path / "new_model.jsonl", lines)
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path])
     (item,) = report.files
     n = len(pad)
     counted = (item.lines_read, item.ingested, item.duplicates, item.quarantined)

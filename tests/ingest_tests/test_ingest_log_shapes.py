@@ -13,31 +13,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.ingest.pipeline import ingest_paths
 
-
-def _rows(con: duckdb.DuckDBPyConnection, order: str = "request_id") -> list[dict[str, Any]]:
-    cursor = con.execute(f"SELECT * FROM usage_logs ORDER BY {order}")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+def _write_parquet(path: Path, records: list[dict[str, Any]], *, zone: bool = True) -> Path:
+    """``records`` as parquet, timestamps as a timestamp column (UTC; ``zone=False``: naive)."""
+    table = pa.Table.from_pylist(records)
+    if zone:
+        texts = [r["timestamp"].replace("Z", "+00:00") for r in records]
+        ts = pa.array(texts).cast(pa.timestamp("us", tz="UTC"))
+    else:
+        ts = pa.array([r["timestamp"][:-1] for r in records]).cast(pa.timestamp("us"))
+    table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", ts)
+    pq.write_table(table, path)
+    return path
 
 
 def test_litellm_spend_log_export_is_detected_and_mapped(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, no_overrides: Path
 ) -> None:
-    report = ingest_paths(
-        [kit.FIXTURES / "litellm_spend_logs.json"],
-        con=con,
-        validate=False,
-        now=kit.NOW,
-        price_overrides=no_overrides,
+    report = kit.ingest(
+        con, [kit.FIXTURES / "litellm_spend_logs.json"], price_overrides=no_overrides
     )
-    kit.assert_balanced(report)
     (item,) = report.files
     assert (item.file_format, item.shape) == ("json", "litellm")
     # the self-hosted model has no spend and no price: quarantined, never priced at zero
     assert item.ingested == 3 and item.quarantine_by_reason == {"unknown_model": 1}
-    rows = {r["request_id"]: r for r in _rows(con)}
+    rows = {r["request_id"]: r for r in kit.rows(con)}
     first = rows["chatcmpl-9f1c2a7e-0001"]
     assert first["use_case"] == "support-summarize" and first["model"] == "gpt-4o-mini"
     assert (first["input_tokens"], first["output_tokens"]) == (700, 50)
@@ -60,18 +60,11 @@ def test_litellm_spend_log_export_is_detected_and_mapped(
 def test_otel_genai_spans_are_flattened_and_mapped(
     con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
 ) -> None:
-    report = ingest_paths(
-        [kit.FIXTURES / "otel_genai_spans.json"],
-        con=con,
-        validate=False,
-        now=kit.NOW,
-        price_overrides=no_overrides,
-    )
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [kit.FIXTURES / "otel_genai_spans.json"], price_overrides=no_overrides)
     (item,) = report.files
     assert item.shape == "otel" and item.lines_read == 3
     assert item.ingested == 2 and item.quarantine_by_reason == {"not_genai_span": 1}
-    rows = {r["model"]: r for r in _rows(con)}
+    rows = {r["model"]: r for r in kit.rows(con)}
     mini = rows["gpt-4o-mini"]
     assert mini["request_id"] == "chatcmpl-otel-0001"
     assert mini["use_case"] == "ticket-classify"  # resource service.name
@@ -94,8 +87,7 @@ def test_otel_as_jsonl_lines_and_format_override(
     doc = json.loads((kit.FIXTURES / "otel_genai_spans.json").read_text(encoding="utf-8"))
     path = tmp_path / "spans.jsonl"
     path.write_text(json.dumps(doc) + "\n" + "{broken\n", encoding="utf-8")
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, shape="otel")
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path], shape="otel")
     assert report.ingested == 2
     assert report.quarantine_by_reason == {"malformed_json": 1, "not_genai_span": 1}
 
@@ -115,20 +107,14 @@ def test_every_container_format_gives_the_same_rows(
         data = ("\n".join(lines) + "\n").encode()
         path.write_bytes(gzip.compress(data) if container.endswith("gz") else data)
     elif container == "parquet":
-        table = pa.Table.from_pylist(records)
-        ts = pa.array([r["timestamp"].replace("Z", "+00:00") for r in records]).cast(
-            pa.timestamp("us", tz="UTC")
-        )
-        table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", ts)
-        pq.write_table(table, path)
+        _write_parquet(path, records)
     else:
         path.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path])
     assert report.ingested == 19 and report.quarantine_by_reason == {"negative_tokens": 1}
     line = con.execute("SELECT source_line FROM quarantine").fetchone()
     assert line == ({"csv": 7, "csv.gz": 7}.get(container, 6),)
-    rows = _rows(con, "source_line")
+    rows = kit.rows(con, "source_line")
     assert rows[0]["request_id"] == "r-0" and rows[0]["input_tokens"] == 100
     assert rows[0]["ts"].isoformat().startswith("2026-10-01T00:00:00")
     assert json.loads(rows[0]["metadata"]) == {"extra_note": "n0"}
@@ -138,14 +124,8 @@ def test_every_container_format_gives_the_same_rows(
 def test_parquet_without_a_zone_is_quarantined_as_missing_timezone(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    records = [kit.record(i) for i in range(3)]
-    table = pa.Table.from_pylist(records)
-    naive = pa.array([r["timestamp"][:-1] for r in records]).cast(pa.timestamp("us"))
-    table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", naive)
-    path = tmp_path / "naive.parquet"
-    pq.write_table(table, path)
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(report)
+    path = _write_parquet(tmp_path / "naive.parquet", [kit.record(i) for i in range(3)], zone=False)
+    report = kit.ingest(con, [path])
     assert report.quarantine_by_reason == {"missing_timezone": 3}
     raw = con.execute("SELECT raw FROM quarantine ORDER BY source_line LIMIT 1").fetchone()
     assert raw is not None and json.loads(raw[0])["request_id"] == "r-0"
@@ -158,14 +138,9 @@ def test_glob_over_a_copied_fixture_tree(
     target.mkdir(parents=True)
     shutil.copy(kit.FIXTURES / "litellm_spend_logs.json", target / "spend.json")
     shutil.copy(kit.FIXTURES / "otel_genai_spans.json", target / "spans.json")
-    report = ingest_paths(
-        [str(tmp_path / "exports" / "**" / "*.json")],
-        con=con,
-        validate=False,
-        now=kit.NOW,
-        price_overrides=no_overrides,
+    report = kit.ingest(
+        con, [str(tmp_path / "exports" / "**" / "*.json")], price_overrides=no_overrides
     )
-    kit.assert_balanced(report)
     assert sorted(f.shape for f in report.files) == ["litellm", "otel"]
     assert kit.counts(con) == (5, 2)
 
@@ -173,22 +148,9 @@ def test_glob_over_a_copied_fixture_tree(
 def test_parquet_duplicates_within_and_across_files(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    def write(name: str, ids: list[int]) -> Path:
-        records = [kit.record(i) for i in ids]
-        table = pa.Table.from_pylist(records)
-        ts = pa.array([r["timestamp"].replace("Z", "+00:00") for r in records])
-        table = table.set_column(
-            table.schema.get_field_index("timestamp"),
-            "timestamp",
-            ts.cast(pa.timestamp("us", tz="UTC")),
-        )
-        pq.write_table(table, tmp_path / name)
-        return tmp_path / name
-
-    a = write("a.parquet", [1, 2, 2, 3])
-    b = write("b.parquet", [3, 4, 5, 5, 1])
-    report = ingest_paths([a, b], con=con, validate=False, now=kit.NOW, chunk_rows=2)
-    kit.assert_balanced(report)
+    a = _write_parquet(tmp_path / "a.parquet", [kit.record(i) for i in [1, 2, 2, 3]])
+    b = _write_parquet(tmp_path / "b.parquet", [kit.record(i) for i in [3, 4, 5, 5, 1]])
+    report = kit.ingest(con, [a, b], chunk_rows=2)
     assert [(f.ingested, f.duplicates) for f in report.files] == [(3, 1), (2, 3)]
     distinct = con.execute("SELECT count(*), count(DISTINCT request_id) FROM usage_logs")
     assert distinct.fetchall() == [(5, 5)]

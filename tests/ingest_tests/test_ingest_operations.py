@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import gzip
-import json
 import os
 import subprocess
 import sys
@@ -18,15 +16,8 @@ import pytest
 
 from tasks.core.settings import REPO_ROOT
 from tasks.ingest import session
-from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.report import read_status
 from tasks.warehouse.connection import WarehouseBusyError, connect
-
-
-def _ingest(con: duckdb.DuckDBPyConnection, path: Path, kit: Any) -> Any:
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW)
-    kit.assert_balanced(report)
-    return report
 
 
 def test_an_appended_file_reads_only_its_new_lines_and_quarantines_nothing_twice(
@@ -34,13 +25,13 @@ def test_an_appended_file_reads_only_its_new_lines_and_quarantines_nothing_twice
 ) -> None:
     path = tmp_path / "growing.jsonl"
     kit.write_jsonl(path, [kit.record(i) for i in range(5)] + ["{not json"])
-    first = _ingest(con, path, kit).files[0]
+    first = kit.ingest(con, [path]).files[0]
     assert (first.lines_read, first.ingested, first.quarantined) == (6, 5, 1)
     size = path.stat().st_size
-    with path.open("a", encoding="utf-8") as handle:
-        for line in [kit.record(10), kit.record(11), kit.record(0), "{also broken"]:
-            handle.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
-    second = _ingest(con, path, kit).files[0]
+    kit.write_jsonl(
+        path, [kit.record(10), kit.record(11), kit.record(0), "{also broken"], append=True
+    )
+    second = kit.ingest(con, [path]).files[0]
     assert second.status == "ingested" and second.resumed_at_byte == size
     assert (second.lines_read, second.ingested, second.duplicates, second.quarantined) == (
         4,
@@ -53,10 +44,10 @@ def test_an_appended_file_reads_only_its_new_lines_and_quarantines_nothing_twice
     assert kit.counts(con) == (7, 2)
     # the same bytes again: skipped; a rewritten file (prefix changed) is read in full, and
     # its bad lines already held are not quarantined again
-    assert _ingest(con, path, kit).files[0].status == "skipped"
+    assert kit.ingest(con, [path]).files[0].status == "skipped"
     text = path.read_text(encoding="utf-8").replace('"r-1"', '"r-1b"')
     path.write_text(text, encoding="utf-8")
-    third = _ingest(con, path, kit).files[0]
+    third = kit.ingest(con, [path]).files[0]
     assert third.resumed_at_byte == 0 and third.lines_read == 10 and third.ingested == 1
     assert kit.counts(con) == (8, 2)
 
@@ -74,7 +65,7 @@ def test_blank_and_non_scalar_request_ids_are_quarantined_and_malformed_lines_ke
             kit.record(5),
         ],
     )
-    report = _ingest(con, path, kit)
+    report = kit.ingest(con, [path])
     assert report.ingested == 1
     rows = con.execute(
         "SELECT source_line, reason, detail, request_id FROM quarantine ORDER BY 1"
@@ -92,15 +83,12 @@ def test_blank_and_non_scalar_request_ids_are_quarantined_and_malformed_lines_ke
 def test_truncated_gzip_names_the_true_last_good_line(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    payload = b"".join(
-        json.dumps(kit.record(i, region="r" * 100)).encode() + b"\n" for i in range(5000)
-    )
-    whole = gzip.compress(payload)
+    whole = kit.gzipped_records(5000, pad=100)
     cut = whole[: len(whole) * 2 // 3]
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(cut)
     inflated = zlib.decompressobj(wbits=31).decompress(cut)  # what is recoverable, checked apart
-    report = _ingest(con, path, kit)
+    report = kit.ingest(con, [path])
     (item,) = report.files
     assert item.status == "failed" and item.error is not None
     complete = inflated.count(b"\n")
@@ -131,7 +119,7 @@ def test_status_reads_while_another_process_writes_and_a_second_writer_gets_one_
 ) -> None:
     warehouse = tmp_path / "wh.duckdb"
     con = connect(path=warehouse)
-    _ingest(con, kit.write_jsonl(tmp_path / "a.jsonl", [kit.record(i) for i in range(4)]), kit)
+    kit.ingest(con, [kit.write_jsonl(tmp_path / "a.jsonl", [kit.record(i) for i in range(4)])])
     con.execute("CHECKPOINT")
     con.close()
     holder = _hold_warehouse(warehouse)
@@ -163,7 +151,7 @@ def test_ingests_on_a_callers_connection_give_back_its_settings_unchanged(
     before = settings()
     for i in range(5):
         path = kit.write_jsonl(tmp_path / f"night-{i}.jsonl", [kit.record(i)])
-        _ingest(con, path, kit)
+        kit.ingest(con, [path])
         assert settings() == before
 
 

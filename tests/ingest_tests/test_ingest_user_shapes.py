@@ -14,19 +14,24 @@ from genai_prices import Usage, calc_price
 from tasks.ingest.pipeline import UseCaseRules, ingest_paths
 
 
-def _rows(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
-    cursor = con.execute("SELECT * FROM usage_logs")
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+def _rows(con: duckdb.DuckDBPyConnection, kit: Any) -> dict[str, dict[str, Any]]:
+    rows = kit.rows(con)
     for row in rows:
         row["metadata"] = json.loads(row["metadata"]) if row["metadata"] else {}
     return {row["request_id"]: row for row in rows}
 
 
 def _ingest(con: duckdb.DuckDBPyConnection, kit: Any, name: str, **options: Any) -> Any:
-    report = ingest_paths([kit.FIXTURES / name], con=con, validate=False, now=kit.NOW, **options)
-    kit.assert_balanced(report)
-    return report
+    return kit.ingest(con, [kit.FIXTURES / name], **options)
+
+
+def _two_otel_spans(
+    con: duckdb.DuckDBPyConnection, kit: Any, name: str, no_overrides: Path
+) -> dict[str, dict[str, Any]]:
+    """Ingest the fixture ``name`` (two OTel spans) at genai-prices' prices; rows by id."""
+    report = _ingest(con, kit, name, price_overrides=no_overrides)
+    assert report.files[0].shape == "otel" and report.ingested == 2
+    return _rows(con, kit)
 
 
 def test_litellm_bom_export_without_status_or_tags_uses_configured_use_cases(
@@ -45,7 +50,7 @@ def test_litellm_bom_export_without_status_or_tags_uses_configured_use_cases(
     assert item.quarantine_by_reason == {"no_use_case": 1}
     detail, request_id = con.execute("SELECT detail, request_id FROM quarantine").fetchone()  # type: ignore[misc]
     assert "--use-case" in detail and request_id == "chatcmpl-b7e1-0003"
-    rows = _rows(con)
+    rows = _rows(con, kit)
     first, second = rows["chatcmpl-b7e1-0001"], rows["chatcmpl-b7e1-0002"]
     assert (first["use_case"], second["use_case"]) == ("support-summarize", "code-review")
     assert (first["status"], second["status"]) == ("success", "error")  # metadata.status
@@ -81,7 +86,7 @@ def test_default_use_case_applies_only_where_the_record_has_none(
         price_overrides=no_overrides,
     )
     assert report.ingested == 3 and report.quarantined == 0
-    assert {r["use_case"] for r in _rows(con).values()} == {"litellm-default"}
+    assert {r["use_case"] for r in _rows(con, kit).values()} == {"litellm-default"}
     report = _ingest(
         con,
         kit,
@@ -89,16 +94,14 @@ def test_default_use_case_applies_only_where_the_record_has_none(
         use_cases=UseCaseRules(default="litellm-default"),
         price_overrides=no_overrides,
     )
-    uses = {r["request_id"]: r["use_case"] for r in _rows(con).values()}
+    uses = {r["request_id"]: r["use_case"] for r in _rows(con, kit).values()}
     assert uses["chatcmpl-9f1c2a7e-0001"] == "support-summarize"  # its own metadata.use_case
 
 
 def test_otel_older_semantic_conventions_from_the_file_exporter(
     con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
 ) -> None:
-    report = _ingest(con, kit, "otel_old_semconv_file_exporter.jsonl", price_overrides=no_overrides)
-    assert report.files[0].shape == "otel" and report.ingested == 2
-    rows = _rows(con)
+    rows = _two_otel_spans(con, kit, "otel_old_semconv_file_exporter.jsonl", no_overrides)
     first = rows["chatcmpl-otel-old-1a2b"]
     assert (first["input_tokens"], first["output_tokens"], first["cache_read_tokens"]) == (
         1000,
@@ -119,9 +122,7 @@ def test_otel_older_semantic_conventions_from_the_file_exporter(
 def test_console_exporter_spans_with_flat_attributes(
     con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
 ) -> None:
-    report = _ingest(con, kit, "otel_console_spans.json", price_overrides=no_overrides)
-    assert report.files[0].shape == "otel" and report.ingested == 2
-    rows = _rows(con)
+    rows = _two_otel_spans(con, kit, "otel_console_spans.json", no_overrides)
     ok, failed = rows["msg_01console"], rows["0x1234abcd"]
     assert ok["provider"] == "anthropic" and ok["max_tokens"] == 512
     assert ok["latency_ms"] == pytest.approx(1250.0) and ok["status"] == "success"
@@ -134,7 +135,7 @@ def test_console_exporter_spans_with_flat_attributes(
 def test_excel_csv_with_bom_and_crlf(con: duckdb.DuckDBPyConnection, kit: Any) -> None:
     report = _ingest(con, kit, "canonical_excel_bom.csv")
     assert report.ingested == 2 and report.quarantined == 0
-    rows = _rows(con)
+    rows = _rows(con, kit)
     assert rows["x-1"]["metadata"] == {"team": "blue"} and rows["x-2"]["status"] == "error"
 
 
@@ -167,8 +168,7 @@ def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
     con.execute("SET memory_limit = '1500MB'")
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()
     rules = UseCaseRules(by_model_group={"support-mini": "support", "code-reasoner": "code"})
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, use_cases=rules)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path], use_cases=rules)
     (item,) = report.files
     assert item.error is None
     assert (item.lines_read, item.ingested, item.quarantined) == (25_000, 25_000, 0)

@@ -18,7 +18,6 @@ import duckdb
 import pytest
 
 from tasks.ingest import prefetch as prefetch_module
-from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.plans import SMALL_FILE_BYTES
 from tasks.ingest.prefetch import prefetch
 
@@ -70,8 +69,7 @@ def test_a_streamed_json_array_is_read_in_the_thread_through_its_own_connection(
     path = tmp_path / "export.json"
     path.write_text(json.dumps(records, indent=1), encoding="utf-8")
     assert path.stat().st_size > SMALL_FILE_BYTES
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, chunk_rows=700)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path], chunk_rows=700)
     (item,) = report.files
     assert (item.lines_read, item.ingested, item.quarantined) == (5000, 5000, 0)
     lines = con.execute("SELECT min(source_line), max(source_line) FROM usage_logs").fetchall()

@@ -10,15 +10,12 @@ import duckdb
 import pytest
 from genai_prices import Usage, calc_price
 
-from tasks.ingest.pipeline import ingest_paths
 from tasks.ingest.pricing import (
     PriceConfigError,
     ensure_model_prices,
     genai_price_ranges,
     load_price_overrides,
 )
-
-HEADER = "model,provider,input_usd_per_mtok,output_usd_per_mtok,effective_from,effective_to,note\n"
 
 
 @pytest.mark.parametrize(
@@ -42,10 +39,7 @@ def test_sql_cost_matches_genai_prices_calc_price(
     path = kit.write_jsonl(
         tmp_path / "p.jsonl", [kit.record(1, model=model, input_tokens=inp, output_tokens=out)]
     )
-    report = ingest_paths(
-        [path], con=con, validate=False, now=kit.NOW, price_overrides=no_overrides
-    )
-    kit.assert_balanced(report)
+    kit.ingest(con, [path], price_overrides=no_overrides)
     cost = con.execute("SELECT cost_usd, cost_source FROM usage_logs").fetchone()
     when = dt.datetime(2026, 10, 2, 1, tzinfo=dt.UTC)
     expected = calc_price(
@@ -73,15 +67,13 @@ def test_gpt_4o_mini_price_row_is_materialized_once(con: duckdb.DuckDBPyConnecti
 def test_override_wins_from_its_effective_date(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    overrides = tmp_path / "overrides.csv"
-    overrides.write_text(
-        HEADER + "gpt-4o-mini,openai,1.0,2.0,2026-10-15,,negotiated\n", encoding="utf-8"
+    overrides = kit.write_overrides(
+        tmp_path / "overrides.csv", "gpt-4o-mini,openai,1.0,2.0,2026-10-15,,negotiated"
     )
     before = kit.record(1, timestamp="2026-10-14T23:59:59Z", input_tokens=1000, output_tokens=0)
     after = kit.record(2, timestamp="2026-10-15T00:00:00Z", input_tokens=1000, output_tokens=0)
     path = kit.write_jsonl(tmp_path / "o.jsonl", [before, after])
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, price_overrides=overrides)
-    kit.assert_balanced(report)
+    kit.ingest(con, [path], price_overrides=overrides)
     rows = con.execute(
         "SELECT request_id, cost_usd, cost_source FROM usage_logs ORDER BY request_id"
     ).fetchall()
@@ -94,9 +86,8 @@ def test_override_wins_from_its_effective_date(
 def test_self_hosted_model_priced_only_inside_its_override_range(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
-    overrides = tmp_path / "overrides.csv"
-    overrides.write_text(
-        HEADER + "my-llama,self-hosted,0.5,0.5,2026-10-10,2026-10-20,gpu\n", encoding="utf-8"
+    overrides = kit.write_overrides(
+        tmp_path / "overrides.csv", "my-llama,self-hosted,0.5,0.5,2026-10-10,2026-10-20,gpu"
     )
     rows = [
         kit.record(1, model="my-llama", timestamp="2026-10-09T00:00:00Z"),
@@ -104,22 +95,19 @@ def test_self_hosted_model_priced_only_inside_its_override_range(
         kit.record(3, model="my-llama", timestamp="2026-10-20T00:00:00Z"),
     ]
     path = kit.write_jsonl(tmp_path / "l.jsonl", rows)
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, price_overrides=overrides)
-    kit.assert_balanced(report)
+    report = kit.ingest(con, [path], price_overrides=overrides)
     assert report.ingested == 1 and report.quarantine_by_reason == {"unknown_model": 2}
     lines = con.execute("SELECT source_line FROM quarantine ORDER BY 1").fetchall()
     assert lines == [(1,), (3,)]
 
 
-def test_bad_overrides_file_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text(
-        HEADER + "m,p,1,1,2026-01-01,,a\nm,p,2,2,2026-06-01,,overlaps the open range\n",
-        encoding="utf-8",
+def test_bad_overrides_file_is_a_clear_error(tmp_path: Path, kit: Any) -> None:
+    path = kit.write_overrides(
+        tmp_path / "bad.csv", "m,p,1,1,2026-01-01,,a", "m,p,2,2,2026-06-01,,overlaps the open range"
     )
     with pytest.raises(PriceConfigError, match="overlapping"):
         load_price_overrides(path)
-    path.write_text(HEADER + "m,p,-1,1,2026-01-01,,a\n", encoding="utf-8")
+    kit.write_overrides(path, "m,p,-1,1,2026-01-01,,a")
     with pytest.raises(PriceConfigError, match=r"bad.csv:2"):
         load_price_overrides(path)
 
