@@ -204,9 +204,23 @@ OTEL = Shape(
 SHAPE_BY_NAME = {"canonical": CANONICAL, "litellm": LITELLM, "otel": OTEL}
 
 
+_CANONICAL_CORE = frozenset({"timestamp", "input_tokens", "output_tokens"})
+
+
 def detect_shape(keys: Iterable[str]) -> str:
-    """Name the shape of a record from its top-level keys (or a file's column names)."""
+    """Name the shape of a record from its top-level keys (or a file's column names).
+
+    A record with the canonical timestamp and token keys is canonical whatever extra keys it
+    carries (an extra ``scopeSpans``, ``gen_ai.*`` or ``spend`` key goes to metadata).
+
+    >>> detect_shape(["resourceSpans"]), detect_shape(["startTime", "spend", "model"])
+    ('otel', 'litellm')
+    >>> detect_shape(["timestamp", "input_tokens", "output_tokens", "scopeSpans", "spend"])
+    'canonical'
+    """
     found = set(keys)
+    if _CANONICAL_CORE <= found:
+        return "canonical"
     if "resourceSpans" in found or "scopeSpans" in found:
         return "otel"
     if any(key.startswith("gen_ai.") for key in found) or (

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tasks.ingest.log_formats import FIELD_NAMES
@@ -56,6 +56,10 @@ def _base(i: int) -> dict[str, Any]:
 @pytest.mark.slow  # 4-6 s: 20 generated files, each ingested through DuckDB
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_RECORD, min_size=1, max_size=4))
+# extra keys that name another shape's keys: the record was taken for an OTel span or a
+# LiteLLM row and quarantined whole (Hypothesis draws string constants from the code under test)
+@example([{"extras": {"scopeSpans": None}, "metadata": None}])
+@example([{"extras": {"gen_ai.system": "openai", "spend": 1, "startTime": "x"}, "metadata": None}])
 def test_every_input_field_lands_in_a_column_or_in_metadata(records: list[dict[str, Any]]) -> None:
     con = duckdb.connect()
     apply_schema(con)
