@@ -219,7 +219,7 @@ def detect_shape(keys: Iterable[str]) -> str:
     'canonical'
     """
     found = set(keys)
-    if _CANONICAL_CORE <= found:
+    if found >= _CANONICAL_CORE:
         return "canonical"
     if "resourceSpans" in found or "scopeSpans" in found:
         return "otel"

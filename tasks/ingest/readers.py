@@ -29,6 +29,7 @@ from tasks.ingest.errors import IngestFileError
 from tasks.ingest.paths import BOM, TruncatedInput, head, iter_blocks
 
 __all__ = [
+    "CHUNK_BYTES",
     "CSV_HEADER",
     "ParquetSlice",
     "TextCursor",
@@ -40,11 +41,31 @@ __all__ = [
     "iter_parquet",
     "iter_plain_csv",
     "plain_csv",
+    "rows_for_bytes",
     "sql_str",
 ]
 
 
 CSV_HEADER = b"llmopt.csv_header"  # schema metadata of a chunk of physical CSV lines
+# Text per chunk, at most about: the usual 500-byte record fills a whole chunk of lines (63 MB);
+# LiteLLM rows with stored prompts (6 KB) take 10,240 lines, not 122,880 (740 MB of text, and
+# 4.5 GB peak RSS for a 200,000-line file, 2026-12-01).
+CHUNK_BYTES = 64 * 2**20
+VECTOR_ROWS = 2048
+
+
+def rows_for_bytes(chunk_rows: int, size: int, rows: int) -> int:
+    """``chunk_rows``, or fewer whole vectors of lines when lines average ``size / rows`` bytes.
+
+    >>> rows_for_bytes(122_880, 512 * 1000, 1000), rows_for_bytes(122_880, 6_000, 1)
+    (122880, 10240)
+    >>> rows_for_bytes(122_880, 10**9, 1)  # one huge line: one vector's worth at the least
+    2048
+    """
+    if rows <= 0 or size <= 0:
+        return chunk_rows
+    fitting = int(CHUNK_BYTES * rows / size) // VECTOR_ROWS * VECTOR_ROWS
+    return max(min(chunk_rows, fitting), min(chunk_rows, VECTOR_ROWS))
 
 
 def sql_str(text: str) -> str:
@@ -92,7 +113,7 @@ def iter_jsonl(
     Args:
         path: the file.
         compressed: whether it is gzip.
-        chunk_rows: lines per table.
+        chunk_rows: lines per table (fewer for long lines: :func:`rows_for_bytes`).
         cursor: where to start (an appended file) and, updated as lines are yielded, where the
             read stands; a new cursor starts at line 1, byte 0.
 
@@ -103,6 +124,7 @@ def iter_jsonl(
     pending = b""
     buffer = _Lines()
     first = cursor.offset == 0
+    sized: int | None = None
     try:
         for block in iter_blocks(path, compressed, cursor.offset):
             data = pending + block
@@ -116,6 +138,8 @@ def iter_jsonl(
                 continue
             pending = data[cut + 1 :]
             buffer.add(*_split(data[:cut]), cut + 1)
+            if sized is None:  # the first block's lines set the chunk size for the file
+                sized = chunk_rows = rows_for_bytes(chunk_rows, cut + 1, buffer.rows)
             yield from buffer.take(chunk_rows, cursor, final=False)
     except TruncatedInput as exc:
         last = cursor.next_line - 1 + buffer.rows

@@ -78,11 +78,12 @@ def larger_memory_limit(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """``RETRY_MEMORY_LIMIT`` for one more try of a transaction that ran out of memory.
 
     The memory an ingest needs is not all in its chunk: DuckDB's JSON functions keep buffers
-    per 2,048-row vector, per expression and per thread, which cannot spill. For a record
-    shape read through many JSON expressions (LiteLLM's spend logs with their nested
-    metadata: ~600 MB whatever the chunk size, 2026-12-01) 384 MB is too little; for the
-    canonical shape it is enough. Only a transaction that failed gets the larger limit; the
-    ingest's own limit comes back after it.
+    per 2,048-row vector, per expression and per thread, which cannot spill. For wide records
+    (LiteLLM spend logs with stored prompts, 6 KB a line: out of 384 MB even in chunks of
+    2,048 lines, 2026-12-01) the limit is too little; for the canonical shape and for LiteLLM
+    rows without prompts it is enough (their nested metadata is parsed once per line since
+    2026-12-01: 800 -> 330 MB of buffers for a 122,880-line chunk). Only a transaction that
+    failed gets the larger limit; the ingest's own limit comes back after it.
 
     Args:
         con: the warehouse connection, under :func:`ingest_settings`.

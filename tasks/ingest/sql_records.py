@@ -25,11 +25,11 @@ import pyarrow as pa
 from tasks.ingest.log_formats import Shape
 from tasks.ingest.readers import sql_str
 from tasks.ingest.sql_otel import otel_docs_sql
+from tasks.ingest.sql_paths import NestedPlan, json_path
 
 __all__ = [
     "UseCaseRules",
     "csv_records_sql",
-    "json_path",
     "quote",
     "text_records_sql",
     "typed_records_sql",
@@ -100,14 +100,6 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def json_path(keys: Sequence[str]) -> str:
-    """A JSONPath for nested keys (digits index arrays)."""
-    parts = ["$"]
-    for key in keys:
-        parts.append(f"[{key}]" if key.isdigit() else "." + json.dumps(key))
-    return "".join(parts)
-
-
 def _case_map(expr: str, mapping: Mapping[str, str]) -> str | None:
     if not mapping:
         return None
@@ -137,11 +129,13 @@ def use_case_sql(shape: Shape, rules: UseCaseRules | None) -> str:
 
 
 def _field_options(
-    shape: Shape, base: Callable[[str], str]
+    shape: Shape, base: Callable[[str], str], nested: NestedPlan | None = None
 ) -> dict[str, list[tuple[str, str | None]]]:
     """Per extracted name, its (SQL value, top-level key or None when nested) in order.
 
-    ``base(key)`` is the text of a top-level key's value (NULL when absent).
+    ``base(key)`` is the text of a top-level key's value (NULL when absent). With ``nested``,
+    the nested keys it covers are read from its parsed columns (one parse per top-level key)
+    instead of one ``json_extract_string`` of the key's text per path.
     """
     result: dict[str, list[tuple[str, str | None]]] = {}
     for name, alternatives in shape.sources.items():
@@ -150,12 +144,14 @@ def _field_options(
             value = base(path[0])
             if len(path) == 1:
                 options.append((f"nullif({value}, '')", path[0]))
+            elif nested is not None and nested.covers(path):
+                options.append((f"nullif({nested.value(path)}, '')", None))
             else:
-                nested = sql_str(json_path(path[1:]))
+                rest = sql_str(json_path(path[1:]))
                 options.append(
                     (
                         f"CASE WHEN json_valid({value}) THEN nullif(json_extract_string({value},"
-                        f" {nested}), '') END",
+                        f" {rest}), '') END",
                         None,
                     )
                 )
@@ -250,7 +246,9 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
             f" FROM {source} WHERE regexp_matches(raw, '\\S'))"
         )
         values = "CASE WHEN pre_reason IS NULL THEN parsed END"
-    options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})")
+    nested = NestedPlan([path for paths in shape.sources.values() for path in paths])
+    parsed_nested = "".join(f", {column}" for column in nested.columns("v"))
+    options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})", nested)
     static, dynamic = _used_keys_sql(shape, options)
     consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
     # the lambdas below read no wide column from outside (DuckDB copies what a lambda reads
@@ -260,19 +258,20 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     # metadata, usually none) are short. A 15,000-line LiteLLM chunk: 1.95 -> 0.88 s.
     extra = f"NOT list_contains({consumed}, k) AND NOT coalesce(list_contains(dyn, k), false)"
     label = f"CASE WHEN list_contains(clash, p[1]) THEN '{COLLISION_PREFIX}' || p[1] ELSE p[1] END"
+    # no CASE around the lambdas: DuckDB runs list lambdas under a CASE branch 2-3x slower
+    # (a 60,000-line LiteLLM chunk's metadata 1.7 -> 0.5 s); lines without extra keys give the
+    # lambdas NULL lists instead (and skip the '$.*' parse)
+    some = "CASE WHEN len(ek) > 0 THEN {} END"
     pairs = (
-        "CASE WHEN len(ek) > 0 THEN array_to_string(list_transform(list_filter("
-        "list_zip(keys, json_extract(doc, '$.*')), lambda p: {}),".format(
-            extra.replace("k)", "p[1])").replace("(k,", "(p[1],")
-        )
-        + f" lambda p: to_json({label}) || ':' || p[2]::VARCHAR), ',') END"
+        "array_to_string(list_transform(list_filter("
+        f"list_zip({some.format('keys')}, json_extract({some.format('doc')}, '$.*')),"
+        " lambda p: {}),".format(extra.replace("k)", "p[1])").replace("(k,", "(p[1],"))
+        + f" lambda p: to_json({label}) || ':' || p[2]::VARCHAR), ',')"
     )
     return f"""
     SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
            {", ".join(_columns(options))},
-           CASE WHEN pre_reason IS NOT NULL THEN NULL
-                WHEN md IS NULL AND len(ek) = 0 THEN NULL
-                ELSE {merged_metadata_sql("md", pairs)} END AS x_metadata
+           {merged_metadata_sql("md", pairs)} AS x_metadata
     FROM (
       SELECT *, list_intersect(ek, mk) AS clash
       FROM (
@@ -281,10 +280,13 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
         FROM (
             SELECT *, {_record_metadata_sql(shape)} AS md, {dynamic} AS dyn
             FROM (
+              SELECT *{parsed_nested}
+              FROM (
                 SELECT *,
                        {values} AS v,
                        CASE WHEN pre_reason IS NULL THEN json_keys(doc) END AS keys
                 FROM ({docs})
+              )
             )
         )
       )

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from genai_prices import Usage, calc_price
 
+from tasks.ingest import pipeline
 from tasks.ingest.pipeline import UseCaseRules, ingest_paths
 
 
@@ -152,26 +153,45 @@ def test_bom_jsonl_of_canonical_records(
 
 @pytest.mark.slow
 def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """25,000 LiteLLM spend-log lines (nested metadata, no status column, no use case) ran out
-    of the ingest's 384 MB: DuckDB's JSON functions hold buffers per vector and expression,
-    whatever the chunk size. The file's transaction is rolled back and run once more under a
-    larger limit; everything lands, and the caller's limit is given back."""
+    """25,000 LiteLLM spend-log lines with stored prompts (``messages`` and ``response``, as
+    with ``store_prompts_in_spend_logs``: 6 KB a line) run out of the ingest's 384 MB whatever
+    the chunk size. The file's transaction is rolled back and run once more under a larger
+    limit; everything lands, the prompts in metadata, and the caller's limit is given back."""
     lines = (kit.FIXTURES / "litellm_spend_logs_bom.jsonl").read_text(encoding="utf-8-sig")
     base = [json.loads(line) for line in lines.splitlines()]
+    prompt = [{"role": "user", "content": "Summarise this ticket. " * 180}]
+    answer = {"choices": [{"message": {"content": "The customer asks for a refund. " * 60}}]}
     path = tmp_path / "spend_logs.jsonl"
     with path.open("w", encoding="utf-8") as handle:
         for i in range(25_000):
-            record = dict(base[i % 2], request_id=f"req-{i}")
+            record = dict(base[i % 2], request_id=f"req-{i}", messages=prompt, response=answer)
             handle.write(json.dumps(record) + "\n")
+    retries = []
+    real_retry = pipeline.larger_memory_limit
+
+    def counted(connection: duckdb.DuckDBPyConnection) -> Any:
+        retries.append(connection)
+        return real_retry(connection)
+
+    monkeypatch.setattr(pipeline, "larger_memory_limit", counted)
     con.execute("SET memory_limit = '1500MB'")
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()
     rules = UseCaseRules(by_model_group={"support-mini": "support", "code-reasoner": "code"})
-    report = kit.ingest(con, [path], use_cases=rules)
+    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, use_cases=rules)
+    assert len(retries) == 1  # the first try ran out of memory: this is the retry under test
+    kit.assert_balanced(report)
     (item,) = report.files
     assert item.error is None
     assert (item.lines_read, item.ingested, item.quarantined) == (25_000, 25_000, 0)
     by_use_case = con.execute("SELECT use_case, count(*) FROM usage_logs GROUP BY 1 ORDER BY 1")
     assert by_use_case.fetchall() == [("code", 12_500), ("support", 12_500)]
+    stored = con.execute(
+        "SELECT count(*) FROM usage_logs WHERE"
+        " json_extract_string(metadata, '$.messages[0].content') = ?"
+        " AND json_extract(metadata, '$.response') = json(?)",
+        [prompt[0]["content"], json.dumps(answer)],
+    ).fetchone()
+    assert stored == (25_000,)
     assert con.execute("SELECT current_setting('memory_limit')").fetchall() == before
