@@ -8,7 +8,7 @@ of a record with one ``json_transform`` per top-level key.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tasks.ingest.readers import sql_str
 
@@ -35,11 +35,11 @@ class NestedPlan:
     is read both whole and below.
 
     >>> plan = NestedPlan([("metadata", "status"), ("metadata", "tags", "0"), ("tags", "0")])
-    >>> print(plan.columns("v")[0])  # doctest: +NORMALIZE_WHITESPACE
-    try(json_transform(struct_extract(v, 'metadata'),
-        '{"status": "VARCHAR", "tags": "JSON"}')) AS n_0
+    >>> print(plan.columns(lambda key: f"v.{key}")[0])  # doctest: +NORMALIZE_WHITESPACE
+    try(json_transform(v.metadata,
+        '{"status": "VARCHAR", "tags": "JSON"}')) AS __nested_0
     >>> plan.value(("metadata", "tags", "0"))
-    "json_extract_string(struct_extract(n_0, 'tags'), '$[0]')"
+    "json_extract_string(struct_extract(__nested_0, 'tags'), '$[0]')"
     >>> plan.covers(("tags", "0"))
     False
     """
@@ -62,7 +62,7 @@ class NestedPlan:
                 whole = "VARCHAR" if len(head) == len(path) - 1 else "JSON"
                 known = node.get(leaf)
                 node[leaf] = whole if known in (None, whole) else "JSON"
-        self._names = {top: f"n_{i}" for i, top in enumerate(self._trees)}
+        self._names = {top: f"__nested_{i}" for i, top in enumerate(self._trees)}
 
     @staticmethod
     def _head(path: Sequence[str]) -> tuple[str, ...]:
@@ -74,11 +74,10 @@ class NestedPlan:
         """Whether ``path`` (top-level key first) is read from a parsed column."""
         return len(path) > 1 and path[0] in self._trees and bool(self._head(path))
 
-    def columns(self, source: str) -> list[str]:
-        """The parsed columns, one per top-level key, from the struct column ``source``."""
+    def columns(self, text: Callable[[str], str]) -> list[str]:
+        """The parsed columns, one per top-level key; ``text(key)`` is SQL of its JSON text."""
         return [
-            f"try(json_transform(struct_extract({source}, {sql_str(top)}),"
-            f" {sql_str(json.dumps(tree))})) AS {self._names[top]}"
+            f"try(json_transform({text(top)}, {sql_str(json.dumps(tree))})) AS {self._names[top]}"
             for top, tree in self._trees.items()
         ]
 

@@ -247,7 +247,9 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
         )
         values = "CASE WHEN pre_reason IS NULL THEN parsed END"
     nested = NestedPlan([path for paths in shape.sources.values() for path in paths])
-    parsed_nested = "".join(f", {column}" for column in nested.columns("v"))
+    parsed_nested = "".join(
+        f", {column}" for column in nested.columns(lambda key: f"struct_extract(v, {sql_str(key)})")
+    )
     options = _field_options(shape, lambda key: f"struct_extract(v, {sql_str(key)})", nested)
     static, dynamic = _used_keys_sql(shape, options)
     consumed = "[" + ", ".join(sql_str(k) for k in static) + "]"
@@ -369,7 +371,15 @@ def csv_records_sql(shape: Shape, header: Sequence[str], source: str = "_chunk")
     """
 
 
-def _typed_columns(shape: Shape, schema: pa.Schema, names: list[str]) -> tuple[list[str], str]:
+def _json_text(schema: pa.Schema, name: str) -> str:
+    """SQL of a typed column's JSON text (a string column is taken as JSON text already)."""
+    col = quote(name)
+    return col if pa.types.is_string(schema.field(name).type) else f"to_json({col})::VARCHAR"
+
+
+def _typed_columns(
+    shape: Shape, schema: pa.Schema, names: list[str], nested: NestedPlan
+) -> tuple[list[str], str]:
     """x_* expressions over a typed chunk's columns, and the timestamp mode."""
     stringly = bool(shape.exprs)  # shape expressions work on text
     columns = []
@@ -381,8 +391,10 @@ def _typed_columns(shape: Shape, schema: pa.Schema, names: list[str]) -> tuple[l
                 continue
             col = quote(path[0])
             col_type = schema.field(path[0]).type
-            if len(path) > 1:
-                text = col if pa.types.is_string(col_type) else f"to_json({col})::VARCHAR"
+            if len(path) > 1 and nested.covers(path):
+                options.append(nested.value(path))
+            elif len(path) > 1:
+                text = _json_text(schema, path[0])
                 options.append(
                     f"CASE WHEN json_valid({text}) THEN json_extract_string({text},"
                     f" {sql_str(json_path(path[1:]))}) END"
@@ -419,7 +431,11 @@ def typed_records_sql(shape: Shape, schema: pa.Schema) -> tuple[str, str]:
         (SELECT over ``_chunk``, timestamp mode ``text`` | ``tz`` | ``naive``).
     """
     names = [n for n in schema.names if n not in ("__line_no", "__file", "__file_no")]
-    columns, ts_mode = _typed_columns(shape, schema, names)
+    nested = NestedPlan([p for paths in shape.sources.values() for p in paths if p[0] in names])
+    columns, ts_mode = _typed_columns(shape, schema, names, nested)
+    parsed_nested = "".join(
+        f", {column}" for column in nested.columns(lambda key: _json_text(schema, key))
+    )
     consumed = {
         alts[0][0]
         for name, alts in shape.sources.items()
@@ -457,6 +473,6 @@ def typed_records_sql(shape: Shape, schema: pa.Schema) -> tuple[str, str]:
            NULL::VARCHAR AS pre_reason, NULL::VARCHAR AS pre_detail,
            {", ".join(columns)}, {merged_metadata_sql("md", pairs)} AS x_metadata
     FROM (SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk
-          FROM (SELECT *, {record_md} AS md FROM _chunk))
+          FROM (SELECT *, {record_md} AS md{parsed_nested} FROM _chunk))
     """
     return sql, ts_mode

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from genai_prices import Usage, calc_price
 
@@ -195,3 +197,38 @@ def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
     ).fetchone()
     assert stored == (25_000,)
     assert con.execute("SELECT current_setting('memory_limit')").fetchall() == before
+
+
+_LITELLM_COLUMNS = (
+    "request_id, use_case, model, status, unit_id, input_tokens, output_tokens,"
+    " cache_read_tokens, reasoning_tokens, cost_usd, error_type"
+)
+
+
+@pytest.mark.parametrize("metadata_as", ["json_text", "struct"])
+def test_a_litellm_parquet_export_gives_the_rows_of_its_jsonl_export(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, metadata_as: str
+) -> None:
+    """The nested keys (``metadata.status``, ``metadata.usage_object...cached_tokens``) read
+    from a typed column: a JSON text column (a PostgreSQL dump of ``jsonb``) or a struct."""
+    lines = (kit.FIXTURES / "litellm_spend_logs_bom.jsonl").read_text(encoding="utf-8-sig")
+    records = [json.loads(line) for line in lines.splitlines()]
+    rules = UseCaseRules(default="support-summarize")
+    jsonl = tmp_path / "spend.jsonl"
+    jsonl.write_text(lines, encoding="utf-8")
+    kit.ingest(con, [jsonl], use_cases=rules)
+    from_text = con.execute(f"SELECT {_LITELLM_COLUMNS} FROM usage_logs ORDER BY 1").fetchall()
+    assert [r[3] for r in from_text] == ["success", "error", "success"]  # metadata.status
+    assert [r[7] for r in from_text][:2] == [800, None] and from_text[1][8] == 256
+    con.execute("DELETE FROM usage_logs")
+    if metadata_as == "json_text":
+        records = [dict(r, metadata=json.dumps(r["metadata"])) for r in records]
+    table = pa.Table.from_pylist(
+        [{k: v for k, v in r.items() if k != "request_tags"} for r in records]
+    )
+    parquet = tmp_path / "spend.parquet"
+    pq.write_table(table, parquet)
+    report = kit.ingest(con, [parquet], use_cases=rules)
+    assert report.files[0].shape == "litellm" and report.ingested == 3
+    from_parquet = con.execute(f"SELECT {_LITELLM_COLUMNS} FROM usage_logs ORDER BY 1").fetchall()
+    assert from_parquet == from_text
