@@ -20,9 +20,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmopt demo
 
-# make test: three workers on two cores, because the end-to-end tests spend much of their time
+# make test: four workers on two cores, because the end-to-end tests spend much of their time
 # waiting on servers and schedulers (2026-12-01, quiet machine, 753 tests: -n 2 8 min 4 s at
-# 1.6 cores busy on average, -n 3 6 min 9 s, -n 4 6 min 0 s).
+# 1.6 cores busy on average, -n 3 6 min 9 s, -n 4 6 min 0 s; a faster machine the same day,
+# 775 tests: -n 3 4 min 33 s and 4 min 39 s, -n 4 4 min 6 s and 4 min 16 s, -n 5 4 min 38 s).
 # --dist load hands out tests one by one in tests/conftest.py's order (longest
 # modules first), which balances the few multi-minute end-to-end tests across the workers
 # (pytest 9.2 + xdist 3.8 ignore xdist_group: xdist sets item._nodeid, which pytest 9.2 no
@@ -38,7 +39,7 @@ DIST := -n 2 --dist loadfile --no-loadscope-reorder
 unexport PYTHONDONTWRITEBYTECODE
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 3 --dist load $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 4 --dist load $(PYTEST_ARGS)
 
 # The edit loop: everything but the slow, end-to-end and PostgreSQL tests (figures in the
 # README, Development).
