@@ -50,6 +50,7 @@ from tasks.ingest.plans import Plan, plan_file, transaction_groups, write_manife
 from tasks.ingest.prefetch import prefetch
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
 from tasks.ingest.readers import (
+    CHUNK_BYTES,
     ParquetSlice,
     TextCursor,
     iter_csv,
@@ -84,6 +85,7 @@ __all__ = [
 # whole DuckDB row groups (122,880 rows): no partial row group for the CHECKPOINT to merge
 # again (1.5 s of a 1 M-line JSONL ingest with 131,072-line chunks); bounded memory
 TEXT_CHUNK_ROWS, PARQUET_CHUNK_ROWS = 122_880, 16 * 122_880
+OTEL_CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,9 @@ def _chunks(
         layout = sniff_json(plan.path, plan.compressed)
         if layout != "jsonl":
             return iter_json_objects(con, plan.path, layout, rows)
-    return iter_jsonl(plan.path, plan.compressed, rows, cursor)
+    # spans: DuckDB holds ~40x a chunk's text while it flattens them (10 spans a line)
+    limit = OTEL_CHUNK_BYTES if plan.shape == "otel" else CHUNK_BYTES
+    return iter_jsonl(plan.path, plan.compressed, rows, cursor, chunk_bytes=limit)
 
 
 def _report(plan: Plan, status: str, **values: Any) -> FileIngestReport:

@@ -54,18 +54,24 @@ CHUNK_BYTES = 64 * 2**20
 VECTOR_ROWS = 2048
 
 
-def rows_for_bytes(chunk_rows: int, size: int, rows: int) -> int:
-    """``chunk_rows``, or fewer whole vectors of lines when lines average ``size / rows`` bytes.
+def rows_for_bytes(chunk_rows: int, size: int, rows: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """``chunk_rows``, or fewer lines: about ``chunk_bytes`` of lines of ``size / rows`` bytes.
+
+    Whole 2,048-line vectors where that many fit, else as many lines as fit (one at the least):
+    DuckDB works on 2,048 rows at a time, so a vector of 90 KB lines (OTLP lines of 100 spans)
+    is already 180 MB of text.
 
     >>> rows_for_bytes(122_880, 512 * 1000, 1000), rows_for_bytes(122_880, 6_000, 1)
     (122880, 10240)
-    >>> rows_for_bytes(122_880, 10**9, 1)  # one huge line: one vector's worth at the least
-    2048
+    >>> rows_for_bytes(122_880, 94_000, 1, 16 * 2**20), rows_for_bytes(122_880, 10**9, 1)
+    (178, 1)
     """
     if rows <= 0 or size <= 0:
         return chunk_rows
-    fitting = int(CHUNK_BYTES * rows / size) // VECTOR_ROWS * VECTOR_ROWS
-    return max(min(chunk_rows, fitting), min(chunk_rows, VECTOR_ROWS))
+    fitting = int(chunk_bytes * rows / size)
+    if fitting >= VECTOR_ROWS:
+        fitting = fitting // VECTOR_ROWS * VECTOR_ROWS
+    return max(1, min(chunk_rows, fitting))
 
 
 def sql_str(text: str) -> str:
@@ -106,7 +112,12 @@ def _split(data: bytes) -> tuple[pa.Array, pa.Array]:
 
 
 def iter_jsonl(
-    path: Path, compressed: bool, chunk_rows: int, cursor: TextCursor | None = None
+    path: Path,
+    compressed: bool,
+    chunk_rows: int,
+    cursor: TextCursor | None = None,
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[pa.Table]:
     """Raw lines as ``(line_no, raw, pre)`` tables of at most ``chunk_rows`` lines.
 
@@ -116,6 +127,7 @@ def iter_jsonl(
         chunk_rows: lines per table (fewer for long lines: :func:`rows_for_bytes`).
         cursor: where to start (an appended file) and, updated as lines are yielded, where the
             read stands; a new cursor starts at line 1, byte 0.
+        chunk_bytes: text per table, at most about (whole 2,048-line vectors, one at the least).
 
     Raises:
         IngestFileError: truncated or corrupt compressed data, naming the last complete line.
@@ -139,7 +151,7 @@ def iter_jsonl(
             pending = data[cut + 1 :]
             buffer.add(*_split(data[:cut]), cut + 1)
             if sized is None:  # the first block's lines set the chunk size for the file
-                sized = chunk_rows = rows_for_bytes(chunk_rows, cut + 1, buffer.rows)
+                sized = chunk_rows = rows_for_bytes(chunk_rows, cut + 1, buffer.rows, chunk_bytes)
             yield from buffer.take(chunk_rows, cursor, final=False)
     except TruncatedInput as exc:
         last = cursor.next_line - 1 + buffer.rows

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.ingest.pipeline import UseCaseRules
+
 
 def _write_parquet(path: Path, records: list[dict[str, Any]], *, zone: bool = True) -> Path:
     """``records`` as parquet, timestamps as a timestamp column (UTC; ``zone=False``: naive)."""
@@ -164,3 +166,74 @@ def test_parquet_duplicates_within_and_across_files(
         ("r-4", str(b), 2),
         ("r-5", str(b), 3),
     ]
+
+
+def _span(kit: Any, span_id: str, *, genai: bool = True) -> dict[str, Any]:
+    line = (kit.FIXTURES / "otel_old_semconv_file_exporter.jsonl").read_text(encoding="utf-8")
+    span = dict(json.loads(line.splitlines()[0])["resourceSpans"][0]["scopeSpans"][0]["spans"][0])
+    span["spanId"] = span_id
+    span["attributes"] = [
+        a
+        if a["key"] != "gen_ai.response.id"
+        else {"key": a["key"], "value": {"stringValue": span_id}}
+        for a in span["attributes"]
+        if (genai or not a["key"].startswith("gen_ai.")) and a["key"] != "llmopt.use_case"
+    ]  # the use case comes from the resource's service.name
+    return span
+
+
+def _resource(service: str | None, *scopes: list[dict[str, Any]]) -> dict[str, Any]:
+    attrs = [] if service is None else [{"key": "service.name", "value": {"stringValue": service}}]
+    resource: dict[str, Any] = {"resource": {"attributes": attrs}}
+    if scopes:
+        resource["scopeSpans"] = [{"scope": {"name": "s"}, "spans": spans} for spans in scopes]
+    return resource
+
+
+def test_otlp_lines_of_many_resources_and_spans_keep_each_span_with_its_resource(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """Spans are numbered in order across a line's resources and scopes (``record_index``), and
+    each span gets its own resource's attributes, also after a resource with no spans."""
+    line = {
+        "resourceSpans": [
+            _resource("ignored"),  # no scopeSpans at all
+            _resource("support-summarize", [_span(kit, "s-0"), _span(kit, "s-1", genai=False)], []),
+            _resource(None, [_span(kit, "s-2")]),
+            _resource("code-review", [], [_span(kit, "s-3"), _span(kit, "s-4")]),
+        ]
+    }
+    path = tmp_path / "batch.jsonl"
+    path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    report = kit.ingest(con, [path], shape="otel", use_cases=UseCaseRules(default="fallback"))
+    assert (report.ingested, report.quarantine_by_reason) == (4, {"not_genai_span": 1})
+    rows = con.execute("SELECT request_id, use_case FROM usage_logs ORDER BY 1").fetchall()
+    assert rows == [  # the use case from each span's own resource (service.name)
+        ("s-0", "support-summarize"),
+        ("s-2", "fallback"),
+        ("s-3", "code-review"),
+        ("s-4", "code-review"),
+    ]
+    quarantined = con.execute("SELECT source_line, record_index FROM quarantine").fetchall()
+    assert quarantined == [(1, 1)]
+
+
+def test_otlp_lines_of_a_hundred_spans_each_all_go_in(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """Collector batches of 100 spans a line (94 KB lines): every span is a record of its line.
+    (Chunks of such lines hold a few hundred lines, not a whole 2,048-line vector: 180 MB of
+    text ran out of memory even on the retry; ``test_readers.py`` checks the chunk sizes.)"""
+    path = tmp_path / "batches.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(30):
+            spans = [_span(kit, f"s-{i}-{j}") for j in range(100)]
+            handle.write(
+                json.dumps({"resourceSpans": [_resource("ticket-classify", spans)]}) + "\n"
+            )
+    report = kit.ingest(con, [path], shape="otel")
+    assert (report.lines_read, report.ingested, report.quarantined) == (3000, 3000, 0)
+    indexes = con.execute(
+        "SELECT min(source_line), max(source_line), count(DISTINCT request_id) FROM usage_logs"
+    ).fetchone()
+    assert indexes == (1, 30, 3000)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import duckdb
+import pytest
+
+from tasks.ingest import pipeline
 from tasks.ingest.readers import CHUNK_BYTES, TextCursor, iter_jsonl
+from tasks.warehouse.connection import apply_schema
 
 
 def _write(path: Path, lines: int, width: int) -> int:
@@ -35,3 +41,33 @@ def test_short_lines_keep_whole_chunks_of_chunk_rows(tmp_path: Path) -> None:
     path = tmp_path / "narrow.jsonl"
     _write(path, 5_000, 10)
     assert [c.num_rows for c in iter_jsonl(path, False, 2_048)] == [2_048, 2_048, 904]
+
+
+def test_lines_too_long_for_a_vector_make_chunks_of_fewer_lines(tmp_path: Path) -> None:
+    path = tmp_path / "batches.jsonl"
+    _write(path, 100, 90_000)  # 90 KB lines, as OTLP batches of 100 spans
+    chunks = list(iter_jsonl(path, False, 122_880, chunk_bytes=2**20))
+    assert [c.num_rows for c in chunks] == [11] * 9 + [1]
+
+
+def test_otel_files_are_read_in_smaller_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flattening spans holds ~40x a chunk's text in DuckDB: OTel files get OTEL_CHUNK_BYTES."""
+    seen: list[int] = []
+
+    def spy(*args: Any, chunk_bytes: int, **kwargs: Any) -> Any:
+        seen.append(chunk_bytes)
+        return iter_jsonl(*args, chunk_bytes=chunk_bytes, **kwargs)
+
+    monkeypatch.setattr(pipeline, "iter_jsonl", spy)
+    otel = tmp_path / "spans.jsonl"
+    otel.write_text(json.dumps({"resourceSpans": []}) + "\n", encoding="utf-8")
+    plain = tmp_path / "calls.jsonl"
+    _write(plain, 3, 10)
+    con = duckdb.connect()
+    apply_schema(con)
+    pipeline.ingest_paths([otel], con=con, validate=False, shape="otel")
+    pipeline.ingest_paths([plain], con=con, validate=False)
+    assert seen == [pipeline.OTEL_CHUNK_BYTES, CHUNK_BYTES]
+    assert pipeline.OTEL_CHUNK_BYTES < CHUNK_BYTES
