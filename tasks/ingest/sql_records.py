@@ -371,10 +371,19 @@ def csv_records_sql(shape: Shape, header: Sequence[str], source: str = "_chunk")
     """
 
 
+def _is_text(col_type: pa.DataType) -> bool:
+    """A string column of any Arrow layout (``large_string``: Polars' default)."""
+    return bool(
+        pa.types.is_string(col_type)
+        or pa.types.is_large_string(col_type)
+        or pa.types.is_string_view(col_type)
+    )
+
+
 def _json_text(schema: pa.Schema, name: str) -> str:
     """SQL of a typed column's JSON text (a string column is taken as JSON text already)."""
     col = quote(name)
-    return col if pa.types.is_string(schema.field(name).type) else f"to_json({col})::VARCHAR"
+    return col if _is_text(schema.field(name).type) else f"to_json({col})::VARCHAR"
 
 
 def _typed_columns(
@@ -402,7 +411,7 @@ def _typed_columns(
             elif name == "timestamp" and pa.types.is_timestamp(col_type):
                 ts_mode = "tz" if col_type.tz else "naive"
                 options.append(col)
-            elif stringly or pa.types.is_string(col_type) or pa.types.is_large_string(col_type):
+            elif stringly or _is_text(col_type):
                 options.append(f"nullif(CAST({col} AS VARCHAR), '')")
             else:
                 options.append(col)
@@ -452,7 +461,7 @@ def typed_records_sql(shape: Shape, schema: pa.Schema) -> tuple[str, str]:
             f"CASE WHEN {col} IS NULL OR {col} = '' THEN NULL WHEN json_valid({col})"
             f" AND json_type({col}::JSON) = 'OBJECT' THEN {col}::JSON"
             f" ELSE json_object('metadata', {col}) END"
-            if pa.types.is_string(schema.field(md_key).type)
+            if _is_text(schema.field(md_key).type)
             else f"to_json({col})"
         )
     label = "CASE WHEN list_contains(mk, {k}) THEN {r} ELSE {p} END"
