@@ -143,8 +143,6 @@ LITELLM = Shape(
         " - epoch_ms(TRY_CAST(x_timestamp AS TIMESTAMP)) AS VARCHAR))",
         "ttft_ms": "CAST(epoch_ms(TRY_CAST(x_aux_first_token AS TIMESTAMP))"
         " - epoch_ms(TRY_CAST(x_timestamp AS TIMESTAMP)) AS VARCHAR)",
-        "status": "CASE lower(x_status) WHEN 'success' THEN 'success' WHEN 'failure' THEN 'error'"
-        " WHEN 'failed' THEN 'error' WHEN 'error' THEN 'error' ELSE x_status END",
     },
     naive_timestamps_are_utc=True,
 )

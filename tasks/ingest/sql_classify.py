@@ -15,6 +15,7 @@ import re
 
 from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape
 from tasks.ingest.pricing import cost_sql, price_join_sql
+from tasks.ingest.readers import sql_str
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -107,6 +108,31 @@ def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
     return expr, flag, helpers
 
 
+# status spellings users' logs carry; anything else is quarantined as out_of_range
+STATUS_SPELLINGS = {
+    "success": ("success", "succeeded", "ok"),
+    "error": ("error", "failure", "failed", "fail"),
+}
+
+
+def status_sql(expr: str) -> str:
+    """``success`` / ``error`` from a status text in any case and spacing (LiteLLM's ``failure``,
+    an SDK's ``OK``); any other value passes unchanged, to fail the range rule.
+
+    >>> import duckdb
+    >>> values = "(VALUES (' OK'), ('Failure'), ('SUCCESS'), ('timeout')) t(s)"
+    >>> duckdb.sql(f"SELECT {status_sql('s')} FROM {values}").fetchall()
+    [('success',), ('error',), ('success',), ('timeout',)]
+    """
+    text = f"CAST({expr} AS VARCHAR)"
+    whens = " ".join(
+        f"WHEN lower(trim({text})) IN ({', '.join(sql_str(v) for v in spellings)})"
+        f" THEN {sql_str(status)}"
+        for status, spellings in STATUS_SPELLINGS.items()
+    )
+    return f"CASE {whens} ELSE {text} END"
+
+
 def _typed_values(
     shape: Shape, ts_mode: str, use_case: str
 ) -> tuple[list[str], list[str], dict[str, list[str]]]:
@@ -124,7 +150,9 @@ def _typed_values(
         default = f"x_{name}" if name in shape.sources else "NULL::VARCHAR"
         sources.append(f"{exprs.get(name, default)} AS s_{name}")
         s = f"s_{name}"
-        if kind == "str":
+        if name == "status":
+            values.append(f"{status_sql(s)} AS status")
+        elif kind == "str":
             values.append(f"CAST({s} AS VARCHAR) AS {name}")
         elif kind == "double":
             values.append(f"TRY_CAST({s} AS DOUBLE) AS {name}")

@@ -239,3 +239,28 @@ def test_a_litellm_parquet_export_gives_the_rows_of_its_jsonl_export(
     assert report.files[0].shape == "litellm" and report.ingested == 3
     from_parquet = con.execute(f"SELECT {_LITELLM_COLUMNS} FROM usage_logs ORDER BY 1").fetchall()
     assert from_parquet == from_text
+
+
+@pytest.mark.parametrize("container", ["jsonl", "parquet"])
+def test_status_in_the_spellings_users_write(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, container: str
+) -> None:
+    spellings = ["SUCCESS", " ok ", "Failed", "failure", "Error", "timeout"]
+    records = [kit.record(i, status=status) for i, status in enumerate(spellings)]
+    if container == "jsonl":
+        path = kit.write_jsonl(tmp_path / "calls.jsonl", records)
+    else:
+        path = tmp_path / "calls.parquet"
+        pq.write_table(pa.Table.from_pylist(records), path)
+    report = kit.ingest(con, [path])
+    assert report.quarantine_by_reason == {"out_of_range": 1}  # timeout is not a status
+    stored = con.execute("SELECT request_id, status FROM usage_logs ORDER BY 1").fetchall()
+    assert stored == [
+        ("r-0", "success"),
+        ("r-1", "success"),
+        ("r-2", "error"),
+        ("r-3", "error"),
+        ("r-4", "error"),
+    ]
+    detail = con.execute("SELECT detail FROM quarantine").fetchone()
+    assert detail is not None and "status" in detail[0]
