@@ -22,6 +22,7 @@ __all__ = [
     "BOM",
     "SUPPORTED_SUFFIXES",
     "TruncatedInput",
+    "csv_header_of",
     "detect_file_shape",
     "file_format",
     "head",
@@ -31,7 +32,8 @@ __all__ = [
     "sniff_json",
 ]
 
-SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+CSV_DELIMITERS = (",", ";", "\t", "|")  # Excel writes ";" where "," is the decimal mark
 BOM = b"\xef\xbb\xbf"
 BLOCK_BYTES = 16 * 1024 * 1024
 
@@ -104,7 +106,7 @@ def file_format(path: Path) -> tuple[str, bool] | None:
         name = name[:-3]
     for suffix in SUPPORTED_SUFFIXES:
         if name.endswith(suffix):
-            fmt = {".ndjson": "jsonl", ".jsonl": "jsonl"}.get(suffix, suffix[1:])
+            fmt = {".ndjson": "jsonl", ".jsonl": "jsonl", ".tsv": "csv"}.get(suffix, suffix[1:])
             return fmt, compressed
     return None
 
@@ -206,8 +208,30 @@ def detect_file_shape(path: Path, fmt: str, compressed: bool) -> str:
     start = head(path, compressed)
     if fmt == "csv":
         lines = start.decode("utf-8", "replace").splitlines()
-        return detect_shape(next(csv.reader(lines[:1]), [])) if lines else "canonical"
+        return detect_shape(csv_header_of(lines[0])[0]) if lines else "canonical"
     return _detect_text_shape(start)
+
+
+def csv_header_of(first_line: str) -> tuple[list[str], str]:
+    r"""A CSV file's column names (stripped) and its delimiter, from its first line.
+
+    The delimiter is the one of ``CSV_DELIMITERS`` that splits the header into the most
+    names (a comma on a tie): Excel writes ``;`` in locales with a decimal comma.
+
+    >>> csv_header_of("request_id;model;input_tokens\r")
+    (['request_id', 'model', 'input_tokens'], ';')
+    >>> csv_header_of(' request_id , "a;b" ,model')
+    (['request_id', 'a;b', 'model'], ',')
+    >>> csv_header_of("request_id\tmodel")
+    (['request_id', 'model'], '\t')
+    """
+    line = first_line.rstrip("\r\n")
+    best: tuple[list[str], str] = ([], ",")
+    for delimiter in CSV_DELIMITERS:
+        names = next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
+        if len(names) > len(best[0]):
+            best = (names, delimiter)
+    return [name.strip() for name in best[0]], best[1]
 
 
 def _detect_text_shape(start: bytes) -> str:

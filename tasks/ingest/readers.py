@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.ingest.errors import IngestFileError
-from tasks.ingest.paths import BOM, TruncatedInput, head, iter_blocks
+from tasks.ingest.paths import BOM, TruncatedInput, csv_header_of, head, iter_blocks
 
 __all__ = [
     "CHUNK_BYTES",
@@ -216,14 +216,17 @@ def iter_csv(path: Path, compressed: bool, chunk_rows: int) -> Iterator[pa.Table
     Raises:
         IngestFileError: the file cannot be read to the end (names the last good line).
     """
+    first = head(path, compressed).split(b"\n", 1)[0].decode("utf-8", "replace")
+    _, delimiter = csv_header_of(first)
     data = _CsvText(path, compressed)
     stream = io.TextIOWrapper(
         io.BufferedReader(data), encoding="utf-8-sig", errors="surrogateescape"
     )
-    reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None:
+    reader = csv.reader(stream, delimiter=delimiter)
+    names = next(reader, None)
+    if names is None:
         return
+    header = [name.strip() for name in names]
     lines: list[str] = []
     pre: list[str | None] = []
     numbers: list[int] = []
@@ -248,10 +251,11 @@ def iter_csv(path: Path, compressed: bool, chunk_rows: int) -> Iterator[pa.Table
 
 
 def plain_csv(path: Path, compressed: bool) -> bool:
-    """Whether a CSV file can be split in SQL: plain file, no quote character, no lone CR.
+    """Whether a CSV file can be split in SQL: plain, comma-separated, no quote, no lone CR.
 
     Such a file has one record per physical line and commas only between fields; anything
-    else (quoting, gzip) goes through Python's csv module (:func:`iter_csv`).
+    else (quoting, gzip, another delimiter) goes through Python's csv module
+    (:func:`iter_csv`).
 
     Args:
         path: the file.
@@ -259,9 +263,9 @@ def plain_csv(path: Path, compressed: bool) -> bool:
     """
     if compressed:
         return False
-    first = head(path, False).split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
-    header = next(csv.reader([first]), [])
-    if not header or len(set(header)) != len(header):
+    first = head(path, False).split(b"\n", 1)[0].decode("utf-8", "replace")
+    header, delimiter = csv_header_of(first)
+    if delimiter != "," or not header or len(set(header)) != len(header):
         return False  # repeated column names: the csv module's dict semantics apply
     carry = b""
     for block in iter_blocks(path, False):
@@ -342,8 +346,7 @@ def iter_plain_csv(
     for table in iter_jsonl(path, False, chunk_rows):
         rows = table
         if header is None:
-            first = table.column("raw")[0].as_py()
-            header = next(csv.reader([first.rstrip("\r")]), [])
+            header = csv_header_of(table.column("raw")[0].as_py())[0]
             rows = table.slice(1)
         if rows.num_rows:
             rows = rows.replace_schema_metadata({CSV_HEADER: json.dumps(header)})

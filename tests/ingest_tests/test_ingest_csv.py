@@ -145,3 +145,38 @@ def test_plain_litellm_csv_reads_fields_like_the_json_path(
     assert by_id["l-1"][2]["metadata"] == "plain text" and by_id["l-1"][2]["note"] == "n1"
     assert "user" not in by_id["l-1"][2]  # it filled unit_id
     assert by_id["l-2"][2]["user"] == "u-2" and by_id["l-2"][2]["model_group"] == "grp"
+
+
+@pytest.mark.parametrize(
+    ("name", "delimiter"), [("excel-de.csv", ";"), ("export.tsv", "\t"), ("pipes.csv", "|")]
+)
+def test_csv_with_another_delimiter_gives_the_rows_of_the_comma_file(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, name: str, delimiter: str
+) -> None:
+    """Excel writes ``;`` where the decimal mark is a comma (with a BOM and CRLF); tab- and
+    pipe-separated exports too. Every row was quarantined as missing every field."""
+    lines = _csv_lines(kit)
+    comma = tmp_path / "comma.csv"
+    comma.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected = _ingest(con, comma, kit)
+    _clear(con)
+    other = tmp_path / name
+    text = "\r\n".join(line.replace(",", delimiter) for line in lines) + "\r\n"
+    other.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert not plain_csv(other, False)
+    got = _ingest(con, other, kit)
+    assert got["reasons"] == expected["reasons"] == {"malformed_row": 1, "negative_tokens": 1}
+    assert got["rows"] == expected["rows"]
+    assert got["counts"][:3] == expected["counts"][:3] == (7, 5, 2)
+
+
+def test_csv_header_names_with_spaces_around_them(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    lines = _csv_lines(kit)
+    spaced = tmp_path / "spaced.csv"
+    header = ", ".join(f" {name}" for name in lines[0].split(","))
+    spaced.write_text("\n".join([header, *lines[1:]]) + "\n", encoding="utf-8")
+    result = _ingest(con, spaced, kit)
+    assert result["reasons"] == {"malformed_row": 1, "negative_tokens": 1}
+    assert [row[0] for row in result["rows"]] == ["r-0", "r-1", "r-2", "r-4", "r-5"]
