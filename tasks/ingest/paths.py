@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -171,8 +172,13 @@ def head(path: Path, compressed: bool, size: int = 65536) -> bytes:
     return data[len(BOM) :] if data.startswith(BOM) else data
 
 
+_WRAPPED = re.compile(rb'\{\s*"data"\s*:\s*\[')
+
+
 def sniff_json(path: Path, compressed: bool) -> str:
-    """``jsonl`` when the first line is a whole JSON value, else ``array`` / ``document``.
+    """``jsonl`` when the first line is a whole JSON value, else ``array`` / ``document``;
+    ``wrapped`` for one object whose ``data`` key holds the records (an API page, e.g.
+    LiteLLM's ``{"data": [...], "total": ...}``).
 
     Args:
         path: a ``.json`` file.
@@ -181,6 +187,8 @@ def sniff_json(path: Path, compressed: bool) -> str:
     start = head(path, compressed).lstrip()
     if start.startswith(b"["):
         return "array"
+    if _WRAPPED.match(start):
+        return "wrapped"
     first = start.split(b"\n", 1)[0]
     try:
         json.loads(first)
@@ -243,7 +251,9 @@ def _detect_text_shape(start: bytes) -> str:
             value = json.loads(line)
         except ValueError:
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(value.get("data"), list):  # an API page
+            keys.update(k for item in value["data"] if isinstance(item, dict) for k in item)
+        elif isinstance(value, dict):
             keys.update(value)
     if keys:
         return detect_shape(keys)

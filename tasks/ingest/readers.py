@@ -399,7 +399,8 @@ def iter_json_objects(
     Args:
         con: a connection (a cursor of it reads the file).
         path: the file.
-        layout: ``array`` or ``document``.
+        layout: ``array``, ``document`` or ``wrapped`` (the elements of the ``data`` array of
+            one object).
         chunk_rows: elements per table.
 
     Raises:
@@ -407,10 +408,11 @@ def iter_json_objects(
     """
     reader = con.cursor()
     fmt = "array" if layout == "array" else "unstructured"
+    value = "unnest(json_extract(json, '$.data[*]'))" if layout == "wrapped" else "json"
     start = 1
     try:
         batches = reader.sql(
-            f"SELECT json::VARCHAR AS raw FROM read_json_objects({sql_str(str(path))},"
+            f"SELECT {value}::VARCHAR AS raw FROM read_json_objects({sql_str(str(path))},"
             f" format='{fmt}')"
         ).to_arrow_reader(chunk_rows)
         for batch in batches:

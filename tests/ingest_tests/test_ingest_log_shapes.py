@@ -237,3 +237,24 @@ def test_otlp_lines_of_a_hundred_spans_each_all_go_in(
         "SELECT min(source_line), max(source_line), count(DISTINCT request_id) FROM usage_logs"
     ).fetchone()
     assert indexes == (1, 30, 3000)
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_an_api_page_of_records_under_data_gives_the_rows_of_the_array(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, no_overrides: Path, indent: int | None
+) -> None:
+    """A saved API response (LiteLLM's spend-log pages: ``{"data": [...], "total": ...}``) holds
+    the same records as the plain array export; it was one record missing every field."""
+    fixture = kit.FIXTURES / "litellm_spend_logs.json"
+    kit.ingest(con, [fixture], price_overrides=no_overrides)
+    expected = con.execute("SELECT * EXCLUDE (source_file, ingest_id) FROM usage_logs ORDER BY 1")
+    rows = expected.fetchall()
+    con.execute("DELETE FROM usage_logs")
+    records = json.loads(fixture.read_text(encoding="utf-8"))
+    page = tmp_path / "spend_page.json"
+    body = {"data": records, "total": len(records), "page": 1, "page_size": 50, "total_pages": 1}
+    page.write_text(json.dumps(body, indent=indent), encoding="utf-8")
+    report = kit.ingest(con, [page], price_overrides=no_overrides)
+    assert report.files[0].shape == "litellm" and report.lines_read == len(records)
+    got = con.execute("SELECT * EXCLUDE (source_file, ingest_id) FROM usage_logs ORDER BY 1")
+    assert got.fetchall() == rows
