@@ -18,6 +18,7 @@ seen: keep the overlap above LiteLLM's flush interval plus the longest call.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
@@ -37,8 +38,9 @@ from tasks.ingest.chunks import Counts, process_chunk, tag_chunk
 from tasks.ingest.errors import SourceError
 from tasks.ingest.log_formats import LITELLM
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
+from tasks.ingest.readers import CHUNK_BYTES
 from tasks.ingest.report import FileIngestReport, IngestReport
-from tasks.ingest.session import ingest_settings
+from tasks.ingest.session import ingest_settings, larger_memory_limit
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import validate_ingest_run
 from tasks.warehouse.connection import connect
@@ -49,6 +51,7 @@ __all__ = ["DEFAULT_OVERLAP", "SPEND_LOGS_TABLE", "pull_litellm", "source_key"]
 SPEND_LOGS_TABLE = "LiteLLM_SpendLogs"
 DEFAULT_OVERLAP = dt.timedelta(hours=1)
 DEFAULT_BATCH_ROWS = 50_000
+FETCH_ROWS = 2048  # rows per round trip of the server-side cursor
 
 
 def source_key(url: str) -> str:
@@ -163,6 +166,23 @@ def _commit_batch(
     return counts[number]
 
 
+def _next_batch(cursor: Any, batch_rows: int) -> list[tuple[str, dt.datetime, str]]:
+    """Up to ``batch_rows`` rows, fewer once they hold ``CHUNK_BYTES`` of text.
+
+    Spend logs with stored prompts (``messages``, ``response``) are 6 KB a row: 50,000 of them
+    were 300 MB in one transaction and 3.2 GB peak RSS for a 60,000-row pull.
+    """
+    rows: list[tuple[str, dt.datetime, str]] = []
+    size = 0
+    while len(rows) < batch_rows and size < CHUNK_BYTES:
+        part = cursor.fetchmany(min(FETCH_ROWS, batch_rows - len(rows)))
+        if not part:
+            break
+        rows.extend(part)
+        size += sum(len(row[0]) for row in part)
+    return rows
+
+
 def _stream(
     con: duckdb.DuckDBPyConnection,
     url: str,
@@ -175,18 +195,29 @@ def _stream(
     mark = _watermark(con, pull.key)
     query, params = _query(SPEND_LOGS_TABLE, None if mark is None else mark[0] - overlap)
     total = Counts()
-    with psycopg.connect(_libpq_url(url), connect_timeout=10) as pg:
+    # a batch that runs out of the ingest's memory is rolled back and run again under the
+    # larger limit, which then stays for the rest of the pull (spend logs with stored prompts,
+    # 6 KB a row, need it for every batch)
+    with (
+        contextlib.ExitStack() as larger,
+        psycopg.connect(_libpq_url(url), connect_timeout=10) as pg,
+    ):
         pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         pg.read_only = True
         with pg.transaction(), pg.cursor(name=f"llmopt_pull_{pull.run_id}") as cursor:
             cursor.execute(query, params)
-            number = 0
-            while rows := cursor.fetchmany(batch_rows):
-                total.add(
-                    _commit_batch(
-                        con, rows, number=number, first_line=total.lines_read + 1, pull=pull
-                    )
-                )
+            number, roomy = 0, False
+            while rows := _next_batch(cursor, batch_rows):
+                first_line = total.lines_read + 1
+                try:
+                    part = _commit_batch(con, rows, number=number, first_line=first_line, pull=pull)
+                except duckdb.OutOfMemoryException:
+                    if roomy:
+                        raise
+                    larger.enter_context(larger_memory_limit(con))
+                    roomy = True
+                    part = _commit_batch(con, rows, number=number, first_line=first_line, pull=pull)
+                total.add(part)
                 number += 1
                 if on_batch is not None:
                     on_batch(number)
@@ -213,7 +244,8 @@ def pull_litellm(
         settings: where the warehouse is (when ``con`` is None).
         con: an open warehouse connection to use instead (left open).
         overlap: how far before the watermark each pull starts reading again.
-        batch_rows: rows per DuckDB transaction (and per cursor fetch).
+        batch_rows: rows per DuckDB transaction at most (fewer once they hold
+            ``CHUNK_BYTES`` of text; the cursor fetches ``FETCH_ROWS`` at a time).
         validate: run the expectation suite on each batch before its COMMIT.
         use_cases: where rows without a use case get one.
         price_overrides: an overrides CSV instead of the configured one.
@@ -247,6 +279,12 @@ def pull_litellm(
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SourceError(f"{pull.key}: cannot read {SPEND_LOGS_TABLE}: {first}") from None
+        except duckdb.OutOfMemoryException as exc:  # even under the larger limit
+            first = str(exc).splitlines()[0]
+            raise SourceError(
+                f"{pull.key}: {first}; the batches committed before stay, the next pull resumes"
+                " after them"
+            ) from None
     finally:
         if own:
             con.close()

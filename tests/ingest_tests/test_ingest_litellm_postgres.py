@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tasks.core.settings import REPO_ROOT
+from tasks.ingest import postgres
 from tasks.ingest.errors import SourceError
 from tasks.ingest.postgres import pull_litellm
 from tasks.ingest.source import ingest_source
@@ -201,3 +202,51 @@ def test_ingest_source_routes_a_url_and_a_missing_table_is_one_line(
     with pytest.raises(SourceError) as caught:
         ingest_source(None, litellm_db, con=con, validate=False)
     assert "LiteLLM_SpendLogs" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_spend_logs_with_stored_prompts_come_in_byte_sized_batches_under_a_larger_limit(
+    con: duckdb.DuckDBPyConnection,
+    litellm_db: str,
+    kit: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``store_prompts_in_spend_logs`` puts each call's ``messages`` and ``response`` in the row
+    (6 KB): a pull of them died with a DuckDB out-of-memory traceback (50,000 rows, 300 MB, in
+    one transaction under the ingest's 384 MB). Batches now end at ``CHUNK_BYTES`` of text,
+    and the first batch that runs out is run again under the larger limit, kept after it."""
+    prompt = [{"role": "user", "content": "Summarise this ticket. " * 180}]
+    answer = {"choices": [{"message": {"content": "The customer asks for a refund. " * 60}}]}
+    with psycopg.connect(litellm_db, autocommit=True) as pg, pg.cursor() as cursor:
+        columns = (
+            'request_id, call_type, "startTime", "endTime", model, model_group, metadata,'
+            " messages, response, status, prompt_tokens, completion_tokens"
+        )
+        with cursor.copy(f'COPY "LiteLLM_SpendLogs" ({columns}) FROM STDIN') as copy:
+            for i in range(14_000):
+                begin = T0 + dt.timedelta(seconds=i)
+                end = begin + dt.timedelta(milliseconds=800)
+                ids = (f"p-{i:05d}", "acompletion", begin, end, "gpt-4o-mini", "support-mini")
+                texts = (json.dumps({"status": "success"}), json.dumps(prompt), json.dumps(answer))
+                copy.write_row((*ids, *texts, "success", 100, 50))
+    retries: list[object] = []
+    real_retry = postgres.larger_memory_limit
+
+    def counted(connection: duckdb.DuckDBPyConnection) -> Any:
+        retries.append(connection)
+        return real_retry(connection)
+
+    monkeypatch.setattr(postgres, "larger_memory_limit", counted)
+    batches: list[int] = []
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    report = _pull(con, litellm_db, kit, on_batch=batches.append)
+    assert report.ingested == 14_000 and report.files[0].error is None
+    assert len(batches) >= 2  # fewer rows than batch_rows, but more than CHUNK_BYTES of text
+    assert len(retries) == 1  # the first batch ran out; the rest ran under the larger limit
+    stored = con.execute(
+        "SELECT count(*) FROM usage_logs"
+        " WHERE json_extract_string(metadata, '$.messages[0].content') = ?",
+        [prompt[0]["content"]],
+    ).fetchone()
+    assert stored == (14_000,)
+    assert con.execute("SELECT current_setting('memory_limit')").fetchall() == before
