@@ -61,7 +61,7 @@ from tasks.ingest.readers import (
     plain_csv,
 )
 from tasks.ingest.report import FileIngestReport, IngestReport, WarehouseStatus, warehouse_status
-from tasks.ingest.session import ingest_settings, larger_memory_limit
+from tasks.ingest.session import MemoryLimit, ingest_settings
 from tasks.ingest.sql_classify import REASON_CODES
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import merge_validations, validate_ingest_run
@@ -212,14 +212,14 @@ def _validate(
 
 
 def _ingest_plans(
-    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], options: _Options, *, retry: bool = True
+    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], options: _Options, limit: MemoryLimit
 ) -> tuple[list[FileIngestReport], dict[str, Any] | None]:
     """One transaction for one file (streamed) or for a group of small files (read first).
 
     The validation runs inside the transaction, before the COMMIT that records the files in
     the manifest: a crash between the two cannot leave unvalidated rows behind. A transaction
     that runs out of the ingest's memory limit is rolled back and run once more under a larger
-    one (:func:`tasks.ingest.session.larger_memory_limit`).
+    one, kept for the rest of the run (:class:`tasks.ingest.session.MemoryLimit`).
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
@@ -244,9 +244,8 @@ def _ingest_plans(
         con.execute("COMMIT")
     except duckdb.OutOfMemoryException as exc:
         con.execute("ROLLBACK")
-        if retry:
-            with larger_memory_limit(con):
-                return _ingest_plans(con, plans, options, retry=False)
+        if limit.raise_once():
+            return _ingest_plans(con, plans, options, limit)
         for plan in good:  # one line: DuckDB's message goes on with tuning hints
             failed[plan.file_no] = f"{plan.path}: {str(exc).splitlines()[0]}"
     except (IngestFileError, duckdb.Error, UnicodeError, ValueError) as exc:
@@ -374,13 +373,14 @@ def _ingest_files(
     def skipped(plan: Plan, holder: str) -> None:
         reports[plan.file_no] = _report(plan, "skipped", ingest_id=holder)
 
-    for group in transaction_groups(con, plans, skipped):
-        done, validation = _ingest_plans(con, group, options)
-        validations += [validation] if validation else []
-        for item, report in zip(group, done, strict=True):
-            reports[item.file_no] = report
-            if options.on_file is not None:
-                options.on_file(report)
+    with MemoryLimit(con) as limit:
+        for group in transaction_groups(con, plans, skipped):
+            done, validation = _ingest_plans(con, group, options, limit)
+            validations += [validation] if validation else []
+            for item, report in zip(group, done, strict=True):
+                reports[item.file_no] = report
+                if options.on_file is not None:
+                    options.on_file(report)
     return IngestReport(
         run_id=options.run_id,
         files=tuple(reports[plan.file_no] for plan in plans),

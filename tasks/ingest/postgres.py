@@ -18,7 +18,6 @@ seen: keep the overlap above LiteLLM's flush interval plus the longest call.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
 import uuid
@@ -40,7 +39,7 @@ from tasks.ingest.log_formats import LITELLM
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
 from tasks.ingest.readers import CHUNK_BYTES
 from tasks.ingest.report import FileIngestReport, IngestReport
-from tasks.ingest.session import ingest_settings, larger_memory_limit
+from tasks.ingest.session import MemoryLimit, ingest_settings
 from tasks.ingest.sql_records import UseCaseRules
 from tasks.ingest.validation import validate_ingest_run
 from tasks.warehouse.connection import connect
@@ -198,24 +197,19 @@ def _stream(
     # a batch that runs out of the ingest's memory is rolled back and run again under the
     # larger limit, which then stays for the rest of the pull (spend logs with stored prompts,
     # 6 KB a row, need it for every batch)
-    with (
-        contextlib.ExitStack() as larger,
-        psycopg.connect(_libpq_url(url), connect_timeout=10) as pg,
-    ):
+    with MemoryLimit(con) as limit, psycopg.connect(_libpq_url(url), connect_timeout=10) as pg:
         pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         pg.read_only = True
         with pg.transaction(), pg.cursor(name=f"llmopt_pull_{pull.run_id}") as cursor:
             cursor.execute(query, params)
-            number, roomy = 0, False
+            number = 0
             while rows := _next_batch(cursor, batch_rows):
                 first_line = total.lines_read + 1
                 try:
                     part = _commit_batch(con, rows, number=number, first_line=first_line, pull=pull)
                 except duckdb.OutOfMemoryException:
-                    if roomy:
+                    if not limit.raise_once():
                         raise
-                    larger.enter_context(larger_memory_limit(con))
-                    roomy = True
                     part = _commit_batch(con, rows, number=number, first_line=first_line, pull=pull)
                 total.add(part)
                 number += 1

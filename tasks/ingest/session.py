@@ -15,8 +15,8 @@ import duckdb
 __all__ = [
     "INGEST_MEMORY_LIMIT",
     "RETRY_MEMORY_LIMIT",
+    "MemoryLimit",
     "ingest_settings",
-    "larger_memory_limit",
     "restorable_limit",
 ]
 
@@ -73,24 +73,47 @@ def restorable_limit(shown: str) -> str:
         return shown
 
 
-@contextlib.contextmanager
-def larger_memory_limit(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """``RETRY_MEMORY_LIMIT`` for one more try of a transaction that ran out of memory.
+class MemoryLimit:
+    """The memory limit of one ingest run: raised once, for the rest of the run, when a
+    transaction runs out of the ingest's own (:data:`INGEST_MEMORY_LIMIT`).
 
     The memory an ingest needs is not all in its chunk: DuckDB's JSON functions keep buffers
     per 2,048-row vector, per expression and per thread, which cannot spill. For wide records
     (LiteLLM spend logs with stored prompts, 6 KB a line: out of 384 MB even in chunks of
     2,048 lines, 2026-12-01) the limit is too little; for the canonical shape and for LiteLLM
     rows without prompts it is enough (their nested metadata is parsed once per line since
-    2026-12-01: 800 -> 330 MB of buffers for a 122,880-line chunk). Only a transaction that
-    failed gets the larger limit; the ingest's own limit comes back after it.
+    2026-12-01: 800 -> 330 MB of buffers for a 122,880-line chunk). The transaction that ran
+    out is rolled back and run again under :data:`RETRY_MEMORY_LIMIT`; the next ones start
+    under it too (their first try would fail the same way). The run's end gives the ingest's
+    limit back (:func:`ingest_settings` then gives the caller's).
 
     Args:
         con: the warehouse connection, under :func:`ingest_settings`.
+
+    >>> con = duckdb.connect()
+    >>> with MemoryLimit(con) as limit:
+    ...     first, again = limit.raise_once(), limit.raise_once()
+    ...     during = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    >>> first, again, during, con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    (True, False, '1.4 GiB', '366.2 MiB')
     """
-    con.execute(f"SET memory_limit = '{RETRY_MEMORY_LIMIT}'")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(duckdb.Error):
-            con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self.raised = False
+
+    def __enter__(self) -> MemoryLimit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.raised:
+            with contextlib.suppress(duckdb.Error):
+                self._con.execute(f"SET memory_limit = '{INGEST_MEMORY_LIMIT}'")
+
+    def raise_once(self) -> bool:
+        """Raise the limit for the rest of the run; False when it was raised already."""
+        if self.raised:
+            return False
+        self._con.execute(f"SET memory_limit = '{RETRY_MEMORY_LIMIT}'")
+        self.raised = True
+        return True

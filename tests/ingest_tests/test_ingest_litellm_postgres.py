@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from tasks.core.settings import REPO_ROOT
-from tasks.ingest import postgres
 from tasks.ingest.errors import SourceError
 from tasks.ingest.postgres import pull_litellm
+from tasks.ingest.session import MemoryLimit
 from tasks.ingest.source import ingest_source
 from tasks.ingest.sql_records import UseCaseRules
 
@@ -229,20 +229,21 @@ def test_spend_logs_with_stored_prompts_come_in_byte_sized_batches_under_a_large
                 ids = (f"p-{i:05d}", "acompletion", begin, end, "gpt-4o-mini", "support-mini")
                 texts = (json.dumps({"status": "success"}), json.dumps(prompt), json.dumps(answer))
                 copy.write_row((*ids, *texts, "success", 100, 50))
-    retries: list[object] = []
-    real_retry = postgres.larger_memory_limit
+    retries: list[bool] = []
+    real_raise = MemoryLimit.raise_once
 
-    def counted(connection: duckdb.DuckDBPyConnection) -> Any:
-        retries.append(connection)
-        return real_retry(connection)
+    def counted(limit: MemoryLimit) -> bool:
+        raised = real_raise(limit)
+        retries.append(raised)
+        return raised
 
-    monkeypatch.setattr(postgres, "larger_memory_limit", counted)
+    monkeypatch.setattr(MemoryLimit, "raise_once", counted)
     batches: list[int] = []
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()
     report = _pull(con, litellm_db, kit, on_batch=batches.append)
     assert report.ingested == 14_000 and report.files[0].error is None
     assert len(batches) >= 2  # fewer rows than batch_rows, but more than CHUNK_BYTES of text
-    assert len(retries) == 1  # the first batch ran out; the rest ran under the larger limit
+    assert retries == [True]  # the first batch ran out; the rest ran under the larger limit
     stored = con.execute(
         "SELECT count(*) FROM usage_logs"
         " WHERE json_extract_string(metadata, '$.messages[0].content') = ?",

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from genai_prices import Usage, calc_price
 
-from tasks.ingest import pipeline
 from tasks.ingest.pipeline import UseCaseRules, ingest_paths
+from tasks.ingest.session import MemoryLimit
 
 
 def _rows(con: duckdb.DuckDBPyConnection, kit: Any) -> dict[str, dict[str, Any]]:
@@ -157,36 +157,40 @@ def test_bom_jsonl_of_canonical_records(
 def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """25,000 LiteLLM spend-log lines with stored prompts (``messages`` and ``response``, as
-    with ``store_prompts_in_spend_logs``: 6 KB a line) run out of the ingest's 384 MB whatever
-    the chunk size. The file's transaction is rolled back and run once more under a larger
-    limit; everything lands, the prompts in metadata, and the caller's limit is given back."""
+    """Two files of 12,500 LiteLLM spend-log lines with stored prompts (``messages`` and
+    ``response``, as with ``store_prompts_in_spend_logs``: 6 KB a line) run out of the ingest's
+    384 MB whatever the chunk size. The first file's transaction is rolled back and run once
+    more under a larger limit, which the second file starts under (its first try would fail
+    the same way); everything lands, the prompts in metadata, and the caller's limit is given
+    back."""
     lines = (kit.FIXTURES / "litellm_spend_logs_bom.jsonl").read_text(encoding="utf-8-sig")
     base = [json.loads(line) for line in lines.splitlines()]
     prompt = [{"role": "user", "content": "Summarise this ticket. " * 180}]
     answer = {"choices": [{"message": {"content": "The customer asks for a refund. " * 60}}]}
-    path = tmp_path / "spend_logs.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(25_000):
-            record = dict(base[i % 2], request_id=f"req-{i}", messages=prompt, response=answer)
-            handle.write(json.dumps(record) + "\n")
-    retries = []
-    real_retry = pipeline.larger_memory_limit
+    paths = [tmp_path / "spend_logs_1.jsonl", tmp_path / "spend_logs_2.jsonl"]
+    for part, path in enumerate(paths):
+        with path.open("w", encoding="utf-8") as handle:
+            for i in range(part * 12_500, (part + 1) * 12_500):
+                record = dict(base[i % 2], request_id=f"req-{i}", messages=prompt, response=answer)
+                handle.write(json.dumps(record) + "\n")
+    retries: list[bool] = []
+    real_raise = MemoryLimit.raise_once
 
-    def counted(connection: duckdb.DuckDBPyConnection) -> Any:
-        retries.append(connection)
-        return real_retry(connection)
+    def counted(limit: MemoryLimit) -> bool:
+        raised = real_raise(limit)
+        retries.append(raised)
+        return raised
 
-    monkeypatch.setattr(pipeline, "larger_memory_limit", counted)
+    monkeypatch.setattr(MemoryLimit, "raise_once", counted)
     con.execute("SET memory_limit = '1500MB'")
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()
     rules = UseCaseRules(by_model_group={"support-mini": "support", "code-reasoner": "code"})
-    report = ingest_paths([path], con=con, validate=False, now=kit.NOW, use_cases=rules)
-    assert len(retries) == 1  # the first try ran out of memory: this is the retry under test
+    report = ingest_paths(paths, con=con, validate=False, now=kit.NOW, use_cases=rules)
+    assert retries == [True]  # the first try ran out of memory: this is the retry under test
     kit.assert_balanced(report)
-    (item,) = report.files
-    assert item.error is None
-    assert (item.lines_read, item.ingested, item.quarantined) == (25_000, 25_000, 0)
+    for item in report.files:
+        assert item.error is None
+        assert (item.lines_read, item.ingested, item.quarantined) == (12_500, 12_500, 0)
     by_use_case = con.execute("SELECT use_case, count(*) FROM usage_logs GROUP BY 1 ORDER BY 1")
     assert by_use_case.fetchall() == [("code", 12_500), ("support", 12_500)]
     stored = con.execute(
