@@ -14,6 +14,7 @@ import pytest
 
 from tasks.ingest.pipeline import IngestReport, ingest_paths
 from tasks.ingest.pricing import apply_ingest_schema
+from tasks.ingest.session import MemoryLimit
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -108,6 +109,20 @@ def con(warehouse: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnect
     """The shared warehouse fixture with the ingestion tables applied."""
     apply_ingest_schema(warehouse)
     yield warehouse
+
+
+@pytest.fixture
+def memory_raises(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each ``MemoryLimit.raise_once`` of the test returned (True: the limit went up)."""
+    calls: list[bool] = []
+    real = MemoryLimit.raise_once
+
+    def counted(limit: MemoryLimit) -> bool:
+        calls.append(real(limit))
+        return calls[-1]
+
+    monkeypatch.setattr(MemoryLimit, "raise_once", counted)
+    return calls
 
 
 @pytest.fixture

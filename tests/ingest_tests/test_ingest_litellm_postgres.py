@@ -21,7 +21,6 @@ import pytest
 from tasks.core.settings import REPO_ROOT
 from tasks.ingest.errors import SourceError
 from tasks.ingest.postgres import pull_litellm
-from tasks.ingest.session import MemoryLimit
 from tasks.ingest.source import ingest_source
 from tasks.ingest.sql_records import UseCaseRules
 
@@ -209,7 +208,7 @@ def test_spend_logs_with_stored_prompts_come_in_byte_sized_batches_under_a_large
     con: duckdb.DuckDBPyConnection,
     litellm_db: str,
     kit: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    memory_raises: list[bool],
 ) -> None:
     """``store_prompts_in_spend_logs`` puts each call's ``messages`` and ``response`` in the row
     (6 KB): a pull of them died with a DuckDB out-of-memory traceback (50,000 rows, 300 MB, in
@@ -229,21 +228,12 @@ def test_spend_logs_with_stored_prompts_come_in_byte_sized_batches_under_a_large
                 ids = (f"p-{i:05d}", "acompletion", begin, end, "gpt-4o-mini", "support-mini")
                 texts = (json.dumps({"status": "success"}), json.dumps(prompt), json.dumps(answer))
                 copy.write_row((*ids, *texts, "success", 100, 50))
-    retries: list[bool] = []
-    real_raise = MemoryLimit.raise_once
-
-    def counted(limit: MemoryLimit) -> bool:
-        raised = real_raise(limit)
-        retries.append(raised)
-        return raised
-
-    monkeypatch.setattr(MemoryLimit, "raise_once", counted)
     batches: list[int] = []
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()
     report = _pull(con, litellm_db, kit, on_batch=batches.append)
     assert report.ingested == 14_000 and report.files[0].error is None
     assert len(batches) >= 2  # fewer rows than batch_rows, but more than CHUNK_BYTES of text
-    assert retries == [True]  # the first batch ran out; the rest ran under the larger limit
+    assert memory_raises == [True]  # the first batch ran out; the rest ran under the larger limit
     stored = con.execute(
         "SELECT count(*) FROM usage_logs"
         " WHERE json_extract_string(metadata, '$.messages[0].content') = ?",

@@ -14,7 +14,6 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from tasks.ingest.pipeline import UseCaseRules, ingest_paths
-from tasks.ingest.session import MemoryLimit
 
 
 def _rows(con: duckdb.DuckDBPyConnection, kit: Any) -> dict[str, dict[str, Any]]:
@@ -155,7 +154,7 @@ def test_bom_jsonl_of_canonical_records(
 
 @pytest.mark.slow
 def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, monkeypatch: pytest.MonkeyPatch
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, memory_raises: list[bool]
 ) -> None:
     """Two files of 12,500 LiteLLM spend-log lines with stored prompts (``messages`` and
     ``response``, as with ``store_prompts_in_spend_logs``: 6 KB a line) run out of the ingest's
@@ -173,20 +172,11 @@ def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
             for i in range(part * 12_500, (part + 1) * 12_500):
                 record = dict(base[i % 2], request_id=f"req-{i}", messages=prompt, response=answer)
                 handle.write(json.dumps(record) + "\n")
-    retries: list[bool] = []
-    real_raise = MemoryLimit.raise_once
-
-    def counted(limit: MemoryLimit) -> bool:
-        raised = real_raise(limit)
-        retries.append(raised)
-        return raised
-
-    monkeypatch.setattr(MemoryLimit, "raise_once", counted)
     con.execute("SET memory_limit = '1500MB'")
     before = con.execute("SELECT current_setting('memory_limit')").fetchall()
     rules = UseCaseRules(by_model_group={"support-mini": "support", "code-reasoner": "code"})
     report = ingest_paths(paths, con=con, validate=False, now=kit.NOW, use_cases=rules)
-    assert retries == [True]  # the first try ran out of memory: this is the retry under test
+    assert memory_raises == [True]  # the first try ran out of memory: this is the retry under test
     kit.assert_balanced(report)
     for item in report.files:
         assert item.error is None
