@@ -17,12 +17,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tasks.ingest.errors import IngestError
-from tasks.ingest.log_formats import detect_shape
+from tasks.ingest.log_formats import SHAPE_BY_NAME, detect_shape
 
 __all__ = [
     "BOM",
     "SUPPORTED_SUFFIXES",
     "TruncatedInput",
+    "column_names",
     "csv_header_of",
     "detect_file_shape",
     "file_format",
@@ -239,7 +240,30 @@ def csv_header_of(first_line: str) -> tuple[list[str], str]:
         names = next(csv.reader([line], delimiter=delimiter, skipinitialspace=True), [])
         if len(names) > len(best[0]):
             best = (names, delimiter)
-    return [name.strip() for name in best[0]], best[1]
+    return column_names(best[0]), best[1]
+
+
+_KNOWN_KEYS = {
+    key.lower(): key for shape in SHAPE_BY_NAME.values() for key in shape.top_level_keys()
+}
+
+
+def column_names(names: Sequence[str]) -> list[str]:
+    """A CSV header's names stripped, and a field the shapes read in another case spelled as
+    they spell it (Excel headers: ``Request_ID`` is ``request_id``), unless that spelling is
+    taken by another column.
+
+    >>> column_names([" Request_ID", "MODEL ", "Team", "starttime", "status", "Status"])
+    ['request_id', 'model', 'Team', 'startTime', 'status', 'Status']
+    """
+    stripped = [name.strip() for name in names]
+    wanted = [_KNOWN_KEYS.get(name.lower(), name) for name in stripped]
+    taken = set(stripped)
+    counts = {name: wanted.count(name) for name in wanted}
+    return [
+        new if new == old or (new not in taken and counts[new] == 1) else old
+        for old, new in zip(stripped, wanted, strict=True)
+    ]
 
 
 def _detect_text_shape(start: bytes) -> str:

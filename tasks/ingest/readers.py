@@ -26,7 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.ingest.errors import IngestFileError
-from tasks.ingest.paths import BOM, TruncatedInput, csv_header_of, head, iter_blocks
+from tasks.ingest.paths import (
+    BOM,
+    TruncatedInput,
+    column_names,
+    csv_header_of,
+    head,
+    iter_blocks,
+)
 
 __all__ = [
     "CHUNK_BYTES",
@@ -226,7 +233,7 @@ def iter_csv(path: Path, compressed: bool, chunk_rows: int) -> Iterator[pa.Table
     names = next(reader, None)
     if names is None:
         return
-    header = [name.strip() for name in names]
+    header = column_names(names)
     lines: list[str] = []
     pre: list[str | None] = []
     numbers: list[int] = []

@@ -170,12 +170,16 @@ def test_csv_with_another_delimiter_gives_the_rows_of_the_comma_file(
     assert got["counts"][:3] == expected["counts"][:3] == (7, 5, 2)
 
 
-def test_csv_header_names_with_spaces_around_them(
+def test_csv_header_names_with_spaces_around_them_and_in_another_case(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
+    """As typed in Excel: `` Request_ID, Timestamp, MODEL`` are the fields they name."""
     lines = _csv_lines(kit)
     spaced = tmp_path / "spaced.csv"
-    header = ", ".join(f" {name}" for name in lines[0].split(","))
+    names = lines[0].split(",")
+    header = ", ".join(
+        f" {name.upper() if i % 2 else name.title()}" for i, name in enumerate(names)
+    )
     spaced.write_text("\n".join([header, *lines[1:]]) + "\n", encoding="utf-8")
     result = _ingest(con, spaced, kit)
     assert result["reasons"] == {"malformed_row": 1, "negative_tokens": 1}
