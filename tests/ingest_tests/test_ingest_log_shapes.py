@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.ingest.pipeline import UseCaseRules
+from tasks.ingest.sql_otel import otel_docs_sql
 
 
 def _write_parquet(path: Path, records: list[dict[str, Any]], *, zone: bool = True) -> Path:
@@ -258,3 +259,85 @@ def test_an_api_page_of_records_under_data_gives_the_rows_of_the_array(
     assert report.files[0].shape == "litellm" and report.lines_read == len(records)
     got = con.execute("SELECT * EXCLUDE (source_file, ingest_id) FROM usage_logs ORDER BY 1")
     assert got.fetchall() == rows
+
+
+def test_an_otlp_span_flattens_every_attribute_kind_its_event_and_its_fields() -> None:
+    """The flat object of one OTLP span, from the SQL itself: every OTLP value kind, the first
+    kind present wins (stringValue first), the evaluation event's attributes, the span's own
+    fields as text (``kind`` 3 is "3", the nanosecond times exact); attributes that are not a
+    list give nothing. (Attributes without a value are left out: JSON merge patch drops nulls.)"""
+    span = {
+        "spanId": "ab",
+        "traceId": "cd",
+        "parentSpanId": "",
+        "kind": 3,
+        "name": "chat",
+        "startTimeUnixNano": 1790845200000000000,
+        "endTimeUnixNano": "1790845200700000000",
+        "attributes": [
+            {"key": "gen_ai.system", "value": {"stringValue": "openai"}},
+            {"key": "i", "value": {"intValue": 5}},
+            {"key": "d", "value": {"doubleValue": 0.25}},
+            {"key": "b", "value": {"boolValue": True}},
+            {"key": "arr", "value": {"arrayValue": {"values": [{"stringValue": "x"}]}}},
+            {"key": "kv", "value": {"kvlistValue": {"values": []}}},
+            {"key": "empty", "value": {}},
+            {"key": "two", "value": {"intValue": "7", "stringValue": "s"}},
+            {"key": 'quote"d', "value": {"stringValue": 'é"x'}},
+        ],
+        "events": [
+            {"name": "other", "attributes": [{"key": "x", "value": {"stringValue": "1"}}]},
+            {
+                "name": "gen_ai.evaluation.result",
+                "attributes": [
+                    {"key": "gen_ai.evaluation.score.value", "value": {"doubleValue": 0.9}}
+                ],
+            },
+        ],
+        "status": {"code": "STATUS_CODE_ERROR", "message": "boom"},
+    }
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}}]}
+    bare = dict(span, spanId="ef", status={}, events=None, attributes="not a list")
+    line = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [span, bare]}]}]}
+    _chunk = pa.table(  # read by DuckDB's replacement scan
+        {
+            "line_no": [1],
+            "raw": pa.array([json.dumps(line)], pa.large_string()),
+            "pre": pa.nulls(1, pa.string()),
+            "__file": ["f"],
+            "__file_no": [1],
+        }
+    )
+    rows = duckdb.connect().execute(otel_docs_sql() + " ORDER BY rec_no").fetchall()
+    docs = [(rec_no, json.loads(doc), reason) for _, _, _, rec_no, _, doc, reason, _ in rows]
+    fields = {
+        "otel.trace_id": "cd",
+        "otel.parent_span_id": "",
+        "otel.kind": "3",
+        "otel.name": "chat",
+        "otel.start_ns": "1790845200000000000",
+        "otel.end_ns": "1790845200700000000",
+    }
+    assert docs == [
+        (
+            0,
+            {
+                "service.name": "svc",
+                "gen_ai.evaluation.score.value": 0.9,
+                "gen_ai.system": "openai",
+                "i": 5,
+                "d": 0.25,
+                "b": True,
+                "arr": {"values": [{"stringValue": "x"}]},
+                "kv": {"values": []},
+                "two": "s",
+                'quote"d': 'é"x',
+                "otel.span_id": "ab",
+                **fields,
+                "otel.status_code": "STATUS_CODE_ERROR",
+                "otel.status_message": "boom",
+            },
+            None,
+        ),
+        (1, {"service.name": "svc", "otel.span_id": "ef", **fields}, "not_genai_span"),
+    ]
