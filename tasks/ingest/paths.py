@@ -227,6 +227,12 @@ def csv_header_of(first_line: str) -> tuple[list[str], str]:
     The delimiter is the one of ``CSV_DELIMITERS`` that splits the header into the most
     names (a comma on a tie): Excel writes ``;`` in locales with a decimal comma.
 
+    Args:
+        first_line: the file's first line (a BOM already removed).
+
+    Returns:
+        (column names as :func:`column_names` gives them, delimiter).
+
     >>> csv_header_of("request_id;model;input_tokens\r")
     (['request_id', 'model', 'input_tokens'], ';')
     >>> csv_header_of(' request_id , "a;b" ,model')
@@ -252,6 +258,12 @@ def column_names(names: Sequence[str]) -> list[str]:
     """A CSV header's names stripped, and a field the shapes read in another case spelled as
     they spell it (Excel headers: ``Request_ID`` is ``request_id``), unless that spelling is
     taken by another column.
+
+    Args:
+        names: the header's names as read.
+
+    Returns:
+        The names to key the records by, in the header's order.
 
     >>> column_names([" Request_ID", "MODEL ", "Team", "starttime", "status", "Status"])
     ['request_id', 'model', 'Team', 'startTime', 'status', 'Status']

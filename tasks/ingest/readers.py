@@ -68,6 +68,15 @@ def rows_for_bytes(chunk_rows: int, size: int, rows: int, chunk_bytes: int = CHU
     DuckDB works on 2,048 rows at a time, so a vector of 90 KB lines (OTLP lines of 100 spans)
     is already 180 MB of text.
 
+    Args:
+        chunk_rows: lines per chunk at most.
+        size: bytes of a sample of the file's lines.
+        rows: how many lines the sample holds.
+        chunk_bytes: text per chunk, about.
+
+    Returns:
+        Lines per chunk.
+
     >>> rows_for_bytes(122_880, 512 * 1000, 1000), rows_for_bytes(122_880, 6_000, 1)
     (122880, 10240)
     >>> rows_for_bytes(122_880, 94_000, 1, 16 * 2**20), rows_for_bytes(122_880, 10**9, 1)

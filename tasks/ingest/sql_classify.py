@@ -119,6 +119,12 @@ def status_sql(expr: str) -> str:
     """``success`` / ``error`` from a status text in any case and spacing (LiteLLM's ``failure``,
     an SDK's ``OK``); any other value passes unchanged, to fail the range rule.
 
+    Args:
+        expr: SQL of the status value.
+
+    Returns:
+        A SQL expression (VARCHAR).
+
     >>> import duckdb
     >>> values = "(VALUES (' OK'), ('Failure'), ('SUCCESS'), ('timeout')) t(s)"
     >>> duckdb.sql(f"SELECT {status_sql('s')} FROM {values}").fetchall()

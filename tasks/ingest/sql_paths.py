@@ -16,7 +16,14 @@ __all__ = ["NestedPlan", "json_path"]
 
 
 def json_path(keys: Sequence[str]) -> str:
-    """A JSONPath for nested keys (digits index arrays)."""
+    """A JSONPath for nested keys (digits index arrays).
+
+    Args:
+        keys: the keys below the document's root.
+
+    Returns:
+        The path, e.g. ``$."usage"."details"[0]``.
+    """
     parts = ["$"]
     for key in keys:
         parts.append(f"[{key}]" if key.isdigit() else "." + json.dumps(key))
@@ -33,6 +40,10 @@ class NestedPlan:
     path through it is), and invalid JSON gives NULL under ``try``. An array index in a path
     reads the array as JSON and takes the rest with ``json_extract_string``, as does a key that
     is read both whole and below.
+
+    Args:
+        paths: key paths, top-level key first; paths of one key (and paths whose second
+            key is an array index) are left to the caller.
 
     >>> plan = NestedPlan([("metadata", "status"), ("metadata", "tags", "0"), ("tags", "0")])
     >>> print(plan.columns(lambda key: f"v.{key}")[0])  # doctest: +NORMALIZE_WHITESPACE
@@ -71,18 +82,30 @@ class NestedPlan:
         return keys[:cut]
 
     def covers(self, path: Sequence[str]) -> bool:
-        """Whether ``path`` (top-level key first) is read from a parsed column."""
+        """Whether ``path`` (top-level key first) is read from a parsed column.
+
+        Args:
+            path: a key path, top-level key first.
+        """
         return len(path) > 1 and path[0] in self._trees and bool(self._head(path))
 
     def columns(self, text: Callable[[str], str]) -> list[str]:
-        """The parsed columns, one per top-level key; ``text(key)`` is SQL of its JSON text."""
+        """The parsed columns, one per top-level key, as ``SELECT`` items.
+
+        Args:
+            text: SQL of a top-level key's JSON text, given the key.
+        """
         return [
             f"try(json_transform({text(top)}, {sql_str(json.dumps(tree))})) AS {self._names[top]}"
             for top, tree in self._trees.items()
         ]
 
     def value(self, path: Sequence[str]) -> str:
-        """The text of ``path`` from its parsed column (see :meth:`covers`)."""
+        """SQL of the text of ``path``, from its parsed column.
+
+        Args:
+            path: a key path that :meth:`covers`.
+        """
         expr = self._names[path[0]]
         node: object = self._trees[path[0]]
         keys = tuple(path[1:])
