@@ -199,6 +199,36 @@ OTEL = Shape(
     metadata_key=None,
 )
 
+# status spellings users' logs carry; anything else is quarantined as out_of_range
+STATUS_SPELLINGS = {
+    "success": ("success", "succeeded", "ok"),
+    "error": ("error", "failure", "failed", "fail"),
+}
+
+
+def status_sql(expr: str) -> str:
+    """``success`` / ``error`` from a status text in any case and spacing (LiteLLM's ``failure``,
+    an SDK's ``OK``); any other value passes unchanged, to fail the range rule.
+
+    Args:
+        expr: SQL of the status value.
+
+    Returns:
+        A SQL expression (VARCHAR).
+
+    >>> import duckdb
+    >>> values = "(VALUES (' OK'), ('Failure'), ('SUCCESS'), ('timeout')) t(s)"
+    >>> duckdb.sql(f"SELECT {status_sql('s')} FROM {values}").fetchall()
+    [('success',), ('error',), ('success',), ('timeout',)]
+    """
+    text = f"CAST({expr} AS VARCHAR)"
+    whens = " ".join(
+        f"WHEN lower(trim({text})) IN ({', '.join(repr(v) for v in spellings)}) THEN {status!r}"
+        for status, spellings in STATUS_SPELLINGS.items()
+    )
+    return f"CASE {whens} ELSE {text} END"
+
+
 SHAPE_BY_NAME = {"canonical": CANONICAL, "litellm": LITELLM, "otel": OTEL}
 
 
@@ -243,4 +273,5 @@ __all__ = [
     "SHAPE_BY_NAME",
     "Shape",
     "detect_shape",
+    "status_sql",
 ]

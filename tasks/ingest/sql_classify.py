@@ -13,9 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape
+from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape, status_sql
 from tasks.ingest.pricing import cost_sql, price_join_sql
-from tasks.ingest.readers import sql_str
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -106,37 +105,6 @@ def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
         )
     )
     return expr, flag, helpers
-
-
-# status spellings users' logs carry; anything else is quarantined as out_of_range
-STATUS_SPELLINGS = {
-    "success": ("success", "succeeded", "ok"),
-    "error": ("error", "failure", "failed", "fail"),
-}
-
-
-def status_sql(expr: str) -> str:
-    """``success`` / ``error`` from a status text in any case and spacing (LiteLLM's ``failure``,
-    an SDK's ``OK``); any other value passes unchanged, to fail the range rule.
-
-    Args:
-        expr: SQL of the status value.
-
-    Returns:
-        A SQL expression (VARCHAR).
-
-    >>> import duckdb
-    >>> values = "(VALUES (' OK'), ('Failure'), ('SUCCESS'), ('timeout')) t(s)"
-    >>> duckdb.sql(f"SELECT {status_sql('s')} FROM {values}").fetchall()
-    [('success',), ('error',), ('success',), ('timeout',)]
-    """
-    text = f"CAST({expr} AS VARCHAR)"
-    whens = " ".join(
-        f"WHEN lower(trim({text})) IN ({', '.join(sql_str(v) for v in spellings)})"
-        f" THEN {sql_str(status)}"
-        for status, spellings in STATUS_SPELLINGS.items()
-    )
-    return f"CASE {whens} ELSE {text} END"
 
 
 def _typed_values(
