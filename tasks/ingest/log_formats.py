@@ -2,10 +2,10 @@
 
 Three shapes: ``canonical`` (our own record), ``litellm`` (a ``LiteLLM_SpendLogs`` export) and
 ``otel`` (OpenTelemetry GenAI spans: OTLP JSON, the collector's file exporter, the SDK's
-console exporter; both semantic-convention generations). A shape maps every canonical field to
-source keys tried in order (a key path may reach into a nested object, e.g. LiteLLM's
-``metadata``), and may replace a field by a SQL expression over the extracted values (latency
-from start/end times).
+console exporter; both GenAI semantic-convention generations, and OpenInference). A shape maps
+every canonical field to source keys tried in order (a key path may reach into a nested object,
+e.g. LiteLLM's ``metadata``), and may replace a field by a SQL expression over the extracted
+values (latency from start/end times).
 Keys that do not land in a column are kept in ``metadata`` (nulls too): nothing is dropped.
 
 Detection is by keys / column names (:func:`detect_shape`); ``--format`` overrides it.
@@ -147,45 +147,90 @@ LITELLM = Shape(
     naive_timestamps_are_utc=True,
 )
 
-# OTel spans are first flattened (tasks/ingest/sql_records.py) into one object per span whose
+# OTel spans are first flattened (tasks/ingest/sql_otel.py) into one object per span whose
 # keys are the attribute names (span attributes over resource attributes) plus ``otel.*`` keys.
+# Two attribute vocabularies: OpenTelemetry's GenAI conventions (``gen_ai.*``, both
+# generations) and OpenInference's (``llm.*``: Arize Phoenix, and the LangChain / LlamaIndex /
+# OpenAI instrumentors that export to it), GenAI first where a span carries both.
+_INVOCATION = "llm.invocation_parameters"  # OpenInference: the request's parameters, JSON text
 OTEL = Shape(
     name="otel",
     sources={
         "request_id": (("gen_ai.response.id",), ("otel.span_id",)),
         "timestamp": (("otel.start_ns",),),
-        "use_case": (("llmopt.use_case",), ("gen_ai.agent.name",), ("service.name",)),
-        "model": (("gen_ai.request.model",), ("gen_ai.response.model",)),
-        "provider": (("gen_ai.provider.name",), ("gen_ai.system",)),
+        "use_case": (
+            ("llmopt.use_case",),
+            ("gen_ai.agent.name",),
+            ("openinference.project.name",),  # Phoenix's project, a resource attribute
+            ("service.name",),
+        ),
+        "model": (
+            ("gen_ai.request.model",),
+            ("gen_ai.response.model",),
+            ("llm.request.model_name",),
+            (_INVOCATION, "model"),
+            (_INVOCATION, "model_name"),
+            ("llm.model_name",),
+            ("llm.response.model_name",),
+        ),
+        "provider": (
+            ("gen_ai.provider.name",),
+            ("gen_ai.system",),
+            ("llm.provider",),
+            ("llm.system",),
+        ),
         "prompt_id": (("llmopt.prompt_id",),),
         "config_id": (("llmopt.config_id",),),
         "experiment_id": (("llmopt.experiment_id",),),
         "variant_id": (("llmopt.variant_id",),),
-        "unit_id": (("gen_ai.conversation.id",), ("llmopt.unit_id",)),
+        "unit_id": (
+            ("gen_ai.conversation.id",),
+            ("llmopt.unit_id",),
+            ("session.id",),
+            ("user.id",),
+        ),
         "propensity": (("llmopt.propensity",),),
-        "temperature": (("gen_ai.request.temperature",),),
-        "top_p": (("gen_ai.request.top_p",),),
-        "max_tokens": (("gen_ai.request.max_tokens",),),
+        "temperature": (("gen_ai.request.temperature",), (_INVOCATION, "temperature")),
+        "top_p": (("gen_ai.request.top_p",), (_INVOCATION, "top_p")),
+        "max_tokens": (
+            ("gen_ai.request.max_tokens",),
+            (_INVOCATION, "max_tokens"),
+            (_INVOCATION, "max_completion_tokens"),
+        ),
         # current names first, then the older generation (what LiteLLM's OTel callback emits)
-        "input_tokens": (("gen_ai.usage.input_tokens",), ("gen_ai.usage.prompt_tokens",)),
-        "output_tokens": (("gen_ai.usage.output_tokens",), ("gen_ai.usage.completion_tokens",)),
+        "input_tokens": (
+            ("gen_ai.usage.input_tokens",),
+            ("gen_ai.usage.prompt_tokens",),
+            ("llm.token_count.prompt",),
+        ),
+        "output_tokens": (
+            ("gen_ai.usage.output_tokens",),
+            ("gen_ai.usage.completion_tokens",),
+            ("llm.token_count.completion",),
+        ),
         "cache_read_tokens": (
             ("gen_ai.usage.cache_read.input_tokens",),
             ("gen_ai.usage.cache_read_input_tokens",),
+            ("llm.token_count.prompt_details.cache_read",),
         ),
         "cache_write_tokens": (
             ("gen_ai.usage.cache_creation.input_tokens",),
             ("gen_ai.usage.cache_creation_input_tokens",),
+            ("llm.token_count.prompt_details.cache_write",),
         ),
-        "reasoning_tokens": (("gen_ai.usage.reasoning.output_tokens",),),
-        "error_type": (("error.type",),),
+        "reasoning_tokens": (
+            ("gen_ai.usage.reasoning.output_tokens",),
+            ("llm.token_count.completion_details.reasoning",),
+        ),
+        # error.type (GenAI) or the type of the span's recorded exception (its "exception" event)
+        "error_type": (("error.type",), ("exception.type",)),
         "quality": (("gen_ai.evaluation.score.value",),),
         "feedback": (("llmopt.feedback",),),
         "task_type": (("llmopt.task_type",),),
         "user_segment": (("llmopt.user_segment",),),
         "region": (("llmopt.region",),),
         "language": (("llmopt.language",),),
-        "cost_usd": (("llmopt.cost_usd",),),
+        "cost_usd": (("llmopt.cost_usd",), ("llm.cost.total",)),
         "aux_end": (("otel.end_ns",),),
         "aux_status": (("otel.status_code",),),
     },

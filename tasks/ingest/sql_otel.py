@@ -3,8 +3,11 @@
 Accepted: OTLP JSON (``resourceSpans[].scopeSpans[].spans[]``, attributes as key / typed-value
 lists; the collector's file exporter writes one such document per line) and the SDK console
 exporter's span objects (plain ``attributes``, ISO times, ``context.span_id``). The flat object
-holds resource attributes, the ``gen_ai.evaluation.result`` event's attributes and the span
-attributes (later ones win on a key clash), plus ``otel.*`` keys for the span's own fields.
+holds resource attributes, the attributes of the ``gen_ai.evaluation.result`` event and of the
+``exception`` event (``exception.type``, ``exception.message``, ...) and the span attributes
+(later ones win on a key clash), plus ``otel.*`` keys for the span's own fields. A span is an
+LLM call when it carries a GenAI (``gen_ai.*``) or an OpenInference (``llm.*``) attribute;
+other spans (HTTP, retrievers, chains) are quarantined as ``not_genai_span``.
 """
 
 from __future__ import annotations
@@ -51,15 +54,24 @@ def _attr_object(expr: str) -> str:
     )
 
 
+def _event_attributes(events: str, name: str, field: str) -> str:
+    """SQL of the attributes of the first event called ``name`` in the list ``events``."""
+    return f"list_filter(coalesce({events}, []), lambda e: e.name = '{name}')[1].{field}"
+
+
+_CONSOLE_EVENTS = json.dumps([{"name": "VARCHAR", "attributes": "JSON"}])
+#: the span events whose attributes join the flat object, in merge order
+_EVENTS = ("gen_ai.evaluation.result", "exception")
+
+
 def _otlp_flat_sql() -> str:
     """One OTLP span (``sp``: the span parsed once to ``_SPAN``; ``s.rattrs``) as a flat
     object: attributes plus ``otel.*``."""
-    evaluation = (
-        "list_filter(coalesce(sp.events, []),"
-        " lambda e: e.name = 'gen_ai.evaluation.result')[1].attributes"
+    events = ", ".join(
+        _attr_object(_event_attributes("sp.events", name, "attributes")) for name in _EVENTS
     )
     return (
-        f"json_merge_patch({_attr_object('s.rattrs')}, {_attr_object(evaluation)},"
+        f"json_merge_patch({_attr_object('s.rattrs')}, {events},"
         f" {_attr_object('sp.attributes')},"
         " json_object('otel.span_id', sp.spanId, 'otel.trace_id', sp.traceId,"
         " 'otel.parent_span_id', sp.parentSpanId, 'otel.kind', sp.kind,"
@@ -72,9 +84,14 @@ def _otlp_flat_sql() -> str:
 def _console_flat_sql() -> str:
     """A console-exporter span (plain ``attributes``, ISO times) as a flat object."""
     ns = "CAST(epoch_ns(TRY_CAST(raw->>'{}' AS TIMESTAMPTZ)) AS VARCHAR)"
+    listed = f"json_transform(raw->'events', '{_CONSOLE_EVENTS}')"
+    events = ", ".join(
+        f"coalesce({_event_attributes(f'try({listed})', name, 'attributes')}, '{{}}'::JSON)"
+        for name in _EVENTS
+    )
     return (
         "json_merge_patch(coalesce(raw->'resource'->'attributes', '{}'::JSON),"
-        " coalesce(raw->'attributes', '{}'::JSON),"
+        f" {events}, coalesce(raw->'attributes', '{{}}'::JSON),"
         " json_object('otel.span_id', raw->'context'->>'span_id',"
         " 'otel.trace_id', raw->'context'->>'trace_id', 'otel.parent_span_id', raw->>'parent_id',"
         " 'otel.kind', raw->>'kind', 'otel.name', raw->>'name',"
@@ -124,7 +141,8 @@ def otel_docs_sql() -> str:
         FROM exploded WHERE is_console
     )
     SELECT __file, __file_no, line_no, rec_no, raw, doc,
-           CASE WHEN len(list_filter(json_keys(doc), lambda k: starts_with(k, 'gen_ai.'))) = 0
+           CASE WHEN len(list_filter(json_keys(doc),
+                         lambda k: starts_with(k, 'gen_ai.') OR starts_with(k, 'llm.'))) = 0
                 THEN 'not_genai_span' END AS pre_reason,
            'spans' AS pre_detail
     FROM flat

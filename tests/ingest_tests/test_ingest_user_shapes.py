@@ -258,3 +258,80 @@ def test_status_in_the_spellings_users_write(
     ]
     detail = con.execute("SELECT detail FROM quarantine").fetchone()
     assert detail is not None and "status" in detail[0]
+
+
+def test_openinference_spans_from_the_collector_file_exporter(
+    con: duckdb.DuckDBPyConnection, kit: Any, no_overrides: Path
+) -> None:
+    """Arize Phoenix / LangChain-instrumented spans (``llm.*`` attributes, parameters as JSON
+    text, the error in an ``exception`` event); chain and retriever spans are not LLM calls."""
+    report = _ingest(
+        con, kit, "otel_openinference_file_exporter.jsonl", price_overrides=no_overrides
+    )
+    assert report.files[0].shape == "otel"
+    assert (report.ingested, report.quarantine_by_reason) == (2, {"not_genai_span": 2})
+    rows = _rows(con, kit)
+    ok, failed = rows["ad3f8e1c9b2a7d10"], rows["b7ad6b7169203331"]  # span ids: no response id
+    assert (ok["use_case"], ok["provider"], ok["unit_id"]) == ("support-bot", "openai", "sess-42")
+    # the requested model (invocation parameters) over the dated one the response reported
+    assert ok["model"] == "gpt-4o-mini"
+    assert ok["metadata"]["llm.model_name"] == "gpt-4o-mini-2024-07-18"
+    assert (ok["temperature"], ok["top_p"], ok["max_tokens"]) == (0.2, 0.9, 512)
+    assert (ok["input_tokens"], ok["output_tokens"], ok["cache_read_tokens"]) == (1000, 500, 800)
+    assert ok["cost_usd"] == pytest.approx(0.00039)  # 800 of the 1,000 at the cached rate
+    assert ok["latency_ms"] == pytest.approx(1650.0) and ok["status"] == "success"
+    assert ok["metadata"]["llm.token_count.total"] == "1500"
+    assert json.loads(ok["metadata"]["llm.invocation_parameters"])["stream"] is False
+    assert ok["metadata"]["service.name"] == "unknown_service"  # the project name won
+    assert (failed["status"], failed["error_type"]) == ("error", "anthropic.RateLimitError")
+    assert failed["metadata"]["exception.message"] == "rate limited"
+    assert failed["model"] == "claude-haiku-4-5"
+    assert (failed["max_tokens"], failed["top_p"]) == (1024, None)
+
+
+def test_console_spans_keep_their_exception_and_evaluation_events(
+    con: duckdb.DuckDBPyConnection, kit: Any, tmp_path: Path, no_overrides: Path
+) -> None:
+    """The console exporter's ``events`` (plain attributes) feed error_type and quality, and
+    an OpenInference span printed by it is read like its OTLP form."""
+
+    def span(span_id: str, attributes: dict[str, Any], events: list[dict[str, Any]]) -> str:
+        body = {
+            "name": "llm",
+            "context": {"trace_id": "0xaa", "span_id": span_id, "trace_state": "[]"},
+            "kind": "SpanKind.INTERNAL",
+            "parent_id": None,
+            "start_time": "2026-10-06T12:00:00.000000Z",
+            "end_time": "2026-10-06T12:00:00.500000Z",
+            "status": {"status_code": "ERROR" if events[0]["name"] == "exception" else "OK"},
+            "attributes": attributes,
+            "events": events,
+            "resource": {"attributes": {"service.name": "kb-bot"}, "schema_url": ""},
+        }
+        return json.dumps(body, indent=4)
+
+    tokens = {"llm.token_count.prompt": 300, "llm.token_count.completion": 40}
+    failed = span(
+        "0x01",
+        {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", **tokens},
+        [{"name": "exception", "timestamp": "2026-10-06T12:00:00.5Z",
+          "attributes": {"exception.type": "openai.APITimeoutError", "exception.message": "t"}}],
+    )  # fmt: skip
+    score = {"gen_ai.evaluation.name": "helpful", "gen_ai.evaluation.score.value": 0.75}
+    judged = span(
+        "0x02",
+        {"gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 300,
+         "gen_ai.usage.output_tokens": 40},
+        [{"name": "gen_ai.evaluation.result", "timestamp": "2026-10-06T12:00:01Z",
+          "attributes": score}],
+    )  # fmt: skip
+    path = tmp_path / "console.json"
+    path.write_text(failed + "\n" + judged + "\n", encoding="utf-8")
+    report = kit.ingest(con, [path], price_overrides=no_overrides)
+    assert (report.files[0].shape, report.ingested) == ("otel", 2)
+    rows = _rows(con, kit)
+    assert rows["0x01"]["status"] == "error"
+    assert rows["0x01"]["error_type"] == "openai.APITimeoutError"
+    assert rows["0x01"]["use_case"] == "kb-bot" and rows["0x01"]["input_tokens"] == 300
+    assert rows["0x02"]["quality"] == pytest.approx(0.75) and rows["0x02"]["status"] == "success"
+    assert rows["0x02"]["metadata"]["gen_ai.evaluation.name"] == "helpful"
