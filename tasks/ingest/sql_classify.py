@@ -84,7 +84,7 @@ def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
         f"{t} AS t_text",
         f"regexp_full_match({t}, '-?[0-9]+(\\.[0-9]+)?') AS t_numeric",
         f"regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[T ][0-9:.]+"
-        f"\\s*(Z|z|UTC|[+-][0-9]{{2}}(:?[0-9]{{2}})?)') AS t_zoned",
+        f"\\s*(Z|z|UTC|GMT|[+-][0-9]{{2}}(:?[0-9]{{2}})?)') AS t_zoned",
     ]
     number = "TRY_CAST(t_text AS DOUBLE)"
     epoch = (

@@ -83,6 +83,26 @@ def test_each_bad_line_is_quarantined_with_its_reason_and_raw_text(
     assert kit.counts(con) == (2, 17)
 
 
+def test_the_zone_spellings_exporters_write_are_one_instant(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """ISO 8601 with Z, an offset with or without a colon, ``UTC`` or ``GMT`` after a space
+    (Java's and HTTP's ``GMT``), nanoseconds (Go, OTel): one instant, none quarantined."""
+    spellings = [
+        "2026-10-02T10:00:00Z",
+        "2026-10-02 10:00:00 UTC",
+        "2026-10-02 10:00:00 GMT",
+        "2026-10-02T10:00:00+0000",
+        "2026-10-02T12:00:00+02:00",
+        "2026-10-02T10:00:00.000000000Z",
+    ]
+    rows = [kit.record(i, timestamp=text) for i, text in enumerate(spellings)]
+    report = kit.ingest(con, [kit.write_jsonl(tmp_path / "zones.jsonl", rows)])
+    assert (report.ingested, report.quarantine_by_reason) == (len(spellings), {})
+    (instants,) = con.execute("SELECT list(DISTINCT ts) FROM usage_logs").fetchone()
+    assert [t.isoformat() for t in instants] == ["2026-10-02T10:00:00+00:00"]
+
+
 @pytest.mark.parametrize(
     "line",
     [
