@@ -81,23 +81,25 @@ def _otlp_flat_sql() -> str:
     )
 
 
-def _console_flat_sql() -> str:
-    """A console-exporter span (plain ``attributes``, ISO times) as a flat object."""
-    ns = "CAST(epoch_ns(TRY_CAST(raw->>'{}' AS TIMESTAMPTZ)) AS VARCHAR)"
-    listed = f"json_transform(raw->'events', '{_CONSOLE_EVENTS}')"
+def _console_flat_sql(src: str) -> str:
+    """A console-exporter span (``src``: its text; plain ``attributes``, ISO times) as a flat
+    object."""
+    ns = f"CAST(epoch_ns(TRY_CAST({src}->>'{{}}' AS TIMESTAMPTZ)) AS VARCHAR)"
+    listed = f"json_transform({src}->'events', '{_CONSOLE_EVENTS}')"
     events = ", ".join(
         f"coalesce({_event_attributes(f'try({listed})', name, 'attributes')}, '{{}}'::JSON)"
         for name in _EVENTS
     )
     return (
-        "json_merge_patch(coalesce(raw->'resource'->'attributes', '{}'::JSON),"
-        f" {events}, coalesce(raw->'attributes', '{{}}'::JSON),"
-        " json_object('otel.span_id', raw->'context'->>'span_id',"
-        " 'otel.trace_id', raw->'context'->>'trace_id', 'otel.parent_span_id', raw->>'parent_id',"
-        " 'otel.kind', raw->>'kind', 'otel.name', raw->>'name',"
+        f"json_merge_patch(coalesce({src}->'resource'->'attributes', '{{}}'::JSON),"
+        f" {events}, coalesce({src}->'attributes', '{{}}'::JSON),"
+        f" json_object('otel.span_id', {src}->'context'->>'span_id',"
+        f" 'otel.trace_id', {src}->'context'->>'trace_id',"
+        f" 'otel.parent_span_id', {src}->>'parent_id',"
+        f" 'otel.kind', {src}->>'kind', 'otel.name', {src}->>'name',"
         f" 'otel.start_ns', {ns.format('start_time')}, 'otel.end_ns', {ns.format('end_time')},"
-        " 'otel.status_code', raw->'status'->>'status_code',"
-        " 'otel.status_message', raw->'status'->>'description'))"
+        f" 'otel.status_code', {src}->'status'->>'status_code',"
+        f" 'otel.status_message', {src}->'status'->>'description'))"
     )
 
 
@@ -119,35 +121,43 @@ def otel_docs_sql() -> str:
         " len(json_extract(rs, '$.scopeSpans[*].spans[*]')),"
         " json_extract(rs, '$.resource.attributes'))))"
     )
+    # one pass: a line's spans (or, for a console span or an unusable line, the line itself)
+    # unnest to one row each; the line's text rides along only where it is the record (an
+    # OTLP line's text copied to each of its spans was 100x its size for a 100-span line)
+    has_spans = "coalesce(len(spans), 0) > 0 AND NOT coalesce(is_console, false)"
+    one = "[NULL::JSON]"
     return f"""
-    WITH lines AS (
-        SELECT __file, __file_no, line_no, raw, {pre_reason_sql()} AS pre_reason
-        FROM _chunk WHERE regexp_matches(raw, '\\S')
-    ), exploded AS (
+    WITH exploded AS (
         SELECT __file, __file_no, line_no, raw, pre_reason,
-               {spans} AS spans, {rattrs} AS rattrs,
-               {console} AS is_console
-        FROM lines
-    ), one_span AS (
-        SELECT __file, __file_no, line_no, generate_subscripts(spans, 1) - 1 AS rec_no,
-               {{'span': unnest(spans), 'rattrs': unnest(rattrs)}} AS s
-        FROM exploded WHERE len(spans) > 0
+               {spans} AS spans, {rattrs} AS rattrs, {console} AS is_console
+        FROM (
+            SELECT __file, __file_no, line_no, raw, {pre_reason_sql()} AS pre_reason
+            FROM _chunk WHERE regexp_matches(raw, '\\S')
+        )
+    ), items AS (
+        SELECT __file, __file_no, line_no, pre_reason, coalesce(is_console, false) AS is_console,
+               CASE WHEN {has_spans} THEN NULL ELSE raw END AS raw,
+               unnest(CASE WHEN {has_spans} THEN spans ELSE {one} END) AS span,
+               unnest(CASE WHEN {has_spans} THEN rattrs ELSE {one} END) AS rattrs,
+               generate_subscripts(CASE WHEN {has_spans} THEN spans ELSE {one} END, 1) - 1
+                   AS rec_no
+        FROM exploded
     ), flat AS (
-        SELECT __file, __file_no, line_no, rec_no, s.span::VARCHAR AS raw,
-               {_otlp_flat_sql()}::VARCHAR AS doc
-        FROM (SELECT *, try(json_transform(s.span, '{_SPAN}')) AS sp FROM one_span)
-        UNION ALL
-        SELECT __file, __file_no, line_no, 0, raw, {_console_flat_sql()}::VARCHAR
-        FROM exploded WHERE is_console
+        SELECT __file, __file_no, line_no, rec_no, pre_reason, span IS NOT NULL AS is_span,
+               is_console, coalesce(span::VARCHAR, raw) AS raw,
+               {_otlp_flat_sql()}::VARCHAR AS otlp_doc,
+               {_console_flat_sql("console_raw")}::VARCHAR AS console_doc
+        FROM (SELECT *, {{'rattrs': rattrs}} AS s, try(json_transform(span, '{_SPAN}')) AS sp,
+                     CASE WHEN is_console THEN raw END AS console_raw
+              FROM items)
     )
     SELECT __file, __file_no, line_no, rec_no, raw, doc,
-           CASE WHEN len(list_filter(json_keys(doc),
+           CASE WHEN doc IS NULL THEN coalesce(pre_reason, 'missing_field')
+                WHEN len(list_filter(json_keys(doc),
                          lambda k: starts_with(k, 'gen_ai.') OR starts_with(k, 'llm.'))) = 0
                 THEN 'not_genai_span' END AS pre_reason,
-           'spans' AS pre_detail
-    FROM flat
-    UNION ALL
-    SELECT __file, __file_no, line_no, 0, raw, NULL, coalesce(pre_reason, 'missing_field'),
-           CASE WHEN pre_reason IS NULL THEN 'resourceSpans[].scopeSpans[].spans[]' END
-    FROM exploded WHERE coalesce(len(spans), 0) = 0 AND NOT coalesce(is_console, false)
+           CASE WHEN doc IS NOT NULL THEN 'spans' WHEN pre_reason IS NULL
+                THEN 'resourceSpans[].scopeSpans[].spans[]' END AS pre_detail
+    FROM (SELECT *, CASE WHEN is_span THEN otlp_doc WHEN is_console THEN console_doc END AS doc
+          FROM flat)
     """
