@@ -26,29 +26,35 @@ def pre_reason_sql() -> str:
 
 
 _VALUE_KINDS = ("stringValue", "intValue", "doubleValue", "boolValue", "arrayValue", "kvlistValue")
-_ATTRIBUTES = json.dumps([{"key": "VARCHAR", "value": dict.fromkeys(_VALUE_KINDS, "JSON")}])
-_SPAN = json.dumps(
+_ATTRIBUTES: list[object] = [{"key": "VARCHAR", "value": dict.fromkeys(_VALUE_KINDS, "JSON")}]
+_SPAN = {
+    **dict.fromkeys(("spanId", "traceId", "parentSpanId", "kind", "name"), "VARCHAR"),
+    **dict.fromkeys(("startTimeUnixNano", "endTimeUnixNano"), "VARCHAR"),
+    "status": {"code": "VARCHAR", "message": "VARCHAR"},
+    "attributes": _ATTRIBUTES,
+    "events": [{"name": "VARCHAR", "attributes": _ATTRIBUTES}],
+}
+#: a whole line in one parse: OTLP's resources, their attributes and their spans typed
+#: (``json_transform`` is not strict: a part of another type is NULL, the rest stays), and a
+#: console span's ``attributes`` and ``context`` as JSON (they tell the two forms apart)
+_LINE = json.dumps(
     {
-        **dict.fromkeys(("spanId", "traceId", "parentSpanId", "kind", "name"), "VARCHAR"),
-        **dict.fromkeys(("startTimeUnixNano", "endTimeUnixNano"), "VARCHAR"),
-        "status": {"code": "VARCHAR", "message": "VARCHAR"},
+        "resourceSpans": [
+            {"resource": {"attributes": _ATTRIBUTES}, "scopeSpans": [{"spans": [_SPAN]}]}
+        ],
         "attributes": "JSON",
-        "events": [{"name": "VARCHAR", "attributes": "JSON"}],
+        "context": "JSON",
     }
 )
 
 
 def _attr_object(expr: str) -> str:
-    """OTLP ``[{key, value: {stringValue|intValue|...}}]`` -> a flat JSON object text.
-
-    One ``json_transform`` of the list (not strict: a value of another kind is NULL) instead
-    of a dozen small parses per attribute; the first kind present wins, in ``_VALUE_KINDS``
-    order.
+    """OTLP ``[{key, value: {stringValue|intValue|...}}]`` (parsed, typed) -> a flat JSON
+    object; the first kind present wins, in ``_VALUE_KINDS`` order.
     """
     value = ", ".join(f"a.value.{kind}" for kind in _VALUE_KINDS)
     return (
-        f"('{{' || array_to_string(list_transform("
-        f"coalesce(try(json_transform({expr}, '{_ATTRIBUTES}')), []),"
+        f"('{{' || array_to_string(list_transform(coalesce({expr}, []),"
         f" lambda a: to_json(a.key) || ':' || coalesce({value}, 'null'::JSON)::VARCHAR), ',')"
         " || '}')::JSON"
     )
@@ -65,13 +71,13 @@ _EVENTS = ("gen_ai.evaluation.result", "exception")
 
 
 def _otlp_flat_sql() -> str:
-    """One OTLP span (``sp``: the span parsed once to ``_SPAN``; ``s.rattrs``) as a flat
-    object: attributes plus ``otel.*``."""
+    """One OTLP span (``sp``: typed as ``_SPAN``; ``rattrs``: its resource's attributes) as a
+    flat object: attributes plus ``otel.*``."""
     events = ", ".join(
         _attr_object(_event_attributes("sp.events", name, "attributes")) for name in _EVENTS
     )
     return (
-        f"json_merge_patch({_attr_object('s.rattrs')}, {events},"
+        f"json_merge_patch({_attr_object('rattrs')}, {events},"
         f" {_attr_object('sp.attributes')},"
         " json_object('otel.span_id', sp.spanId, 'otel.trace_id', sp.traceId,"
         " 'otel.parent_span_id', sp.parentSpanId, 'otel.kind', sp.kind,"
@@ -106,38 +112,45 @@ def _console_flat_sql(src: str) -> str:
 def otel_docs_sql() -> str:
     """One row per span (flattened attributes) or per unusable line, from ``_chunk``."""
     console = (
-        "CASE WHEN pre_reason IS NULL THEN coalesce(json_type(raw, '$.attributes') = 'OBJECT'"
-        " AND json_type(raw, '$.context') = 'OBJECT', false) ELSE false END"
+        "coalesce(json_type(p.attributes) = 'OBJECT' AND json_type(p.context) = 'OBJECT', false)"
     )
-    # the spans of a line in order, by one JSONPath, and beside them their resources'
-    # attributes, one per span (a lambda per resource, usually one per line): three nested
-    # lambdas under a CASE took 1.16 s for 20,000 spans, this 0.76 s (DuckDB runs list lambdas
-    # under a CASE branch 2-3x slower; a line that is not OTLP gives them NULL instead)
-    otlp = f"CASE WHEN pre_reason IS NULL AND NOT ({console}) THEN raw END"
-    spans = f"json_extract({otlp}, '$.resourceSpans[*].scopeSpans[*].spans[*]')"
+    # a line is parsed once for all its parts (``_LINE``) and once more for its spans' own text
+    # (kept for the quarantine); the spans, in order, and beside each its resource's attributes
+    # (a lambda per resource, usually one a line) come from the parsed lists
+    spans = "flatten(list_transform(p.resourceSpans, lambda rs: flatten(list_transform("
+    spans += "rs.scopeSpans, lambda ss: ss.spans))))"
     rattrs = (
-        f"flatten(list_transform(coalesce(json_extract({otlp}, '$.resourceSpans[*]'), []),"
-        " lambda rs: list_resize([json_extract(rs, '$.resource.attributes')],"
-        " len(json_extract(rs, '$.scopeSpans[*].spans[*]')),"
-        " json_extract(rs, '$.resource.attributes'))))"
+        "flatten(list_transform(p.resourceSpans, lambda rs: list_resize([rs.resource.attributes],"
+        " coalesce(list_sum(list_transform(rs.scopeSpans, lambda ss: len(ss.spans))), 0),"
+        " rs.resource.attributes)))"
     )
+    texts = "json_extract(CASE WHEN pre_reason IS NULL AND NOT is_console THEN raw END,"
+    texts += " '$.resourceSpans[*].scopeSpans[*].spans[*]')"
     # one pass: a line's spans (or, for a console span or an unusable line, the line itself)
     # unnest to one row each; the line's text rides along only where it is the record (an
     # OTLP line's text copied to each of its spans was 100x its size for a 100-span line)
-    has_spans = "coalesce(len(spans), 0) > 0 AND NOT coalesce(is_console, false)"
-    one = "[NULL::JSON]"
+    has_spans = "coalesce(len(spans), 0) > 0 AND NOT is_console"
+    one = "[NULL]"
     return f"""
     WITH exploded AS (
-        SELECT __file, __file_no, line_no, raw, pre_reason,
-               {spans} AS spans, {rattrs} AS rattrs, {console} AS is_console
+        SELECT __file, __file_no, line_no, raw, pre_reason, is_console, {texts} AS texts,
+               spans, rattrs
         FROM (
-            SELECT __file, __file_no, line_no, raw, {pre_reason_sql()} AS pre_reason
-            FROM _chunk WHERE regexp_matches(raw, '\\S')
+            SELECT *, {console} AS is_console, {spans} AS spans, {rattrs} AS rattrs
+            FROM (
+                SELECT __file, __file_no, line_no, raw, pre_reason,
+                       CASE WHEN pre_reason IS NULL THEN json_transform(raw, '{_LINE}') END AS p
+                FROM (
+                    SELECT __file, __file_no, line_no, raw, {pre_reason_sql()} AS pre_reason
+                    FROM _chunk WHERE regexp_matches(raw, '\\S')
+                )
+            )
         )
     ), items AS (
-        SELECT __file, __file_no, line_no, pre_reason, coalesce(is_console, false) AS is_console,
+        SELECT __file, __file_no, line_no, pre_reason, is_console,
                CASE WHEN {has_spans} THEN NULL ELSE raw END AS raw,
-               unnest(CASE WHEN {has_spans} THEN spans ELSE {one} END) AS span,
+               unnest(CASE WHEN {has_spans} THEN texts ELSE {one} END) AS span,
+               unnest(CASE WHEN {has_spans} THEN spans ELSE {one} END) AS sp,
                unnest(CASE WHEN {has_spans} THEN rattrs ELSE {one} END) AS rattrs,
                generate_subscripts(CASE WHEN {has_spans} THEN spans ELSE {one} END, 1) - 1
                    AS rec_no
@@ -147,9 +160,7 @@ def otel_docs_sql() -> str:
                is_console, coalesce(span::VARCHAR, raw) AS raw,
                {_otlp_flat_sql()}::VARCHAR AS otlp_doc,
                {_console_flat_sql("console_raw")}::VARCHAR AS console_doc
-        FROM (SELECT *, {{'rattrs': rattrs}} AS s, try(json_transform(span, '{_SPAN}')) AS sp,
-                     CASE WHEN is_console THEN raw END AS console_raw
-              FROM items)
+        FROM (SELECT *, CASE WHEN is_console THEN raw END AS console_raw FROM items)
     )
     SELECT __file, __file_no, line_no, rec_no, raw, doc,
            CASE WHEN doc IS NULL THEN coalesce(pre_reason, 'missing_field')
