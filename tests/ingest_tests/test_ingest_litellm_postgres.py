@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tasks.core.settings import REPO_ROOT
+from tasks.ingest import session
 from tasks.ingest.errors import SourceError
 from tasks.ingest.postgres import pull_litellm
 from tasks.ingest.source import ingest_source
@@ -209,11 +210,15 @@ def test_spend_logs_with_stored_prompts_come_in_byte_sized_batches_under_a_large
     litellm_db: str,
     kit: Any,
     memory_raises: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``store_prompts_in_spend_logs`` puts each call's ``messages`` and ``response`` in the row
     (6 KB): a pull of them died with a DuckDB out-of-memory traceback (50,000 rows, 300 MB, in
     one transaction under the ingest's 384 MB). Batches now end at ``CHUNK_BYTES`` of text,
-    and the first batch that runs out is run again under the larger limit, kept after it."""
+    and the first batch that runs out is run again under the larger limit, kept after it.
+    (Scanned in 1 MiB record batches, these rows now fit in 384 MB; the ingest's limit is cut
+    to 128 MB here so that the first batch still runs out.)"""
+    monkeypatch.setattr(session, "INGEST_MEMORY_LIMIT", "128MB")
     prompt = [{"role": "user", "content": "Summarise this ticket. " * 180}]
     answer = {"choices": [{"message": {"content": "The customer asks for a refund. " * 60}}]}
     with psycopg.connect(litellm_db, autocommit=True) as pg, pg.cursor() as cursor:
