@@ -6,6 +6,7 @@ Drawn on a plain ``Figure`` with the fast helpers of :mod:`tasks.plots.canvas`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,37 @@ _MONITOR_LEGEND: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class _Scale:
+    """A panel's data ranges and ticks (data coordinates)."""
+
+    n: int
+    lo: float
+    hi: float
+    x_lim: tuple[float, float]
+    y_ticks: list[float]
+    y_labels: list[str]
+    x_ticks: list[int]
+
+
+def _scale(s: SeriesResult) -> tuple[_Scale, np.ndarray]:
+    """The panel's ranges and ticks, and the series as floats (NaN where missing)."""
+    n = len(s.periods)
+    y = np.asarray([np.nan if v is None else v for v in s.values], dtype=float)
+    shown = [float(v) for v in y if np.isfinite(v)] + [a.value for a in s.anomalies]
+    shown += [s.center] if s.center is not None else []
+    lo, hi = (min(shown), max(shown)) if shown else (0.0, 1.0)
+    pad = 0.08 * (hi - lo) if hi > lo else abs(hi) * 0.05 or 1.0
+    lo, hi = lo - pad, hi + pad
+    y_ticks, y_labels = nice_ticks(lo, hi, 4)
+    step = max(1, -(-n // 9))
+    if s.granularity == "hour":
+        step = max(step, 24 * max(1, -(-n // (24 * 9))))  # whole days when hours span many
+    x_lim = (-0.5, max(n, 1) - 0.5)
+    scale = _Scale(n, lo, hi, x_lim, y_ticks, y_labels, list(range(0, n, step)))
+    return scale, y
+
+
 def _monitor_panel(
     fig: Any,
     box: tuple[float, float, float, float],
@@ -114,27 +146,23 @@ def _monitor_panel(
     *,
     last_row: bool,
 ) -> None:
+    scale, y = _scale(s)
+    data, clip = panel_transform(fig, box, scale.x_lim, (scale.lo, scale.hi))
+    for artist in _series_artists(s, uc, scale, y):
+        artist.set_transform(data)
+        artist.set_clip_box(clip)
+        fig.add_artist(artist)
+    _panel_frame(fig, box, s, scale, texts, last_row=last_row)
+
+
+def _series_artists(s: SeriesResult, uc: UseCaseReport, scale: _Scale, y: np.ndarray) -> list[Any]:
+    """The windows, grid, series, centre, change points and anomalies, in data coordinates."""
     # lazy, as in plot_monitoring
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
-    x0, y0, w, h = box
-    n = len(s.periods)
-    y = np.asarray([np.nan if v is None else v for v in s.values], dtype=float)
-    shown = [float(v) for v in y if np.isfinite(v)] + [a.value for a in s.anomalies]
-    shown += [s.center] if s.center is not None else []
-    lo, hi = (min(shown), max(shown)) if shown else (0.0, 1.0)
-    pad = 0.08 * (hi - lo) if hi > lo else abs(hi) * 0.05 or 1.0
-    lo, hi = lo - pad, hi + pad
-    x_lim = (-0.5, max(n, 1) - 0.5)
-    data, clip = panel_transform(fig, box, x_lim, (lo, hi))
-    y_ticks, y_labels = nice_ticks(lo, hi, 4)
-    step = max(1, -(-n // 9))
-    if s.granularity == "hour":
-        step = max(step, 24 * max(1, -(-n // (24 * 9))))  # whole days when hours span many
-    x_ticks = list(range(0, n, step))
-
+    n, lo, hi, x_lim = scale.n, scale.lo, scale.hi, scale.x_lim
     artists: list[Any] = []
     days = [p[:10] for p in s.periods]
     for (start, end), colour in ((uc.reference_window, "0.88"), (uc.current_window, "#fff1c4")):
@@ -142,7 +170,8 @@ def _monitor_panel(
         if inside:
             span = inside[-1] - inside[0] + 1
             artists.append(Rectangle((inside[0] - 0.5, lo), span, hi - lo, color=colour, lw=0))
-    grid = [[(x_lim[0], v), (x_lim[1], v)] for v in y_ticks] + [[(k, lo), (k, hi)] for k in x_ticks]
+    grid = [[(x_lim[0], v), (x_lim[1], v)] for v in scale.y_ticks]
+    grid += [[(k, lo), (k, hi)] for k in scale.x_ticks]
     artists.append(LineCollection(grid, colors="0.9", linewidths=0.6, zorder=0.5))
     artists.append(
         Line2D(np.arange(n), y, marker=".", ms=4 if n > 60 else 6, lw=1, color="tab:blue", zorder=2)
@@ -157,25 +186,37 @@ def _monitor_panel(
     if flagged:
         xs, ys = zip(*flagged, strict=True)
         artists.append(Line2D(xs, ys, ls="none", marker="o", ms=6.5, color="tab:orange", zorder=3))
-    for artist in artists:
-        artist.set_transform(data)
-        artist.set_clip_box(clip)
-        fig.add_artist(artist)
+    return artists
 
+
+def _panel_frame(
+    fig: Any,
+    box: tuple[float, float, float, float],
+    s: SeriesResult,
+    scale: _Scale,
+    texts: list[PlacedText],
+    *,
+    last_row: bool,
+) -> None:
+    """The panel's frame, tick marks, tick labels (dates on the last row) and title, in inches."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Rectangle
+
+    x0, y0, w, h = box
     inches = fig.dpi_scale_trans
     fig.add_artist(Rectangle((x0, y0), w, h, fill=False, ec="black", lw=0.8, transform=inches))
     tick = _TICK_PT / 72
-    y_at = [y0 + (v - lo) / (hi - lo) * h for v in y_ticks]
-    x_at = [x0 + (k + 0.5) / max(n, 1) * w for k in x_ticks]
+    y_at = [y0 + (v - scale.lo) / (scale.hi - scale.lo) * h for v in scale.y_ticks]
+    x_at = [x0 + (k + 0.5) / max(scale.n, 1) * w for k in scale.x_ticks]
     marks = [[(x0 - tick, v), (x0, v)] for v in y_at]
     marks += [[(v, y0 - tick), (v, y0)] for v in x_at] if last_row else []
     fig.add_artist(LineCollection(marks, colors="black", linewidths=0.8, transform=inches))
-    for at, label in zip(y_at, y_labels, strict=True):
+    for at, label in zip(y_at, scale.y_labels, strict=True):
         texts.append(
             (label, (x0 - tick - 2 / 72, at), _LABEL_PT, "right", "center", "black", False)
         )
     if last_row:
-        for at, k in zip(x_at, x_ticks, strict=True):
+        for at, k in zip(x_at, scale.x_ticks, strict=True):
             p = s.periods[k]
             label = p[5:10] if s.granularity == "day" else p[5:13].replace("T", " ") + "h"
             texts.append(

@@ -174,7 +174,7 @@ def _metadata_dictionary() -> tuple[str, ...]:
 
 # The order of the rng draws is the reproducibility contract (same spec, same bytes).
 # size: one draw sequence in one function, so that order stays in sight (split, it hides)
-def _chunk(
+def _chunk(  # noqa: PLR0915 (the size reason above)
     *,
     spec: SimulationSpec,
     use_case: str,
