@@ -3,7 +3,8 @@
 Generated canonical records carry extra keys (any JSON value, null included) and sometimes their
 own ``metadata`` object whose keys may collide with the extras; after ingest each stored row's
 metadata holds the record's metadata untouched plus every extra key (a colliding one as
-``record.<key>``).
+``record.<key>``). Generated OTLP spans carry extra span and resource attributes of every value
+kind; each lands in its span's metadata with the value as written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tasks.ingest.log_formats import FIELD_NAMES
+from tasks.ingest.log_formats import FIELD_NAMES, OTEL
 from tasks.ingest.pipeline import ingest_paths
 from tasks.warehouse.connection import apply_schema
 
@@ -82,4 +83,67 @@ def test_every_input_field_lands_in_a_column_or_in_metadata(records: list[dict[s
         for key, value in rec["extras"].items():
             expected["record." + key if key in own else key] = value
         assert metadata == expected
+    con.close()
+
+
+# OTLP attribute values as exporters write them: the kind names the JSON value's type (an
+# intValue is a string in OTLP JSON, a number from some SDKs)
+_OTLP_VALUE = (
+    st.builds(lambda v: ("stringValue", v), st.text(max_size=12))
+    | st.builds(lambda v: ("intValue", v), st.integers(-(10**9), 10**9) | st.just("42"))
+    | st.builds(lambda v: ("doubleValue", v), st.sampled_from([0.5, -1.25, 1e-3]))
+    | st.builds(lambda v: ("boolValue", v), st.booleans())
+)
+_SPAN_KEYS = {key for paths in OTEL.sources.values() for path in paths for key in path[:1]}
+_ATTR_KEYS = _KEYS.filter(lambda k: k not in _SPAN_KEYS and not k.startswith("otel."))
+
+
+def _otlp(attributes: dict[str, tuple[str, Any]]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": {kind: v}} for k, (kind, v) in attributes.items()]
+
+
+@pytest.mark.slow  # 3-5 s: 15 generated files of spans, each ingested through DuckDB
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.dictionaries(_ATTR_KEYS, _OTLP_VALUE, max_size=4), min_size=1, max_size=3),
+    st.dictionaries(_ATTR_KEYS, _OTLP_VALUE, max_size=3),
+)
+def test_every_span_attribute_lands_in_a_column_or_in_metadata(
+    spans: list[dict[str, tuple[str, Any]]], resource: dict[str, tuple[str, Any]]
+) -> None:
+    """An OTLP line of spans with extra span and resource attributes (the span's win on a clash):
+    each extra attribute is in the span's metadata with the value as written."""
+    known = {
+        "gen_ai.request.model": ("stringValue", "gpt-4o-mini"),
+        "gen_ai.usage.input_tokens": ("intValue", "10"),
+        "gen_ai.usage.output_tokens": ("intValue", 5),
+        "llmopt.use_case": ("stringValue", "support-summarize"),
+    }
+    body = [
+        {
+            "spanId": f"{i:016x}",
+            "traceId": "ab" * 16,
+            "startTimeUnixNano": "1790845200000000000",
+            "endTimeUnixNano": "1790845200500000000",
+            "attributes": _otlp({**extra, **known}),
+        }
+        for i, extra in enumerate(spans)
+    ]
+    line = {
+        "resourceSpans": [
+            {"resource": {"attributes": _otlp(resource)}, "scopeSpans": [{"spans": body}]}
+        ]
+    }
+    con = duckdb.connect()
+    apply_schema(con)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spans.jsonl"
+        path.write_text(json.dumps(line) + "\n", encoding="utf-8")
+        report = ingest_paths([path], con=con, validate=False, shape="otel")
+    assert report.ingested == len(spans), report.to_dict()
+    stored = dict(con.execute("SELECT request_id, metadata FROM usage_logs").fetchall())
+    for i, extra in enumerate(spans):
+        metadata = json.loads(stored[f"{i:016x}"])
+        expected = {k: v for k, (_, v) in {**resource, **extra}.items()}
+        assert {k: metadata.get(k, "<missing>") for k in expected} == expected
     con.close()
