@@ -47,9 +47,10 @@ __all__ = [
     "tag_chunk",
 ]
 
-# rows per Arrow record batch of a text chunk: a few batches per thread for DuckDB's scan
+# rows per Arrow record batch of a text chunk: a few batches per thread for DuckDB's scan, and
+# text per batch at most (long lines: see tag_chunk), less on the full path (_classify_text)
 _BATCH_ROWS = 16_384
-# text per record batch of a chunk on the full path (spans, leftovers): see _classify_text
+_BATCH_BYTES = 2 * 2**20
 _CLASSIFY_BATCH_BYTES = 2**20
 
 # lines of a text file whose models are priced before its first one-pass insert
@@ -101,8 +102,20 @@ def tag_chunk(table: pa.Table | ParquetSlice, path: str, file_no: int) -> pa.Tab
     table = table.append_column("__file", name)
     table = table.append_column("__file_no", pa.array(np.full(n, file_no, dtype=np.int32)))
     # DuckDB scans an Arrow table one record batch per thread: a chunk read as one batch kept
-    # the whole per-line SQL on one core (zero-copy slices; the schema keeps its metadata)
-    return pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), table.schema)
+    # the whole per-line SQL on one core. Long lines make smaller batches: a 64 MiB chunk of
+    # LiteLLM rows with stored prompts (6 KB) was one batch; in 2 MiB batches 50,000 of them
+    # 4.1 -> 3.3 s and 1.7 -> 0.8 GB RSS without the larger memory limit (LiteLLM lines of 1.7 KB
+    # 3.7-3.9 -> 4.2 s, 1.35 -> 0.75 GB; canonical lines keep 16,384-line batches)
+    return _batched(table, _BATCH_BYTES)
+
+
+def _batched(table: pa.Table, max_bytes: int) -> pa.Table:
+    """``table`` in record batches of at most ``_BATCH_ROWS`` rows and about ``max_bytes`` of
+    ``raw`` text (zero-copy slices; the schema keeps its metadata)."""
+    rows = _BATCH_ROWS
+    if table.num_rows and "raw" in table.column_names:
+        rows = max(1, min(rows, max_bytes * table.num_rows // max(1, table.column("raw").nbytes)))
+    return pa.Table.from_batches(table.to_batches(max_chunksize=rows), table.schema)
 
 
 def _mark_seen(con: duckdb.DuckDBPyConnection, source: str, key: str) -> str:
@@ -231,12 +244,11 @@ def _classify_text(
     The chunk is scanned in record batches of about 1 MiB of text: DuckDB scans an Arrow table
     one batch per thread, and a 16 MiB chunk of OTel lines (14,000 lines of one span) was one
     batch, so one core flattened every span. 100,000 spans one a line 4.0-4.2 -> 2.9 s, and
-    the first chunk no longer needs the larger memory limit (RSS 1.2 -> 0.65 GB). Not on the
-    one-pass path: 150,000 LiteLLM lines took 12% longer in 1 MiB batches.
+    the first chunk no longer needs the larger memory limit (RSS 1.2 -> 0.65 GB; in 2 MiB
+    batches it still did). The one-pass path keeps 2 MiB batches: 150,000 LiteLLM lines took
+    12% longer in 1 MiB ones.
     """
-    rows = _CLASSIFY_BATCH_BYTES * chunk.num_rows // max(1, chunk.column("raw").nbytes)
-    batches = chunk.to_batches(max_chunksize=max(1, min(_BATCH_ROWS, rows)))
-    _chunk = pa.Table.from_batches(batches, chunk.schema)  # read by DuckDB's replacement scan
+    _chunk = _batched(chunk, _CLASSIFY_BATCH_BYTES)  # read by DuckDB's replacement scan
     classify = classify_sql(
         shape,
         "text",

@@ -78,11 +78,10 @@ class MemoryLimit:
     transaction runs out of the ingest's own (:data:`INGEST_MEMORY_LIMIT`).
 
     The memory an ingest needs is not all in its chunk: DuckDB's JSON functions keep buffers
-    per 2,048-row vector, per expression and per thread, which cannot spill. For wide records
-    (LiteLLM spend logs with stored prompts, 6 KB a line: out of 384 MB even in chunks of
-    2,048 lines, 2026-12-01) the limit is too little; for the canonical shape and for LiteLLM
-    rows without prompts it is enough (their nested metadata is parsed once per line since
-    2026-12-01: 800 -> 330 MB of buffers for a 122,880-line chunk). The transaction that ran
+    per 2,048-row vector, per expression and per thread, which cannot spill. For OTel lines of
+    100 spans or more the limit is too little; LiteLLM spend logs with stored prompts (6 KB a
+    line) needed more too until chunks were scanned in 2 MiB record batches (2026-12-01); the
+    canonical shape never did. The transaction that ran
     out is rolled back and run again under :data:`RETRY_MEMORY_LIMIT`; the next ones start
     under it too (their first try would fail the same way). The run's end gives the ingest's
     limit back (:func:`ingest_settings` then gives the caller's).

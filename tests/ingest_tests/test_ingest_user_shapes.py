@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from genai_prices import Usage, calc_price
 
+from tasks.ingest import session
 from tasks.ingest.pipeline import UseCaseRules, ingest_paths
 
 
@@ -154,14 +155,20 @@ def test_bom_jsonl_of_canonical_records(
 
 @pytest.mark.slow
 def test_a_litellm_export_too_wide_for_the_ingest_limit_goes_in_on_a_second_try(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, memory_raises: list[bool]
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+    kit: Any,
+    memory_raises: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two files of 12,500 LiteLLM spend-log lines with stored prompts (``messages`` and
-    ``response``, as with ``store_prompts_in_spend_logs``: 6 KB a line) run out of the ingest's
+    ``response``, as with ``store_prompts_in_spend_logs``: 6 KB a line) ran out of the ingest's
     384 MB whatever the chunk size. The first file's transaction is rolled back and run once
     more under a larger limit, which the second file starts under (its first try would fail
     the same way); everything lands, the prompts in metadata, and the caller's limit is given
-    back."""
+    back. (In 2 MiB record batches these lines now fit in 384 MB; the ingest's limit is cut to
+    128 MB here so that the first try still runs out.)"""
+    monkeypatch.setattr(session, "INGEST_MEMORY_LIMIT", "128MB")
     lines = (kit.FIXTURES / "litellm_spend_logs_bom.jsonl").read_text(encoding="utf-8-sig")
     base = [json.loads(line) for line in lines.splitlines()]
     prompt = [{"role": "user", "content": "Summarise this ticket. " * 180}]
