@@ -4,7 +4,8 @@ Generated canonical records carry extra keys (any JSON value, null included) and
 own ``metadata`` object whose keys may collide with the extras; after ingest each stored row's
 metadata holds the record's metadata untouched plus every extra key (a colliding one as
 ``record.<key>``). Generated OTLP spans carry extra span and resource attributes of every value
-kind; each lands in its span's metadata with the value as written.
+kind; each lands in its span's metadata with the value as written. OTLP documents with anything
+where their parts go are ingested without failing the file, every span or line accounted for.
 """
 
 from __future__ import annotations
@@ -146,4 +147,69 @@ def test_every_span_attribute_lands_in_a_column_or_in_metadata(
         metadata = json.loads(stored[f"{i:016x}"])
         expected = {k: v for k, (_, v) in {**resource, **extra}.items()}
         assert {k: metadata.get(k, "<missing>") for k in expected} == expected
+    con.close()
+
+
+# any JSON where an OTLP document's parts go: wrong types, nulls, empty and nested lists
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_SPAN_PART = st.fixed_dictionaries(
+    {},
+    optional={
+        "spanId": _ANY,
+        "attributes": _ANY
+        | st.lists(st.fixed_dictionaries({"key": _ANY, "value": _ANY}), max_size=2),
+        "events": _ANY,
+        "status": _ANY,
+        "startTimeUnixNano": _ANY,
+    },
+)
+_OTLP_DOC = st.fixed_dictionaries(
+    {
+        "resourceSpans": _ANY
+        | st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "resource": _ANY | st.fixed_dictionaries({"attributes": _ANY}),
+                    "scopeSpans": _ANY
+                    | st.lists(
+                        st.fixed_dictionaries({}, optional={"spans": _ANY | st.lists(_SPAN_PART)}),
+                        max_size=2,
+                    ),
+                },
+            ),
+            max_size=2,
+        )
+    },
+    optional={"attributes": _ANY, "context": _ANY},
+)
+
+
+@pytest.mark.slow  # 3-5 s: 15 generated files of malformed OTLP, each ingested through DuckDB
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_OTLP_DOC, min_size=1, max_size=4))
+def test_otlp_documents_of_any_shape_are_accounted_for_and_never_fail_the_file(
+    docs: list[dict[str, Any]],
+) -> None:
+    """Whatever sits where an OTLP document's parts go, the file is ingested (no error) and
+    every line is a span row, a quarantined span or a quarantined line: nothing is lost."""
+    con = duckdb.connect()
+    apply_schema(con)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "odd.jsonl"
+        path.write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")
+        report = ingest_paths([path], con=con, validate=False, shape="otel")
+    (item,) = report.files
+    assert item.error is None and item.status == "ingested", item
+    assert report.balanced, report.to_dict()
+    stored, held = con.execute(
+        "SELECT (SELECT count(*) FROM usage_logs), (SELECT count(*) FROM quarantine)"
+    ).fetchone() or (0, 0)
+    assert stored + held == item.lines_read >= len(docs)
     con.close()
