@@ -56,7 +56,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-BENCHES := simulator ingest experiments aa_nightly search allocation routing loop monitoring registry nightly scale
+BENCHES := simulator ingest ingest_shapes experiments aa_nightly search allocation routing loop monitoring registry nightly scale
 
 # Full-size benchmarks (tens of minutes on 2 cores); `make bench QUICK=--quick` for a smoke run.
 # Each prints a table and writes data/benchmarks/<name>.json beside its DuckDB / scipy baseline.
