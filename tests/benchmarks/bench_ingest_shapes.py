@@ -113,7 +113,7 @@ def _ours(source: Path, db: Path) -> dict[str, Any]:
         raises.append(raised)
         return raised
 
-    session.MemoryLimit.raise_once = counted  # type: ignore[method-assign]
+    setattr(session.MemoryLimit, "raise_once", counted)  # noqa: B010 (counted, in this child only)
     con = connect(path=db)
     con.execute(SETTINGS)
     with Clock() as clock:
