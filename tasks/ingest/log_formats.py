@@ -102,6 +102,22 @@ def _same(names: Iterable[str]) -> dict[str, tuple[KeyPath, ...]]:
 
 CANONICAL = Shape(name="canonical", sources=_same(FIELD_NAMES))
 
+
+def _epoch_ms(expr: str) -> str:
+    """SQL: milliseconds since the epoch of a time written as ISO text or as an epoch number
+    (seconds, ms, us or ns, told apart by size as for the record's timestamp), or NULL.
+
+    >>> import duckdb
+    >>> times = "(VALUES ('2026-10-02T09:15:01.5'), ('1790932501500'), ('1790932501.5')) t(x)"
+    >>> duckdb.sql(f"SELECT {_epoch_ms('x')} FROM {times}").fetchall()
+    [(1790932501500.0,), (1790932501500.0,), (1790932501500.0,)]
+    """
+    n = f"TRY_CAST({expr} AS DOUBLE)"
+    scale = f"CASE WHEN abs({n}) >= 1e17 THEN 1e-6 WHEN abs({n}) >= 1e14 THEN 1e-3"
+    scale += f" WHEN abs({n}) >= 1e11 THEN 1 ELSE 1e3 END"
+    return f"coalesce({n} * {scale}, epoch_ms(TRY_CAST({expr} AS TIMESTAMP)))"
+
+
 _LITELLM_MD: tuple[str, ...] = ("prompt_id", "config_id", "experiment_id", "variant_id")
 _LITELLM_MD += ("propensity", "temperature", "top_p", "max_tokens", "quality", "feedback")
 _LITELLM_MD += ("task_type", "user_segment", "region", "language", "error_type")
@@ -138,11 +154,12 @@ LITELLM = Shape(
         **{name: (("metadata", name),) for name in _LITELLM_MD},
     },
     exprs={
-        # request_duration_ms is recent; older exports only have start/end times
-        "latency_ms": "coalesce(x_latency_ms, CAST(epoch_ms(TRY_CAST(x_aux_end AS TIMESTAMP))"
-        " - epoch_ms(TRY_CAST(x_timestamp AS TIMESTAMP)) AS VARCHAR))",
-        "ttft_ms": "CAST(epoch_ms(TRY_CAST(x_aux_first_token AS TIMESTAMP))"
-        " - epoch_ms(TRY_CAST(x_timestamp AS TIMESTAMP)) AS VARCHAR)",
+        # request_duration_ms is recent; older exports only have start/end times, as text or,
+        # from pandas' to_json, as epoch milliseconds
+        "latency_ms": f"coalesce(x_latency_ms, CAST({_epoch_ms('x_aux_end')}"
+        f" - {_epoch_ms('x_timestamp')} AS VARCHAR))",
+        "ttft_ms": f"CAST({_epoch_ms('x_aux_first_token')}"
+        f" - {_epoch_ms('x_timestamp')} AS VARCHAR)",
     },
     naive_timestamps_are_utc=True,
 )

@@ -3,6 +3,7 @@ provider-prefixed models, cached / reasoning tokens, and use cases from configur
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -342,3 +343,34 @@ def test_console_spans_keep_their_exception_and_evaluation_events(
     assert rows["0x01"]["use_case"] == "kb-bot" and rows["0x01"]["input_tokens"] == 300
     assert rows["0x02"]["quality"] == pytest.approx(0.75) and rows["0x02"]["status"] == "success"
     assert rows["0x02"]["metadata"]["gen_ai.evaluation.name"] == "helpful"
+
+
+def test_litellm_rows_written_by_pandas_with_epoch_times_keep_their_latency(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """``DataFrame.to_json`` writes datetimes as epoch milliseconds by default: a spend-log export
+    of a LiteLLM version without ``request_duration_ms`` had every row quarantined for a missing
+    latency. Start, end and first-token times are read as ISO text or as epoch numbers (a row
+    mixing seconds and ISO text too)."""
+    rows = json.loads((kit.FIXTURES / "litellm_spend_logs.json").read_text(encoding="utf-8"))
+
+    def epoch_ms(text: str) -> int:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return round(moment.replace(tzinfo=moment.tzinfo or dt.UTC).timestamp() * 1000)
+
+    lines = []
+    for source in rows[:3]:
+        row = {k: v for k, v in source.items() if k != "request_duration_ms"}
+        for key in ("startTime", "endTime", "completionStartTime"):
+            row[key] = epoch_ms(row[key]) if row.get(key) else row.get(key)
+        lines.append(row)
+    mixed = dict(lines[0], request_id="mixed", startTime=lines[0]["startTime"] / 1000)
+    mixed["endTime"] = rows[0]["endTime"]  # ISO text beside an epoch in seconds
+    lines.append(mixed)
+    path = kit.write_jsonl(tmp_path / "pandas_export.jsonl", lines)
+    report = kit.ingest(con, [path], use_cases=UseCaseRules(default="misc"))
+    assert (report.ingested, report.quarantine_by_reason) == (4, {})
+    got = {r["request_id"]: (r["latency_ms"], r["ttft_ms"]) for r in kit.rows(con)}
+    assert got["chatcmpl-9f1c2a7e-0001"] == (900.0, 300.0)
+    assert got["chatcmpl-9f1c2a7e-0002"] == (4500.0, 800.0)
+    assert got["mixed"][0] == 900.0
