@@ -13,6 +13,7 @@ JSONL line splitter.
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -369,13 +370,39 @@ def iter_plain_csv(
             yield rows if lines else csv_as_json(con, rows)
 
 
+def _python_literal_as_json(cell: str) -> str:
+    """A dict or list cell as pandas' ``to_csv`` writes it (Python's repr: single quotes,
+    ``True``, ``None``) as JSON text; any other cell unchanged.
+
+    A LiteLLM spend-log table read with ``pandas.read_sql`` holds its JSONB columns as dicts,
+    and ``to_csv`` writes their repr: without this, ``metadata.use_case`` was unreadable and
+    every row was quarantined ``no_use_case``. Only ``ast.literal_eval`` (literals, no code) of
+    a cell that cannot be JSON (``{'`` or ``['`` is never valid JSON).
+
+    >>> _python_literal_as_json("{'use_case': 'faq', 'ok': True, 'tags': ['a'], 'x': None}")
+    '{"use_case": "faq", "ok": true, "tags": ["a"], "x": null}'
+    >>> _python_literal_as_json("{'when': datetime.date(2026, 1, 1)}")  # not a literal: kept
+    "{'when': datetime.date(2026, 1, 1)}"
+    """
+    if not cell.startswith(("{'", "['", "[{'")):
+        return cell
+    try:
+        value = ast.literal_eval(cell)
+        if isinstance(value, dict | list):
+            return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        pass
+    return cell
+
+
 def _csv_record(header: list[str], row: list[str]) -> tuple[str, str | None]:
     if len(row) != len(header):
         text = json.dumps({"header": header, "fields": row}, ensure_ascii=False)
         reason: str | None = "malformed_row"
     else:
         text = json.dumps(
-            {k: v for k, v in zip(header, row, strict=True) if v != ""}, ensure_ascii=False
+            {k: _python_literal_as_json(v) for k, v in zip(header, row, strict=True) if v != ""},
+            ensure_ascii=False,
         )
         reason = None
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -374,3 +375,25 @@ def test_litellm_rows_written_by_pandas_with_epoch_times_keep_their_latency(
     assert got["chatcmpl-9f1c2a7e-0001"] == (900.0, 300.0)
     assert got["chatcmpl-9f1c2a7e-0002"] == (4500.0, 800.0)
     assert got["mixed"][0] == 900.0
+
+
+def test_a_litellm_table_saved_by_pandas_to_csv_reads_its_dict_columns(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """``pandas.read_sql`` of LiteLLM's table gives dicts and lists for its JSONB columns, and
+    ``to_csv`` writes their Python repr (``{'use_case': ...}``): the use case in
+    ``metadata`` was unreadable and every row was quarantined ``no_use_case``."""
+    rows = json.loads((kit.FIXTURES / "litellm_spend_logs.json").read_text(encoding="utf-8"))
+    path = tmp_path / "spend_logs.csv"
+    pd.DataFrame(rows[:3]).to_csv(path, index=False)
+    assert "{'use_case': 'support-summarize'" in path.read_text(encoding="utf-8")
+    report = kit.ingest(con, [path])
+    assert report.files[0].shape == "litellm"
+    assert (report.ingested, report.quarantine_by_reason) == (3, {})
+    got = _rows(con, kit)
+    first = got["chatcmpl-9f1c2a7e-0001"]
+    assert first["use_case"] == "support-summarize" and first["temperature"] == 0.3
+    assert first["metadata"]["user_api_key_alias"] == "support-bot"  # a dict again, not text
+    second = got["chatcmpl-9f1c2a7e-0002"]  # no metadata.use_case: its first request tag
+    assert second["use_case"] == "code-review" and second["prompt_id"] == "review-v3"
+    assert got["chatcmpl-9f1c2a7e-0003"]["use_case"] == "sales-email"
