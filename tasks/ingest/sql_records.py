@@ -258,7 +258,13 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     # in key order, duplicates and nulls included) instead of one json_extract of the line
     # per extra key; `dyn` (a few fallback keys) and `clash` (extra keys also in the record's
     # metadata, usually none) are short. A 15,000-line LiteLLM chunk: 1.95 -> 0.88 s.
-    extra = f"NOT list_contains({consumed}, k) AND NOT coalesce(list_contains(dyn, k), false)"
+
+    def extra(key: str) -> str:  # the key (SQL) is an extra key: it goes to metadata
+        return (
+            f"NOT list_contains({consumed}, {key}) AND NOT coalesce(list_contains(dyn, {key}),"
+            " false)"
+        )
+
     label = f"CASE WHEN list_contains(clash, p[1]) THEN '{COLLISION_PREFIX}' || p[1] ELSE p[1] END"
     # no CASE around the lambdas: DuckDB runs list lambdas under a CASE branch 2-3x slower
     # (a 60,000-line LiteLLM chunk's metadata 1.7 -> 0.5 s); lines without extra keys give the
@@ -267,8 +273,8 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     pairs = (
         "array_to_string(list_transform(list_filter("
         f"list_zip({some.format('keys')}, json_extract({some.format('doc')}, '$.*')),"
-        " lambda p: {}),".format(extra.replace("k)", "p[1])").replace("(k,", "(p[1],"))
-        + f" lambda p: to_json({label}) || ':' || p[2]::VARCHAR), ',')"
+        f" lambda p: {extra('p[1]')}),"
+        f" lambda p: to_json({label}) || ':' || p[2]::VARCHAR), ',')"
     )
     return f"""
     SELECT __file, __file_no, line_no, rec_no, raw, pre_reason, pre_detail,
@@ -278,7 +284,7 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
       SELECT *, list_intersect(ek, mk) AS clash
       FROM (
         SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
-               list_filter(keys, lambda k: {extra}) AS ek
+               list_filter(keys, lambda k: {extra("k")}) AS ek
         FROM (
             SELECT *, {_record_metadata_sql(shape)} AS md, {dynamic} AS dyn
             FROM (
