@@ -195,8 +195,8 @@ def _stream(
     query, params = _query(SPEND_LOGS_TABLE, None if mark is None else mark[0] - overlap)
     total = Counts()
     # a batch that runs out of the ingest's memory is rolled back and run again under the
-    # larger limit, which then stays for the rest of the pull (spend logs with stored prompts,
-    # 6 KB a row, need it for every batch)
+    # larger limit, which then stays for the rest of the pull (its later batches would run out
+    # the same way)
     with MemoryLimit(con) as limit, psycopg.connect(_libpq_url(url), connect_timeout=10) as pg:
         pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         pg.read_only = True

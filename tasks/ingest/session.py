@@ -81,10 +81,10 @@ class MemoryLimit:
     per 2,048-row vector, per expression and per thread, which cannot spill. For OTel lines of
     100 spans or more the limit is too little; LiteLLM spend logs with stored prompts (6 KB a
     line) needed more too until chunks were scanned in 2 MiB record batches (2026-12-01); the
-    canonical shape never did. The transaction that ran
-    out is rolled back and run again under :data:`RETRY_MEMORY_LIMIT`; the next ones start
-    under it too (their first try would fail the same way). The run's end gives the ingest's
-    limit back (:func:`ingest_settings` then gives the caller's).
+    canonical shape never did. The transaction that ran out is rolled back and run again under
+    :data:`RETRY_MEMORY_LIMIT`; the next ones start under it too (their first try would fail
+    the same way). The run's end gives the ingest's limit back (:func:`ingest_settings` then
+    gives the caller's).
 
     Args:
         con: the warehouse connection, under :func:`ingest_settings`.
