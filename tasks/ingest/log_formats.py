@@ -103,9 +103,27 @@ def _same(names: Iterable[str]) -> dict[str, tuple[KeyPath, ...]]:
 CANONICAL = Shape(name="canonical", sources=_same(FIELD_NAMES))
 
 
+def epoch_seconds_sql(number: str) -> str:
+    """SQL: seconds since the epoch of an epoch number in seconds, ms, us or ns, told apart by
+    its size (the record timestamp's rule, for every shape).
+
+    Args:
+        number: SQL of the number (DOUBLE).
+
+    >>> import duckdb
+    >>> values = "(VALUES (1790932501.5), (1790932501500), (1790932501500000)) t(x)"
+    >>> duckdb.sql(f"SELECT {epoch_seconds_sql('x')} FROM {values}").fetchall()
+    [(1790932501.5,), (1790932501.5,), (1790932501.5,)]
+    """
+    return (
+        f"{number} / CASE WHEN abs({number}) >= 1e17 THEN 1e9 WHEN abs({number}) >= 1e14"
+        f" THEN 1e6 WHEN abs({number}) >= 1e11 THEN 1e3 ELSE 1 END"
+    )
+
+
 def _epoch_ms(expr: str) -> str:
     """SQL: milliseconds since the epoch of a time written as ISO text or as an epoch number
-    (seconds, ms, us or ns, told apart by size as for the record's timestamp), or NULL.
+    (:func:`epoch_seconds_sql`), or NULL.
 
     >>> import duckdb
     >>> times = "(VALUES ('2026-10-02T09:15:01.5'), ('1790932501500'), ('1790932501.5')) t(x)"
@@ -113,9 +131,7 @@ def _epoch_ms(expr: str) -> str:
     [(1790932501500.0,), (1790932501500.0,), (1790932501500.0,)]
     """
     n = f"TRY_CAST({expr} AS DOUBLE)"
-    scale = f"CASE WHEN abs({n}) >= 1e17 THEN 1e-6 WHEN abs({n}) >= 1e14 THEN 1e-3"
-    scale += f" WHEN abs({n}) >= 1e11 THEN 1 ELSE 1e3 END"
-    return f"coalesce({n} * {scale}, epoch_ms(TRY_CAST({expr} AS TIMESTAMP)))"
+    return f"coalesce(({epoch_seconds_sql(n)}) * 1000, epoch_ms(TRY_CAST({expr} AS TIMESTAMP)))"
 
 
 _LITELLM_MD: tuple[str, ...] = ("prompt_id", "config_id", "experiment_id", "variant_id")
@@ -335,5 +351,6 @@ __all__ = [
     "SHAPE_BY_NAME",
     "Shape",
     "detect_shape",
+    "epoch_seconds_sql",
     "status_sql",
 ]

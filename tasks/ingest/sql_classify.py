@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape, status_sql
+from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape, epoch_seconds_sql, status_sql
 from tasks.ingest.pricing import cost_sql, price_join_sql
 
 __all__ = [
@@ -87,10 +87,7 @@ def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
         f"\\s*(Z|z|UTC|GMT|[+-][0-9]{{2}}(:?[0-9]{{2}})?)') AS t_zoned",
     ]
     number = "TRY_CAST(t_text AS DOUBLE)"
-    epoch = (
-        f"to_timestamp({number} / CASE WHEN abs({number}) >= 1e17 THEN 1e9"
-        f" WHEN abs({number}) >= 1e14 THEN 1e6 WHEN abs({number}) >= 1e11 THEN 1e3 ELSE 1 END)"
-    )
+    epoch = f"to_timestamp({epoch_seconds_sql(number)})"
     naive_value = "timezone('UTC', TRY_CAST(t_text AS TIMESTAMP))" if assume_utc else "NULL"
     expr = (
         f"CASE WHEN x_timestamp IS NULL THEN NULL WHEN t_numeric THEN {epoch}"
