@@ -219,6 +219,13 @@ def _columns(options: dict[str, list[tuple[str, str | None]]]) -> list[str]:
     ]
 
 
+def _extra_key_sql(key: str, consumed: str) -> str:
+    """SQL: the key (``key``, SQL) is an extra key, for metadata: not one a column consumed
+    (``consumed``, an SQL list) nor one of the record's used fallbacks (``dyn``)."""
+    used = f"coalesce(list_contains(dyn, {key}), false)"
+    return f"NOT list_contains({consumed}, {key}) AND NOT {used}"
+
+
 def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     """``_rec`` from ``_chunk`` for JSON text records: x_* values as text, extras as JSON.
 
@@ -259,12 +266,6 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     # per extra key; `dyn` (a few fallback keys) and `clash` (extra keys also in the record's
     # metadata, usually none) are short. A 15,000-line LiteLLM chunk: 1.95 -> 0.88 s.
 
-    def extra(key: str) -> str:  # the key (SQL) is an extra key: it goes to metadata
-        return (
-            f"NOT list_contains({consumed}, {key}) AND NOT coalesce(list_contains(dyn, {key}),"
-            " false)"
-        )
-
     label = f"CASE WHEN list_contains(clash, p[1]) THEN '{COLLISION_PREFIX}' || p[1] ELSE p[1] END"
     # no CASE around the lambdas: DuckDB runs list lambdas under a CASE branch 2-3x slower
     # (a 60,000-line LiteLLM chunk's metadata 1.7 -> 0.5 s); lines without extra keys give the
@@ -273,7 +274,7 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
     pairs = (
         "array_to_string(list_transform(list_filter("
         f"list_zip({some.format('keys')}, json_extract({some.format('doc')}, '$.*')),"
-        f" lambda p: {extra('p[1]')}),"
+        f" lambda p: {_extra_key_sql('p[1]', consumed)}),"
         f" lambda p: to_json({label}) || ':' || p[2]::VARCHAR), ',')"
     )
     return f"""
@@ -284,7 +285,7 @@ def text_records_sql(shape: Shape, source: str = "_chunk") -> str:
       SELECT *, list_intersect(ek, mk) AS clash
       FROM (
         SELECT *, CASE WHEN md IS NOT NULL THEN json_keys(md) END AS mk,
-               list_filter(keys, lambda k: {extra("k")}) AS ek
+               list_filter(keys, lambda k: {_extra_key_sql("k", consumed)}) AS ek
         FROM (
             SELECT *, {_record_metadata_sql(shape)} AS md, {dynamic} AS dyn
             FROM (
