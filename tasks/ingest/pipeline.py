@@ -6,7 +6,8 @@ Why this shape:
   :mod:`tasks.ingest.readers`) and each chunk is classified in SQL
   (:mod:`tasks.ingest.sql_records`, :mod:`tasks.ingest.sql_classify`); rows never become
   Python objects.
-* **All or nothing per file.** One DuckDB transaction per file covers the rows, the quarantine,
+* **All or nothing per file.** One DuckDB transaction per file (or per group of small files of
+  one shape, :func:`tasks.ingest.plans.transaction_groups`) covers the rows, the quarantine,
   the price rows it needed, the validation result and the manifest entry. A crash leaves no
   partial file; re-running ingests it again. A file whose content hash is in the manifest is
   skipped; a JSONL file that grew since (same bytes up to the recorded offset) is read from
@@ -33,7 +34,7 @@ import datetime as dt
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,21 +45,14 @@ import pyarrow as pa
 from tasks.core.settings import Settings
 from tasks.ingest.chunks import Counts, dedupe_file, process_chunk, tag_chunk
 from tasks.ingest.errors import IngestError, IngestFileError
+from tasks.ingest.file_reads import file_chunks, read_group
 from tasks.ingest.log_formats import FIELD_NAMES, SHAPE_BY_NAME, SHAPES
-from tasks.ingest.paths import resolve_paths, sniff_json
+from tasks.ingest.paths import resolve_paths
 from tasks.ingest.plans import Plan, plan_file, transaction_groups, write_manifest
 from tasks.ingest.prefetch import prefetch
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
 from tasks.ingest.readers import (
-    CHUNK_BYTES,
-    ParquetSlice,
     TextCursor,
-    iter_csv,
-    iter_json_objects,
-    iter_jsonl,
-    iter_parquet,
-    iter_plain_csv,
-    plain_csv,
 )
 from tasks.ingest.report import FileIngestReport, IngestReport, WarehouseStatus, warehouse_status
 from tasks.ingest.session import MemoryLimit, ingest_settings
@@ -82,11 +76,6 @@ __all__ = [
     "warehouse_status",
 ]
 
-# whole DuckDB row groups (122,880 rows): no partial row group for the CHECKPOINT to merge
-# again (1.5 s of a 1 M-line JSONL ingest with 131,072-line chunks); bounded memory
-TEXT_CHUNK_ROWS, PARQUET_CHUNK_ROWS = 122_880, 16 * 122_880
-OTEL_CHUNK_BYTES = 16 * 2**20
-
 
 @dataclass(frozen=True)
 class _Options:
@@ -99,32 +88,6 @@ class _Options:
     use_cases: UseCaseRules | None
     on_chunk: Callable[[str, int], None] | None
     on_file: Callable[[FileIngestReport], None] | None = None
-
-
-def _chunks(
-    con: duckdb.DuckDBPyConnection,
-    plan: Plan,
-    chunk_rows: int | None,
-    cursor: TextCursor,
-    *,
-    csv_lines: bool = False,
-) -> Iterator[pa.Table] | Iterator[ParquetSlice]:
-    """The file's chunks; ``csv_lines``: a plain CSV file as physical lines (streamed files)."""
-    if plan.fmt == "parquet":
-        return iter_parquet(plan.path, chunk_rows or PARQUET_CHUNK_ROWS)
-    rows = chunk_rows or TEXT_CHUNK_ROWS
-    if plan.fmt == "csv":
-        if plain_csv(plan.path, plan.compressed):
-            return iter_plain_csv(con, plan.path, rows, lines=csv_lines)
-        return iter_csv(plan.path, plan.compressed, rows)
-    if plan.fmt == "json":
-        layout = sniff_json(plan.path, plan.compressed)
-        if layout != "jsonl":
-            return iter_json_objects(con, plan.path, layout, rows)
-    # spans: DuckDB's buffers while it flattens a 16 MiB chunk of them peak at 320-730 MB
-    # (smaller chunks avoided no retry and took longer: 8 MiB 3.9-6.3 s against 2.8-4.2 s)
-    limit = OTEL_CHUNK_BYTES if plan.shape == "otel" else CHUNK_BYTES
-    return iter_jsonl(plan.path, plan.compressed, rows, cursor, chunk_bytes=limit)
 
 
 def _report(plan: Plan, status: str, **values: Any) -> FileIngestReport:
@@ -140,21 +103,9 @@ def _report(plan: Plan, status: str, **values: Any) -> FileIngestReport:
     )
 
 
-def _read_small(
-    con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], chunk_rows: int | None
-) -> tuple[list[pa.Table], dict[int, str]]:
-    """Every chunk of a group of small files, read before their shared transaction."""
-    tables: list[pa.Table] = []
-    failed: dict[int, str] = {}
-    for plan in plans:
-        try:
-            for chunk in _chunks(con, plan, chunk_rows, TextCursor()):
-                tagged = tag_chunk(chunk, str(plan.path), plan.file_no)
-                assert isinstance(tagged, pa.Table)
-                tables.append(tagged)
-        except IngestFileError as exc:
-            failed[plan.file_no] = str(exc)
-    return tables, failed
+def _text_group(plans: Sequence[Plan]) -> bool:
+    """Several text files: read before their transaction, inserted as one table."""
+    return len(plans) > 1 and plans[0].fmt != "parquet"
 
 
 def _load(
@@ -164,40 +115,45 @@ def _load(
     options: _Options,
     counts: dict[int, Counts],
 ) -> dict[int, int | None]:
-    """Insert the rows of a group (read already) or stream one file; end lines per file."""
-    shape = SHAPE_BY_NAME[plans[0].shape]
+    """Insert the rows of a text group (read already) or stream each file; end lines per file."""
     common: dict[str, Any] = {
-        "shape": shape,
+        "shape": SHAPE_BY_NAME[plans[0].shape],
         "run_id": options.run_id,
         "now": options.now,
         "counts": counts,
         "use_cases": options.use_cases,
     }
-    if len(plans) > 1:
+    if _text_group(plans):
         if tables:
             process_chunk(con, pa.concat_tables(tables), **common)
         return {plan.file_no: None for plan in plans}
-    plan = plans[0]
+    return {plan.file_no: _stream(con, plan, options, common) for plan in plans}
+
+
+def _stream(
+    con: duckdb.DuckDBPyConnection, plan: Plan, options: _Options, common: dict[str, Any]
+) -> int | None:
+    """Insert one file chunk by chunk; its last line read when it can resume there."""
+    counts = common["counts"][plan.file_no]
     cursor = TextCursor(next_line=plan.resume_line, offset=plan.resume_offset)
     if plan.size > plan.resume_offset:
         # the next chunk is read in a thread while this one is inserted; that thread reads JSON
         # arrays through its own DuckDB connection, closed (with the thread) on any exit
         reader = con.cursor()
         tag = functools.partial(tag_chunk, path=str(plan.path), file_no=plan.file_no)
-        chunks = _chunks(reader, plan, options.chunk_rows, cursor, csv_lines=True)
+        chunks = file_chunks(reader, plan, options.chunk_rows, cursor, csv_lines=True)
         try:
             with contextlib.closing(prefetch(chunks, tag)) as tagged:
                 for chunk in tagged:
                     process_chunk(con, chunk, **common)
                     if options.on_chunk is not None:
-                        done = counts[plan.file_no]
-                        options.on_chunk(str(plan.path), done.lines_read + done.blank_lines)
+                        options.on_chunk(str(plan.path), counts.lines_read + counts.blank_lines)
         finally:
             reader.close()
         typed = plan.fmt == "parquet"
-        dedupe_file(con, shape, options.run_id, plan.file_no, counts[plan.file_no], typed=typed)
+        dedupe_file(con, common["shape"], options.run_id, plan.file_no, counts, typed=typed)
     resumable = plan.fmt == "jsonl" and not plan.compressed
-    return {plan.file_no: cursor.next_line - 1 if resumable else None}
+    return cursor.next_line - 1 if resumable else None
 
 
 def _validate(
@@ -214,18 +170,20 @@ def _validate(
 
 def _ingest_plans(
     con: duckdb.DuckDBPyConnection, plans: Sequence[Plan], options: _Options, limit: MemoryLimit
-) -> tuple[list[FileIngestReport], dict[str, Any] | None]:
-    """One transaction for one file (streamed) or for a group of small files (read first).
+) -> tuple[list[FileIngestReport], list[dict[str, Any]]]:
+    """One transaction for one file or a group of small files; their reports and validations.
 
     The validation runs inside the transaction, before the COMMIT that records the files in
     the manifest: a crash between the two cannot leave unvalidated rows behind. A transaction
     that runs out of the ingest's memory limit is rolled back and run once more under a larger
-    one, kept for the rest of the run (:class:`tasks.ingest.session.MemoryLimit`).
+    one, kept for the rest of the run (:class:`tasks.ingest.session.MemoryLimit`). A group
+    whose transaction fails is rolled back and run again file by file, so that one bad file
+    fails alone.
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     counts = {plan.file_no: Counts() for plan in plans}
-    tables, failed = _read_small(con, plans, options.chunk_rows) if len(plans) > 1 else ([], {})
+    tables, failed = read_group(con, plans, options.chunk_rows) if _text_group(plans) else ([], {})
     good = [plan for plan in plans if plan.file_no not in failed]
     validation = None
     con.execute("BEGIN TRANSACTION")
@@ -247,10 +205,14 @@ def _ingest_plans(
         con.execute("ROLLBACK")
         if limit.raise_once():
             return _ingest_plans(con, plans, options, limit)
+        if len(good) > 1:
+            return _one_by_one(con, plans, failed, options, limit)
         for plan in good:  # one line: DuckDB's message goes on with tuning hints
             failed[plan.file_no] = f"{plan.path}: {str(exc).splitlines()[0]}"
     except (IngestFileError, duckdb.Error, UnicodeError, ValueError) as exc:
         con.execute("ROLLBACK")
+        if len(good) > 1:
+            return _one_by_one(con, plans, failed, options, limit)
         for plan in good:
             message = str(exc) if isinstance(exc, IngestFileError) else f"{plan.path}: {exc}"
             failed[plan.file_no] = message
@@ -258,29 +220,48 @@ def _ingest_plans(
         con.execute("ROLLBACK")
         raise
     seconds = (time.perf_counter() - started) / max(len(plans), 1)
-    reports = []
+    reports = [_done(plan, counts[plan.file_no], failed, options, seconds) for plan in plans]
+    return reports, [validation] if validation else []
+
+
+def _one_by_one(
+    con: duckdb.DuckDBPyConnection,
+    plans: Sequence[Plan],
+    failed: dict[int, str],
+    options: _Options,
+    limit: MemoryLimit,
+) -> tuple[list[FileIngestReport], list[dict[str, Any]]]:
+    """A failed group again, one transaction per file (files that could not be read fail)."""
+    reports: list[FileIngestReport] = []
+    validations: list[dict[str, Any]] = []
     for plan in plans:
         if plan.file_no in failed:
-            reports.append(
-                _report(plan, "failed", ingest_id=None, error=failed[plan.file_no], seconds=seconds)
-            )
+            reports.append(_done(plan, Counts(), failed, options, 0.0))
             continue
-        c = counts[plan.file_no]
-        reports.append(
-            _report(
-                plan,
-                "ingested" if c.lines_read else "empty",
-                ingest_id=f"{options.run_id}-{plan.file_no:06d}",
-                lines_read=c.lines_read,
-                blank_lines=c.blank_lines,
-                ingested=c.ingested,
-                duplicates=c.duplicates,
-                quarantined=c.quarantined,
-                quarantine_by_reason=dict(sorted(c.reasons.items())),
-                seconds=seconds,
-            )
-        )
-    return reports, validation
+        done, checked = _ingest_plans(con, [plan], options, limit)
+        reports += done
+        validations += checked
+    return reports, validations
+
+
+def _done(
+    plan: Plan, c: Counts, failed: dict[int, str], options: _Options, seconds: float
+) -> FileIngestReport:
+    """The report of one file of a transaction that ended (``failed``: file_no -> why)."""
+    if plan.file_no in failed:
+        return _report(plan, "failed", ingest_id=None, error=failed[plan.file_no], seconds=seconds)
+    return _report(
+        plan,
+        "ingested" if c.lines_read else "empty",
+        ingest_id=f"{options.run_id}-{plan.file_no:06d}",
+        lines_read=c.lines_read,
+        blank_lines=c.blank_lines,
+        ingested=c.ingested,
+        duplicates=c.duplicates,
+        quarantined=c.quarantined,
+        quarantine_by_reason=dict(sorted(c.reasons.items())),
+        seconds=seconds,
+    )
 
 
 def ingest_paths(
@@ -376,8 +357,8 @@ def _ingest_files(
 
     with MemoryLimit(con) as limit:
         for group in transaction_groups(con, plans, skipped):
-            done, validation = _ingest_plans(con, group, options, limit)
-            validations += [validation] if validation else []
+            done, checked = _ingest_plans(con, group, options, limit)
+            validations += checked
             for item, report in zip(group, done, strict=True):
                 reports[item.file_no] = report
                 if options.on_file is not None:

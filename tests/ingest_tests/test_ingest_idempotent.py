@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.settings import REPO_ROOT
@@ -73,6 +75,40 @@ def test_two_thousand_tiny_files_in_a_folder(
     assert len(report.files) == 2000
     assert report.ingested == 2000 and report.quarantine_by_reason == {"malformed_json": 4}
     assert kit.counts(con) == (2000, 4)
+
+
+def test_small_parquet_files_share_a_transaction_and_a_bad_one_fails_alone(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """A day of Parquet files per use case is one transaction (one validation), not one each."""
+    days = tmp_path / "days"
+    days.mkdir()
+    for day in range(6):
+        rows = [kit.record(10 * day + i) for i in range(10)]
+        pq.write_table(pa.Table.from_pylist(rows), days / f"day-{day}.parquet")
+    report = ingest_paths([days], con=con, now=kit.NOW)  # validated
+    kit.assert_balanced(report)
+    assert [f.ingested for f in report.files] == [10] * 6
+    assert report.validation is not None and report.validation["total_rows"] == 60
+    validations = "SELECT count(*) FROM validation_results WHERE run_id = ?"
+    assert con.execute(validations, [report.run_id]).fetchone() == (1,)
+    manifest = "SELECT count(*), sum(ingested) FROM ingest_manifest WHERE run_id = ?"
+    assert con.execute(manifest, [report.run_id]).fetchone() == (6, 60)
+
+    more = tmp_path / "more"
+    more.mkdir()
+    for day in range(3):
+        rows = [kit.record(100 + 10 * day + i) for i in range(10)]
+        pq.write_table(pa.Table.from_pylist(rows), more / f"day-{day}.parquet")
+    whole = (more / "day-1.parquet").read_bytes()
+    (more / "day-1.parquet").write_bytes(whole[: len(whole) // 2] + whole[-8:])  # cut short
+    report = ingest_paths([more], con=con, now=kit.NOW)
+    kit.assert_balanced(report)
+    assert [f.status for f in report.files] == ["ingested", "failed", "ingested"]
+    assert "unreadable Parquet" in str(report.files[1].error)
+    # the group was rolled back and run again file by file: two transactions went in
+    assert con.execute(validations, [report.run_id]).fetchone() == (2,)
+    assert kit.counts(con) == (80, 0)
 
 
 @pytest.mark.slow  # ~1.9 s: a child process killed mid-file, then a re-run

@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks.ingest import pipeline
+from tasks.ingest import file_reads, pipeline
 from tasks.ingest.readers import CHUNK_BYTES, TextCursor, iter_jsonl
 from tasks.warehouse.connection import apply_schema
 
@@ -60,7 +60,7 @@ def test_otel_files_are_read_in_smaller_chunks(
         seen.append(chunk_bytes)
         return iter_jsonl(*args, chunk_bytes=chunk_bytes, **kwargs)
 
-    monkeypatch.setattr(pipeline, "iter_jsonl", spy)
+    monkeypatch.setattr(file_reads, "iter_jsonl", spy)
     otel = tmp_path / "spans.jsonl"
     otel.write_text(json.dumps({"resourceSpans": []}) + "\n", encoding="utf-8")
     plain = tmp_path / "calls.jsonl"
@@ -69,5 +69,5 @@ def test_otel_files_are_read_in_smaller_chunks(
     apply_schema(con)
     pipeline.ingest_paths([otel], con=con, validate=False, shape="otel")
     pipeline.ingest_paths([plain], con=con, validate=False)
-    assert seen == [pipeline.OTEL_CHUNK_BYTES, CHUNK_BYTES]
-    assert pipeline.OTEL_CHUNK_BYTES < CHUNK_BYTES
+    assert seen == [file_reads.OTEL_CHUNK_BYTES, CHUNK_BYTES]
+    assert file_reads.OTEL_CHUNK_BYTES < CHUNK_BYTES
