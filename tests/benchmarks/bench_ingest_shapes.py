@@ -7,7 +7,11 @@
 * LiteLLM spend-log lines (``tests/ingest_tests/fixtures/litellm_spend_logs.json`` rows with new
   ids), with an 800-character ``messages`` (1.7 KB a line) and with stored prompts
   (``messages`` and ``response``, as ``store_prompts_in_spend_logs`` writes them: 6 KB a line);
-  the fixture's first three rows, all of which go in.
+  the fixture's first three rows, all of which go in;
+* a folder of 200 small Parquet files of ``bench_ingest``'s canonical rows (a day and use case
+  each, as the simulator and many exporters write them), ingested **with** validation, as the
+  nightly flow does: small files share a transaction, so the Great Expectations suite runs once
+  per group and not once per file (bare DuckDB: ``read_parquet`` of the folder's glob).
 
 Each file is loaded in a fresh child process by bare DuckDB (``CREATE TABLE AS SELECT * FROM
 read_json(format = 'newline_delimited')``: nested types auto-detected, nothing flattened, priced
@@ -29,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench_ingest import ROWS_SQL
 from harness import REPO_ROOT, Clock, bench_parser, markdown_table, peak_rss_mib, write_result
 
 FIXTURES = REPO_ROOT / "tests" / "ingest_tests" / "fixtures"
@@ -36,6 +41,7 @@ SETTINGS = "SET threads = 2; SET memory_limit = '1500MB';"
 PROMPT = [{"role": "user", "content": "Summarise this ticket. " * 180}]
 _READ = "read_json('{}', format = 'newline_delimited')"
 ANSWER = {"choices": [{"message": {"content": "The customer asks for a refund. " * 60}}]}
+FOLDER_FILES = 200
 
 
 def _otlp_lines(n: int, per_line: int) -> Iterator[str]:
@@ -75,7 +81,7 @@ def _files(n: int, work: Path) -> dict[str, tuple[Path, int]]:
     }
     made["LiteLLM, 1.7 KB lines"] = _litellm_lines(n, stored_prompts=False)
     made["LiteLLM, stored prompts (6 KB)"] = _litellm_lines(n // 2, stored_prompts=True)
-    files = {}
+    files = {_PARQUET_FOLDER: (_parquet_folder(n, work / "folder"), n)}
     for number, (name, lines) in enumerate(made.items()):
         path = work / f"shape{number}.jsonl"
         # line by line: a spawned child starts from this process's peak RSS on Linux, so the
@@ -87,15 +93,41 @@ def _files(n: int, work: Path) -> dict[str, tuple[Path, int]]:
     return files
 
 
+_PARQUET_FOLDER = f"Parquet folder, {FOLDER_FILES} files (validated)"
+
+
+def _parquet_folder(n: int, folder: Path) -> Path:
+    """``n`` canonical rows in ``FOLDER_FILES`` Parquet files of one folder."""
+    import duckdb
+
+    folder.mkdir()
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE rows AS {ROWS_SQL.format(n=n, prefix='pq')}")
+    for part in range(FOLDER_FILES):
+        con.execute(
+            f"COPY (SELECT * FROM rows WHERE hash(request_id) % {FOLDER_FILES} = {part})"
+            f" TO '{folder / f'part-{part:03d}.parquet'}' (FORMAT parquet)"
+        )
+    con.close()
+    return folder
+
+
+def _files_of(path: Path) -> list[Path]:
+    return sorted(path.iterdir()) if path.is_dir() else [path]
+
+
 def _bare(source: Path, db: Path) -> dict[str, Any]:
     import duckdb
 
+    read = (
+        f"read_parquet('{source}/*.parquet')"
+        if source.is_dir()
+        else f"read_json('{source}', format = 'newline_delimited')"
+    )
     con = duckdb.connect(str(db))
     con.execute(SETTINGS)
     with Clock() as clock:
-        con.execute(
-            f"CREATE TABLE t AS SELECT * FROM read_json('{source}', format = 'newline_delimited')"
-        )
+        con.execute(f"CREATE TABLE t AS SELECT * FROM {read}")
     con.close()
     return {"seconds": clock.seconds, "peak_rss_mb": peak_rss_mib(), "raises": 0}
 
@@ -118,7 +150,10 @@ def _ours(source: Path, db: Path) -> dict[str, Any]:
     con.execute(SETTINGS)
     with Clock() as clock:
         report = ingest_paths(
-            [source], con=con, validate=False, use_cases=UseCaseRules(default="bench")
+            [source],
+            con=con,
+            validate=source.is_dir(),
+            use_cases=UseCaseRules(default="bench"),
         )
     con.close()
     assert report.balanced and not report.failed, report.to_dict()
@@ -127,6 +162,7 @@ def _ours(source: Path, db: Path) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mib(),
         "raises": sum(raises),
         "ingested": report.ingested,
+        "validations": (report.validation or {}).get("transactions", 1 if report.validation else 0),
     }
 
 
@@ -162,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "shape": name,
                     "records": records,
-                    "file_mb": round(path.stat().st_size / 1e6, 1),
+                    "file_mb": round(sum(f.stat().st_size for f in _files_of(path)) / 1e6, 1),
                     "bare_s": round(bare["seconds"], 2),
                     "ingest_s": round(ours["seconds"], 2),
                     "ratio_to_bare": round(ours["seconds"] / bare["seconds"], 2),
                     "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
                     "ingest_peak_rss_mb": round(ours["peak_rss_mb"]),
                     "larger_memory_limit": bool(ours["raises"]),
+                    "validations": ours["validations"],
                 }
             )
     finally:
