@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -83,6 +84,18 @@ class Counts:
         self.quarantined += part.quarantined
         for reason, count in part.reasons.items():
             self.reasons[reason] = self.reasons.get(reason, 0) + count
+
+    def report_fields(self) -> dict[str, Any]:
+        """These counts as the keyword arguments of a ``FileIngestReport`` (and its status)."""
+        return {
+            "status": "ingested" if self.lines_read else "empty",
+            "lines_read": self.lines_read,
+            "blank_lines": self.blank_lines,
+            "ingested": self.ingested,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "quarantine_by_reason": dict(sorted(self.reasons.items())),
+        }
 
 
 def tag_chunk(table: pa.Table | ParquetSlice, path: str, file_no: int) -> pa.Table | ParquetSlice:

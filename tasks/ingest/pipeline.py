@@ -250,18 +250,9 @@ def _done(
     """The report of one file of a transaction that ended (``failed``: file_no -> why)."""
     if plan.file_no in failed:
         return _report(plan, "failed", ingest_id=None, error=failed[plan.file_no], seconds=seconds)
-    return _report(
-        plan,
-        "ingested" if c.lines_read else "empty",
-        ingest_id=f"{options.run_id}-{plan.file_no:06d}",
-        lines_read=c.lines_read,
-        blank_lines=c.blank_lines,
-        ingested=c.ingested,
-        duplicates=c.duplicates,
-        quarantined=c.quarantined,
-        quarantine_by_reason=dict(sorted(c.reasons.items())),
-        seconds=seconds,
-    )
+    fields = c.report_fields()
+    ingest_id = f"{options.run_id}-{plan.file_no:06d}"
+    return _report(plan, fields.pop("status"), ingest_id=ingest_id, seconds=seconds, **fields)
 
 
 def ingest_paths(

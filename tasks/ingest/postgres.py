@@ -284,17 +284,12 @@ def pull_litellm(
             con.close()
     report = FileIngestReport(
         path=pull.key,
-        status="ingested" if total.lines_read else "empty",
         file_format="postgresql",
         shape="litellm",
         size_bytes=0,
         content_hash="",
         ingest_id=pull.run_id,
-        lines_read=total.lines_read,
-        ingested=total.ingested,
-        duplicates=total.duplicates,
-        quarantined=total.quarantined,
-        quarantine_by_reason=dict(sorted(total.reasons.items())),
         seconds=time.perf_counter() - started,
+        **total.report_fields(),
     )
     return IngestReport(run_id=pull.run_id, files=(report,), seconds=report.seconds)
