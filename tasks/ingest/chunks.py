@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from tasks.ingest.log_formats import Shape
 from tasks.ingest.pricing import ensure_model_prices
-from tasks.ingest.readers import ParquetSlice, csv_as_json, csv_header
+from tasks.ingest.readers import ParquetGroup, ParquetSlice, csv_as_json, csv_header
 from tasks.ingest.sql_classify import (
     USAGE_COLUMNS,
     candidates_sql,
@@ -204,6 +204,31 @@ def _insert_typed(
             ).fetchall()
         }
     return counts
+
+
+def _insert_typed_group(
+    con: duckdb.DuckDBPyConnection, run_id: str, now: dt.datetime
+) -> dict[int, Counts]:
+    """Typed rows of several files (:class:`ParquetGroup`): counts per file from ``_cls``.
+
+    As for one file, every valid row goes in and :func:`dedupe_file` removes repeated ids
+    after, file by file.
+    """
+    per_file = con.execute(
+        "SELECT __file_no, count(*), count(*) FILTER (WHERE reason IS NULL) FROM _cls GROUP BY 1"
+    ).fetchall()
+    con.execute(f"{_INSERT_SQL} ({candidates_sql('', '')})", [run_id])
+    result = {
+        int(f): Counts(lines_read=int(n), ingested=int(ok), quarantined=int(n) - int(ok))
+        for f, n, ok in per_file
+    }
+    if any(c.quarantined for c in result.values()):
+        con.execute(quarantine_sql(typed=True), [run_id, now])
+        for file_no, reason, count in con.execute(
+            "SELECT __file_no, reason, count(*) FROM _cls WHERE reason IS NOT NULL GROUP BY 1, 2"
+        ).fetchall():
+            result[int(file_no)].reasons[str(reason)] = int(count)
+    return result
 
 
 def _insert_text(
@@ -406,6 +431,40 @@ def dedupe_file(
     _moved_to_duplicates(counts, int(row[0]))
 
 
+def dedupe_group(
+    con: duckdb.DuckDBPyConnection, run_id: str, counts: dict[int, Counts], file_nos: list[int]
+) -> None:
+    """:func:`dedupe_file` for a :class:`ParquetGroup` inserted in one statement, in one pass.
+
+    Earlier means in an earlier file of the group (file order), an earlier line of the same
+    file, or stored by an ingest outside the group. Two statements for the group instead of
+    two per file (200 files: 14 s of 19).
+
+    Args:
+        con: the warehouse, inside the group's transaction.
+        run_id: this ingest run.
+        counts: per file number, the running counts (rows moved from ingested to duplicates).
+        file_nos: the group's files.
+    """
+    params = {"ids": [f"{run_id}-{no:06d}" for no in file_nos]}
+    group = "list_contains(CAST($ids AS VARCHAR[]), ingest_id)"
+    gone = con.execute(
+        f"DELETE FROM usage_logs WHERE {group} AND (ingest_id, source_line) IN ("
+        f" SELECT ingest_id, source_line FROM usage_logs WHERE {group} QUALIFY row_number()"
+        " OVER (PARTITION BY request_id ORDER BY ingest_id, source_line) > 1) RETURNING ingest_id",
+        params,
+    ).fetchall()
+    gone += con.execute(
+        f"DELETE FROM usage_logs WHERE {group} AND request_id IN (SELECT u.request_id"
+        " FROM usage_logs u WHERE NOT list_contains(CAST($ids AS VARCHAR[]), u.ingest_id)"
+        f" AND u.request_id IN (SELECT request_id FROM usage_logs WHERE {group}))"
+        " RETURNING ingest_id",
+        params,
+    ).fetchall()
+    for (ingest_id,) in gone:
+        _moved_to_duplicates(counts[int(str(ingest_id).rsplit("-", 1)[1])], 1)
+
+
 def _moved_to_duplicates(counts: Counts, rows: int) -> None:
     counts.ingested -= rows
     counts.duplicates += rows
@@ -448,10 +507,34 @@ def _undo_clean(
     return True
 
 
+def _process_typed(
+    con: duckdb.DuckDBPyConnection,
+    chunk: ParquetSlice | ParquetGroup,
+    *,
+    shape: Shape,
+    use_case: str,
+    run_id: str,
+    now: dt.datetime,
+    counts: dict[int, Counts],
+) -> None:
+    """A Parquet slice or group through the typed views into the tables."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _chunk AS {chunk.view_sql()}")
+    rec_sql, ts_mode = typed_records_sql(shape, chunk.schema)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _rec AS {rec_sql}")
+    _price_models(con)
+    classify = classify_sql(shape, ts_mode, now, use_case)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _cls AS {classify}")
+    if isinstance(chunk, ParquetSlice):
+        counts[chunk.file_no].add(_insert_typed(con, chunk, run_id, now))
+        return
+    for file_no, part in _insert_typed_group(con, run_id, now).items():
+        counts[file_no].add(part)
+
+
 # size: one dispatch over the three ways in (typed, one-pass, full) and one cleanup (finally)
 def process_chunk(
     con: duckdb.DuckDBPyConnection,
-    chunk: pa.Table | ParquetSlice,
+    chunk: pa.Table | ParquetSlice | ParquetGroup,
     *,
     shape: Shape,
     run_id: str,
@@ -464,7 +547,8 @@ def process_chunk(
 
     Args:
         con: the warehouse, inside the file's transaction.
-        chunk: a tagged text chunk (:func:`tag_chunk`) or a Parquet slice.
+        chunk: a tagged text chunk (:func:`tag_chunk`), a Parquet slice or a group of
+            small Parquet files.
         shape: the records' log shape.
         run_id: this ingest run (ingest ids are ``<run_id>-<file_no>``).
         now: the clock for the future-timestamp rule.
@@ -475,17 +559,12 @@ def process_chunk(
             positions).
     """
     use_case = use_case_sql(shape, use_cases)
-    kind = "VIEW" if isinstance(chunk, ParquetSlice) else "TABLE"
+    kind = "VIEW" if isinstance(chunk, ParquetSlice | ParquetGroup) else "TABLE"
     try:
-        if isinstance(chunk, ParquetSlice):
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _chunk AS {chunk.view_sql()}")
-            rec_sql, ts_mode = typed_records_sql(shape, chunk.schema)
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _rec AS {rec_sql}")
-            _price_models(con)
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _cls AS {classify_sql(shape, ts_mode, now, use_case)}"
+        if isinstance(chunk, ParquetSlice | ParquetGroup):
+            _process_typed(
+                con, chunk, shape=shape, use_case=use_case, run_id=run_id, now=now, counts=counts
             )
-            counts[chunk.file_no].add(_insert_typed(con, chunk, run_id, now))
             return
         clean = by_line and _one_pass(shape) and _single_file(chunk)
         header = csv_header(chunk) if clean else None

@@ -19,6 +19,7 @@ from tasks.ingest.paths import sniff_json
 from tasks.ingest.plans import Plan
 from tasks.ingest.readers import (
     CHUNK_BYTES,
+    ParquetGroup,
     ParquetSlice,
     TextCursor,
     iter_csv,
@@ -29,7 +30,14 @@ from tasks.ingest.readers import (
     plain_csv,
 )
 
-__all__ = ["OTEL_CHUNK_BYTES", "PARQUET_CHUNK_ROWS", "TEXT_CHUNK_ROWS", "file_chunks", "read_group"]
+__all__ = [
+    "OTEL_CHUNK_BYTES",
+    "PARQUET_CHUNK_ROWS",
+    "TEXT_CHUNK_ROWS",
+    "file_chunks",
+    "parquet_runs",
+    "read_group",
+]
 
 # whole DuckDB row groups (122,880 rows): no partial row group for the CHECKPOINT to merge
 # again (1.5 s of a 1 M-line JSONL ingest with 131,072-line chunks); bounded memory
@@ -78,3 +86,39 @@ def read_group(
         except IngestFileError as exc:
             failed[plan.file_no] = str(exc)
     return tables, failed
+
+
+def parquet_runs(plans: Sequence[Plan]) -> Iterator[tuple[list[Plan], ParquetGroup | None]]:
+    """A group of small Parquet files as runs of consecutive files with one schema.
+
+    Each run comes with one scan of all its files, or None for a lone file (streamed as any
+    file is). Schemas are compared without their metadata (pandas writes its index there).
+
+    Raises:
+        IngestFileError: a file is not readable Parquet (the group then runs file by file).
+    """
+    import pyarrow.parquet as pq  # only Parquet files need it
+
+    run: list[Plan] = []
+    schema: pa.Schema | None = None
+    rows = 0
+    for plan in plans:
+        try:
+            with pq.ParquetFile(plan.path) as parquet:
+                file_schema, file_rows = parquet.schema_arrow, parquet.metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise IngestFileError(f"{plan.path}: unreadable Parquet ({exc})") from exc
+        if run and schema is not None and not file_schema.equals(schema, check_metadata=False):
+            yield run, _scan(run, schema, rows)
+            run, rows = [], 0
+        run.append(plan)
+        schema, rows = file_schema if len(run) == 1 else schema, rows + file_rows
+    if run and schema is not None:
+        yield run, _scan(run, schema, rows)
+
+
+def _scan(run: list[Plan], schema: pa.Schema, rows: int) -> ParquetGroup | None:
+    if len(run) == 1:
+        return None
+    paths = tuple(plan.path for plan in run)
+    return ParquetGroup(paths, tuple(plan.file_no for plan in run), schema, rows)

@@ -43,9 +43,9 @@ import duckdb
 import pyarrow as pa
 
 from tasks.core.settings import Settings
-from tasks.ingest.chunks import Counts, dedupe_file, process_chunk, tag_chunk
+from tasks.ingest.chunks import Counts, dedupe_file, dedupe_group, process_chunk, tag_chunk
 from tasks.ingest.errors import IngestError, IngestFileError
-from tasks.ingest.file_reads import file_chunks, read_group
+from tasks.ingest.file_reads import file_chunks, parquet_runs, read_group
 from tasks.ingest.log_formats import FIELD_NAMES, SHAPE_BY_NAME, SHAPES
 from tasks.ingest.paths import resolve_paths
 from tasks.ingest.plans import Plan, plan_file, transaction_groups, write_manifest
@@ -127,7 +127,15 @@ def _load(
         if tables:
             process_chunk(con, pa.concat_tables(tables), **common)
         return {plan.file_no: None for plan in plans}
-    return {plan.file_no: _stream(con, plan, options, common) for plan in plans}
+    if len(plans) == 1:
+        return {plans[0].file_no: _stream(con, plans[0], options, common)}
+    for run, scan in parquet_runs(plans):
+        if scan is None:
+            _stream(con, run[0], options, common)
+            continue
+        process_chunk(con, scan, **common)
+        dedupe_group(con, options.run_id, counts, list(scan.file_nos))
+    return {plan.file_no: None for plan in plans}
 
 
 def _stream(

@@ -39,6 +39,7 @@ from tasks.ingest.paths import (
 __all__ = [
     "CHUNK_BYTES",
     "CSV_HEADER",
+    "ParquetGroup",
     "ParquetSlice",
     "TextCursor",
     "csv_as_json",
@@ -493,6 +494,32 @@ class ParquetSlice:
             f" {source} AS __file, CAST({self.file_no} AS INTEGER) AS __file_no"
             f" FROM read_parquet({source}, file_row_number = true)"
             f" WHERE file_row_number >= {self.start} AND file_row_number < {self.stop}"
+        )
+
+
+@dataclass(frozen=True)
+class ParquetGroup:
+    """Whole small Parquet files of one schema, scanned by DuckDB in one statement.
+
+    A statement over one file's slice costs ~0.1 s whatever its rows (its views, classify and
+    insert): 200 files of 500 rows took 30 s one by one. ``__file_no`` comes from the file
+    name DuckDB reads each row from.
+    """
+
+    paths: tuple[Path, ...]
+    file_nos: tuple[int, ...]
+    schema: pa.Schema
+    num_rows: int
+
+    def view_sql(self) -> str:
+        """SELECT of every row with ``__line_no``, ``__file`` and ``__file_no``."""
+        names = [sql_str(str(path)) for path in self.paths]
+        pairs = zip(names, self.file_nos, strict=True)
+        numbers = " ".join(f"WHEN {name} THEN {no}" for name, no in pairs)
+        return (
+            "SELECT * EXCLUDE (file_row_number, __src), file_row_number + 1 AS __line_no,"
+            f" __src AS __file, CAST(CASE __src {numbers} END AS INTEGER) AS __file_no"
+            f" FROM read_parquet([{', '.join(names)}], file_row_number = true, filename = '__src')"
         )
 
 

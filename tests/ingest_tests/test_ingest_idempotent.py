@@ -111,6 +111,31 @@ def test_small_parquet_files_share_a_transaction_and_a_bad_one_fails_alone(
     assert kit.counts(con) == (80, 0)
 
 
+@pytest.mark.parametrize("same_schema", [True, False])
+def test_a_parquet_group_keeps_the_first_occurrence_of_an_id_across_its_files(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, same_schema: bool
+) -> None:
+    """One scan for files of one schema, or one file at a time: the same rows and counts."""
+    stored = kit.write_jsonl(tmp_path / "stored.jsonl", [kit.record(9, prompt_id="stored")])
+    kit.ingest(con, [stored])
+    folder = tmp_path / "group"
+    folder.mkdir()
+    files = {
+        "a": [kit.record(1, prompt_id="a"), kit.record(2, prompt_id="a")],
+        "b": [kit.record(2, prompt_id="b"), kit.record(3, prompt_id="b"), kit.record(3)],
+        "c": [kit.record(9, prompt_id="c"), kit.record(1, prompt_id="c"), kit.record(4)],
+    }
+    for name, rows in files.items():
+        table = pa.Table.from_pylist(rows)
+        if not same_schema and name == "c":  # another schema: a and b scanned, then c alone
+            table = table.append_column("extra", pa.array(["x"] * len(rows)))
+        pq.write_table(table, folder / f"{name}.parquet")
+    report = kit.ingest(con, [folder])
+    assert [(f.ingested, f.duplicates) for f in report.files] == [(2, 0), (1, 2), (1, 2)]
+    kept = con.execute("SELECT request_id, prompt_id FROM usage_logs ORDER BY 1").fetchall()
+    assert kept == [("r-1", "a"), ("r-2", "a"), ("r-3", "b"), ("r-4", "p1"), ("r-9", "stored")]
+
+
 @pytest.mark.slow  # ~1.9 s: a child process killed mid-file, then a re-run
 def test_sigkill_mid_file_then_rerun_gives_no_partial_file_and_no_duplicate(
     tmp_path: Path, kit: Any
