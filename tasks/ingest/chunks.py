@@ -211,8 +211,8 @@ def _insert_typed_group(
 ) -> dict[int, Counts]:
     """Typed rows of several files (:class:`ParquetGroup`): counts per file from ``_cls``.
 
-    As for one file, every valid row goes in and :func:`dedupe_file` removes repeated ids
-    after, file by file.
+    As for one file, every valid row goes in and :func:`dedupe_group` removes repeated ids
+    after.
     """
     per_file = con.execute(
         "SELECT __file_no, count(*), count(*) FILTER (WHERE reason IS NULL) FROM _cls GROUP BY 1"

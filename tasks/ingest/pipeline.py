@@ -51,9 +51,7 @@ from tasks.ingest.paths import resolve_paths
 from tasks.ingest.plans import Plan, plan_file, transaction_groups, write_manifest
 from tasks.ingest.prefetch import prefetch
 from tasks.ingest.pricing import apply_ingest_schema, overrides_path, sync_price_overrides
-from tasks.ingest.readers import (
-    TextCursor,
-)
+from tasks.ingest.readers import TextCursor
 from tasks.ingest.report import FileIngestReport, IngestReport, WarehouseStatus, warehouse_status
 from tasks.ingest.session import MemoryLimit, ingest_settings
 from tasks.ingest.sql_classify import REASON_CODES
@@ -115,7 +113,8 @@ def _load(
     options: _Options,
     counts: dict[int, Counts],
 ) -> dict[int, int | None]:
-    """Insert the rows of a text group (read already) or stream each file; end lines per file."""
+    """Insert a text group (read already), a Parquet group (runs of one schema scanned
+    together) or one streamed file; the last line read per file where it can resume."""
     common: dict[str, Any] = {
         "shape": SHAPE_BY_NAME[plans[0].shape],
         "run_id": options.run_id,
