@@ -20,6 +20,7 @@ import pytest
 from tasks.core.settings import REPO_ROOT
 from tasks.ingest.chunks import PRICE_SAMPLE_ROWS
 from tasks.ingest.pipeline import ingest_paths
+from tasks.warehouse.connection import apply_schema
 
 
 def test_reingesting_the_same_file_adds_nothing(
@@ -134,6 +135,56 @@ def test_a_parquet_group_keeps_the_first_occurrence_of_an_id_across_its_files(
     assert [(f.ingested, f.duplicates) for f in report.files] == [(2, 0), (1, 2), (1, 2)]
     kept = con.execute("SELECT request_id, prompt_id FROM usage_logs ORDER BY 1").fetchall()
     assert kept == [("r-1", "a"), ("r-2", "a"), ("r-3", "b"), ("r-4", "p1"), ("r-9", "stored")]
+
+
+def test_a_parquet_group_gives_what_its_files_give_one_by_one(tmp_path: Path, kit: Any) -> None:
+    """Counts, reasons, rows and quarantine lines of one scan equal four separate ingests."""
+    folder = tmp_path / "group"
+    folder.mkdir()
+    files = {
+        "a": [
+            kit.record(1),
+            kit.record(2, input_tokens=-5),
+            kit.record(3, timestamp="2026-10-01T00:00:00"),
+        ],
+        "b": [],
+        "c": [
+            kit.record(2),
+            kit.record(4, model="no-such-model"),
+            kit.record(5, status="weird"),
+            kit.record(1),
+        ],
+        "d": [kit.record(6), kit.record(6), kit.record(7, input_tokens=-1)],
+    }
+    schema = pa.Table.from_pylist(files["a"]).schema
+    for name, rows in files.items():
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"{name}.parquet")
+
+    def ingested(batches: list[list[Path]]) -> tuple[list[Any], ...]:
+        con = duckdb.connect()
+        apply_schema(con)
+        reports = [kit.ingest(con, batch) for batch in batches]
+        counts = [
+            (Path(f.path).name, f.status, f.ingested, f.duplicates, f.quarantine_by_reason)
+            for report in reports
+            for f in report.files
+        ]
+        rows = con.execute(
+            "SELECT request_id, source_file, source_line, prompt_id, cost_usd FROM usage_logs"
+            " ORDER BY ALL"
+        ).fetchall()
+        held = con.execute("SELECT source_file, source_line, reason FROM quarantine ORDER BY ALL")
+        return counts, rows, held.fetchall()
+
+    together = ingested([[folder]])
+    alone = ingested([[folder / f"{name}.parquet"] for name in files])
+    assert together == alone
+    assert together[0] == [
+        ("a.parquet", "ingested", 1, 0, {"missing_timezone": 1, "negative_tokens": 1}),
+        ("b.parquet", "empty", 0, 0, {}),
+        ("c.parquet", "ingested", 1, 1, {"out_of_range": 1, "unknown_model": 1}),
+        ("d.parquet", "ingested", 1, 1, {"negative_tokens": 1}),
+    ]
 
 
 @pytest.mark.slow  # ~1.9 s: a child process killed mid-file, then a re-run
