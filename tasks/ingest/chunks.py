@@ -3,11 +3,12 @@
 Runs inside the caller's transaction. Text chunks are Arrow tables read by DuckDB's replacement
 scan of the local name ``_chunk`` (``con.register`` would keep each chunk alive until the
 file's COMMIT); ``_cls`` is a temp table dropped at the end, so memory stays bounded by the
-chunk whatever the file size. Parquet slices are scanned in place.
+chunk whatever the file size. Parquet slices, and groups of small Parquet files of one schema,
+are scanned in place.
 
 Size: one concept (a chunk into the tables) with its three ways in: the one-pass insert for
 the usual text chunk (and its end-of-file dedupe), the full path for the lines it leaves, and
-the typed (Parquet) path.
+the typed (Parquet) path for a slice or a group (and the group's one-pass dedupe).
 """
 
 from __future__ import annotations

@@ -100,25 +100,23 @@ def parquet_runs(plans: Sequence[Plan]) -> Iterator[tuple[list[Plan], ParquetGro
     import pyarrow.parquet as pq  # only Parquet files need it
 
     run: list[Plan] = []
-    schema: pa.Schema | None = None
-    rows = 0
+    schema = pa.schema([])
     for plan in plans:
         try:
-            with pq.ParquetFile(plan.path) as parquet:
-                file_schema, file_rows = parquet.schema_arrow, parquet.metadata.num_rows
+            file_schema = pq.read_schema(plan.path)
         except (OSError, pa.ArrowException) as exc:
             raise IngestFileError(f"{plan.path}: unreadable Parquet ({exc})") from exc
-        if run and schema is not None and not file_schema.equals(schema, check_metadata=False):
-            yield run, _scan(run, schema, rows)
-            run, rows = [], 0
+        if run and not file_schema.equals(schema, check_metadata=False):
+            yield run, _scan(run, schema)
+            run = []
+        if not run:
+            schema = file_schema
         run.append(plan)
-        schema, rows = file_schema if len(run) == 1 else schema, rows + file_rows
-    if run and schema is not None:
-        yield run, _scan(run, schema, rows)
+    if run:
+        yield run, _scan(run, schema)
 
 
-def _scan(run: list[Plan], schema: pa.Schema, rows: int) -> ParquetGroup | None:
+def _scan(run: list[Plan], schema: pa.Schema) -> ParquetGroup | None:
     if len(run) == 1:
         return None
-    paths = tuple(plan.path for plan in run)
-    return ParquetGroup(paths, tuple(plan.file_no for plan in run), schema, rows)
+    return ParquetGroup(tuple(p.path for p in run), tuple(p.file_no for p in run), schema)

@@ -5,7 +5,8 @@ line); a block with invalid UTF-8 is re-split line by line so only the bad lines
 (``pre = 'invalid_utf8'``), never dropped. CSV rows become JSON objects keyed by the header
 (a streamed plain CSV file may stay physical lines, read from its split fields in SQL).
 JSON arrays and pretty-printed documents are split by DuckDB's ``read_json_objects``. Parquet is
-scanned in place by DuckDB (:class:`ParquetSlice`). A UTF-8 BOM at the start is skipped.
+scanned in place by DuckDB (:class:`ParquetSlice`; small files of one schema together,
+:class:`ParquetGroup`). A UTF-8 BOM at the start is skipped.
 
 Size: one concept (a file as bounded chunks) for every input format; the CSV readers share the
 JSONL line splitter.
@@ -509,7 +510,6 @@ class ParquetGroup:
     paths: tuple[Path, ...]
     file_nos: tuple[int, ...]
     schema: pa.Schema
-    num_rows: int
 
     def view_sql(self) -> str:
         """SELECT of every row with ``__line_no``, ``__file`` and ``__file_no``."""
