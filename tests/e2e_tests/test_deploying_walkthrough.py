@@ -31,7 +31,7 @@ import yaml
 
 from tasks.core.settings import REPO_ROOT, load_settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DOC = REPO_ROOT / "docs" / "deploying.md"
 BIN = Path(sys.executable).parent

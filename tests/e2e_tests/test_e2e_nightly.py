@@ -26,7 +26,7 @@ import pytest
 
 from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NIGHT = dt.date(2026, 10, 21)  # the drift day of the simulated world; the A/B test ships
 TREATMENT = "gpt-4o|summarize-v2|t=0.7|p=1.0|mt=512"

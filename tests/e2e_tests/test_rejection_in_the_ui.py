@@ -19,7 +19,7 @@ import pytest
 
 from tasks.core.settings import REPO_ROOT, load_settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NIGHT = dt.date(2026, 10, 21)
 USE_CASE = "support-summarize"

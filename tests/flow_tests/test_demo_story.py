@@ -24,7 +24,7 @@ from tasks.simulation.demo_story import (
     routing_world,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nightly-flow")]
+pytestmark = pytest.mark.slow
 
 DAYS, NIGHTS, ROWS_PER_DAY = 8, 3, 2000
 

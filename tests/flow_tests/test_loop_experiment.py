@@ -20,7 +20,7 @@ import pytest
 
 from tasks.simulation.worlds_loop import ExplorationWorld
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nightly-flow")]
+pytestmark = pytest.mark.slow
 
 HISTORY_DAYS = 1  # days of hour-of-day exploration before the flow's first night
 

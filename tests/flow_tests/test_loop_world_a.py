@@ -22,7 +22,7 @@ import pytest
 from tasks.core.settings import load_settings
 from tasks.simulation.worlds_routing import RoutingWorld, Segment
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nightly-flow")]
+pytestmark = pytest.mark.slow
 
 UC = "support-route"
 START = dt.date(2026, 10, 1)

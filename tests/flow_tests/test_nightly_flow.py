@@ -18,7 +18,7 @@ import pytest
 
 from tasks.core.settings import REPO_ROOT, Settings, load_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nightly-flow")]
+pytestmark = pytest.mark.slow
 
 DAYS = 16
 START = dt.date(2026, 10, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.machinery
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,31 @@ def test_tests_tree_has_no_init_and_uses_tests_suffixed_folders() -> None:
     assert folders, "tests should be grouped in *_tests folders"
     # benchmarks/ holds scripts (bench_*.py, run by `make bench`), not tests.
     assert [p.name for p in folders if not p.name.endswith("_tests")] == ["benchmarks"]
+
+
+BUILTIN_MARKS = {"parametrize", "skip", "skipif", "xfail", "usefixtures", "filterwarnings"}
+
+
+def test_tests_use_only_marks_registered_in_pyproject() -> None:
+    # --strict-markers turns an unregistered mark into a collection error wherever the plugin
+    # that registers it is absent (xdist_group marks, which `make test` ignored, stopped
+    # `pytest -p no:xdist` from collecting seven modules)
+    with (REPO_ROOT / "pyproject.toml").open("rb") as handle:
+        lines = tomllib.load(handle)["tool"]["pytest"]["ini_options"]["markers"]
+    registered = {line.split(":", 1)[0] for line in lines} | BUILTIN_MARKS
+    used: dict[str, set[str]] = {}
+    for path in (REPO_ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "mark"
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "pytest"
+            ):
+                used.setdefault(node.attr, set()).add(path.name)
+    assert {"slow", "e2e"} <= set(used)  # the scan finds the marks the suite does use
+    assert {mark: files for mark, files in used.items() if mark not in registered} == {}
 
 
 def test_test_file_names_are_unique_across_the_tree() -> None:
