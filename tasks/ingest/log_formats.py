@@ -282,11 +282,17 @@ STATUS_SPELLINGS = {
     "success": ("success", "succeeded", "ok"),
     "error": ("error", "failure", "failed", "fail"),
 }
+# failures that name their kind: status ``error``, and the word is the error_type when the
+# record has none
+TYPED_FAILURES = ("timeout", "timed_out", "cancelled", "canceled", "rate_limited")
+# an HTTP status code as the status: below 400 ``success``, else ``error`` (``http_<code>``)
+_HTTP_CODE = "'[1-5][0-9][0-9]'"
 
 
 def status_sql(expr: str) -> str:
     """``success`` / ``error`` from a status text in any case and spacing (LiteLLM's ``failure``,
-    an SDK's ``OK``); any other value passes unchanged, to fail the range rule.
+    an SDK's ``OK``, ``timeout``, an HTTP status code); any other value passes unchanged, to
+    fail the range rule.
 
     Args:
         expr: SQL of the status value.
@@ -295,16 +301,46 @@ def status_sql(expr: str) -> str:
         A SQL expression (VARCHAR).
 
     >>> import duckdb
-    >>> values = "(VALUES (' OK'), ('Failure'), ('SUCCESS'), ('timeout')) t(s)"
-    >>> duckdb.sql(f"SELECT {status_sql('s')} FROM {values}").fetchall()
-    [('success',), ('error',), ('success',), ('timeout',)]
+    >>> values = "(VALUES (' OK'), ('Failure'), ('timeout'), ('200'), ('429'), ('pending')) t(s)"
+    >>> [s for (s,) in duckdb.sql(f"SELECT {status_sql('s')} FROM {values}").fetchall()]
+    ['success', 'error', 'error', 'success', 'error', 'pending']
     """
     text = f"CAST({expr} AS VARCHAR)"
+    spellings = {**STATUS_SPELLINGS, "error": STATUS_SPELLINGS["error"] + TYPED_FAILURES}
     whens = " ".join(
-        f"WHEN lower(trim({text})) IN ({', '.join(repr(v) for v in spellings)}) THEN {status!r}"
-        for status, spellings in STATUS_SPELLINGS.items()
+        f"WHEN lower(trim({text})) IN ({', '.join(repr(v) for v in words)}) THEN {status!r}"
+        for status, words in spellings.items()
     )
-    return f"CASE {whens} ELSE {text} END"
+    code = (
+        f"WHEN regexp_full_match(trim({text}), {_HTTP_CODE}) THEN"
+        f" CASE WHEN CAST(trim({text}) AS INTEGER) < 400 THEN 'success' ELSE 'error' END"
+    )
+    return f"CASE {whens} {code} ELSE {text} END"
+
+
+def error_type_sql(status: str, error_type: str) -> str:
+    """The record's error_type, else what its status says of the failure's kind: ``http_429``
+    for an HTTP status of 400 or more, ``timeout`` for ``timeout`` (:data:`TYPED_FAILURES`).
+
+    Args:
+        status: SQL of the status value as the record wrote it.
+        error_type: SQL of the record's error_type value.
+
+    Returns:
+        A SQL expression (VARCHAR).
+
+    >>> import duckdb
+    >>> rows = "(VALUES ('503', NULL), ('Timeout', NULL), ('500', 'busy'), ('200', NULL)) t(s, e)"
+    >>> [e for (e,) in duckdb.sql(f"SELECT {error_type_sql('s', 'e')} FROM {rows}").fetchall()]
+    ['http_503', 'timeout', 'busy', None]
+    """
+    text = f"trim(CAST({status} AS VARCHAR))"
+    words = ", ".join(repr(w) for w in TYPED_FAILURES)
+    return (
+        f"coalesce(CAST({error_type} AS VARCHAR), CASE"
+        f" WHEN regexp_full_match({text}, {_HTTP_CODE}) AND CAST({text} AS INTEGER) >= 400"
+        f" THEN 'http_' || {text} WHEN lower({text}) IN ({words}) THEN lower({text}) END)"
+    )
 
 
 SHAPE_BY_NAME = {"canonical": CANONICAL, "litellm": LITELLM, "otel": OTEL}
@@ -352,5 +388,6 @@ __all__ = [
     "Shape",
     "detect_shape",
     "epoch_seconds_sql",
+    "error_type_sql",
     "status_sql",
 ]

@@ -13,7 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from tasks.ingest.log_formats import CANONICAL_FIELDS, Shape, epoch_seconds_sql, status_sql
+from tasks.ingest.log_formats import (
+    CANONICAL_FIELDS,
+    Shape,
+    epoch_seconds_sql,
+    error_type_sql,
+    status_sql,
+)
 from tasks.ingest.pricing import cost_sql, price_join_sql
 
 __all__ = [
@@ -123,6 +129,8 @@ def _typed_values(
         s = f"s_{name}"
         if name == "status":
             values.append(f"{status_sql(s)} AS status")
+        elif name == "error_type":
+            values.append(f"{error_type_sql('s_status', s)} AS error_type")
         elif kind == "str":
             values.append(f"CAST({s} AS VARCHAR) AS {name}")
         elif kind == "double":

@@ -4,6 +4,7 @@ provider-prefixed models, cached / reasoning tokens, and use cases from configur
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from genai_prices import Usage, calc_price
 
-from tasks.ingest import session
+from tasks.ingest import log_formats, session
 from tasks.ingest.pipeline import UseCaseRules, ingest_paths
 
 
@@ -248,25 +249,37 @@ def test_a_litellm_parquet_export_gives_the_rows_of_its_jsonl_export(
 def test_status_in_the_spellings_users_write(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any, container: str
 ) -> None:
-    spellings = ["SUCCESS", " ok ", "Failed", "failure", "Error", "timeout"]
-    records = [kit.record(i, status=status) for i, status in enumerate(spellings)]
+    """Words in any case, failures that name their kind and HTTP status codes (a JSON number
+    in JSONL; text in Parquet, whose column has one type); an unknown word is quarantined."""
+    code = 200 if container == "jsonl" else "200"
+    spellings = ["SUCCESS", " ok ", "Failed", "failure", "Timeout", code, "429", "503", "pending"]
+    records = [kit.record(i, status=s, error_type=None) for i, s in enumerate(spellings)]
+    records[7]["error_type"] = "overloaded"  # the record's own error_type wins
     if container == "jsonl":
         path = kit.write_jsonl(tmp_path / "calls.jsonl", records)
     else:
         path = tmp_path / "calls.parquet"
         pq.write_table(pa.Table.from_pylist(records), path)
     report = kit.ingest(con, [path])
-    assert report.quarantine_by_reason == {"out_of_range": 1}  # timeout is not a status
-    stored = con.execute("SELECT request_id, status FROM usage_logs ORDER BY 1").fetchall()
-    assert stored == [
-        ("r-0", "success"),
-        ("r-1", "success"),
-        ("r-2", "error"),
-        ("r-3", "error"),
-        ("r-4", "error"),
+    assert report.quarantine_by_reason == {"out_of_range": 1}  # pending is not a status
+    stored = con.execute("SELECT request_id, status, error_type FROM usage_logs ORDER BY 1")
+    assert stored.fetchall() == [
+        ("r-0", "success", None),
+        ("r-1", "success", None),
+        ("r-2", "error", None),
+        ("r-3", "error", None),
+        ("r-4", "error", "timeout"),
+        ("r-5", "success", None),
+        ("r-6", "error", "http_429"),
+        ("r-7", "error", "overloaded"),
     ]
     detail = con.execute("SELECT detail FROM quarantine").fetchone()
-    assert detail is not None and "status" in detail[0]
+    assert detail == ("status",)
+
+
+def test_status_helpers_examples_run() -> None:
+    result = doctest.testmod(log_formats, raise_on_error=False)
+    assert result.attempted >= 3 and result.failed == 0, result
 
 
 def test_openinference_spans_from_the_collector_file_exporter(
