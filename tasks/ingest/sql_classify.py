@@ -66,6 +66,7 @@ _LOOSE_ID = r'"request_id"\s*:\s*"([^"\\]{1,200})"'
 _PART = re.compile(r"CASE WHEN (.*) THEN '\w+' END", re.DOTALL)  # a listed rule's test
 _TOKENS: tuple[str, ...] = ("input_tokens", "output_tokens", "cache_read_tokens")
 _TOKENS += ("cache_write_tokens", "reasoning_tokens")
+_OFFSET = "[+-][0-9]{2}(:?[0-9]{2})?"  # a UTC offset: +02, +0200, +02:00
 
 
 def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
@@ -90,14 +91,18 @@ def timestamp_sql(ts_mode: str, assume_utc: bool) -> tuple[str, str, list[str]]:
         f"{t} AS t_text",
         f"regexp_full_match({t}, '-?[0-9]+(\\.[0-9]+)?') AS t_numeric",
         f"regexp_full_match({t}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[T ][0-9:.]+"
-        f"\\s*(Z|z|UTC|GMT|[+-][0-9]{{2}}(:?[0-9]{{2}})?)') AS t_zoned",
+        f"\\s*(Z|z|UTC|GMT|{_OFFSET})(\\s+[A-Za-z]{{2,5}})?') AS t_zoned",
     ]
     number = "TRY_CAST(t_text AS DOUBLE)"
     epoch = f"to_timestamp({epoch_seconds_sql(number)})"
     naive_value = "timezone('UTC', TRY_CAST(t_text AS TIMESTAMP))" if assume_utc else "NULL"
+    # DuckDB reads no space before an offset and no zone name after one (Ruby's and git's
+    # `10:00:00 +0200`, Go's `10:00:00 +0200 CEST`): tried on the rows the plain cast refuses
+    spaced = f"regexp_replace(t_text, '\\s+({_OFFSET}|Z|z)(\\s+[A-Za-z]{{2,5}})?$', '\\1')"
+    zoned = f"coalesce(TRY_CAST(t_text AS TIMESTAMPTZ), TRY_CAST({spaced} AS TIMESTAMPTZ))"
     expr = (
         f"CASE WHEN x_timestamp IS NULL THEN NULL WHEN t_numeric THEN {epoch}"
-        f" WHEN t_zoned THEN TRY_CAST(t_text AS TIMESTAMPTZ) ELSE {naive_value} END"
+        f" WHEN t_zoned THEN {zoned} ELSE {naive_value} END"
     )
     flag = (
         "false"

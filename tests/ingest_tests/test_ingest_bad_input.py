@@ -87,7 +87,9 @@ def test_the_zone_spellings_exporters_write_are_one_instant(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
 ) -> None:
     """ISO 8601 with Z, an offset with or without a colon, ``UTC`` or ``GMT`` after a space
-    (Java's and HTTP's ``GMT``), nanoseconds (Go, OTel): one instant, none quarantined."""
+    (Java's and HTTP's ``GMT``), nanoseconds (Go, OTel), an offset after a space (Ruby's and
+    git's ``+0200``) with a zone name after it (Go's ``time.Time.String``): one instant, none
+    quarantined."""
     spellings = [
         "2026-10-02T10:00:00Z",
         "2026-10-02 10:00:00 UTC",
@@ -95,6 +97,10 @@ def test_the_zone_spellings_exporters_write_are_one_instant(
         "2026-10-02T10:00:00+0000",
         "2026-10-02T12:00:00+02:00",
         "2026-10-02T10:00:00.000000000Z",
+        "2026-10-02 12:00:00 +0200",
+        "2026-10-02 03:00:00 -07:00",
+        "2026-10-02 12:00:00.000000000 +0200 CEST",
+        "2026-10-02 10:00:00 +0000 UTC",
     ]
     rows = [kit.record(i, timestamp=text) for i, text in enumerate(spellings)]
     report = kit.ingest(con, [kit.write_jsonl(tmp_path / "zones.jsonl", rows)])
