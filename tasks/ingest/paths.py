@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tasks.ingest.errors import IngestError
-from tasks.ingest.log_formats import SHAPE_BY_NAME, detect_shape
+from tasks.ingest.log_formats import NUMERIC_KEYS, SHAPE_BY_NAME, detect_shape
 
 __all__ = [
     "BOM",
@@ -25,6 +25,7 @@ __all__ = [
     "TruncatedInput",
     "column_names",
     "csv_header_of",
+    "decimal_points",
     "detect_file_shape",
     "file_format",
     "head",
@@ -247,6 +248,36 @@ def csv_header_of(first_line: str) -> tuple[list[str], str]:
         if len(names) > len(best[0]):
             best = (names, delimiter)
     return column_names(best[0]), best[1]
+
+
+_DECIMAL_COMMA = re.compile(r"-?[0-9]*,[0-9]+")
+
+
+def decimal_points(header: Sequence[str], delimiter: str, row: list[str]) -> list[str]:
+    """A ``;``-separated row with its numeric fields' decimal commas as points.
+
+    Excel writes ``;`` between fields where the decimal mark is a comma, and then writes
+    ``0,82`` and ``350,5``: read as they stand, every such row was ``bad_type``. Only a cell
+    of a numeric field (:data:`NUMERIC_KEYS`) that is a plain decimal (no thousands mark)
+    changes; text fields keep their commas, and a comma-separated file is left alone (there a
+    comma in a number is a thousands mark).
+
+    Args:
+        header: the row's column names (:func:`column_names`).
+        delimiter: the file's delimiter.
+        row: the row's cells.
+
+    >>> decimal_points(["quality", "latency_ms", "prompt_id"], ";", ["0,82", "1.234,5", "3,5"])
+    ['0.82', '1.234,5', '3,5']
+    >>> decimal_points(["quality"], ",", ["0,82"])
+    ['0,82']
+    """
+    if delimiter != ";":
+        return row
+    return [
+        cell.replace(",", ".") if name in NUMERIC_KEYS and _DECIMAL_COMMA.fullmatch(cell) else cell
+        for name, cell in zip(header, row, strict=False)
+    ] + row[len(header) :]
 
 
 _KNOWN_KEYS = {

@@ -33,6 +33,7 @@ from tasks.ingest.paths import (
     TruncatedInput,
     column_names,
     csv_header_of,
+    decimal_points,
     head,
     iter_blocks,
 )
@@ -253,7 +254,7 @@ def iter_csv(path: Path, compressed: bool, chunk_rows: int) -> Iterator[pa.Table
         for row in reader:
             if not row or not any(cell.strip() for cell in row):
                 continue
-            text, reason = _csv_record(header, row)
+            text, reason = _csv_record(header, decimal_points(header, delimiter, row))
             lines.append(text)
             pre.append(reason)
             numbers.append(reader.line_num)

@@ -3,6 +3,7 @@ module. Both must give the same rows, lines, reasons and metadata."""
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from tasks.ingest import paths
 from tasks.ingest.readers import plain_csv
 from tasks.ingest.sql_records import UseCaseRules
 
@@ -168,6 +170,41 @@ def test_csv_with_another_delimiter_gives_the_rows_of_the_comma_file(
     assert got["reasons"] == expected["reasons"] == {"malformed_row": 1, "negative_tokens": 1}
     assert got["rows"] == expected["rows"]
     assert got["counts"][:3] == expected["counts"][:3] == (7, 5, 2)
+
+
+def test_decimal_commas_of_a_semicolon_excel_file_are_numbers(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kit: Any
+) -> None:
+    """Where Excel writes ``;`` between fields it writes ``0,8`` for 0.8: numeric fields are
+    read as numbers (every such row was bad_type), a text field keeps its comma, and a number
+    with a thousands mark is still bad_type."""
+    records = [kit.record(i, latency_ms=350.5 + i, note=f"{i},5") for i in range(3)]
+    header = list(records[0])
+
+    def cell(value: Any) -> str:
+        return str(value).replace(".", ",") if isinstance(value, float) else str(value)
+
+    lines = [";".join(header), *(";".join(cell(r[k]) for k in header) for r in records)]
+    lines[3] = lines[3].replace(";352,5;", ";1.352,5;")  # a thousands mark
+    path = tmp_path / "excel-de.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    report = kit.ingest(con, [path])
+    assert (report.ingested, report.quarantine_by_reason) == (2, {"bad_type": 1})
+    rows = con.execute(
+        "SELECT request_id, latency_ms, quality, temperature, top_p, metadata FROM usage_logs"
+        " ORDER BY 1"
+    ).fetchall()
+    assert [row[:5] for row in rows] == [
+        ("r-0", 350.5, 0.8, 0.3, 1.0),
+        ("r-1", 351.5, 0.8, 0.3, 1.0),
+    ]
+    assert [json.loads(row[5])["note"] for row in rows] == ["0,5", "1,5"]
+    assert con.execute("SELECT detail FROM quarantine").fetchall() == [("latency_ms",)]
+
+
+def test_csv_header_helpers_examples_run() -> None:
+    result = doctest.testmod(paths, raise_on_error=False)
+    assert result.attempted >= 6 and result.failed == 0, result
 
 
 def test_csv_header_names_with_spaces_around_them_and_in_another_case(
