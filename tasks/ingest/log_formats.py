@@ -344,16 +344,6 @@ def error_type_sql(status: str, error_type: str) -> str:
 
 
 SHAPE_BY_NAME = {"canonical": CANONICAL, "litellm": LITELLM, "otel": OTEL}
-_NUMERIC = {name for name, kind, _ in CANONICAL_FIELDS if kind in ("int", "double")}
-# the top-level keys that fill a numeric field in some shape (a CSV's decimal commas)
-NUMERIC_KEYS = frozenset(
-    path[0]
-    for shape in SHAPE_BY_NAME.values()
-    for name, paths in shape.sources.items()
-    if name in _NUMERIC
-    for path in paths
-    if len(path) == 1
-)
 
 
 _CANONICAL_CORE = frozenset({"timestamp", "input_tokens", "output_tokens"})
@@ -392,7 +382,6 @@ __all__ = [
     "CANONICAL_FIELDS",
     "FIELD_NAMES",
     "LITELLM",
-    "NUMERIC_KEYS",
     "OTEL",
     "SHAPES",
     "SHAPE_BY_NAME",

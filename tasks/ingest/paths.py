@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tasks.ingest.errors import IngestError
-from tasks.ingest.log_formats import NUMERIC_KEYS, SHAPE_BY_NAME, detect_shape
+from tasks.ingest.log_formats import CANONICAL_FIELDS, SHAPE_BY_NAME, detect_shape
 
 __all__ = [
     "BOM",
@@ -251,16 +251,26 @@ def csv_header_of(first_line: str) -> tuple[list[str], str]:
 
 
 _DECIMAL_COMMA = re.compile(r"-?[0-9]*,[0-9]+")
+_NUMERIC = {name for name, kind, _ in CANONICAL_FIELDS if kind in ("int", "double")}
+# the top-level keys that fill a numeric field in some shape
+_NUMERIC_KEYS = frozenset(
+    path[0]
+    for shape in SHAPE_BY_NAME.values()
+    for name, paths in shape.sources.items()
+    if name in _NUMERIC
+    for path in paths
+    if len(path) == 1
+)
 
 
 def decimal_points(header: Sequence[str], delimiter: str, row: list[str]) -> list[str]:
     """A ``;``-separated row with its numeric fields' decimal commas as points.
 
     Excel writes ``;`` between fields where the decimal mark is a comma, and then writes
-    ``0,82`` and ``350,5``: read as they stand, every such row was ``bad_type``. Only a cell
-    of a numeric field (:data:`NUMERIC_KEYS`) that is a plain decimal (no thousands mark)
-    changes; text fields keep their commas, and a comma-separated file is left alone (there a
-    comma in a number is a thousands mark).
+    ``0,82`` and ``350,5``: read as they stand, every such row was ``bad_type``. Only a plain
+    decimal (no thousands mark) in a field that some shape reads as a number changes; text
+    fields keep their commas, and a comma-separated file is left alone (there a comma in a
+    number is a thousands mark).
 
     Args:
         header: the row's column names (:func:`column_names`).
@@ -275,7 +285,7 @@ def decimal_points(header: Sequence[str], delimiter: str, row: list[str]) -> lis
     if delimiter != ";":
         return row
     return [
-        cell.replace(",", ".") if name in NUMERIC_KEYS and _DECIMAL_COMMA.fullmatch(cell) else cell
+        cell.replace(",", ".") if name in _NUMERIC_KEYS and _DECIMAL_COMMA.fullmatch(cell) else cell
         for name, cell in zip(header, row, strict=False)
     ] + row[len(header) :]
 
